@@ -1,0 +1,273 @@
+//! An async HTTP client for the agent's API: what the CLI, `template`, `lb` and the examples use.
+//! It speaks only the public HTTP contract; it knows nothing about the agent's internals.
+
+use crate::query::{self, QueryMeta, QueryOptions};
+use crate::types::*;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+pub use http::Method;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid agent address {0:?}")]
+    Address(String),
+    #[error("connecting to {addr}: {source}")]
+    Transport { addr: String, source: hyper_util::client::legacy::Error },
+    #[error("reading the answer from {addr}: {source}")]
+    Body { addr: String, source: hyper::Error },
+    #[error("unexpected response code: {status} ({body})")]
+    Status { status: u16, body: String },
+    #[error("decoding the answer from {path}: {source}")]
+    Decode { path: String, source: serde_json::Error },
+    #[error("request to {path} timed out")]
+    Timeout { path: String },
+}
+
+impl Error {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A raw answer: status, headers, body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn meta(&self) -> QueryMeta {
+        let header = |name: &str| self.headers.get(name).and_then(|v| v.to_str().ok());
+        QueryMeta {
+            last_index: header(query::HEADER_INDEX).and_then(|v| v.parse().ok()).unwrap_or(0),
+            known_leader: header(query::HEADER_KNOWN_LEADER) == Some("true"),
+            last_contact: Duration::from_millis(
+                header(query::HEADER_LAST_CONTACT).and_then(|v| v.parse().ok()).unwrap_or(0),
+            ),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish()
+    }
+}
+
+impl Client {
+    /// `addr` is `host:port` or `http://host:port` (as `-http-addr` and `CONSUL_HTTP_ADDR` take it).
+    pub fn new(addr: &str) -> Result<Client, Error> {
+        let addr = addr.trim().trim_end_matches('/');
+        let base = if addr.starts_with("http://") {
+            addr.to_string()
+        } else if addr.starts_with("https://") {
+            return Err(Error::Address(format!("{addr} (https is not supported)")));
+        } else if addr.is_empty() {
+            return Err(Error::Address(addr.to_string()));
+        } else {
+            format!("http://{addr}")
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Ok(Client { base, token: None, http })
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// `host:port` of the agent this client talks to.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Sends one request; `path_and_query` starts with `/v1/`.
+    pub async fn request(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<Response, Error> {
+        let uri = format!("{}{}", self.base, path_and_query);
+        let mut builder = http::Request::builder().method(method).uri(&uri);
+        if let Some(t) = &self.token {
+            builder = builder.header(query::HEADER_TOKEN, t);
+        }
+        let req = builder
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|_| Error::Address(uri.clone()))?;
+        let fut = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|source| Error::Transport { addr: self.addr().to_string(), source })?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|source| Error::Body { addr: self.addr().to_string(), source })?
+                .to_bytes();
+            Ok(Response { status: parts.status.as_u16(), headers: parts.headers, body })
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| Error::Timeout { path: path_and_query.to_string() })?,
+            None => fut.await,
+        }
+    }
+
+    /// Sends a request and fails on any non-2xx answer.
+    pub async fn request_ok(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<Bytes>,
+    ) -> Result<Response, Error> {
+        let resp = self.request(method, path_and_query, body, None).await?;
+        if !(200..300).contains(&resp.status) {
+            return Err(Error::Status {
+                status: resp.status,
+                body: String::from_utf8_lossy(&resp.body).trim().to_string(),
+            });
+        }
+        Ok(resp)
+    }
+
+    /// A GET with query options, decoded as JSON. A 404 is `Ok(None)`.
+    pub async fn query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        extra: &[(String, String)],
+        opts: &QueryOptions,
+    ) -> Result<Option<(T, QueryMeta)>, Error> {
+        let mut pairs: Vec<(String, String)> = extra.to_vec();
+        pairs.extend(opts.to_pairs());
+        let pq = format!("{}{}", query::encode_path(path), query::query_string(&pairs));
+        // A blocking query may legitimately take wait + wait/16; give the transport a margin.
+        let timeout = opts
+            .wait
+            .filter(|_| opts.index > 0)
+            .map(|w| w + w / query::JITTER_FRACTION + Duration::from_secs(5));
+        let resp = self.request(http::Method::GET, &pq, None, timeout).await?;
+        if resp.status == 404 {
+            return Ok(None);
+        }
+        if resp.status != 200 {
+            return Err(Error::Status {
+                status: resp.status,
+                body: String::from_utf8_lossy(&resp.body).trim().to_string(),
+            });
+        }
+        let meta = resp.meta();
+        let value = serde_json::from_slice(&resp.body)
+            .map_err(|source| Error::Decode { path: path.to_string(), source })?;
+        Ok(Some((value, meta)))
+    }
+
+    pub async fn put_json<B: serde::Serialize>(&self, path: &str, body: &B) -> Result<Response, Error> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|source| Error::Decode { path: path.to_string(), source })?;
+        self.request_ok(http::Method::PUT, path, Some(bytes.into())).await
+    }
+
+    // ---- typed helpers over the common endpoints ----
+
+    pub async fn kv_get(&self, key: &str, opts: &QueryOptions) -> Result<Option<(KvPair, QueryMeta)>, Error> {
+        let got: Option<(Vec<KvPair>, QueryMeta)> = self.query(&format!("/v1/kv/{key}"), &[], opts).await?;
+        Ok(got.and_then(|(mut v, m)| if v.is_empty() { None } else { Some((v.remove(0), m)) }))
+    }
+
+    pub async fn kv_list(&self, prefix: &str, opts: &QueryOptions) -> Result<(Vec<KvPair>, QueryMeta), Error> {
+        let got = self.query(&format!("/v1/kv/{prefix}"), &[("recurse".into(), String::new())], opts).await?;
+        Ok(got.unwrap_or_default())
+    }
+
+    pub async fn kv_keys(
+        &self,
+        prefix: &str,
+        separator: Option<&str>,
+        opts: &QueryOptions,
+    ) -> Result<(Vec<String>, QueryMeta), Error> {
+        let mut extra = vec![("keys".to_string(), String::new())];
+        if let Some(sep) = separator {
+            extra.push(("separator".into(), sep.into()));
+        }
+        Ok(self.query(&format!("/v1/kv/{prefix}"), &extra, opts).await?.unwrap_or_default())
+    }
+
+    /// PUT a value; `extra` carries `cas`, `flags`, `acquire`, `release`. Returns Consul's boolean.
+    pub async fn kv_put(&self, key: &str, value: Vec<u8>, extra: &[(String, String)]) -> Result<bool, Error> {
+        let pq = format!("/v1/kv/{}{}", query::encode_path(key), query::query_string(extra));
+        let resp = self.request_ok(http::Method::PUT, &pq, Some(value.into())).await?;
+        Ok(resp.body.as_ref().starts_with(b"true"))
+    }
+
+    pub async fn kv_delete(&self, key: &str, extra: &[(String, String)]) -> Result<bool, Error> {
+        let pq = format!("/v1/kv/{}{}", query::encode_path(key), query::query_string(extra));
+        let resp = self.request_ok(http::Method::DELETE, &pq, None).await?;
+        Ok(resp.body.as_ref().starts_with(b"true"))
+    }
+
+    pub async fn health_service(
+        &self,
+        service: &str,
+        passing_only: bool,
+        opts: &QueryOptions,
+    ) -> Result<(Vec<ServiceEntry>, QueryMeta), Error> {
+        let extra = if passing_only { vec![("passing".to_string(), "1".to_string())] } else { vec![] };
+        Ok(self.query(&format!("/v1/health/service/{service}"), &extra, opts).await?.unwrap_or_default())
+    }
+
+    pub async fn catalog_services(
+        &self,
+        opts: &QueryOptions,
+    ) -> Result<(std::collections::BTreeMap<String, Vec<String>>, QueryMeta), Error> {
+        Ok(self.query("/v1/catalog/services", &[], opts).await?.unwrap_or_default())
+    }
+
+    pub async fn catalog_nodes(&self, opts: &QueryOptions) -> Result<(Vec<Node>, QueryMeta), Error> {
+        Ok(self.query("/v1/catalog/nodes", &[], opts).await?.unwrap_or_default())
+    }
+
+    pub async fn agent_members(&self) -> Result<Vec<AgentMember>, Error> {
+        let got: Option<(Vec<AgentMember>, QueryMeta)> =
+            self.query("/v1/agent/members", &[], &QueryOptions::default()).await?;
+        Ok(got.map(|(v, _)| v).unwrap_or_default())
+    }
+
+    pub async fn agent_self(&self) -> Result<serde_json::Value, Error> {
+        let got: Option<(serde_json::Value, QueryMeta)> =
+            self.query("/v1/agent/self", &[], &QueryOptions::default()).await?;
+        Ok(got.map(|(v, _)| v).unwrap_or_default())
+    }
+
+    pub async fn status_leader(&self) -> Result<String, Error> {
+        let got: Option<(String, QueryMeta)> =
+            self.query("/v1/status/leader", &[], &QueryOptions::default()).await?;
+        Ok(got.map(|(v, _)| v).unwrap_or_default())
+    }
+}

@@ -1,0 +1,1 @@
+//! Runnable examples of the HTTP contract; see `cargo run -p examples --example NAME`.
