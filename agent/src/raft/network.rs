@@ -1,0 +1,157 @@
+//! Raft RPCs to other servers over their server port (8300): JSON over pooled HTTP/1 connections.
+//! The receiving side is `rpc::serve`. A peer that cannot be reached is `Unreachable`, so openraft
+//! backs off instead of retrying at once.
+
+use super::{NodeId, Peer, TypeConfig};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{de::DeserializeOwned, Serialize};
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    c.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new()).build(c)
+}
+
+#[derive(Clone)]
+pub struct Network {
+    client: HttpClient,
+}
+
+impl Network {
+    pub fn new(client: HttpClient) -> Network {
+        Network { client }
+    }
+}
+
+pub struct Connection {
+    client: HttpClient,
+    target: NodeId,
+    peer: Peer,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failure(String);
+
+/// Errors from one RPC before the remote's own answer is known.
+enum CallError {
+    Unreachable(String),
+    Network(String),
+}
+
+/// Posts `body` as JSON to `http://addr/path` and decodes the JSON answer.
+pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
+    client: &HttpClient,
+    addr: &str,
+    path: &str,
+    body: &Req,
+    timeout: std::time::Duration,
+) -> Result<Resp, String> {
+    match call(client, addr, path, body, timeout).await {
+        Ok(v) => Ok(v),
+        Err(CallError::Unreachable(e)) | Err(CallError::Network(e)) => Err(e),
+    }
+}
+
+async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    client: &HttpClient,
+    addr: &str,
+    path: &str,
+    body: &Req,
+    timeout: std::time::Duration,
+) -> Result<Resp, CallError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| CallError::Network(e.to_string()))?;
+    let req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(|e| CallError::Network(e.to_string()))?;
+    let resp = tokio::time::timeout(timeout, client.request(req))
+        .await
+        .map_err(|_| CallError::Network(format!("rpc {path} to {addr} timed out")))?
+        .map_err(|e| {
+            if e.is_connect() {
+                CallError::Unreachable(format!("connecting to {addr}: {e}"))
+            } else {
+                CallError::Network(format!("rpc {path} to {addr}: {e}"))
+            }
+        })?;
+    let status = resp.status();
+    let body = tokio::time::timeout(timeout, resp.into_body().collect())
+        .await
+        .map_err(|_| CallError::Network(format!("rpc {path} to {addr} timed out")))?
+        .map_err(|e| CallError::Network(e.to_string()))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(CallError::Network(format!("rpc {path} to {addr}: {status}: {}", String::from_utf8_lossy(&body))));
+    }
+    serde_json::from_slice(&body).map_err(|e| CallError::Network(format!("decoding {path} from {addr}: {e}")))
+}
+
+impl Connection {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Peer, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result: Result<Result<Resp, RaftError<NodeId, E>>, CallError> =
+            call(&self.client, &self.peer.addr, path, req, option.hard_ttl()).await;
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new_with_node(self.target, self.peer.clone(), remote))),
+            Err(CallError::Unreachable(e)) => Err(RPCError::Unreachable(Unreachable::new(&Failure(e)))),
+            Err(CallError::Network(e)) => Err(RPCError::Network(NetworkError::new(&Failure(e)))),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Peer) -> Connection {
+        Connection { client: self.client.clone(), target, peer: node.clone() }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
+        self.rpc("/raft/append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId, InstallSnapshotError>>> {
+        self.rpc("/raft/snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
+        self.rpc("/raft/vote", &rpc, &option).await
+    }
+}
