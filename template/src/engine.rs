@@ -1,0 +1,343 @@
+//! The two template languages behind one type: Go templates (`.ctmpl` and anything else, via the
+//! `gotmpl` engine, the syntax consul-template users already have) and handlebars (`.hbs`), both
+//! with the function library of [`crate::funcs`] bound to a per-template [`Scope`].
+//!
+//! Compiling is where syntax errors surface (with line and column); rendering is pure: it reads a
+//! [`Brain`] snapshot and reports which dependencies it used and which had no data yet.
+
+use crate::dep::Dep;
+use crate::funcs::{self, Brain, Scope};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum Error {
+    #[error("{name}:{line}:{col}: {message}")]
+    Parse { name: String, line: usize, col: usize, message: String },
+    #[error("{name}: {message}")]
+    Syntax { name: String, message: String },
+    #[error("{name}: execute: {message}")]
+    Execute { name: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Go,
+    Handlebars,
+}
+
+impl Language {
+    /// `.hbs`/`.handlebars` files are handlebars; everything else is Go template syntax, as
+    /// consul-template reads it.
+    pub fn of(path: &Path) -> Language {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("hbs") | Some("handlebars") => Language::Handlebars,
+            _ => Language::Go,
+        }
+    }
+}
+
+/// Per-template knobs from the template's configuration block.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    pub left_delimiter: Option<String>,
+    pub right_delimiter: Option<String>,
+    pub error_on_missing_key: bool,
+    pub sandbox: Option<PathBuf>,
+    pub function_denylist: Vec<String>,
+}
+
+/// The outcome of one render.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub output: String,
+    pub used: BTreeSet<Dep>,
+    pub missing: BTreeSet<Dep>,
+}
+
+enum Inner {
+    Go(gotmpl::Template),
+    Handlebars(Box<handlebars::Handlebars<'static>>),
+}
+
+pub struct Compiled {
+    name: String,
+    inner: Inner,
+    scope: Arc<Mutex<Scope>>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled").field("name", &self.name).finish()
+    }
+}
+
+const HBS_NAME: &str = "t";
+
+impl Compiled {
+    /// Parses `source`. `name` appears in error messages (the file path).
+    pub fn new(name: &str, source: &str, language: Language, opts: &Options) -> Result<Compiled, Error> {
+        let scope = Arc::new(Mutex::new(Scope {
+            sandbox: opts.sandbox.clone(),
+            denylist: opts.function_denylist.clone(),
+            ..Default::default()
+        }));
+        let inner = match language {
+            Language::Go => Inner::Go(compile_go(name, source, opts, &scope)?),
+            Language::Handlebars => Inner::Handlebars(Box::new(compile_hbs(name, source, opts, &scope)?)),
+        };
+        Ok(Compiled { name: name.to_string(), inner, scope })
+    }
+
+    /// Executes against `brain`. An execution error while data is still missing is not an
+    /// error: a template written for complete data (`index (service "x") 0`) may fail on the
+    /// empty first pass, and will be rendered again once the data arrives.
+    pub fn render(&self, brain: Arc<Brain>) -> Result<Rendered, Error> {
+        self.scope.lock().unwrap_or_else(|p| p.into_inner()).reset(brain);
+        let result = match &self.inner {
+            Inner::Go(t) => t.execute_to_string(&gotmpl::Value::Nil).map_err(|e| e.to_string()),
+            Inner::Handlebars(h) => h.render(HBS_NAME, &Json::Null).map_err(|e| e.to_string()),
+        };
+        let mut scope = self.scope.lock().unwrap_or_else(|p| p.into_inner());
+        let used = std::mem::take(&mut scope.used);
+        let missing = std::mem::take(&mut scope.missing);
+        match result {
+            Ok(output) => Ok(Rendered { output, used, missing }),
+            Err(_) if !missing.is_empty() => Ok(Rendered { output: String::new(), used, missing }),
+            Err(message) => Err(Error::Execute { name: self.name.clone(), message }),
+        }
+    }
+}
+
+fn compile_go(name: &str, source: &str, opts: &Options, scope: &Arc<Mutex<Scope>>) -> Result<gotmpl::Template, Error> {
+    let left = opts.left_delimiter.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "{{".into());
+    let right = opts.right_delimiter.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "}}".into());
+    let mut t = gotmpl::Template::new(name).delims(&left, &right);
+    if opts.error_on_missing_key {
+        t = t.missing_key(gotmpl::MissingKey::Error);
+    }
+    for &fname in funcs::NAMES {
+        let scope = scope.clone();
+        t = t.func(fname, move |args: &[gotmpl::Value]| {
+            let args: Vec<Json> = args.iter().map(to_json).collect();
+            funcs::call(fname, &args, &scope).map(|v| from_json(&v)).map_err(|e| gotmpl::TemplateError::Exec(e.to_string()))
+        });
+    }
+    let source = rewrite_scratch(source, &left, &right);
+    t.parse(&source).map_err(|e| match e {
+        gotmpl::TemplateError::Parse { line, col, message, .. } | gotmpl::TemplateError::Lex { line, col, message, .. } => {
+            Error::Parse { name: name.to_string(), line, col, message }
+        }
+        other => Error::Syntax { name: name.to_string(), message: other.to_string() },
+    })
+}
+
+/// `{{ scratch.Set "k" 1 }}` is a method call on a Go value; gotmpl has no methods, so inside
+/// actions `scratch.X` becomes the function `scratch_X`. Same length: error columns still match.
+fn rewrite_scratch(source: &str, left: &str, right: &str) -> String {
+    if !source.contains("scratch.") {
+        return source.to_string();
+    }
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(start) = rest.find(left) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let end = after[left.len()..].find(right).map(|i| i + left.len() + right.len()).unwrap_or(after.len());
+        out.push_str(&after[..end].replace("scratch.", "scratch_"));
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+struct Helper {
+    name: &'static str,
+    scope: Arc<Mutex<Scope>>,
+}
+
+impl handlebars::HelperDef for Helper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        _: &'reg handlebars::Handlebars<'reg>,
+        _: &'rc handlebars::Context,
+        _: &mut handlebars::RenderContext<'reg, 'rc>,
+    ) -> Result<handlebars::ScopedJson<'rc>, handlebars::RenderError> {
+        let args: Vec<Json> = h.params().iter().map(|p| p.value().clone()).collect();
+        funcs::call(self.name, &args, &self.scope)
+            .map(handlebars::ScopedJson::Derived)
+            .map_err(|e| handlebars::RenderErrorReason::Other(e.to_string()).into())
+    }
+}
+
+fn compile_hbs(
+    name: &str,
+    source: &str,
+    opts: &Options,
+    scope: &Arc<Mutex<Scope>>,
+) -> Result<handlebars::Handlebars<'static>, Error> {
+    let mut h = handlebars::Handlebars::new();
+    // Config files, not HTML: no escaping.
+    h.register_escape_fn(handlebars::no_escape);
+    h.set_strict_mode(opts.error_on_missing_key);
+    for &fname in funcs::NAMES {
+        h.register_helper(fname, Box::new(Helper { name: fname, scope: scope.clone() }));
+    }
+    h.register_template_string(HBS_NAME, source).map_err(|e| match e.pos() {
+        Some((line, col)) => Error::Parse { name: name.to_string(), line, col, message: e.reason().to_string() },
+        None => Error::Syntax { name: name.to_string(), message: e.reason().to_string() },
+    })?;
+    Ok(h)
+}
+
+pub fn to_json(v: &gotmpl::Value) -> Json {
+    use gotmpl::Value as V;
+    match v {
+        V::Nil => Json::Null,
+        V::Bool(b) => Json::Bool(*b),
+        V::Int(i) => Json::from(*i),
+        V::Uint(u) => Json::from(*u),
+        V::Float(f) => serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+        V::String(s) => Json::String(s.to_string()),
+        V::List(l) => Json::Array(l.iter().map(to_json).collect()),
+        V::Map(m) => Json::Object(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect()),
+        V::Function(_) => Json::Null,
+    }
+}
+
+pub fn from_json(v: &Json) -> gotmpl::Value {
+    use gotmpl::Value as V;
+    match v {
+        Json::Null => V::Nil,
+        Json::Bool(b) => V::Bool(*b),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                V::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                V::Uint(u)
+            } else {
+                V::Float(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        Json::String(s) => V::String(s.as_str().into()),
+        Json::Array(a) => V::List(a.iter().map(from_json).collect::<Vec<_>>().into()),
+        Json::Object(m) => {
+            V::Map(Arc::new(m.iter().map(|(k, v)| (Arc::<str>::from(k.as_str()), from_json(v))).collect::<BTreeMap<_, _>>()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn brain_with_test_service() -> Arc<Brain> {
+        let mut b = Brain::default();
+        b.remember(
+            Dep::service("test", None).unwrap(),
+            json!([
+                {"Node": "n1", "Address": "10.0.0.1", "Port": 8080, "ID": "t1", "Name": "test", "Tags": ["a", "b"], "ServiceMeta": {"v": "1"}},
+                {"Node": "n2", "Address": "10.0.0.2", "Port": 8081, "ID": "t2", "Name": "test", "Tags": [], "ServiceMeta": {}},
+            ]),
+        );
+        b.remember(Dep::services("").unwrap(), json!([{"Name": "consul", "Tags": []}, {"Name": "test", "Tags": ["a"]}]));
+        b.remember(Dep::key("cfg/name").unwrap(), json!("demo"));
+        b.remember(
+            Dep::key_prefix("cfg").unwrap(),
+            json!([{"Key": "name", "Value": "demo", "Path": "cfg/name"}, {"Key": "sub/x", "Value": "1", "Path": "cfg/sub/x"}]),
+        );
+        Arc::new(b)
+    }
+
+    fn go(src: &str) -> String {
+        let t = Compiled::new("t.ctmpl", src, Language::Go, &Options::default()).unwrap();
+        let r = t.render(brain_with_test_service()).unwrap();
+        assert!(r.missing.is_empty(), "missing {:?}", r.missing);
+        r.output
+    }
+
+    fn hbs(src: &str) -> String {
+        let t = Compiled::new("t.hbs", src, Language::Handlebars, &Options::default()).unwrap();
+        t.render(brain_with_test_service()).unwrap().output
+    }
+
+    #[test]
+    fn seed_nginx_template_renders_as_consul_template_does() {
+        let src = "upstream test-cluster { ip_hash;{{range service \"test\"}} server {{.Address}}:{{.Port}};{{end}} }";
+        assert_eq!(go(src), "upstream test-cluster { ip_hash; server 10.0.0.1:8080; server 10.0.0.2:8081; }");
+    }
+
+    #[test]
+    fn go_template_idioms() {
+        let cases: &[(&str, &str)] = &[
+            ("{{range services}}{{.Name}} {{end}}", "consul test "),
+            ("{{range services}}{{$n := .Name}}{{range service $n}}{{$n}}={{.ID}};{{end}}{{end}}", "test=t1;test=t2;"),
+            ("{{ with service \"test\" }}{{ (index . 0).Address }}{{ end }}", "10.0.0.1"),
+            ("{{- range service \"test\" }}\n{{ .ID }}{{ end -}}\n", "\nt1\nt2"),
+            ("{{range service \"test\"}}{{.Tags}}|{{end}}", "[a b]|[]|"),
+            ("{{range service \"test\"}}{{if .Tags | contains \"a\"}}{{.ID}}{{end}}{{end}}", "t1"),
+            ("{{range $tag, $svcs := service \"test\" | byTag}}{{$tag}}:{{len $svcs}} {{end}}", "a:1 b:1 "),
+            ("{{key \"cfg/name\"}} {{keyOrDefault \"cfg/none\" \"dflt\"}}", "demo dflt"),
+            ("{{range ls \"cfg\"}}{{.Key}}={{.Value}}{{end}}", "name=demo"),
+            ("{{range tree \"cfg\"}}{{.Key}} {{end}}", "name sub/x "),
+            ("{{range service \"test\"}}{{index .ServiceMeta \"v\"}}.{{end}}", "1.<no value>."),
+            ("{{\"A,B\" | toLower | split \",\" | join \";\"}}", "a;b"),
+            ("{{ scratch.Set \"x\" \"y\" }}{{ scratch.Get \"x\" }}", "y"),
+            ("{{ printf \"%s-%d\" \"a\" 3 }}", "a-3"),
+            ("{{ range service \"missing-svc|any\" }}x{{ else }}none{{ end }}", "none"),
+        ];
+        for (src, want) in cases {
+            // The `missing-svc` case has no data: render directly and ignore `missing`.
+            let t = Compiled::new("t.ctmpl", src, Language::Go, &Options::default()).unwrap();
+            let r = t.render(brain_with_test_service()).unwrap();
+            assert_eq!(&r.output, want, "template {src}");
+        }
+    }
+
+    #[test]
+    fn missing_data_is_reported_not_rendered_as_error() {
+        let t = Compiled::new("t", "{{ (index (service \"web\") 0).Address }}", Language::Go, &Options::default()).unwrap();
+        let r = t.render(Arc::new(Brain::default())).unwrap();
+        assert_eq!(r.missing.len(), 1);
+        assert!(r.used.contains(&Dep::service("web", None).unwrap()));
+    }
+
+    #[test]
+    fn parse_errors_carry_line_and_column() {
+        let e = Compiled::new("bad.ctmpl", "line one\n{{ range service \"x\" }}\n{{ end", Language::Go, &Options::default())
+            .unwrap_err();
+        assert!(matches!(e, Error::Parse { line: 3, .. }), "{e:?}");
+        let e = Compiled::new("bad.hbs", "ok\n{{#each (service \"x\")}}\n", Language::Handlebars, &Options::default())
+            .unwrap_err();
+        assert!(matches!(e, Error::Parse { .. }), "{e:?}");
+        // gotmpl finds unknown functions when executing, not parsing; still an error with the name.
+        let t = Compiled::new("bad.ctmpl", "{{ nosuchfunc }}", Language::Go, &Options::default()).unwrap();
+        let e = t.render(Arc::new(Brain::default())).unwrap_err();
+        assert!(e.to_string().contains("nosuchfunc"), "{e}");
+    }
+
+    #[test]
+    fn custom_delimiters_and_missing_key_errors() {
+        let opts = Options { left_delimiter: Some("[[".into()), right_delimiter: Some("]]".into()), ..Default::default() };
+        let t = Compiled::new("t", "{{x}} [[ key \"cfg/name\" ]]", Language::Go, &opts).unwrap();
+        assert_eq!(t.render(brain_with_test_service()).unwrap().output, "{{x}} demo");
+        let opts = Options { error_on_missing_key: true, ..Default::default() };
+        let t = Compiled::new("t", "{{range service \"test\"}}{{.Nope}}{{end}}", Language::Go, &opts).unwrap();
+        assert!(t.render(brain_with_test_service()).is_err());
+    }
+
+    #[test]
+    fn handlebars_has_the_same_functions_and_no_escaping() {
+        assert_eq!(
+            hbs("upstream test-cluster { ip_hash;{{#each (service \"test\")}} server {{Address}}:{{Port}};{{/each}} }"),
+            "upstream test-cluster { ip_hash; server 10.0.0.1:8080; server 10.0.0.2:8081; }"
+        );
+        assert_eq!(hbs("{{#each (services)}}{{#each (service Name) as |s|}}{{s.ID}}<{{/each}}{{/each}}"), "t1<t2<");
+        assert_eq!(hbs("{{key \"cfg/name\"}} & {{toUpper (keyOrDefault \"nope\" \"x<y\")}}"), "demo & X<Y");
+        assert_eq!(hbs("{{#each (service \"none\")}}x{{else}}empty{{/each}}"), "empty");
+    }
+}

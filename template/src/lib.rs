@@ -1,0 +1,7 @@
+//! `template`: consul-template's job. Watches the agent's catalog and KV with blocking queries,
+//! renders Go-template (`.ctmpl`) and handlebars (`.hbs`) files, writes them atomically and runs
+//! reload commands. It knows the agent only through the HTTP contract crate `api`.
+
+pub mod dep;
+pub mod engine;
+pub mod funcs;
