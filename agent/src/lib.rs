@@ -4,3 +4,13 @@
 pub mod raft;
 pub mod state;
 pub mod structs;
+pub mod checks;
+pub mod config;
+pub mod defs;
+pub mod rpc;
+pub mod server;
+pub mod agent;
+pub mod local;
+pub mod telemetry;
+pub mod cli;
+pub mod filter;

@@ -1,1 +1,58 @@
-fn main() { eprintln!("lb: not built yet"); std::process::exit(1); }
+//! The `lb` binary: parse Consul-style flags, set up logging, and run the pingora server with
+//! the proxy service and the discovery background service.
+
+use anyhow::Context;
+use lb::config::{Args, Config};
+use lb::discovery::Discovery;
+use lb::proxy::Proxy;
+use lb::Shared;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let args = match Args::parse_from_consul_style(std::env::args()) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    let config = Config::from_args(args)?;
+    let filter = match &config.log_level {
+        Some(level) => EnvFilter::try_new(level).with_context(|| format!("invalid -log-level {level:?}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).init();
+
+    let listen = config.listen.clone();
+    let server_conf = ServerConf {
+        threads: config.threads,
+        daemon: config.daemon,
+        pid_file: config.pid_file.clone(),
+        upgrade_sock: config.upgrade_sock.clone(),
+        // A request whose instances keep failing gets one try per instance; more is pointless.
+        max_retries: 16,
+        grace_period_seconds: Some(5),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..Default::default()
+    };
+    let opt = Opt { upgrade: config.upgrade, daemon: config.daemon, ..Default::default() };
+    let (shared, seeds) = Shared::new(config)?;
+
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, Proxy::new(shared.clone()), "lb");
+    proxy.add_tcp(&listen);
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut opts = HttpServerOptions::default();
+        // Plaintext HTTP/2 (prior knowledge) next to HTTP/1.1 on the same port.
+        opts.h2c = true;
+        app.server_options = Some(opts);
+    }
+    let discovery = background_service("discovery", Discovery::new(shared, seeds));
+    server.add_service(discovery);
+    server.add_service(proxy);
+    tracing::info!(%listen, "lb listening");
+    server.run_forever()
+}

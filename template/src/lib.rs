@@ -5,3 +5,7 @@
 pub mod dep;
 pub mod engine;
 pub mod funcs;
+pub mod command;
+pub mod config;
+pub mod hcl;
+pub mod write;

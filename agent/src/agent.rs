@@ -1,0 +1,666 @@
+//! The agent: boots the pieces in order (data dir, Raft, HTTP), owns the local services and
+//! checks, keeps the catalog in line with them (anti-entropy), and on the leader registers
+//! members with `serfHealth` and expires session TTLs.
+
+use crate::checks::{CheckResult, Runner};
+use crate::config::Config;
+use crate::local::{Local, LocalCheck, LocalService};
+use crate::raft::{self, network, sled_store::Db, state_machine::StateMachine, Peer};
+use crate::server::{self, Server};
+use crate::state::Store;
+use crate::structs::*;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] raft::sled_store::OpenError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("loading local state from the data dir: {0}")]
+    Local(std::io::Error),
+    #[error("invalid definition in config: {0}")]
+    Definition(String),
+}
+
+/// Why an agent operation on local services or checks failed; the text is what clients see.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum AgentError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Server(#[from] server::Error),
+}
+
+/// User events this agent has seen (Consul keeps the last 256).
+#[derive(Default)]
+pub struct Events {
+    pub list: VecDeque<api::UserEvent>,
+    pub ltime: u64,
+}
+
+pub const EVENT_BUFFER: usize = 256;
+
+pub struct Agent {
+    pub config: Config,
+    pub node_id: String,
+    pub store: Arc<Store>,
+    pub server: Option<Server>,
+    pub local: Mutex<Local>,
+    pub runner: Runner,
+    pub events: Mutex<Events>,
+    pub events_changed: watch::Sender<u64>,
+    session_timers: Mutex<HashMap<String, Instant>>,
+    session_wake: Notify,
+    pub shutdown: watch::Sender<bool>,
+    pub started: Instant,
+    pub requests: AtomicU64,
+    /// Serializes anti-entropy writes so two syncs of one entry never race.
+    sync_lock: tokio::sync::Mutex<()>,
+}
+
+fn ensure_node_id(cfg: &Config) -> String {
+    if !cfg.node_id.is_empty() {
+        return cfg.node_id.clone();
+    }
+    // Persisted so a restart keeps its identity (and its Raft ID).
+    if let Some(dir) = &cfg.data_dir {
+        let path = dir.join("node-id");
+        if let Ok(id) = std::fs::read_to_string(&path) {
+            if !id.trim().is_empty() {
+                return id.trim().to_string();
+            }
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(&path, &id);
+        return id;
+    }
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Agent {
+    /// Boots the agent. Returns once Raft is running and the local state is loaded; HTTP and
+    /// background loops are started by [`Agent::run`].
+    pub async fn start(config: Config) -> Result<Arc<Agent>, StartError> {
+        let node_id = ensure_node_id(&config);
+        let store = Arc::new(Store::new());
+        let data_dir = if config.dev { None } else { config.data_dir.clone() };
+        let mut server = None;
+        if config.server {
+            let db = Db::open(data_dir.as_deref())?;
+            let sm = StateMachine::open(store.clone(), db.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
+            let raft_config = Arc::new(
+                raft::config(config.raft_multiplier, config.dev).validate().map_err(|e| StartError::Raft(e.to_string()))?,
+            );
+            let http = network::http_client();
+            let rid = raft::node_id_from(&node_id);
+            let peer = Peer { addr: config.server_rpc_addr().to_string(), name: config.node_name.clone() };
+            let r = openraft::Raft::new(rid, raft_config, network::Network::new(http.clone()), db.log_store(), sm)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            server = Some(Server::new(r, store.clone(), rid, peer, http));
+        }
+        let local = Local::load(data_dir.as_deref()).map_err(StartError::Local)?;
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let runner = Runner::new(results_tx, config.check_output_max_size);
+        let agent = Arc::new(Agent {
+            node_id,
+            store,
+            server,
+            local: Mutex::new(local),
+            runner,
+            events: Mutex::new(Events::default()),
+            events_changed: watch::channel(0).0,
+            session_timers: Mutex::new(HashMap::new()),
+            session_wake: Notify::new(),
+            shutdown: watch::channel(false).0,
+            started: Instant::now(),
+            requests: AtomicU64::new(0),
+            sync_lock: tokio::sync::Mutex::new(()),
+            config,
+        });
+        agent.load_config_definitions(&agent.config.services.clone(), &agent.config.checks.clone())?;
+        // Restart the checks of restored and configured entries.
+        let checks: Vec<Check> = agent.local.lock().checks.values().map(|c| c.check.clone()).collect();
+        for c in checks {
+            agent.runner.start(&c.check_id, &c.definition, agent.scripts_allowed(true));
+        }
+        tokio::spawn(agent.clone().check_results(results_rx));
+        Ok(agent)
+    }
+
+    fn scripts_allowed(&self, from_config: bool) -> bool {
+        self.config.enable_script_checks || (from_config && self.config.enable_local_script_checks)
+    }
+
+    /// Bootstraps a new one-server cluster (`-dev`, `-bootstrap`, or `-bootstrap-expect=1`).
+    pub async fn bootstrap_if_alone(&self) -> Result<(), StartError> {
+        let Some(s) = &self.server else { return Ok(()) };
+        if !(self.config.bootstrap || self.config.bootstrap_expect == 1) {
+            return Ok(());
+        }
+        let initialized = s.raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            let mut members = BTreeMap::new();
+            members.insert(s.node_id, s.peer.clone());
+            s.raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// This agent's catalog node.
+    pub fn node(&self) -> Node {
+        let addr = self.config.advertise_addr.to_string();
+        let mut tagged = BTreeMap::new();
+        for k in ["lan", "lan_ipv4", "wan", "wan_ipv4"] {
+            tagged.insert(k.to_string(), addr.clone());
+        }
+        let mut meta = self.config.node_meta.clone();
+        meta.insert("consul-network-segment".into(), String::new());
+        Node {
+            id: self.node_id.clone(),
+            node: self.config.node_name.clone(),
+            address: addr,
+            datacenter: self.config.datacenter.clone(),
+            tagged_addresses: tagged,
+            meta,
+            ..Default::default()
+        }
+    }
+
+    fn server(&self) -> Result<&Server, server::Error> {
+        self.server.as_ref().ok_or(server::Error::NoServers)
+    }
+
+    pub async fn write(&self, command: Command) -> Result<Response, server::Error> {
+        self.server()?.write(command).await
+    }
+
+    fn persist_local(&self) {
+        let local = self.local.lock().clone();
+        let dir = if self.config.dev { None } else { self.config.data_dir.clone() };
+        if let Err(e) = local.persist(dir.as_deref()) {
+            tracing::error!(error = %e, "persisting local services and checks failed");
+        }
+    }
+
+    fn load_config_definitions(&self, services: &[serde_json::Value], checks: &[serde_json::Value]) -> Result<(), StartError> {
+        let node = self.config.node_name.clone();
+        let mut local = self.local.lock();
+        local.services.retain(|_, s| !s.from_config);
+        local.checks.retain(|_, c| !c.from_config);
+        for v in services {
+            let (svc, svc_checks) =
+                crate::defs::service(&crate::defs::normalize(v.clone()), &node).map_err(|e| StartError::Definition(e.to_string()))?;
+            for c in svc_checks {
+                local.checks.insert(c.check_id.clone(), LocalCheck { check: c, from_config: true });
+            }
+            local.services.insert(svc.id.clone(), LocalService { service: svc, from_config: true });
+        }
+        for v in checks {
+            let c = crate::defs::check(&crate::defs::normalize(v.clone()), &node, None).map_err(|e| StartError::Definition(e.to_string()))?;
+            local.checks.insert(c.check_id.clone(), LocalCheck { check: c, from_config: true });
+        }
+        Ok(())
+    }
+
+    /// SIGHUP / `PUT /v1/agent/reload`: re-reads service and check definitions from the files.
+    pub async fn reload(&self) -> Result<(), String> {
+        let (services, checks) = self.config.reload_definitions().map_err(|e| e.to_string())?;
+        let old: Vec<String> = self.local.lock().checks.iter().filter(|(_, c)| c.from_config).map(|(k, _)| k.clone()).collect();
+        for id in old {
+            self.runner.stop(&id);
+        }
+        self.load_config_definitions(&services, &checks).map_err(|e| e.to_string())?;
+        let now: Vec<Check> = self.local.lock().checks.values().filter(|c| c.from_config).map(|c| c.check.clone()).collect();
+        for c in now {
+            self.runner.start(&c.check_id, &c.definition, self.scripts_allowed(true));
+        }
+        self.full_sync().await.map_err(|e| e.to_string())
+    }
+
+    // ---- local services and checks (the /v1/agent endpoints) ----
+
+    pub async fn register_service(&self, svc: Service, checks: Vec<Check>, replace_existing_checks: bool) -> Result<(), AgentError> {
+        let id = svc.id.clone();
+        let stale: Vec<String>;
+        {
+            let mut local = self.local.lock();
+            let mut svc = svc;
+            // Tags edited in the catalog survive when the service allows it.
+            if svc.enable_tag_override {
+                if let Some(existing) = self.store.read().services.get(&self.config.node_name).and_then(|m| m.get(&id)) {
+                    svc.tags = existing.tags.clone();
+                }
+            }
+            local.services.insert(id.clone(), LocalService { service: svc, from_config: false });
+            let new_ids: Vec<&str> = checks.iter().map(|c| c.check_id.as_str()).collect();
+            stale = if replace_existing_checks {
+                local.checks.iter().filter(|(k, c)| c.check.service_id == id && !new_ids.contains(&k.as_str())).map(|(k, _)| k.clone()).collect()
+            } else {
+                vec![]
+            };
+            for k in &stale {
+                local.checks.remove(k);
+            }
+            for c in &checks {
+                // Re-registering keeps the last known status of a check that already exists.
+                let mut c = c.clone();
+                if let Some(prev) = local.checks.get(&c.check_id) {
+                    if prev.check.definition == c.definition && c.status == Some(Status::Critical) {
+                        c.status = prev.check.status;
+                        c.output = prev.check.output.clone();
+                    }
+                }
+                local.checks.insert(c.check_id.clone(), LocalCheck { check: c, from_config: false });
+            }
+        }
+        for k in &stale {
+            self.runner.stop(k);
+        }
+        for c in &checks {
+            self.runner.start(&c.check_id, &c.definition, self.scripts_allowed(false));
+        }
+        self.persist_local();
+        self.sync_service(&id).await?;
+        for k in &stale {
+            self.sync_check(k).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn deregister_service(&self, id: &str) -> Result<(), AgentError> {
+        let checks: Vec<String> = {
+            let mut local = self.local.lock();
+            if local.services.remove(id).is_none() {
+                return Err(AgentError::NotFound(format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name.")));
+            }
+            let ids: Vec<String> = local.checks.iter().filter(|(_, c)| c.check.service_id == id).map(|(k, _)| k.clone()).collect();
+            for k in &ids {
+                local.checks.remove(k);
+            }
+            ids
+        };
+        for k in &checks {
+            self.runner.stop(k);
+        }
+        self.persist_local();
+        self.sync_service(id).await?;
+        Ok(())
+    }
+
+    pub async fn register_check(&self, check: Check) -> Result<(), AgentError> {
+        if !check.service_id.is_empty() && !self.local.lock().services.contains_key(&check.service_id) {
+            return Err(AgentError::NotFound(format!("ServiceID {:?} does not exist", check.service_id)));
+        }
+        let id = check.check_id.clone();
+        let def = check.definition.clone();
+        self.local.lock().checks.insert(id.clone(), LocalCheck { check, from_config: false });
+        self.runner.start(&id, &def, self.scripts_allowed(false));
+        self.persist_local();
+        self.sync_check(&id).await?;
+        Ok(())
+    }
+
+    pub async fn deregister_check(&self, id: &str) -> Result<(), AgentError> {
+        if self.local.lock().checks.remove(id).is_none() {
+            return Err(AgentError::NotFound(format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name.")));
+        }
+        self.runner.stop(id);
+        self.persist_local();
+        self.sync_check(id).await?;
+        Ok(())
+    }
+
+    /// A TTL check's pass/warn/fail/update.
+    pub async fn update_ttl_check(&self, id: &str, status: Status, output: &str) -> Result<(), AgentError> {
+        {
+            let mut local = self.local.lock();
+            let Some(c) = local.checks.get(id) else {
+                return Err(AgentError::NotFound(format!("CheckID {id:?} does not have associated TTL")));
+            };
+            if c.check.definition.ttl_ns == 0 {
+                return Err(AgentError::BadRequest(format!("CheckID {id:?} does not have associated TTL")));
+            }
+            let output = truncate_output(output, self.config.check_output_max_size);
+            local.update_check(id, status, &output);
+        }
+        self.runner.touch(id);
+        self.persist_local();
+        self.sync_check(id).await?;
+        Ok(())
+    }
+
+    /// Node (`service = None`) or service maintenance mode, as Consul's special critical checks.
+    pub async fn set_maintenance(&self, service: Option<&str>, enable: bool, reason: &str) -> Result<(), AgentError> {
+        let (id, service_id) = match service {
+            Some(s) => {
+                if !self.local.lock().services.contains_key(s) {
+                    return Err(AgentError::NotFound(format!("No service registered with ID {s:?}")));
+                }
+                (format!("{SERVICE_MAINT_PREFIX}{s}"), s.to_string())
+            }
+            None => (NODE_MAINT_CHECK_ID.to_string(), String::new()),
+        };
+        if enable {
+            let name = if service.is_some() { "Service Maintenance Mode" } else { "Node Maintenance Mode" };
+            let notes = if reason.is_empty() { DEFAULT_MAINT_REASON.to_string() } else { reason.to_string() };
+            let check = Check {
+                node: self.config.node_name.clone(),
+                check_id: id.clone(),
+                name: name.into(),
+                status: Some(Status::Critical),
+                notes,
+                service_id,
+                check_type: "maintenance".into(),
+                ..Default::default()
+            };
+            self.local.lock().checks.insert(id.clone(), LocalCheck { check, from_config: false });
+        } else {
+            self.local.lock().checks.remove(&id);
+        }
+        self.persist_local();
+        self.sync_check(&id).await?;
+        Ok(())
+    }
+
+    async fn check_results(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<CheckResult>) {
+        while let Some(r) = rx.recv().await {
+            let output = if self.config.discard_check_output { String::new() } else { r.output.clone() };
+            let changed = self.local.lock().update_check(&r.check_id, r.status, &output);
+            if changed == Some(true) {
+                if let Err(e) = self.sync_check(&r.check_id).await {
+                    tracing::warn!(check = %r.check_id, error = %e, "syncing check status failed; anti-entropy will retry");
+                }
+            }
+        }
+    }
+
+    // ---- anti-entropy ----
+
+    /// Registers this node (if it changed) in the catalog.
+    async fn sync_node(&self) -> Result<(), server::Error> {
+        let node = self.node();
+        let current = self.store.read().nodes.get(&node.node).cloned();
+        if let Some(c) = current {
+            if c.id == node.id && c.address == node.address && c.tagged_addresses == node.tagged_addresses && c.meta == node.meta {
+                return Ok(());
+            }
+        }
+        self.write(Command::Register(RegisterRequest { node, ..Default::default() })).await.map(|_| ())
+    }
+
+    pub async fn sync_service(&self, id: &str) -> Result<(), server::Error> {
+        let _guard = self.sync_lock.lock().await;
+        self.sync_node().await?;
+        let (svc, checks) = {
+            let local = self.local.lock();
+            (local.services.get(id).map(|s| s.service.clone()), local.service_checks(id))
+        };
+        let node = self.config.node_name.clone();
+        let command = match svc {
+            Some(svc) => Command::Register(RegisterRequest { node: self.node(), service: Some(svc), checks, skip_node_update: true }),
+            None => Command::Deregister(DeregisterRequest { node, service_id: Some(id.to_string()), check_id: None }),
+        };
+        match self.write(command).await? {
+            Response::Error(e) => Err(server::Error::Rpc(e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn sync_check(&self, id: &str) -> Result<(), server::Error> {
+        let _guard = self.sync_lock.lock().await;
+        self.sync_node().await?;
+        let check = self.local.lock().checks.get(id).map(|c| c.check.clone());
+        let node = self.config.node_name.clone();
+        let command = match check {
+            Some(c) => Command::Register(RegisterRequest { node: self.node(), service: None, checks: vec![c], skip_node_update: true }),
+            None => Command::Deregister(DeregisterRequest { node, service_id: None, check_id: Some(id.to_string()) }),
+        };
+        match self.write(command).await? {
+            Response::Error(e) => Err(server::Error::Rpc(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes the catalog's view of this node match the local state: registers what is missing or
+    /// different, removes what the agent no longer has.
+    pub async fn full_sync(&self) -> Result<(), server::Error> {
+        let node = self.config.node_name.clone();
+        self.sync_node().await?;
+        let (services, checks) = {
+            let l = self.local.lock();
+            (l.services.keys().cloned().collect::<Vec<_>>(), l.checks.values().map(|c| c.check.clone()).collect::<Vec<_>>())
+        };
+        let (catalog_services, catalog_checks) = {
+            let st = self.store.read();
+            (
+                st.node_services(&node).map(|s| s.id.clone()).collect::<Vec<_>>(),
+                st.node_checks(&node).map(|c| c.check_id.clone()).collect::<Vec<_>>(),
+            )
+        };
+        for id in &services {
+            self.sync_service(id).await?;
+        }
+        for c in checks.iter().filter(|c| c.service_id.is_empty()) {
+            self.sync_check(&c.check_id).await?;
+        }
+        for id in catalog_services {
+            if !services.contains(&id) && !(id == "consul" && self.config.server) {
+                self.sync_service(&id).await?;
+            }
+        }
+        for id in catalog_checks {
+            if id != SERF_CHECK_ID && !checks.iter().any(|c| c.check_id == id) {
+                self.sync_check(&id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- leader duties ----
+
+    /// On the leader: this server's own member record (node, `serfHealth`, the `consul` service).
+    async fn reconcile_self(&self) -> Result<(), server::Error> {
+        let node = self.node();
+        let serf = Check {
+            node: node.node.clone(),
+            check_id: SERF_CHECK_ID.into(),
+            name: SERF_CHECK_NAME.into(),
+            status: Some(Status::Passing),
+            output: SERF_ALIVE_OUTPUT.into(),
+            ..Default::default()
+        };
+        let consul = Service {
+            id: "consul".into(),
+            service: "consul".into(),
+            port: self.config.ports.server.max(0) as u16,
+            ..Default::default()
+        };
+        let req = RegisterRequest { node, service: self.config.server.then_some(consul), checks: vec![serf], skip_node_update: false };
+        match self.write(Command::Register(req)).await? {
+            Response::Error(e) => Err(server::Error::Rpc(e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn reset_session_timer(&self, id: &str, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        // Consul invalidates a session only after twice its TTL without a renewal.
+        self.session_timers.lock().insert(id.to_string(), Instant::now() + ttl * 2);
+        self.session_wake.notify_one();
+    }
+
+    pub fn clear_session_timer(&self, id: &str) {
+        self.session_timers.lock().remove(id);
+    }
+
+    async fn session_expiry_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            let next = self.session_timers.lock().values().min().copied();
+            let sleep = match next {
+                Some(t) => tokio::time::sleep_until(t.into()),
+                None => tokio::time::sleep(Duration::from_secs(3600)),
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = self.session_wake.notified() => continue,
+                _ = shutdown.changed() => return,
+            }
+            let now = Instant::now();
+            let expired: Vec<String> = {
+                let mut t = self.session_timers.lock();
+                let ids: Vec<String> = t.iter().filter(|(_, d)| **d <= now).map(|(k, _)| k.clone()).collect();
+                for id in &ids {
+                    t.remove(id);
+                }
+                ids
+            };
+            for id in expired {
+                if self.server.as_ref().is_some_and(|s| s.is_leader()) {
+                    tracing::debug!(session = %id, "session TTL expired");
+                    if let Err(e) = self.write(Command::SessionDestroy { id: id.clone() }).await {
+                        tracing::warn!(session = %id, error = %e, "invalidating expired session failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Watches leadership: a new leader registers itself and restarts every session's TTL timer.
+    async fn leader_loop(self: Arc<Self>) {
+        let Some(server) = self.server.clone() else { return };
+        let mut metrics = server.raft.metrics();
+        let mut shutdown = self.shutdown.subscribe();
+        let mut was_leader = false;
+        loop {
+            let is_leader = server.is_leader();
+            if is_leader && !was_leader {
+                tracing::info!("cluster leadership acquired");
+                let mut attempt = 0u32;
+                while let Err(e) = self.reconcile_self().await {
+                    attempt += 1;
+                    tracing::warn!(error = %e, "registering the leader in the catalog failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt.min(20) as u64)).await;
+                    if !server.is_leader() {
+                        break;
+                    }
+                }
+                let sessions: Vec<(String, String)> =
+                    self.store.read().sessions.values().map(|s| (s.id.clone(), s.ttl.clone())).collect();
+                for (id, ttl) in sessions {
+                    if let Ok(d) = api::duration::parse(&ttl) {
+                        self.reset_session_timer(&id, d);
+                    }
+                }
+            } else if !is_leader && was_leader {
+                tracing::info!("cluster leadership lost");
+            }
+            was_leader = is_leader;
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Periodic full anti-entropy sync, with jitter so a cluster's agents do not sync at once.
+    async fn anti_entropy_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        // The first sync happens as soon as the catalog accepts writes.
+        let mut delay = Duration::from_millis(50);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+            delay = match self.full_sync().await {
+                Ok(()) => {
+                    let base = self.config.ae_interval;
+                    base + Duration::from_millis(rand::random::<u64>() % (base.as_millis() as u64 / 4 + 1))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "anti-entropy sync failed; retrying");
+                    Duration::from_millis(500)
+                }
+            };
+        }
+    }
+
+    /// Starts the background loops (leader duties, anti-entropy, session expiry, watch sweeping).
+    pub fn spawn_loops(self: &Arc<Self>) {
+        tokio::spawn(self.clone().leader_loop());
+        tokio::spawn(self.clone().anti_entropy_loop());
+        tokio::spawn(self.clone().session_expiry_loop());
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut shutdown = me.shutdown.subscribe();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => me.store.watches().sweep(),
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+    }
+
+    // ---- events ----
+
+    pub fn record_event(&self, mut ev: api::UserEvent) -> api::UserEvent {
+        let idx = {
+            let mut events = self.events.lock();
+            events.ltime += 1;
+            ev.ltime = events.ltime;
+            events.list.push_back(ev.clone());
+            while events.list.len() > EVENT_BUFFER {
+                events.list.pop_front();
+            }
+            event_index(&ev.id)
+        };
+        self.events_changed.send_replace(idx);
+        ev
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        self.runner.stop_all();
+        if let Some(s) = &self.server {
+            let _ = s.raft.shutdown().await;
+        }
+    }
+}
+
+/// Consul derives an event list's index from the newest event's ID (gossip has no global order).
+pub fn event_index(id: &str) -> u64 {
+    let hex: String = id.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    if hex.len() < 32 {
+        return 0;
+    }
+    let a = u64::from_str_radix(&hex[..16], 16).unwrap_or(0);
+    let b = u64::from_str_radix(&hex[16..32], 16).unwrap_or(0);
+    a ^ b
+}
+
+fn truncate_output(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{} ...", &s[..cut])
+}

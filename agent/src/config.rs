@@ -1,0 +1,526 @@
+//! The agent's configuration: Consul's command-line flags (single or double dash, `-x=v` or
+//! `-x v`) merged over JSON config files and `-config-dir`, into one validated [`Config`].
+//! Unknown config keys are warned about, never fatal.
+
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("parsing config file {path}: {source}")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("invalid value for {key}: {value}")]
+    Invalid { key: String, value: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Consul's `agent` flags. Field names are the flag names with `-` as `_`.
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(name = "agent", about = "Runs an agent (server or client)", disable_version_flag = true)]
+pub struct AgentFlags {
+    #[arg(long)]
+    pub server: bool,
+    #[arg(long)]
+    pub dev: bool,
+    #[arg(long)]
+    pub bootstrap: bool,
+    #[arg(long = "bootstrap-expect")]
+    pub bootstrap_expect: Option<u32>,
+    #[arg(long)]
+    pub node: Option<String>,
+    #[arg(long = "node-id")]
+    pub node_id: Option<String>,
+    #[arg(long = "node-meta")]
+    pub node_meta: Vec<String>,
+    #[arg(long)]
+    pub bind: Option<String>,
+    #[arg(long)]
+    pub advertise: Option<String>,
+    #[arg(long)]
+    pub client: Option<String>,
+    #[arg(long = "data-dir")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub datacenter: Option<String>,
+    #[arg(long)]
+    pub domain: Option<String>,
+    #[arg(long)]
+    pub join: Vec<String>,
+    #[arg(long = "retry-join")]
+    pub retry_join: Vec<String>,
+    #[arg(long = "retry-interval")]
+    pub retry_interval: Option<String>,
+    #[arg(long = "retry-max")]
+    pub retry_max: Option<u32>,
+    #[arg(long)]
+    pub rejoin: bool,
+    #[arg(long = "config-file")]
+    pub config_file: Vec<PathBuf>,
+    #[arg(long = "config-dir")]
+    pub config_dir: Vec<PathBuf>,
+    #[arg(long)]
+    pub encrypt: Option<String>,
+    #[arg(long = "log-level")]
+    pub log_level: Option<String>,
+    #[arg(long = "log-json")]
+    pub log_json: bool,
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    #[arg(long = "http-port")]
+    pub http_port: Option<i32>,
+    #[arg(long = "dns-port")]
+    pub dns_port: Option<i32>,
+    #[arg(long = "serf-lan-port")]
+    pub serf_lan_port: Option<i32>,
+    #[arg(long = "serf-wan-port")]
+    pub serf_wan_port: Option<i32>,
+    #[arg(long = "server-port")]
+    pub server_port: Option<i32>,
+    #[arg(long)]
+    pub recursor: Vec<String>,
+    #[arg(long)]
+    pub ui: bool,
+    #[arg(long = "enable-script-checks")]
+    pub enable_script_checks: bool,
+    #[arg(long = "enable-local-script-checks")]
+    pub enable_local_script_checks: bool,
+    #[arg(long = "raft-protocol")]
+    pub raft_protocol: Option<u32>,
+    #[arg(long = "default-query-time")]
+    pub default_query_time: Option<String>,
+    #[arg(long = "max-query-time")]
+    pub max_query_time: Option<String>,
+    #[arg(long)]
+    pub hcl: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ports {
+    pub http: i32,
+    pub dns: i32,
+    pub serf_lan: i32,
+    pub serf_wan: i32,
+    pub server: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    pub only_passing: bool,
+    pub node_ttl: Duration,
+    pub service_ttl: Vec<(String, Duration)>,
+    pub allow_stale: bool,
+    pub enable_truncate: bool,
+    pub udp_answer_limit: usize,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub node_id: String,
+    pub node_meta: std::collections::BTreeMap<String, String>,
+    pub datacenter: String,
+    pub domain: String,
+    pub data_dir: Option<PathBuf>,
+    pub server: bool,
+    pub dev: bool,
+    pub bootstrap: bool,
+    pub bootstrap_expect: u32,
+    pub bind_addr: IpAddr,
+    pub advertise_addr: IpAddr,
+    pub client_addrs: Vec<IpAddr>,
+    pub ports: Ports,
+    pub retry_join: Vec<String>,
+    pub retry_interval: Duration,
+    pub retry_max: u32,
+    pub rejoin: bool,
+    pub encrypt: Option<String>,
+    pub log_level: String,
+    pub pid_file: Option<PathBuf>,
+    pub ui: bool,
+    pub recursors: Vec<String>,
+    pub raft_multiplier: u64,
+    pub enable_script_checks: bool,
+    pub enable_local_script_checks: bool,
+    pub services: Vec<Value>,
+    pub checks: Vec<Value>,
+    pub dns: DnsConfig,
+    pub kv_max_value_size: usize,
+    pub txn_max_req_len: usize,
+    pub txn_max_ops: usize,
+    pub session_ttl_min: Duration,
+    pub default_query_time: Duration,
+    pub max_query_time: Duration,
+    pub leave_on_terminate: bool,
+    pub skip_leave_on_interrupt: bool,
+    pub ae_interval: Duration,
+    pub check_output_max_size: usize,
+    pub discard_check_output: bool,
+    /// The files and dirs it was loaded from, for `reload`.
+    pub flags: AgentFlags,
+}
+
+/// Top-level config keys we know (Consul's names). Others are warned about.
+const KNOWN_KEYS: &[&str] = &[
+    "acl", "addresses", "advertise_addr", "advertise_addr_wan", "autopilot", "bind_addr", "bootstrap",
+    "bootstrap_expect", "check", "checks", "client_addr", "connect", "datacenter", "data_dir",
+    "disable_remote_exec", "disable_update_check", "discard_check_output", "dns_config", "domain",
+    "enable_local_script_checks", "enable_script_checks", "encrypt", "leave_on_terminate", "limits",
+    "log_level", "log_json", "node_id", "node_meta", "node_name", "performance", "pid_file", "ports",
+    "primary_datacenter", "raft_protocol", "reconnect_timeout", "recursors", "rejoin_after_leave",
+    "retry_interval", "retry_join", "retry_max", "server", "service", "services", "session_ttl_min",
+    "skip_leave_on_interrupt", "start_join", "telemetry", "ui", "ui_config", "check_update_interval",
+    "default_query_time", "max_query_time", "disable_host_node_id", "watches", "http_config",
+];
+
+/// Rewrites Consul-style `-flag` into clap's `--flag`, leaving values and `--flag` untouched.
+pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    args.into_iter()
+        .map(|a| {
+            if a.starts_with('-') && !a.starts_with("--") && a.len() > 2 && a.as_bytes()[1].is_ascii_alphabetic() {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// Deep-merges `from` into `into`: objects merge, `services`/`checks`/`retry_join` lists append,
+/// everything else is replaced (later files win, as in Consul).
+fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Object(a)), Value::Object(b)) => merge(a, b),
+            (Some(Value::Array(a)), Value::Array(b)) => a.extend(b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+fn load_file(path: &Path, into: &mut Map<String, Value>) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })?;
+    let Value::Object(mut map) = v else {
+        return Err(ConfigError::Other(format!("config file {} is not a JSON object", path.display())));
+    };
+    // `service`/`check` are the single forms of `services`/`checks`.
+    for (single, plural) in [("service", "services"), ("check", "checks")] {
+        if let Some(v) = map.remove(single) {
+            let list = map.entry(plural).or_insert_with(|| Value::Array(vec![]));
+            if let Value::Array(a) = list {
+                a.push(v);
+            }
+        }
+    }
+    merge(into, map);
+    Ok(())
+}
+
+/// Reads every config file and dir the flags name, merged in order.
+pub fn load_files(flags: &AgentFlags) -> Result<Map<String, Value>, ConfigError> {
+    let mut merged = Map::new();
+    for f in &flags.config_file {
+        load_file(f, &mut merged)?;
+    }
+    for d in &flags.config_dir {
+        let rd = std::fs::read_dir(d).map_err(|source| ConfigError::Read { path: d.display().to_string(), source })?;
+        let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        files.sort();
+        for f in files {
+            match f.extension().and_then(|e| e.to_str()) {
+                Some("json") => load_file(&f, &mut merged)?,
+                Some("hcl") => tracing::warn!(file = %f.display(), "HCL config files are not supported; use JSON"),
+                _ => {}
+            }
+        }
+    }
+    Ok(merged)
+}
+
+fn get<'a>(m: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
+    let mut cur = m.get(path[0])?;
+    for p in &path[1..] {
+        cur = cur.get(p)?;
+    }
+    Some(cur)
+}
+
+fn get_str(m: &Map<String, Value>, path: &[&str]) -> Option<String> {
+    get(m, path).and_then(|v| v.as_str()).map(str::to_string)
+}
+
+fn get_bool(m: &Map<String, Value>, path: &[&str]) -> Option<bool> {
+    get(m, path).and_then(|v| v.as_bool())
+}
+
+fn get_i64(m: &Map<String, Value>, path: &[&str]) -> Option<i64> {
+    get(m, path).and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+}
+
+fn get_duration(m: &Map<String, Value>, path: &[&str]) -> Result<Option<Duration>, ConfigError> {
+    match get(m, path) {
+        None => Ok(None),
+        Some(v) => api::duration::serde_go::from_value(v)
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid { key: path.join("."), value: v.to_string() }),
+    }
+}
+
+fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
+    api::duration::parse(s).map_err(|_| ConfigError::Invalid { key: key.into(), value: s.into() })
+}
+
+fn parse_ip(key: &str, s: &str) -> Result<IpAddr, ConfigError> {
+    s.trim().parse().map_err(|_| ConfigError::Invalid { key: key.into(), value: s.into() })
+}
+
+fn str_list(m: &Map<String, Value>, key: &str) -> Vec<String> {
+    match m.get(key) {
+        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => vec![],
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+impl Config {
+    /// Builds the configuration from flags and the files they name.
+    pub fn from_flags(flags: AgentFlags) -> Result<Config, ConfigError> {
+        let files = load_files(&flags)?;
+        for k in files.keys() {
+            if !KNOWN_KEYS.contains(&k.as_str()) {
+                tracing::warn!(key = %k, "unknown config key, ignored");
+            }
+        }
+        Config::build(flags, files)
+    }
+
+    fn build(flags: AgentFlags, f: Map<String, Value>) -> Result<Config, ConfigError> {
+        let dev = flags.dev;
+        let server = flags.server || dev || get_bool(&f, &["server"]).unwrap_or(false);
+        let data_dir = flags.data_dir.clone().or_else(|| get_str(&f, &["data_dir"]).map(PathBuf::from));
+        if !dev && data_dir.is_none() {
+            return Err(ConfigError::Other("data_dir cannot be empty".into()));
+        }
+        let bind_str = flags.bind.clone().or_else(|| get_str(&f, &["bind_addr"])).unwrap_or_else(|| {
+            if dev { "127.0.0.1".into() } else { "0.0.0.0".into() }
+        });
+        let bind_addr = parse_ip("bind_addr", &bind_str)?;
+        let advertise_addr = match flags.advertise.clone().or_else(|| get_str(&f, &["advertise_addr"])) {
+            Some(a) => parse_ip("advertise_addr", &a)?,
+            None if bind_addr.is_unspecified() => "127.0.0.1".parse().expect("valid literal"),
+            None => bind_addr,
+        };
+        let client_str = flags.client.clone().or_else(|| get_str(&f, &["client_addr"])).unwrap_or_else(|| "127.0.0.1".into());
+        let client_addrs = client_str
+            .split_whitespace()
+            .map(|s| parse_ip("client_addr", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let port = |flag: Option<i32>, key: &str, default: i32| -> i32 {
+            flag.or_else(|| get_i64(&f, &["ports", key]).map(|v| v as i32)).unwrap_or(default)
+        };
+        let ports = Ports {
+            http: port(flags.http_port, "http", 8500),
+            dns: port(flags.dns_port, "dns", 8600),
+            serf_lan: port(flags.serf_lan_port, "serf_lan", 8301),
+            serf_wan: port(flags.serf_wan_port, "serf_wan", 8302),
+            server: port(flags.server_port, "server", 8300),
+        };
+        let mut retry_join = flags.retry_join.clone();
+        retry_join.extend(flags.join.iter().cloned());
+        retry_join.extend(str_list(&f, "retry_join"));
+        retry_join.extend(str_list(&f, "start_join"));
+        let node_name = flags.node.clone().or_else(|| get_str(&f, &["node_name"])).unwrap_or_else(hostname);
+        if node_name.is_empty() || node_name.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'') {
+            return Err(ConfigError::Invalid { key: "node_name".into(), value: node_name });
+        }
+        let node_id = flags.node_id.clone().or_else(|| get_str(&f, &["node_id"])).unwrap_or_default();
+        let mut node_meta = std::collections::BTreeMap::new();
+        if let Some(Value::Object(m)) = f.get("node_meta") {
+            for (k, v) in m {
+                node_meta.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+        }
+        for kv in &flags.node_meta {
+            let (k, v) = kv.split_once(':').unwrap_or((kv.as_str(), ""));
+            node_meta.insert(k.to_string(), v.to_string());
+        }
+        let retry_interval = match flags.retry_interval.as_deref() {
+            Some(s) => parse_duration("retry_interval", s)?,
+            None => get_duration(&f, &["retry_interval"])?.unwrap_or(Duration::from_secs(30)),
+        };
+        let default_query_time = match flags.default_query_time.as_deref() {
+            Some(s) => parse_duration("default_query_time", s)?,
+            None => get_duration(&f, &["default_query_time"])?.unwrap_or(api::query::DEFAULT_WAIT),
+        };
+        let max_query_time = match flags.max_query_time.as_deref() {
+            Some(s) => parse_duration("max_query_time", s)?,
+            None => get_duration(&f, &["max_query_time"])?.unwrap_or(api::query::MAX_WAIT),
+        };
+        let mut service_ttl = Vec::new();
+        if let Some(Value::Object(m)) = get(&f, &["dns_config", "service_ttl"]) {
+            for (k, v) in m {
+                let d = api::duration::serde_go::from_value(v)
+                    .map_err(|_| ConfigError::Invalid { key: format!("dns_config.service_ttl.{k}"), value: v.to_string() })?;
+                service_ttl.push((k.clone(), d));
+            }
+        }
+        let dns = DnsConfig {
+            only_passing: get_bool(&f, &["dns_config", "only_passing"]).unwrap_or(false),
+            node_ttl: get_duration(&f, &["dns_config", "node_ttl"])?.unwrap_or(Duration::ZERO),
+            service_ttl,
+            allow_stale: get_bool(&f, &["dns_config", "allow_stale"]).unwrap_or(true),
+            enable_truncate: get_bool(&f, &["dns_config", "enable_truncate"]).unwrap_or(false),
+            udp_answer_limit: get_i64(&f, &["dns_config", "udp_answer_limit"]).unwrap_or(3).max(1) as usize,
+        };
+        let mut recursors = flags.recursor.clone();
+        recursors.extend(str_list(&f, "recursors"));
+        let list = |key: &str| -> Vec<Value> {
+            match f.get(key) {
+                Some(Value::Array(a)) => a.clone(),
+                _ => vec![],
+            }
+        };
+        let ui = flags.ui || dev || get_bool(&f, &["ui"]).unwrap_or(false) || get_bool(&f, &["ui_config", "enabled"]).unwrap_or(false);
+        let bootstrap_expect = flags.bootstrap_expect.or_else(|| get_i64(&f, &["bootstrap_expect"]).map(|v| v as u32)).unwrap_or(0);
+        let bootstrap = flags.bootstrap || get_bool(&f, &["bootstrap"]).unwrap_or(false);
+        if bootstrap && bootstrap_expect > 0 {
+            return Err(ConfigError::Other("'bootstrap_expect > 0' and 'bootstrap = true' are mutually exclusive".into()));
+        }
+        if bootstrap_expect > 0 && !server {
+            return Err(ConfigError::Other("'bootstrap_expect > 0' requires 'server = true'".into()));
+        }
+        Ok(Config {
+            node_name,
+            node_id,
+            node_meta,
+            datacenter: flags.datacenter.clone().or_else(|| get_str(&f, &["datacenter"])).unwrap_or_else(|| "dc1".into()).to_lowercase(),
+            domain: flags.domain.clone().or_else(|| get_str(&f, &["domain"])).unwrap_or_else(|| "consul.".into()),
+            data_dir,
+            server,
+            dev,
+            bootstrap: bootstrap || (dev && bootstrap_expect == 0),
+            bootstrap_expect,
+            bind_addr,
+            advertise_addr,
+            client_addrs,
+            ports,
+            retry_join,
+            retry_interval,
+            retry_max: flags.retry_max.or_else(|| get_i64(&f, &["retry_max"]).map(|v| v as u32)).unwrap_or(0),
+            rejoin: flags.rejoin,
+            encrypt: flags.encrypt.clone().or_else(|| get_str(&f, &["encrypt"])),
+            log_level: flags.log_level.clone().or_else(|| get_str(&f, &["log_level"])).unwrap_or_else(|| if dev { "debug".into() } else { "info".into() }),
+            pid_file: flags.pid_file.clone().or_else(|| get_str(&f, &["pid_file"]).map(PathBuf::from)),
+            ui,
+            recursors,
+            raft_multiplier: get_i64(&f, &["performance", "raft_multiplier"]).unwrap_or(5).clamp(1, 10) as u64,
+            enable_script_checks: flags.enable_script_checks || get_bool(&f, &["enable_script_checks"]).unwrap_or(false),
+            enable_local_script_checks: flags.enable_local_script_checks || get_bool(&f, &["enable_local_script_checks"]).unwrap_or(false),
+            services: list("services"),
+            checks: list("checks"),
+            dns,
+            kv_max_value_size: get_i64(&f, &["limits", "kv_max_value_size"]).unwrap_or(512 * 1024) as usize,
+            txn_max_req_len: get_i64(&f, &["limits", "txn_max_req_len"]).unwrap_or(512 * 1024) as usize,
+            txn_max_ops: 128,
+            session_ttl_min: get_duration(&f, &["session_ttl_min"])?.unwrap_or(Duration::from_secs(10)),
+            default_query_time,
+            max_query_time,
+            leave_on_terminate: get_bool(&f, &["leave_on_terminate"]).unwrap_or(!server),
+            skip_leave_on_interrupt: get_bool(&f, &["skip_leave_on_interrupt"]).unwrap_or(server),
+            ae_interval: Duration::from_secs(60),
+            check_output_max_size: 4096,
+            discard_check_output: get_bool(&f, &["discard_check_output"]).unwrap_or(false),
+            flags,
+        })
+    }
+
+    /// Reloads only what Consul reloads on SIGHUP: services and checks from the config files.
+    pub fn reload_definitions(&self) -> Result<(Vec<Value>, Vec<Value>), ConfigError> {
+        let files = load_files(&self.flags)?;
+        let list = |key: &str| match files.get(key) {
+            Some(Value::Array(a)) => a.clone(),
+            _ => vec![],
+        };
+        Ok((list("services"), list("checks")))
+    }
+
+    pub fn http_addrs(&self) -> Vec<std::net::SocketAddr> {
+        if self.ports.http < 0 {
+            return vec![];
+        }
+        self.client_addrs.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.http as u16)).collect()
+    }
+
+    pub fn server_rpc_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.advertise_addr, self.ports.server.max(0) as u16)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> AgentFlags {
+        let mut v = vec!["agent".to_string()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        AgentFlags::try_parse_from(normalize_args(v)).expect("flags parse")
+    }
+
+    #[test]
+    fn consul_style_flags_parse_in_every_form() {
+        let f = parse(&["-server", "-bootstrap-expect=3", "-node", "s1", "--bind=127.0.0.11", "-retry-join=127.0.0.12", "-retry-join", "127.0.0.13", "-data-dir=/tmp/x"]);
+        assert!(f.server);
+        assert_eq!(f.bootstrap_expect, Some(3));
+        assert_eq!(f.node.as_deref(), Some("s1"));
+        assert_eq!(f.retry_join, vec!["127.0.0.12", "127.0.0.13"]);
+        let c = Config::build(f, Map::new()).expect("valid");
+        assert_eq!(c.advertise_addr.to_string(), "127.0.0.11");
+        assert_eq!(c.ports.http, 8500);
+        assert!(!c.bootstrap);
+    }
+
+    #[test]
+    fn config_file_keys_and_flag_precedence() {
+        let f = parse(&["-dev", "-http-port=9500"]);
+        let file: Value = serde_json::json!({
+            "ports": {"http": 8501, "dns": -1},
+            "performance": {"raft_multiplier": 1},
+            "enable_script_checks": true,
+            "service": {"name": "web", "port": 80}
+        });
+        let mut merged = Map::new();
+        merge(&mut merged, file.as_object().cloned().unwrap_or_default());
+        let c = Config::build(f, merged).expect("valid");
+        assert_eq!(c.ports.http, 9500, "flags win over files");
+        assert_eq!(c.ports.dns, -1);
+        assert_eq!(c.raft_multiplier, 1);
+        assert!(c.enable_script_checks && c.server && c.bootstrap && c.ui);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert!(Config::build(parse(&["-server"]), Map::new()).is_err(), "no data dir");
+        assert!(Config::build(parse(&["-dev", "-bind=nope"]), Map::new()).is_err());
+        assert!(Config::build(parse(&["-dev", "-retry-interval=xyz"]), Map::new()).is_err());
+        assert!(Config::build(parse(&["-data-dir=/x", "-bootstrap-expect=3"]), Map::new()).is_err(), "expect needs server");
+    }
+}

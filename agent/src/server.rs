@@ -1,0 +1,245 @@
+//! The server side every edge (HTTP, DNS, CLI through HTTP) goes through: replicated writes via
+//! Raft (forwarded to the leader over the server port when this server is not it), reads in
+//! Consul's consistency modes, and the one blocking-query mechanism.
+
+use crate::raft::network::{post_json, HttpClient};
+use crate::raft::{NodeId, Peer, Raft};
+use crate::state::{State, Store, WatchSet};
+use crate::structs::{now_ms, Command, Request, Response};
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Error {
+    #[error("No cluster leader")]
+    NoLeader,
+    #[error("No known Consul servers")]
+    NoServers,
+    #[error("rpc error: {0}")]
+    Rpc(String),
+}
+
+/// How a read may be served (`?stale`, `?consistent`, or the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    #[default]
+    Default,
+    Stale,
+    Consistent,
+}
+
+/// Leader knowledge reported with every read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadMeta {
+    pub known_leader: bool,
+    pub last_contact: Duration,
+}
+
+#[derive(Clone)]
+pub struct Server {
+    pub raft: Raft,
+    pub store: Arc<Store>,
+    pub node_id: NodeId,
+    pub peer: Peer,
+    pub http: HttpClient,
+    rpc_timeout: Duration,
+}
+
+impl Server {
+    pub fn new(raft: Raft, store: Arc<Store>, node_id: NodeId, peer: Peer, http: HttpClient) -> Server {
+        Server { raft, store, node_id, peer, http, rpc_timeout: Duration::from_secs(7) }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    /// The leader's advertised RPC address, if one is known.
+    pub fn leader(&self) -> Option<(NodeId, Peer)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let peer = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, peer))
+    }
+
+    pub fn read_meta(&self) -> ReadMeta {
+        let m = self.raft.metrics().borrow().clone();
+        let known_leader = m.current_leader.is_some();
+        let last_contact = if m.current_leader == Some(self.node_id) {
+            Duration::ZERO
+        } else {
+            m.millis_since_quorum_ack.map(Duration::from_millis).unwrap_or_default()
+        };
+        ReadMeta { known_leader, last_contact }
+    }
+
+    /// Proposes a command and waits until it is committed on a quorum and applied.
+    pub async fn write(&self, command: Command) -> Result<Response, Error> {
+        let req = Request { now_ms: now_ms(), command };
+        self.write_request(req).await
+    }
+
+    pub async fn write_request(&self, req: Request) -> Result<Response, Error> {
+        // An election in progress is waited out for up to rpc_hold_timeout, as Consul does.
+        let deadline = tokio::time::Instant::now() + self.rpc_timeout;
+        loop {
+            let err = match self.raft.client_write(req.clone()).await {
+                Ok(resp) => return Ok(resp.data),
+                Err(e) => e,
+            };
+            match err {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader { leader_node: Some(peer), .. })) => {
+                    return post_json::<_, Result<Response, Error>>(&self.http, &peer.addr, "/rpc/apply", &req, self.rpc_timeout)
+                        .await
+                        .map_err(Error::Rpc)?;
+                }
+                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {}
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => return Err(Error::Rpc(e.to_string())),
+                RaftError::Fatal(e) => return Err(Error::Rpc(e.to_string())),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Makes a read linearizable (`?consistent`): the leader confirms its leadership with a quorum,
+    /// and this server waits until it has applied what the leader had committed.
+    pub async fn barrier(&self) -> Result<(), Error> {
+        let index = match self.raft.ensure_linearizable().await {
+            Ok(log_id) => log_id.map(|l| l.index).unwrap_or(0),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(ForwardToLeader {
+                leader_node: Some(peer),
+                ..
+            }))) => post_json::<_, Result<u64, Error>>(&self.http, &peer.addr, "/rpc/barrier", &(), self.rpc_timeout)
+                .await
+                .map_err(Error::Rpc)??,
+            Err(RaftError::APIError(_)) => return Err(Error::NoLeader),
+            Err(RaftError::Fatal(e)) => return Err(Error::Rpc(e.to_string())),
+        };
+        self.wait_applied(index).await
+    }
+
+    /// Waits until this server's state machine has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), Error> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + self.rpc_timeout;
+        loop {
+            if rx.borrow().last_applied.map(|l| l.index).unwrap_or(0) >= index {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(Error::NoLeader),
+            }
+        }
+    }
+
+    /// Readiness for a read in the given mode.
+    pub async fn prepare_read(&self, consistency: Consistency) -> Result<ReadMeta, Error> {
+        match consistency {
+            Consistency::Stale => {}
+            Consistency::Consistent => self.barrier().await?,
+            Consistency::Default => {
+                if self.leader().is_none() {
+                    return Err(Error::NoLeader);
+                }
+            }
+        }
+        Ok(self.read_meta())
+    }
+}
+
+/// Consul's blocking query: run `query` against the store; if the caller's index is current,
+/// wait on what the query read (or the timeout) and run it again. The index is never 0.
+pub async fn blocking_query<T>(
+    store: &Store,
+    min_index: u64,
+    wait: Duration,
+    mut query: impl FnMut(&State, &mut WatchSet) -> (u64, T),
+) -> (u64, T) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut ws = WatchSet::new(store.watches());
+        let (index, value) = {
+            let state = store.read();
+            query(&state, &mut ws)
+        };
+        let index = index.max(1);
+        if min_index == 0 || index > min_index || tokio::time::Instant::now() >= deadline {
+            return (index, value);
+        }
+        tokio::select! {
+            _ = ws.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// The wait a blocking query gets: the asked wait (default when absent or zero) capped at the
+/// maximum, plus up to 1/16 jitter so that many watchers do not return at once.
+pub fn effective_wait(asked: Option<Duration>, default: Duration, max: Duration) -> Duration {
+    let base = match asked {
+        Some(w) if !w.is_zero() => w.min(max),
+        _ => default,
+    };
+    let jitter_ms = (base.as_millis() as u64) / api::query::JITTER_FRACTION as u64;
+    let jitter = if jitter_ms > 0 { rand::random::<u64>() % jitter_ms } else { 0 };
+    base + Duration::from_millis(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::structs::{KvOp, KvRequest};
+
+    fn set(store: &Store, index: u64, key: &str) {
+        let command = Command::Kv(KvRequest { op: KvOp::Set, key: key.into(), value: vec![1], flags: 0, session: None, modify_index: 0 });
+        store.apply(index, &Request { now_ms: 0, command });
+    }
+
+    #[test]
+    fn wait_is_defaulted_capped_and_jittered() {
+        let d = Duration::from_secs(300);
+        let m = Duration::from_secs(600);
+        let w = effective_wait(None, d, m);
+        assert!(w >= d && w < d + d / 16);
+        let w = effective_wait(Some(Duration::from_secs(3600)), d, m);
+        assert!(w >= m && w < m + m / 16);
+        let w = effective_wait(Some(Duration::from_secs(2)), d, m);
+        assert!(w >= Duration::from_secs(2) && w < Duration::from_millis(2125));
+    }
+
+    #[tokio::test]
+    async fn blocking_query_returns_at_once_when_behind_and_wakes_on_write() {
+        let store = Arc::new(Store::new());
+        set(&store, 3, "k");
+        let read = |s: &State, ws: &mut WatchSet| {
+            ws.kv_key("k");
+            (s.kv_key_index("k"), s.kv.get("k").map(|e| e.modify_index))
+        };
+        let (i, _) = blocking_query(&store, 2, Duration::from_secs(5), read).await;
+        assert_eq!(i, 3);
+        let s2 = store.clone();
+        let waiter = tokio::spawn(async move { blocking_query(&s2, 3, Duration::from_secs(30), read).await });
+        // An unrelated write must not end the wait; the watched key's write must.
+        set(&store, 4, "other");
+        set(&store, 5, "k");
+        let (i, v) = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woke").expect("joined");
+        assert_eq!((i, v), (5, Some(5)));
+    }
+
+    #[tokio::test]
+    async fn blocking_query_times_out_with_the_same_index() {
+        let store = Store::new();
+        set(&store, 7, "k");
+        let (i, _) = blocking_query(&store, 7, Duration::from_millis(50), |s, ws| {
+            ws.kv_key("k");
+            (s.kv_key_index("k"), ())
+        })
+        .await;
+        assert_eq!(i, 7);
+    }
+}

@@ -1,0 +1,311 @@
+//! The command line and the optional config file (`-config=FILE`, TOML, or JSON when the name
+//! ends in `.json`): where to listen, which agents to ask, and per-route balancing options.
+//! Flags win over the file. It knows nothing about pingora or routing internals.
+
+use crate::balance::{BenchRule, Policy};
+use clap::Parser;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parsing config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("no agent address: pass -consul-addr=HOST:PORT or set consul_addr in the config file")]
+    NoAgent,
+    #[error("invalid listen address {0:?}")]
+    Listen(String),
+}
+
+/// `lb -listen=0.0.0.0:88 -consul-addr=HOST:PORT [-consul-addr ...] [-config=FILE]`.
+#[derive(Debug, Clone, Parser, Default)]
+#[command(name = "lb", about = "One stable HTTP entry point over healthy agents and services", version)]
+pub struct Args {
+    /// Address to accept HTTP on.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// An agent's HTTP address (repeatable); more agents are found from the cluster's members.
+    #[arg(long = "consul-addr", alias = "http-addr")]
+    pub consul_addr: Vec<String>,
+    /// TOML (or .json) file with balancing options.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log level filter (as RUST_LOG).
+    #[arg(long = "log-level")]
+    pub log_level: Option<String>,
+    /// Take over the listening sockets of a running lb (pingora's graceful upgrade).
+    #[arg(long)]
+    pub upgrade: bool,
+    /// Run in the background.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Where the old process hands its sockets over during an upgrade.
+    #[arg(long = "upgrade-sock")]
+    pub upgrade_sock: Option<String>,
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<String>,
+    /// Worker threads for the proxy (default: the number of CPUs).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl Args {
+    /// Parses Consul-style flags: `-x=v` and `-x v` mean `--x=v` and `--x v`.
+    pub fn parse_from_consul_style<I: IntoIterator<Item = String>>(args: I) -> Result<Args, clap::Error> {
+        Args::try_parse_from(args.into_iter().enumerate().map(|(i, a)| if i == 0 { a } else { double_dash(a) }))
+    }
+}
+
+/// Rewrites `-flag...` to `--flag...`, leaving `--flag`, `-` and negative-looking values alone.
+pub fn double_dash(arg: String) -> String {
+    let b = arg.as_bytes();
+    if b.len() > 2 && b[0] == b'-' && b[1] != b'-' && b[1].is_ascii_alphabetic() {
+        format!("-{arg}")
+    } else {
+        arg
+    }
+}
+
+/// Options of one route.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteOptions {
+    pub policy: Policy,
+    /// nginx `max_fails`: failures within `fail_timeout` that bench an instance; 0 disables.
+    pub max_fails: u32,
+    #[serde(with = "api::duration::serde_go")]
+    pub fail_timeout: Duration,
+    #[serde(with = "api::duration::serde_go")]
+    pub connect_timeout: Duration,
+    /// Idle time allowed while reading the answer; zero means no limit.
+    #[serde(with = "api::duration::serde_go")]
+    pub read_timeout: Duration,
+    /// At most this many instances per request (nginx `proxy_next_upstream_tries`); 0 = all.
+    pub tries: u32,
+}
+
+impl Default for RouteOptions {
+    fn default() -> Self {
+        RouteOptions {
+            policy: Policy::RoundRobin,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::ZERO,
+            tries: 0,
+        }
+    }
+}
+
+impl RouteOptions {
+    pub fn bench(&self) -> BenchRule {
+        BenchRule { max_fails: self.max_fails, fail_timeout: self.fail_timeout }
+    }
+}
+
+/// A partial `RouteOptions`: only the keys a section sets override the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteOverride {
+    pub policy: Option<Policy>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub tries: Option<u32>,
+}
+
+/// The config file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    consul_addr: Vec<String>,
+    domain: Option<String>,
+    wait: Option<String>,
+    members_interval: Option<String>,
+    access_log: Option<bool>,
+    threads: Option<usize>,
+    defaults: RouteOverride,
+    /// Options of the agent route (`/v1/...`, `/ui`).
+    agents: RouteOverride,
+    /// Options per service name.
+    services: BTreeMap<String, RouteOverride>,
+}
+
+/// Everything the program runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub consul_addr: Vec<String>,
+    /// Consul's DNS domain in `Host: web.service.<domain>`.
+    pub domain: String,
+    /// Longest wait of a blocking query.
+    pub wait: Duration,
+    /// How often the member list is re-read (it has no blocking form).
+    pub members_interval: Duration,
+    pub access_log: bool,
+    pub threads: usize,
+    pub defaults: RouteOptions,
+    pub agents: RouteOptions,
+    pub services: BTreeMap<String, RouteOptions>,
+    pub upgrade: bool,
+    pub daemon: bool,
+    pub upgrade_sock: String,
+    pub pid_file: String,
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Config, Error> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => File::default(),
+        };
+        let path = args.config.clone().unwrap_or_default();
+        let dur = |v: &Option<String>, default: Duration| -> Result<Duration, Error> {
+            match v {
+                None => Ok(default),
+                Some(s) => api::duration::parse(s)
+                    .map_err(|e| Error::Parse { path: path.clone(), message: format!("duration {s:?}: {e}") }),
+            }
+        };
+        let defaults = apply(&RouteOptions::default(), &file.defaults, &dur)?;
+        let agents = apply(&defaults, &file.agents, &dur)?;
+        let mut services = BTreeMap::new();
+        for (name, o) in &file.services {
+            services.insert(name.to_lowercase(), apply(&defaults, o, &dur)?);
+        }
+        let listen = args.listen.or(file.listen).unwrap_or_else(|| "0.0.0.0:88".to_string());
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::Listen(listen));
+        }
+        let consul_addr = if args.consul_addr.is_empty() { file.consul_addr } else { args.consul_addr };
+        if consul_addr.is_empty() {
+            return Err(Error::NoAgent);
+        }
+        let threads = args
+            .threads
+            .or(file.threads)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        Ok(Config {
+            listen,
+            consul_addr,
+            domain: file.domain.unwrap_or_else(|| "consul".to_string()).trim_matches('.').to_lowercase(),
+            wait: dur(&file.wait, Duration::from_secs(30))?,
+            members_interval: dur(&file.members_interval, Duration::from_secs(1))?,
+            access_log: file.access_log.unwrap_or(true),
+            threads: threads.max(1),
+            defaults,
+            agents,
+            services,
+            upgrade: args.upgrade,
+            daemon: args.daemon,
+            upgrade_sock: args.upgrade_sock.unwrap_or_else(|| "/tmp/lb_upgrade.sock".to_string()),
+            pid_file: args.pid_file.unwrap_or_else(|| "/tmp/lb.pid".to_string()),
+            log_level: args.log_level,
+        })
+    }
+
+    /// The options of a service's route.
+    pub fn service(&self, name: &str) -> &RouteOptions {
+        self.services.get(&name.to_lowercase()).unwrap_or(&self.defaults)
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
+    let parsed = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        toml::from_str(&text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|message| Error::Parse { path: path.into(), message })
+}
+
+fn apply(
+    base: &RouteOptions,
+    o: &RouteOverride,
+    dur: &dyn Fn(&Option<String>, Duration) -> Result<Duration, Error>,
+) -> Result<RouteOptions, Error> {
+    Ok(RouteOptions {
+        policy: o.policy.unwrap_or(base.policy),
+        max_fails: o.max_fails.unwrap_or(base.max_fails),
+        fail_timeout: dur(&o.fail_timeout, base.fail_timeout)?,
+        connect_timeout: dur(&o.connect_timeout, base.connect_timeout)?,
+        read_timeout: dur(&o.read_timeout, base.read_timeout)?,
+        tries: o.tries.unwrap_or(base.tries),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Result<Args, clap::Error> {
+        Args::parse_from_consul_style(line.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn flags_take_single_or_double_dash_with_or_without_equals() {
+        for line in [
+            "lb -listen=127.0.0.1:88 -consul-addr=127.0.0.11:8500 -consul-addr 127.0.0.12:8500",
+            "lb --listen 127.0.0.1:88 --consul-addr=127.0.0.11:8500 -consul-addr=127.0.0.12:8500",
+        ] {
+            let a = args(line).unwrap();
+            assert_eq!(a.listen.as_deref(), Some("127.0.0.1:88"), "{line}");
+            assert_eq!(a.consul_addr, vec!["127.0.0.11:8500", "127.0.0.12:8500"], "{line}");
+        }
+        assert!(args("lb -bogus=1").is_err());
+        assert_eq!(double_dash("-".into()), "-");
+        assert_eq!(double_dash("-1".into()), "-1");
+    }
+
+    #[test]
+    fn config_file_sets_route_options_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("lb-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lb.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "127.0.0.1:9999"
+consul_addr = ["127.0.0.11:8500"]
+wait = "5s"
+[defaults]
+max_fails = 2
+fail_timeout = "3s"
+[agents]
+policy = "least_conn"
+[services.Web]
+policy = "ip_hash"
+"#,
+        )
+        .unwrap();
+        let a = args(&format!("lb -listen=127.0.0.1:88 -config={}", path.display())).unwrap();
+        let c = Config::from_args(a).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:88");
+        assert_eq!(c.consul_addr, vec!["127.0.0.11:8500"]);
+        assert_eq!(c.wait, Duration::from_secs(5));
+        assert_eq!(c.agents.policy, Policy::LeastConn);
+        assert_eq!(c.agents.max_fails, 2);
+        assert_eq!(c.service("web").policy, Policy::IpHash);
+        assert_eq!(c.service("web").fail_timeout, Duration::from_secs(3));
+        assert_eq!(c.service("other").policy, Policy::RoundRobin);
+
+        std::fs::write(&path, "[defaults]\npolicy = \"fastest\"\n").unwrap();
+        let a = args(&format!("lb -consul-addr=a:1 -config={}", path.display())).unwrap();
+        let e = Config::from_args(a).unwrap_err().to_string();
+        assert!(e.contains("fastest"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_agent_address_is_required() {
+        assert!(matches!(Config::from_args(args("lb").unwrap()), Err(Error::NoAgent)));
+    }
+}

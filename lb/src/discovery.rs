@@ -1,0 +1,277 @@
+//! Keeps the routing snapshot current. A pingora background service that runs:
+//! - one blocking-query watcher on `/v1/catalog/services`,
+//! - one blocking-query watcher on `/v1/health/service/<name>?passing` per service,
+//! - a poll of `/v1/agent/members` (it has no blocking form) that also decides which agents the
+//!   watchers may fail over to,
+//!
+//! and rebuilds the `Snapshot` after each change, swapping it in atomically, so a health change
+//! reaches routing as soon as the agent answers the blocking query. It talks to agents only
+//! through the shared `api` crate.
+
+use crate::routing::{agent_http_addr, Catalog, Snapshot};
+use crate::Shared;
+use api::{AgentMember, Client, ServiceEntry, Target, Watcher};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn, Instrument};
+
+/// What the watcher tasks report to the loop that owns the `Catalog`.
+#[derive(Debug)]
+enum Input {
+    Members(Vec<AgentMember>),
+    Services(BTreeMap<String, Vec<String>>),
+    Health(String, Vec<ServiceEntry>),
+}
+
+/// The agents discovery may ask: alive members (by their HTTP address) and the seeds. A new
+/// generation tells watchers stuck on dead agents to rebuild their client list.
+#[derive(Debug)]
+pub struct Agents {
+    clients: ArcSwap<Vec<Client>>,
+    generation: AtomicU64,
+}
+
+impl Agents {
+    pub fn new(clients: Vec<Client>) -> Agents {
+        Agents { clients: ArcSwap::from_pointee(clients), generation: AtomicU64::new(0) }
+    }
+
+    /// The current clients, rotated by `spread` so that watchers start on different agents.
+    fn rotated(&self, spread: usize) -> (u64, Vec<Client>) {
+        let gen = self.generation.load(Ordering::Acquire);
+        let mut v: Vec<Client> = self.clients.load().as_ref().clone();
+        if !v.is_empty() {
+            let n = v.len();
+            v.rotate_left(spread % n);
+        }
+        (gen, v)
+    }
+
+    fn set(&self, clients: Vec<Client>) {
+        let same = {
+            let cur = self.clients.load();
+            cur.len() == clients.len() && cur.iter().zip(&clients).all(|(a, b)| a.addr() == b.addr())
+        };
+        if !same && !clients.is_empty() {
+            self.clients.store(Arc::new(clients));
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.clients.load().iter().map(|c| c.addr().to_string()).collect()
+    }
+}
+
+/// The background service.
+pub struct Discovery {
+    shared: Arc<Shared>,
+    seeds: Vec<Client>,
+}
+
+impl Discovery {
+    pub fn new(shared: Arc<Shared>, seeds: Vec<Client>) -> Discovery {
+        Discovery { shared, seeds }
+    }
+
+    async fn run(&self, mut shutdown: ShutdownWatch) {
+        let shared = self.shared.clone();
+        let cfg = &shared.config;
+        let (tx, mut rx) = mpsc::channel::<Input>(1024);
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        let mut health_tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
+        let mut cat = Catalog { seeds: shared.seeds.clone(), ..Default::default() };
+        let mut version = shared.snapshot.load().version;
+
+        tasks.push(tokio::spawn(
+            poll_members(shared.clone(), self.seeds.clone(), tx.clone()).instrument(tracing::info_span!("members")),
+        ));
+        tasks.push(tokio::spawn(
+            watch::<BTreeMap<String, Vec<String>>>(
+                shared.clone(),
+                Target::new("/v1/catalog/services"),
+                tx.clone(),
+                Input::Services,
+            )
+            .instrument(tracing::info_span!("watch", path = "/v1/catalog/services")),
+        ));
+
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.changed() => break,
+                msg = rx.recv() => match msg {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            let received = Instant::now();
+            // Coalesce a burst (many services changing at once) into one rebuild.
+            let mut batch = vec![first];
+            while let Ok(m) = rx.try_recv() {
+                batch.push(m);
+            }
+            for msg in batch {
+                match msg {
+                    Input::Members(m) => {
+                        let clients = agent_clients(&m, &cat.seeds, &self.seeds);
+                        shared.agents.set(clients);
+                        cat.members = Some(m);
+                    }
+                    Input::Services(services) => {
+                        health_tasks.retain(|name, task| {
+                            let keep = services.contains_key(name);
+                            if !keep {
+                                task.abort();
+                            }
+                            keep
+                        });
+                        cat.health.retain(|name, _| services.contains_key(name));
+                        for name in services.keys() {
+                            if !health_tasks.contains_key(name) {
+                                let target = Target::new(format!("/v1/health/service/{name}")).with("passing", "1");
+                                let owned = name.clone();
+                                let task = watch::<Vec<ServiceEntry>>(shared.clone(), target, tx.clone(), move |v| {
+                                    Input::Health(owned.clone(), v)
+                                })
+                                .instrument(tracing::info_span!("watch", service = %name));
+                                health_tasks.insert(name.clone(), tokio::spawn(task));
+                            }
+                        }
+                        cat.services = services;
+                    }
+                    Input::Health(name, entries) => {
+                        // An answer may arrive after its service left the catalog.
+                        if cat.services.contains_key(&name) {
+                            cat.health.insert(name, entries);
+                        }
+                    }
+                }
+            }
+            version += 1;
+            let snap = Snapshot::build(&cat, cfg, &shared.stats, &shared.metrics, version);
+            shared.snapshot.store(Arc::new(snap));
+            // State of instances that left every route goes once no request holds it.
+            shared.stats.retain(|_| false);
+            shared.metrics.snapshot_updates.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.last_update_micros.store(received.elapsed().as_micros() as u64, Ordering::Relaxed);
+            debug!(version, services = cat.health.len(), "routing table rebuilt");
+        }
+        for t in tasks.into_iter().chain(health_tasks.into_values()) {
+            t.abort();
+        }
+        info!("discovery stopped");
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Discovery {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.run(shutdown).instrument(tracing::info_span!("discovery")).await
+    }
+}
+
+/// The clients for the alive members, then any seed not among them.
+fn agent_clients(members: &[AgentMember], seed_addrs: &[SocketAddr], seeds: &[Client]) -> Vec<Client> {
+    let mut out: Vec<Client> = Vec::new();
+    for m in members.iter().filter(|m| m.status == 1) {
+        let Some(addr) = agent_http_addr(m, seed_addrs) else { continue };
+        match Client::new(&addr.to_string()) {
+            Ok(c) => out.push(c),
+            Err(e) => warn!(member = %m.name, "skipping agent: {e}"),
+        }
+    }
+    for s in seeds {
+        if !out.iter().any(|c| c.addr() == s.addr()) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+/// Polls the member list from whichever agent answers, reporting each change.
+async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<Input>) {
+    let interval = shared.config.members_interval;
+    let mut last: Option<Vec<AgentMember>> = None;
+    let mut current = 0usize;
+    loop {
+        let (_, clients) = shared.agents.rotated(0);
+        let clients = if clients.is_empty() { seeds.clone() } else { clients };
+        let mut got = None;
+        for i in 0..clients.len() {
+            let c = &clients[(current + i) % clients.len()];
+            match tokio::time::timeout(Duration::from_secs(5), c.agent_members()).await {
+                Ok(Ok(m)) => {
+                    current = (current + i) % clients.len();
+                    got = Some(m);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(agent = c.addr(), "members: {e}");
+                }
+                Err(_) => {
+                    shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(agent = c.addr(), "members: timed out");
+                }
+            }
+        }
+        match got {
+            Some(mut m) => {
+                m.sort_by(|a, b| a.name.cmp(&b.name));
+                if last.as_ref() != Some(&m) {
+                    last = Some(m.clone());
+                    if tx.send(Input::Members(m)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            None => warn!("no agent answered /v1/agent/members"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One blocking-query loop; rebuilt on a new client list when the agent set changed and the
+/// current agent fails.
+async fn watch<T>(shared: Arc<Shared>, target: Target, tx: mpsc::Sender<Input>, wrap: impl Fn(T) -> Input)
+where
+    T: DeserializeOwned + PartialEq + Clone + Default,
+{
+    // Spread watchers over the agents instead of piling every blocking query on the first.
+    let spread = target.path.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+    loop {
+        let (gen, clients) = shared.agents.rotated(spread);
+        if clients.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        // Stale reads keep routing alive while the servers elect a leader.
+        let mut w = Watcher::<T>::new(clients, target.clone(), shared.config.wait).stale(true);
+        loop {
+            match w.next().await {
+                Ok(v) => {
+                    if tx.send(wrap(v)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(next_agent = w.agent(), "{}: {e}", target.path);
+                    if shared.agents.generation.load(Ordering::Acquire) != gen {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! `lb`: one stable HTTP entry point (port 88) over the healthy agents and the healthy instances
+//! of every registered service. A pingora proxy (`proxy`) reads a routing snapshot (`routing`)
+//! that a background service (`discovery`) rebuilds from blocking queries against the agents.
+//! It sees the agents only through the shared `api` crate (HTTP), never their internals.
+
+pub mod balance;
+pub mod config;
+pub mod discovery;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod status;
+
+use arc_swap::ArcSwap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+/// State shared by the proxy threads and the discovery service.
+pub struct Shared {
+    pub config: config::Config,
+    /// The live routing table; requests load it, discovery stores a new one.
+    pub snapshot: ArcSwap<routing::Snapshot>,
+    pub stats: balance::StatsRegistry,
+    pub metrics: metrics::Metrics,
+    pub agents: discovery::Agents,
+    /// `-consul-addr` values resolved once at start.
+    pub seeds: Vec<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("agent address {addr:?}: {message}")]
+    Agent { addr: String, message: String },
+}
+
+impl Shared {
+    /// Builds the shared state and the seed clients; the first snapshot routes everything to
+    /// the seeds until discovery has answers.
+    pub fn new(config: config::Config) -> Result<(Arc<Shared>, Vec<api::Client>), Error> {
+        let mut clients = Vec::new();
+        let mut seeds = Vec::new();
+        for addr in &config.consul_addr {
+            let client =
+                api::Client::new(addr).map_err(|e| Error::Agent { addr: addr.clone(), message: e.to_string() })?;
+            let resolved = client
+                .addr()
+                .to_socket_addrs()
+                .map_err(|e| Error::Agent { addr: addr.clone(), message: e.to_string() })?;
+            seeds.extend(resolved.take(1));
+            clients.push(client);
+        }
+        let stats = balance::StatsRegistry::default();
+        let metrics = metrics::Metrics::default();
+        let cat = routing::Catalog { seeds: seeds.clone(), ..Default::default() };
+        let first = routing::Snapshot::build(&cat, &config, &stats, &metrics, 0);
+        let shared = Shared {
+            config,
+            snapshot: ArcSwap::from_pointee(first),
+            stats,
+            metrics,
+            agents: discovery::Agents::new(clients.clone()),
+            seeds,
+        };
+        Ok((Arc::new(shared), clients))
+    }
+}

@@ -1,0 +1,305 @@
+//! The pingora `ProxyHttp` implementation: per request, read the live snapshot, pick the route,
+//! pick an instance, forward with `X-Forwarded-*`, retry a failed connect on another instance,
+//! bench failing instances, answer 503 with a clear body when nothing is healthy, and record
+//! the access log and metrics. Also serves lb's own endpoints under `/_lb/`.
+
+use crate::balance::{ActiveGuard, Stats};
+use crate::metrics::UpstreamError;
+use crate::routing::{host_only, parse_service_host, strip_path, Match, Route};
+use crate::{status, Shared};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// lb's own endpoints live under this prefix on the entry point.
+pub const OWN_PREFIX: &str = "/_lb/";
+
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>) -> Proxy {
+        Proxy { shared }
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    route: Option<Arc<Route>>,
+    client_ip: Option<IpAddr>,
+    /// Instances this request already tried, so a retry goes elsewhere.
+    tried: Vec<SocketAddr>,
+    current: Option<Arc<Stats>>,
+    /// Keeps the current instance's in-flight count (least_conn) up while the request runs.
+    active: Option<ActiveGuard>,
+    /// Why no instance could be used, for the error page.
+    failure: Option<String>,
+    /// Answered by lb itself (no upstream).
+    own: bool,
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `Host`, or the URI authority (HTTP/2 `:authority`, absolute-form requests).
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    header_str(req, "host").or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+async fn respond(session: &mut Session, code: u16, content_type: &str, body: String) -> Result<()> {
+    let body = Bytes::from(body);
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header("Content-Type", content_type)?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+impl Proxy {
+    async fn serve_own(&self, session: &mut Session, path: &str) -> Result<()> {
+        let snap = self.shared.snapshot.load_full();
+        match path {
+            "/_lb/status" => {
+                let body = status::render(&snap, &self.shared);
+                respond(session, 200, "application/json", body).await
+            }
+            "/_lb/metrics" => {
+                let instances: Vec<(String, usize)> =
+                    snap.routes().iter().map(|r| (r.name.clone(), r.pool.backends().len())).collect();
+                let body = self.shared.metrics.render(&instances);
+                respond(session, 200, "text/plain; version=0.0.4", body).await
+            }
+            "/_lb/health" => respond(session, 200, "text/plain", "ok\n".to_string()).await,
+            _ => respond(session, 404, "text/plain", format!("lb: no such endpoint {path}\n")).await,
+        }
+    }
+
+    fn record_failure(&self, ctx: &mut Ctx, kind: UpstreamError) {
+        ctx.active = None;
+        if let (Some(route), Some(stats)) = (&ctx.route, &ctx.current) {
+            route.metrics.upstream_error(kind);
+            if stats.record_failure(route.pool.bench, Instant::now()) {
+                route.metrics.benched();
+                warn!(route = %route.name, upstream = ?ctx.tried.last(), "instance benched for {:?}", route.pool.bench.fail_timeout);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            route: None,
+            client_ip: None,
+            tried: Vec::new(),
+            current: None,
+            active: None,
+            failure: None,
+            own: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let snap = self.shared.snapshot.load();
+        let req = session.req_header();
+        let host = request_host(req).map(str::to_string);
+        let path = req.uri.path().to_string();
+        if path.starts_with(OWN_PREFIX)
+            && host.as_deref().is_none_or(|h| parse_service_host(&host_only(h), snap.domain()).is_none())
+        {
+            ctx.own = true;
+            self.serve_own(session, &path).await?;
+            return Ok(true);
+        }
+        match snap.lookup(host.as_deref(), &path) {
+            Match::Route(route) => {
+                ctx.route = Some(route.clone());
+                if route.pool.is_empty() {
+                    respond(session, 503, "text/plain", format!("lb: no healthy instance of {}\n", route.what)).await?;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            Match::Unknown(why) => {
+                respond(session, 503, "text/plain", format!("lb: {why}\n")).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Err(Error::explain(ErrorType::InternalError, "no route chosen"));
+        };
+        ctx.active = None;
+        let limit = route.opts.tries as usize;
+        let picked = if limit > 0 && ctx.tried.len() >= limit {
+            None
+        } else {
+            route.pool.select(ctx.client_ip, &ctx.tried, Instant::now())
+        };
+        let Some(b) = picked else {
+            let tried: Vec<String> = ctx.tried.iter().map(|a| a.to_string()).collect();
+            ctx.failure = Some(format!("no instance of {} answered (tried {})", route.what, tried.join(", ")));
+            return Err(Error::explain(ErrorType::HTTPStatus(502), "every instance failed"));
+        };
+        ctx.tried.push(b.addr);
+        ctx.current = Some(b.stats.clone());
+        ctx.active = Some(b.stats.begin());
+        let mut peer = HttpPeer::new(b.addr, false, String::new());
+        peer.options.connection_timeout = Some(route.opts.connect_timeout);
+        peer.options.total_connection_timeout = Some(route.opts.connect_timeout);
+        if !route.opts.read_timeout.is_zero() {
+            peer.options.read_timeout = Some(route.opts.read_timeout);
+        }
+        // Pooled upstream connections are dropped before typical server keep-alive timeouts.
+        peer.options.idle_timeout = Some(Duration::from_secs(55));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+        if let Some(ip) = ctx.client_ip {
+            let xff = match header_str(session.req_header(), "x-forwarded-for") {
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+                _ => ip.to_string(),
+            };
+            upstream.insert_header("X-Forwarded-For", xff)?;
+        }
+        if header_str(session.req_header(), "x-forwarded-proto").is_none() {
+            upstream.insert_header("X-Forwarded-Proto", "http")?;
+        }
+        if let Some(host) = request_host(session.req_header()).map(str::to_string) {
+            if header_str(session.req_header(), "x-forwarded-host").is_none() {
+                upstream.insert_header("X-Forwarded-Host", host)?;
+            }
+        }
+        if let Some(strip) = ctx.route.as_ref().and_then(|r| r.strip.as_deref()) {
+            let pq = upstream.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            if let Some(new) = strip_path(pq, strip) {
+                match new.parse::<http::Uri>() {
+                    Ok(uri) => upstream.set_uri(uri),
+                    Err(e) => warn!(path = pq, "cannot strip {strip}: {e}"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(&self, _s: &mut Session, _r: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let Some(stats) = &ctx.current {
+            stats.record_success();
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        self.record_failure(ctx, UpstreamError::Connect);
+        // Nothing reached the instance: always safe to try another one.
+        e.set_retry(true);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if e.esource() == &ErrorSource::Downstream {
+            e.set_retry(false);
+            return e;
+        }
+        self.record_failure(ctx, UpstreamError::Proxy);
+        let req = session.req_header();
+        // Like nginx's `proxy_next_upstream error timeout`: an idempotent request whose answer
+        // has not started reaching the client may go to another instance.
+        if req.method.is_idempotent() && !session.as_ref().retry_buffer_truncated() && session.response_written().is_none() {
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
+            if !req.method.is_idempotent() {
+                e.set_retry(false);
+            }
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let what = ctx.route.as_ref().map(|r| r.what.clone()).unwrap_or_else(|| "the request".into());
+            let body = match &ctx.failure {
+                Some(f) => format!("lb: {f}\n"),
+                None => format!("lb: proxying to {what} failed: {}\n", e.etype().as_str()),
+            };
+            if let Err(err) = respond(session, code, "text/plain", body).await {
+                warn!("cannot send the error page: {err}");
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.active = None;
+        if ctx.own {
+            return;
+        }
+        let took = ctx.start.elapsed();
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        match &ctx.route {
+            Some(r) => r.metrics.request(status, took),
+            None => self.shared.metrics.route("none").request(status, took),
+        }
+        if !self.shared.config.access_log {
+            return;
+        }
+        let req = session.req_header();
+        let client = ctx.client_ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+        let route = ctx.route.as_ref().map(|r| r.name.as_str()).unwrap_or("-");
+        let upstream = ctx.tried.last().map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        info!(
+            target: "lb::access",
+            "{client} \"{} {} {:?}\" {status} {} route={route} upstream={upstream} tries={} {:.3}ms{}",
+            req.method,
+            req.uri,
+            req.version,
+            session.body_bytes_sent(),
+            ctx.tried.len(),
+            took.as_secs_f64() * 1000.0,
+            e.map(|e| format!(" error={}", e.etype().as_str())).unwrap_or_default(),
+        );
+    }
+}

@@ -1,0 +1,538 @@
+//! The routing table: an immutable `Snapshot` built from what the agents report (members, the
+//! catalog's services, each service's passing instances), and the lookup of a request's route.
+//!
+//! Order of matching (DESIGN.md "Routing on port 88"): `Host: [tag.]<service>.service[.<dc>].<domain>`,
+//! then fabio-style `urlprefix-[host]/path` tags (host-specific first, longest prefix first),
+//! then the agents' HTTP APIs. Building is pure: no IO, no clock, so tests feed it api types.
+
+use crate::balance::{Backend, Pool, StatsRegistry};
+use crate::config::{Config, RouteOptions};
+use crate::metrics::{Metrics, RouteMetrics};
+use api::{AgentMember, ServiceEntry};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// What the discovery loop knows about the cluster; the input of `Snapshot::build`.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// `GET /v1/agent/members`; `None` until one agent answered.
+    pub members: Option<Vec<AgentMember>>,
+    /// `GET /v1/catalog/services`: name → tags.
+    pub services: BTreeMap<String, Vec<String>>,
+    /// `GET /v1/health/service/<name>?passing` per service.
+    pub health: HashMap<String, Vec<ServiceEntry>>,
+    /// The agent addresses given with `-consul-addr`, resolved.
+    pub seeds: Vec<SocketAddr>,
+}
+
+/// One destination with its own instances and balancing state.
+#[derive(Debug)]
+pub struct Route {
+    /// `service:web`, `service:v2.web`, `prefix:/api`, `prefix:example.com/`, `agents`.
+    pub name: String,
+    /// What a 503 names: `service "web"`, `route /api`, `agent`.
+    pub what: String,
+    pub pool: Pool,
+    pub opts: RouteOptions,
+    /// The path prefix removed before forwarding (fabio's `strip=`).
+    pub strip: Option<String>,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+#[derive(Debug)]
+struct PrefixRoute {
+    host: Option<String>,
+    prefix: String,
+    route: Arc<Route>,
+}
+
+/// The routing table at one moment. Requests read it through an `ArcSwap`; discovery replaces it.
+#[derive(Debug)]
+pub struct Snapshot {
+    services: HashMap<String, Arc<Route>>,
+    tagged: HashMap<(String, String), Arc<Route>>,
+    prefixes: Vec<PrefixRoute>,
+    agents: Arc<Route>,
+    /// Known catalog services (lowercase), including those with no passing instance.
+    known: HashMap<String, String>,
+    datacenter: Option<String>,
+    domain: String,
+    /// Bumped by the discovery loop on each rebuild.
+    pub version: u64,
+}
+
+/// Where a request goes.
+#[derive(Debug)]
+pub enum Match<'a> {
+    Route(&'a Arc<Route>),
+    /// A service host naming nothing we can route to; the text says what.
+    Unknown(String),
+}
+
+/// A `Host` of the form `[tag.]<service>.service[.<dc>].<domain>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHost {
+    pub service: String,
+    pub tag: Option<String>,
+    pub dc: Option<String>,
+}
+
+/// One fabio `urlprefix-` tag: `urlprefix-[host]/path [strip=/path] [proto=http]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlPrefix {
+    pub host: Option<String>,
+    pub prefix: String,
+    pub strip: Option<String>,
+}
+
+/// The host part of a `Host` header: lowercase, without port or trailing dot.
+pub fn host_only(host: &str) -> String {
+    let h = host.trim();
+    let h = if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match h.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => h,
+        }
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Parses `[tag.]<service>.service[.<dc>].<domain>`; `host` is already `host_only`.
+pub fn parse_service_host(host: &str, domain: &str) -> Option<ServiceHost> {
+    let rest = host.strip_suffix(domain)?.strip_suffix('.')?;
+    let labels: Vec<&str> = rest.split('.').collect();
+    let n = labels.len();
+    let (names, dc) = if n >= 2 && labels[n - 1] == "service" {
+        (&labels[..n - 1], None)
+    } else if n >= 3 && labels[n - 2] == "service" {
+        (&labels[..n - 2], Some(labels[n - 1].to_string()))
+    } else {
+        return None;
+    };
+    if names.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    match names {
+        [service] => Some(ServiceHost { service: service.to_string(), tag: None, dc }),
+        [tag, service] => Some(ServiceHost { service: service.to_string(), tag: Some(tag.to_string()), dc }),
+        _ => None,
+    }
+}
+
+/// Parses a service tag; `None` when it is not an HTTP `urlprefix-` route.
+pub fn parse_urlprefix(tag: &str) -> Option<UrlPrefix> {
+    let rest = tag.strip_prefix("urlprefix-")?;
+    let mut words = rest.split_whitespace();
+    let src = words.next()?;
+    let slash = src.find('/')?;
+    let (host, prefix) = src.split_at(slash);
+    let mut strip = None;
+    for w in words {
+        let (k, v) = w.split_once('=').unwrap_or((w, ""));
+        match k {
+            "strip" if v.starts_with('/') => strip = Some(v.trim_end_matches('/').to_string()).filter(|s| !s.is_empty()),
+            // TCP, gRPC and HTTPS upstreams need more than an HTTP prefix route.
+            "proto" if v != "http" => return None,
+            _ => {}
+        }
+    }
+    Some(UrlPrefix {
+        host: Some(host.to_ascii_lowercase()).filter(|h| !h.is_empty() && !h.starts_with(':')),
+        prefix: prefix.to_string(),
+        strip,
+    })
+}
+
+/// Removes `strip` from the front of a path (`/api/x?q` → `/x?q`), keeping a leading `/`.
+pub fn strip_path(path_and_query: &str, strip: &str) -> Option<String> {
+    let rest = path_and_query.strip_prefix(strip)?;
+    if rest.is_empty() || rest.starts_with('?') {
+        Some(format!("/{rest}"))
+    } else if rest.starts_with('/') {
+        Some(rest.to_string())
+    } else {
+        None
+    }
+}
+
+/// The HTTP address of an agent: the member's gossip IP with its advertised `http_port` tag, or
+/// the port of the `-consul-addr` on the same IP, or of the first `-consul-addr`.
+pub fn agent_http_addr(m: &AgentMember, seeds: &[SocketAddr]) -> Option<SocketAddr> {
+    let ip: IpAddr = m.addr.parse().ok()?;
+    let port = m
+        .tags
+        .get("http_port")
+        .and_then(|p| p.parse().ok())
+        .or_else(|| seeds.iter().find(|s| s.ip() == ip).map(|s| s.port()))
+        .or_else(|| seeds.first().map(|s| s.port()))?;
+    Some(SocketAddr::new(ip, port))
+}
+
+fn entry_addr(e: &ServiceEntry) -> Option<SocketAddr> {
+    let ip: IpAddr = e.address().parse().ok()?;
+    (e.service.port != 0).then(|| SocketAddr::new(ip, e.service.port))
+}
+
+fn weight(e: &ServiceEntry) -> u32 {
+    e.service.weights.passing.clamp(1, i64::from(u32::MAX)) as u32
+}
+
+struct Builder<'a> {
+    stats: &'a StatsRegistry,
+    metrics: &'a Metrics,
+}
+
+impl Builder<'_> {
+    fn backend(&self, addr: SocketAddr, weight: u32, node: &str, id: &str) -> Backend {
+        Backend { addr, weight, node: node.to_string(), id: id.to_string(), stats: self.stats.get(addr) }
+    }
+
+    fn route(&self, name: String, what: String, backends: Vec<Backend>, opts: &RouteOptions, strip: Option<String>) -> Arc<Route> {
+        let pool = Pool::new(backends, opts.policy, opts.bench());
+        let metrics = self.metrics.route(&name);
+        Arc::new(Route { name, what, pool, opts: opts.clone(), strip, metrics })
+    }
+
+    fn service_backends<'e>(&self, entries: impl Iterator<Item = &'e ServiceEntry>) -> Vec<Backend> {
+        entries
+            .filter_map(|e| Some(self.backend(entry_addr(e)?, weight(e), &e.node.node, &e.service.id)))
+            .collect()
+    }
+}
+
+impl Snapshot {
+    pub fn build(cat: &Catalog, cfg: &Config, stats: &StatsRegistry, metrics: &Metrics, version: u64) -> Snapshot {
+        let b = Builder { stats, metrics };
+        let mut services = HashMap::new();
+        let mut tagged = HashMap::new();
+        let mut prefix_members: BTreeMap<(Option<String>, String), (Option<String>, String, Vec<Backend>)> = BTreeMap::new();
+        let mut datacenter = None;
+        let known: HashMap<String, String> =
+            cat.services.keys().chain(cat.health.keys()).map(|n| (n.to_lowercase(), n.clone())).collect();
+
+        for (name, entries) in &cat.health {
+            let lname = name.to_lowercase();
+            let opts = cfg.service(name);
+            if datacenter.is_none() {
+                datacenter = entries.iter().map(|e| e.node.datacenter.clone()).find(|d| !d.is_empty());
+            }
+            let backends = b.service_backends(entries.iter());
+            services.insert(lname.clone(), b.route(format!("service:{lname}"), format!("service {name:?}"), backends, opts, None));
+
+            let mut tags: Vec<&String> = entries.iter().flat_map(|e| e.service.tags.iter()).collect();
+            tags.sort();
+            tags.dedup();
+            for tag in tags {
+                if let Some(p) = parse_urlprefix(tag) {
+                    for e in entries.iter().filter(|e| e.service.tags.contains(tag)) {
+                        let Some(addr) = entry_addr(e) else { continue };
+                        let slot = prefix_members
+                            .entry((p.host.clone(), p.prefix.clone()))
+                            .or_insert_with(|| (p.strip.clone(), name.clone(), Vec::new()));
+                        slot.2.push(b.backend(addr, weight(e), &e.node.node, &e.service.id));
+                    }
+                }
+                // Consul DNS's `<tag>.<service>.service.consul`; tags that are not DNS labels
+                // (urlprefix routes, key=value) cannot appear in a Host header.
+                let ltag = tag.to_lowercase();
+                if ltag.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+                    let backends = b.service_backends(entries.iter().filter(|e| e.service.tags.contains(tag)));
+                    let route =
+                        b.route(format!("service:{ltag}.{lname}"), format!("service {name:?} with tag {tag:?}"), backends, opts, None);
+                    tagged.insert((ltag, lname.clone()), route);
+                }
+            }
+        }
+
+        let mut prefixes: Vec<PrefixRoute> = prefix_members
+            .into_iter()
+            .map(|((host, prefix), (strip, service, backends))| {
+                let src = format!("{}{}", host.as_deref().unwrap_or(""), prefix);
+                let route = b.route(format!("prefix:{src}"), format!("route {src}"), backends, cfg.service(&service), strip);
+                PrefixRoute { host, prefix, route }
+            })
+            .collect();
+        // Most specific first: a host-bound route beats a host-less one, a longer prefix a shorter.
+        prefixes.sort_by(|a, b| b.host.is_some().cmp(&a.host.is_some()).then(b.prefix.len().cmp(&a.prefix.len())));
+
+        let alive: Vec<Backend> = cat
+            .members
+            .iter()
+            .flatten()
+            .filter(|m| m.status == 1)
+            .filter_map(|m| Some(b.backend(agent_http_addr(m, &cat.seeds)?, 1, &m.name, &m.name)))
+            .collect();
+        if datacenter.is_none() {
+            datacenter = cat.members.iter().flatten().find_map(|m| m.tags.get("dc").cloned());
+        }
+        // Before any agent has listed members (or if none is alive), the seeds are all we have.
+        let agent_backends = if alive.is_empty() {
+            cat.seeds.iter().map(|s| b.backend(*s, 1, "", &s.to_string())).collect()
+        } else {
+            alive
+        };
+        let agents = b.route("agents".to_string(), "agent".to_string(), agent_backends, &cfg.agents, None);
+
+        Snapshot { services, tagged, prefixes, agents, known, datacenter, domain: cfg.domain.clone(), version }
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    pub fn datacenter(&self) -> Option<&str> {
+        self.datacenter.as_deref()
+    }
+
+    /// Every route, for the status page: services, tagged services, prefixes, agents.
+    pub fn routes(&self) -> Vec<&Arc<Route>> {
+        let mut out: Vec<&Arc<Route>> = self.services.values().chain(self.tagged.values()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.extend(self.prefixes.iter().map(|p| &p.route));
+        out.push(&self.agents);
+        out
+    }
+
+    /// The route of a request. `host` is the `Host` header (or `:authority`) as sent.
+    pub fn lookup(&self, host: Option<&str>, path: &str) -> Match<'_> {
+        let host = host.map(host_only).unwrap_or_default();
+        if let Some(sh) = parse_service_host(&host, &self.domain) {
+            return self.lookup_service(&sh);
+        }
+        for p in &self.prefixes {
+            if p.host.as_ref().is_none_or(|h| *h == host) && path.starts_with(&p.prefix) {
+                return Match::Route(&p.route);
+            }
+        }
+        Match::Route(&self.agents)
+    }
+
+    fn lookup_service(&self, sh: &ServiceHost) -> Match<'_> {
+        if let (Some(want), Some(ours)) = (&sh.dc, &self.datacenter) {
+            if !want.eq_ignore_ascii_case(ours) {
+                return Match::Unknown(format!("datacenter {want:?} is not served here (this is {ours:?})"));
+            }
+        }
+        let found = match &sh.tag {
+            None => self.services.get(&sh.service),
+            Some(tag) => self.tagged.get(&(tag.clone(), sh.service.clone())),
+        };
+        match found {
+            Some(r) if !r.pool.is_empty() => Match::Route(r),
+            _ => match (&sh.tag, self.known.get(&sh.service)) {
+                (None, Some(name)) => Match::Unknown(format!("no healthy instance of service {name:?}")),
+                (Some(tag), Some(name)) => Match::Unknown(format!("no healthy instance of service {name:?} with tag {tag:?}")),
+                (_, None) => Match::Unknown(format!("service {:?} is not registered", sh.service)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Args;
+
+    #[test]
+    fn host_only_drops_port_case_and_trailing_dot() {
+        let cases = [
+            ("Web.Service.Consul", "web.service.consul"),
+            ("web.service.consul:88", "web.service.consul"),
+            ("web.service.consul.", "web.service.consul"),
+            ("[::1]:88", "::1"),
+            ("127.0.0.1:88", "127.0.0.1"),
+            ("", ""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(host_only(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn service_hosts_parse_like_consul_dns_names() {
+        let sh = |service: &str, tag: Option<&str>, dc: Option<&str>| {
+            Some(ServiceHost { service: service.into(), tag: tag.map(Into::into), dc: dc.map(Into::into) })
+        };
+        let cases = [
+            ("web.service.consul", sh("web", None, None)),
+            ("web.service.dc1.consul", sh("web", None, Some("dc1"))),
+            ("v2.web.service.consul", sh("web", Some("v2"), None)),
+            ("v2.web.service.dc2.consul", sh("web", Some("v2"), Some("dc2"))),
+            ("web.node.consul", None),
+            ("service.consul", None),
+            ("a.b.c.service.consul", None),
+            ("web.service.example", None),
+            ("example.com", None),
+            ("127.0.0.1", None),
+            ("xconsul", None),
+        ];
+        for (host, want) in cases {
+            assert_eq!(parse_service_host(host, "consul"), want, "{host}");
+        }
+        assert_eq!(parse_service_host("web.service.corp.example", "corp.example"), sh("web", None, None));
+    }
+
+    #[test]
+    fn urlprefix_tags_follow_fabio() {
+        let up = |host: Option<&str>, prefix: &str, strip: Option<&str>| {
+            Some(UrlPrefix { host: host.map(Into::into), prefix: prefix.into(), strip: strip.map(Into::into) })
+        };
+        let cases = [
+            ("urlprefix-/api", up(None, "/api", None)),
+            ("urlprefix-/api strip=/api", up(None, "/api", Some("/api"))),
+            ("urlprefix-/api/ strip=/api/", up(None, "/api/", Some("/api"))),
+            ("urlprefix-Example.com/", up(Some("example.com"), "/", None)),
+            ("urlprefix-i.com/static proto=http", up(Some("i.com"), "/static", None)),
+            ("urlprefix-:3306 proto=tcp", None),
+            ("urlprefix-/grpc proto=grpc", None),
+            ("urlprefix-", None),
+            ("primary", None),
+        ];
+        for (tag, want) in cases {
+            assert_eq!(parse_urlprefix(tag), want, "{tag}");
+        }
+    }
+
+    #[test]
+    fn strip_keeps_a_rooted_path_and_the_query() {
+        let cases = [
+            ("/api/users?x=1", "/api", Some("/users?x=1")),
+            ("/api", "/api", Some("/")),
+            ("/api?x", "/api", Some("/?x")),
+            ("/apix", "/api", None),
+            ("/other", "/api", None),
+        ];
+        for (path, strip, want) in cases {
+            assert_eq!(strip_path(path, strip).as_deref(), want, "{path} - {strip}");
+        }
+    }
+
+    fn member(name: &str, addr: &str, status: i32, tags: &[(&str, &str)]) -> AgentMember {
+        AgentMember {
+            name: name.into(),
+            addr: addr.into(),
+            port: 8301,
+            status,
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn entry(node: &str, addr: &str, port: u16, id: &str, name: &str, tags: &[&str], weight: i64) -> ServiceEntry {
+        let mut e: ServiceEntry = serde_json::from_value(serde_json::json!({
+            "Node": {"Node": node, "Address": addr, "Datacenter": "dc1"},
+            "Service": {"ID": id, "Service": name, "Port": port, "Tags": tags,
+                        "Weights": {"Passing": weight, "Warning": 1}},
+        }))
+        .unwrap();
+        e.service.address = String::new();
+        e
+    }
+
+    fn config() -> Config {
+        Config::from_args(Args { consul_addr: vec!["127.0.0.11:8500".into()], ..Default::default() }).unwrap()
+    }
+
+    fn catalog() -> Catalog {
+        let mut health = HashMap::new();
+        health.insert(
+            "web".to_string(),
+            vec![
+                entry("n1", "10.0.0.1", 8080, "web1", "web", &["v1", "urlprefix-/web strip=/web"], 3),
+                entry("n2", "10.0.0.2", 8080, "web2", "web", &["v2", "urlprefix-/web strip=/web"], 1),
+            ],
+        );
+        health.insert("api".to_string(), vec![entry("n1", "10.0.0.1", 9000, "api1", "api", &["urlprefix-/api/v2"], 1)]);
+        health.insert("Admin".to_string(), vec![entry("n3", "10.0.0.3", 7000, "adm", "Admin", &["urlprefix-admin.example.com/"], 1)]);
+        health.insert("down".to_string(), vec![]);
+        Catalog {
+            members: Some(vec![
+                member("s1", "127.0.0.11", 1, &[("dc", "dc1")]),
+                member("s2", "127.0.0.12", 1, &[]),
+                member("s3", "127.0.0.13", 4, &[]),
+                member("c1", "127.0.0.14", 1, &[("http_port", "9500")]),
+            ]),
+            services: ["web", "api", "Admin", "down", "gone"].iter().map(|s| (s.to_string(), vec![])).collect(),
+            health,
+            seeds: vec!["127.0.0.11:8500".parse().unwrap()],
+        }
+    }
+
+    fn route_of(s: &Snapshot, host: Option<&str>, path: &str) -> String {
+        match s.lookup(host, path) {
+            Match::Route(r) => r.name.clone(),
+            Match::Unknown(why) => format!("unknown: {why}"),
+        }
+    }
+
+    #[test]
+    fn requests_route_by_host_then_prefix_then_agents() {
+        let s = Snapshot::build(&catalog(), &config(), &StatsRegistry::default(), &Metrics::default(), 1);
+        let cases = [
+            (Some("web.service.consul"), "/anything", "service:web"),
+            (Some("WEB.service.dc1.consul:88"), "/", "service:web"),
+            (Some("v2.web.service.consul"), "/", "service:v2.web"),
+            (Some("admin.service.consul"), "/", "service:admin"),
+            (Some("web.service.dc9.consul"), "/", "unknown: datacenter \"dc9\" is not served here (this is \"dc1\")"),
+            (Some("down.service.consul"), "/", "unknown: no healthy instance of service \"down\""),
+            (Some("nope.service.consul"), "/", "unknown: service \"nope\" is not registered"),
+            (Some("v9.web.service.consul"), "/", "unknown: no healthy instance of service \"web\" with tag \"v9\""),
+            (Some("lb.example.com"), "/web/x", "prefix:/web"),
+            (None, "/web", "prefix:/web"),
+            (Some("lb"), "/api/v2/users", "prefix:/api/v2"),
+            (Some("lb"), "/api/v1/users", "agents"),
+            (Some("admin.example.com"), "/web/x", "prefix:admin.example.com/"),
+            (Some("lb"), "/v1/catalog/services", "agents"),
+            (Some("lb"), "/ui/", "agents"),
+            (None, "/", "agents"),
+        ];
+        for (host, path, want) in cases {
+            assert_eq!(route_of(&s, host, path), want, "{host:?} {path}");
+        }
+    }
+
+    #[test]
+    fn snapshot_carries_instances_weights_and_strip() {
+        let s = Snapshot::build(&catalog(), &config(), &StatsRegistry::default(), &Metrics::default(), 1);
+        let Match::Route(web) = s.lookup(Some("web.service.consul"), "/") else { panic!("no web route") };
+        let got: Vec<(String, u32)> = web.pool.backends().iter().map(|b| (b.addr.to_string(), b.weight)).collect();
+        assert_eq!(got, vec![("10.0.0.1:8080".to_string(), 3), ("10.0.0.2:8080".to_string(), 1)]);
+        let Match::Route(prefix) = s.lookup(None, "/web/") else { panic!("no prefix route") };
+        assert_eq!(prefix.strip.as_deref(), Some("/web"));
+        assert_eq!(prefix.pool.backends().len(), 2);
+        let Match::Route(v1) = s.lookup(Some("v1.web.service.consul"), "/") else { panic!("no tag route") };
+        assert_eq!(v1.pool.backends().len(), 1);
+        assert_eq!(s.datacenter(), Some("dc1"));
+    }
+
+    #[test]
+    fn agents_come_from_alive_members_with_their_http_port() {
+        let s = Snapshot::build(&catalog(), &config(), &StatsRegistry::default(), &Metrics::default(), 1);
+        let Match::Route(agents) = s.lookup(None, "/v1/status/leader") else { panic!() };
+        let got: Vec<String> = agents.pool.backends().iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(got, vec!["127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.14:9500"]);
+
+        // Nothing known about members yet: the seeds are the agent pool.
+        let cat = Catalog { members: None, ..catalog() };
+        let s = Snapshot::build(&cat, &config(), &StatsRegistry::default(), &Metrics::default(), 1);
+        let Match::Route(agents) = s.lookup(None, "/v1/status/leader") else { panic!() };
+        let got: Vec<String> = agents.pool.backends().iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(got, vec!["127.0.0.11:8500"]);
+    }
+
+    #[test]
+    fn per_service_options_reach_the_route() {
+        let mut cfg = config();
+        let mut o = cfg.defaults.clone();
+        o.policy = crate::balance::Policy::IpHash;
+        cfg.services.insert("web".into(), o);
+        let s = Snapshot::build(&catalog(), &cfg, &StatsRegistry::default(), &Metrics::default(), 1);
+        let Match::Route(web) = s.lookup(Some("web.service.consul"), "/") else { panic!() };
+        assert_eq!(web.pool.policy, crate::balance::Policy::IpHash);
+        let Match::Route(prefix) = s.lookup(None, "/web") else { panic!() };
+        assert_eq!(prefix.pool.policy, crate::balance::Policy::IpHash);
+    }
+}
