@@ -227,10 +227,13 @@ fn read_file(path: &Path) -> Result<File, Error> {
     parsed.map_err(|message| Error::Parse { path: path.into(), message })
 }
 
+/// Parses an optional duration string, falling back to a default.
+type DurationParser<'a> = &'a dyn Fn(&Option<String>, Duration) -> Result<Duration, Error>;
+
 fn apply(
     base: &RouteOptions,
     o: &RouteOverride,
-    dur: &dyn Fn(&Option<String>, Duration) -> Result<Duration, Error>,
+    dur: DurationParser<'_>,
 ) -> Result<RouteOptions, Error> {
     Ok(RouteOptions {
         policy: o.policy.unwrap_or(base.policy),

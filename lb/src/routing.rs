@@ -180,6 +180,8 @@ fn weight(e: &ServiceEntry) -> u32 {
     e.service.weights.passing.clamp(1, i64::from(u32::MAX)) as u32
 }
 
+type PrefixSlot = (Option<String>, String, Vec<Backend>);
+
 struct Builder<'a> {
     stats: &'a StatsRegistry,
     metrics: &'a Metrics,
@@ -208,7 +210,8 @@ impl Snapshot {
         let b = Builder { stats, metrics };
         let mut services = HashMap::new();
         let mut tagged = HashMap::new();
-        let mut prefix_members: BTreeMap<(Option<String>, String), (Option<String>, String, Vec<Backend>)> = BTreeMap::new();
+        // (host, prefix) → (strip, first service claiming it, instances of every claiming service)
+        let mut prefix_members: BTreeMap<(Option<String>, String), PrefixSlot> = BTreeMap::new();
         let mut datacenter = None;
         let known: HashMap<String, String> =
             cat.services.keys().chain(cat.health.keys()).map(|n| (n.to_lowercase(), n.clone())).collect();
