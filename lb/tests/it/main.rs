@@ -1,1 +1,228 @@
+//! Integration tests: the real `lb` binary against fake agents (a small hyper server answering
+//! Consul's members, catalog and health endpoints with blocking queries) and small backends, all
+//! on distinct loopback addresses with real sockets. Tests wait for conditions, never fixed sleeps.
 
+mod fake;
+
+use fake::{get, Backend, Cluster, FakeAgent, Lb};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Each test gets its own 127.0.<n>.0/24 so tests can run in parallel.
+fn net(n: u8) -> impl Fn(u8) -> String {
+    move |host| format!("127.0.{n}.{host}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_prefix_and_falls_back_to_agents() {
+    let ip = net(61);
+    let cluster = Cluster::new();
+    let agents = FakeAgent::start_many(&cluster, &[ip(11)]).await;
+    let web1 = Backend::start(&ip(21), "web1").await;
+    let web2 = Backend::start(&ip(22), "web2").await;
+    let api1 = Backend::start(&ip(23), "api1").await;
+    cluster.register("web", "web1", &web1, &["urlprefix-/web strip=/web"], 1);
+    cluster.register("web", "web2", &web2, &["urlprefix-/web strip=/web"], 1);
+    cluster.register("api", "api1", &api1, &["urlprefix-/api"], 1);
+    let lb = Lb::start(&ip(1), &[agents[0].addr()], None).await;
+    lb.wait_instances("service:web", 2).await;
+    lb.wait_instances("service:api", 1).await;
+
+    // Host routing, round-robin over both instances.
+    let mut seen = HashMap::new();
+    for _ in 0..10 {
+        let r = get(&lb.addr, Some("web.service.consul"), "/hello").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("x-seen-path"), "/hello");
+        *seen.entry(r.body.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.get("web1"), Some(&5), "{seen:?}");
+    assert_eq!(seen.get("web2"), Some(&5), "{seen:?}");
+    let r = get(&lb.addr, Some("web.service.dc1.consul:88"), "/").await;
+    assert_eq!(r.status, 200);
+
+    // X-Forwarded-For carries the client address, appended to what the client sent.
+    let r = get(&lb.addr, Some("api.service.consul"), "/").await;
+    assert_eq!(r.body, "api1");
+    assert!(r.header("x-seen-xff").starts_with("127.0.0.1"), "{r:?}");
+
+    // urlprefix routes, with and without strip.
+    let r = get(&lb.addr, Some("lb.example"), "/web/x?y=1").await;
+    assert!(r.body.starts_with("web"), "{r:?}");
+    assert_eq!(r.header("x-seen-path"), "/x?y=1");
+    let r = get(&lb.addr, Some("lb.example"), "/api/users").await;
+    assert_eq!((r.body.as_str(), r.header("x-seen-path").as_str()), ("api1", "/api/users"));
+
+    // Everything else goes to an agent.
+    let r = get(&lb.addr, Some("lb.example"), "/v1/status/leader").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, format!("\"agent {}\"", ip(11)));
+
+    // Unknown and unhealthy services: 503 with a body that says why.
+    let r = get(&lb.addr, Some("nope.service.consul"), "/").await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("service \"nope\" is not registered"), "{r:?}");
+
+    // lb's own endpoints.
+    let r = get(&lb.addr, None, "/_lb/status").await;
+    assert_eq!(r.status, 200);
+    let status: serde_json::Value = serde_json::from_str(&r.body).expect("status is JSON");
+    assert!(status["Routes"].as_array().is_some_and(|a| a.len() >= 4), "{status}");
+    let r = get(&lb.addr, None, "/_lb/metrics").await;
+    assert!(r.body.contains("lb_requests_total{route=\"service:web\",code=\"200\"}"), "{}", r.body);
+    assert!(r.body.contains("lb_request_duration_seconds_bucket"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_check_leaves_rotation_within_milliseconds() {
+    let ip = net(62);
+    let cluster = Cluster::new();
+    let agents = FakeAgent::start_many(&cluster, &[ip(11)]).await;
+    let backends = [
+        Backend::start(&ip(21), "web1").await,
+        Backend::start(&ip(22), "web2").await,
+        Backend::start(&ip(23), "web3").await,
+    ];
+    for b in &backends {
+        cluster.register("web", &b.name, b, &[], 1);
+    }
+    let lb = Lb::start(&ip(1), &[agents[0].addr()], None).await;
+    lb.wait_instances("service:web", 3).await;
+
+    let t0 = Instant::now();
+    cluster.set_status("web2", "critical");
+    lb.wait_instances("service:web", 2).await;
+    let took = t0.elapsed();
+    eprintln!("failing check → out of rotation in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    for _ in 0..30 {
+        let r = get(&lb.addr, Some("web.service.consul"), "/").await;
+        assert_eq!(r.status, 200);
+        assert_ne!(r.body, "web2");
+    }
+
+    // Back to passing: back in rotation.
+    cluster.set_status("web2", "passing");
+    lb.wait_instances("service:web", 3).await;
+
+    // Nothing healthy: a 503 that says so.
+    for b in ["web1", "web2", "web3"] {
+        cluster.set_status(b, "critical");
+    }
+    lb.wait_instances("service:web", 0).await;
+    let r = get(&lb.addr, Some("web.service.consul"), "/").await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("no healthy instance of service \"web\""), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_and_client_affinity() {
+    let ip = net(63);
+    let cluster = Cluster::new();
+    let agents = FakeAgent::start_many(&cluster, &[ip(11)]).await;
+    let heavy = Backend::start(&ip(21), "heavy").await;
+    let light = Backend::start(&ip(22), "light").await;
+    cluster.register("web", "heavy", &heavy, &[], 3);
+    cluster.register("web", "light", &light, &[], 1);
+    let s1 = Backend::start(&ip(23), "s1").await;
+    let s2 = Backend::start(&ip(24), "s2").await;
+    let s3 = Backend::start(&ip(25), "s3").await;
+    for b in [&s1, &s2, &s3] {
+        cluster.register("sticky", &b.name, b, &[], 1);
+    }
+    let config = "[services.sticky]\npolicy = \"ip_hash\"\n";
+    let lb = Lb::start(&ip(1), &[agents[0].addr()], Some(config)).await;
+    lb.wait_instances("service:web", 2).await;
+    lb.wait_instances("service:sticky", 3).await;
+
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for _ in 0..400 {
+        let r = get(&lb.addr, Some("web.service.consul"), "/").await;
+        *seen.entry(r.body).or_default() += 1;
+    }
+    assert_eq!(seen.get("heavy"), Some(&300), "{seen:?}");
+    assert_eq!(seen.get("light"), Some(&100), "{seen:?}");
+
+    let first = get(&lb.addr, Some("sticky.service.consul"), "/").await.body;
+    for _ in 0..50 {
+        assert_eq!(get(&lb.addr, Some("sticky.service.consul"), "/").await.body, first);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_connects_retry_elsewhere_and_bench_the_instance() {
+    let ip = net(64);
+    let cluster = Cluster::new();
+    let agents = FakeAgent::start_many(&cluster, &[ip(11)]).await;
+    let alive = Backend::start(&ip(21), "alive").await;
+    let dead = Backend::start(&ip(22), "dead").await;
+    cluster.register("web", "alive", &alive, &[], 1);
+    cluster.register("web", "dead", &dead, &[], 1);
+    let lb = Lb::start(&ip(1), &[agents[0].addr()], Some("[defaults]\nfail_timeout = \"30s\"\n")).await;
+    lb.wait_instances("service:web", 2).await;
+    dead.stop();
+
+    // Consul still says "passing", but no request fails: the connect is retried on the other.
+    for _ in 0..20 {
+        let r = get(&lb.addr, Some("web.service.consul"), "/").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "alive"));
+    }
+    let status = lb.status().await;
+    let web = fake::route(&status, "service:web");
+    let benched: Vec<&serde_json::Value> =
+        web["Instances"].as_array().into_iter().flatten().filter(|i| !i["BenchedForMs"].is_null()).collect();
+    assert_eq!(benched.len(), 1, "{web}");
+    assert_eq!(benched[0]["ID"], "dead");
+    let metrics = get(&lb.addr, None, "/_lb/metrics").await.body;
+    assert!(metrics.contains("lb_upstream_errors_total{route=\"service:web\",kind=\"connect\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_point_keeps_answering_while_agents_die() {
+    let ip = net(65);
+    let cluster = Cluster::new();
+    let agents = FakeAgent::start_many(&cluster, &[ip(11), ip(12), ip(13)]).await;
+    let web1 = Backend::start(&ip(21), "web1").await;
+    let web2 = Backend::start(&ip(22), "web2").await;
+    cluster.register("web", "web1", &web1, &[], 1);
+    cluster.register("web", "web2", &web2, &[], 1);
+    // Only the first agent is given; the others are found from the members.
+    let lb = Lb::start(&ip(1), &[agents[0].addr()], None).await;
+    lb.wait_instances("agents", 3).await;
+    lb.wait_instances("service:web", 2).await;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let lb_addr = lb.addr.clone();
+    let load = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while !*stop_rx.borrow() {
+            let r = get(&lb_addr, Some("lb"), "/v1/status/leader").await;
+            if r.status == 200 {
+                ok += 1;
+            } else {
+                failed.push(format!("{} {}", r.status, r.body));
+            }
+        }
+        (ok, failed)
+    });
+
+    for (i, agent) in agents.iter().take(2).enumerate() {
+        let before = cluster.requests();
+        agent.kill();
+        // Let plenty of traffic hit the dead agent's slot before gossip would notice.
+        cluster.wait_requests(before + 50).await;
+        cluster.set_member_status(&agent.ip, 4);
+        lb.wait_instances("agents", 3 - i - 1).await;
+    }
+    // With two agents dead (the seed among them) discovery still follows health changes.
+    cluster.set_status("web1", "critical");
+    lb.wait_instances("service:web", 1).await;
+    let before = cluster.requests();
+    cluster.wait_requests(before + 50).await;
+
+    stop_tx.send(true).expect("load task alive");
+    let (ok, failed) = load.await.expect("load task");
+    eprintln!("{ok} requests answered while agents died");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(ok > 100);
+}
