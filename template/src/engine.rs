@@ -101,6 +101,8 @@ impl Compiled {
             Inner::Handlebars(h) => h.render(HBS_NAME, &Json::Null).map_err(|e| e.to_string()),
         };
         let mut scope = self.scope.lock().unwrap_or_else(|p| p.into_inner());
+        // Let go of the snapshot so the runner's next update does not have to copy it.
+        scope.brain = Arc::default();
         let used = std::mem::take(&mut scope.used);
         let missing = std::mem::take(&mut scope.missing);
         match result {

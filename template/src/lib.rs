@@ -9,3 +9,12 @@ pub mod command;
 pub mod config;
 pub mod hcl;
 pub mod write;
+pub mod exec;
+pub mod files;
+pub mod runner;
+pub mod watch;
+
+pub use runner::Runner;
+
+#[cfg(test)]
+mod fake;

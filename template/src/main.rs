@@ -1,1 +1,77 @@
-fn main() { eprintln!("template: not built yet"); std::process::exit(1); }
+//! The `template` binary: consul-template's command line over [`template::Runner`].
+
+use anyhow::Context as _;
+
+const USAGE: &str = "Usage: template [options]
+
+  Watches the agent's catalog and KV with blocking queries, renders templates
+  (.ctmpl: Go template syntax as consul-template reads it; .hbs: handlebars)
+  and runs their commands when the output changes.
+
+Options (single or double dash, -x=v or -x v):
+  -config=<path>            HCL or JSON config file or directory (repeatable)
+  -consul-addr=<addr>       agent address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500; repeatable for failover)
+  -consul-token=<token>     ACL token (default $CONSUL_HTTP_TOKEN)
+  -template=<in:out:cmd>    template to render, destination, command to run (repeatable)
+  -wait=<min[:max]>         quiescence timers (max defaults to 4*min)
+  -once                     render once and exit
+  -dry                      print rendered templates to stdout instead of writing them
+  -exec=<command>           run and supervise a child; restart or signal it on change
+  -exec-reload-signal, -exec-kill-signal, -exec-kill-timeout, -exec-splay
+  -kill-signal=<sig>        signal that stops template (default SIGINT)
+  -reload-signal=<sig>      signal that reloads configuration (default SIGHUP)
+  -log-level=<level>        trace, debug, info, warn, err (default warn)
+  -max-stale=<dur>          allow stale reads (default 2s; 0 disables)
+  -retry=<dur>              accepted for compatibility
+  -pid-file=<path>          write the process id here
+  -v, -version              print the version
+";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (action, cfg) = match template::config::load(&args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("template: {e}\n\n{USAGE}");
+            std::process::exit(1);
+        }
+    };
+    match action {
+        template::config::Action::Help => {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        template::config::Action::Version => {
+            println!("template v{}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        template::config::Action::Run => {}
+    }
+    let level = match cfg.log_level.as_str() {
+        "err" => "error",
+        other => other,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("template={level},api={level}")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    if let Some(pid_file) = &cfg.pid_file {
+        std::fs::write(pid_file, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing pid file {}", pid_file.display()))?;
+    }
+    if cfg.templates.is_empty() {
+        eprintln!("template: no templates given (-template in:out[:command] or a config file)\n\n{USAGE}");
+        std::process::exit(1);
+    }
+    let pid_file = cfg.pid_file.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let code = runtime.block_on(async {
+        let runner = template::Runner::new(cfg)?.with_args(args);
+        runner.run(std::future::pending()).await
+    });
+    if let Some(p) = pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    let code = code.context("template")?;
+    std::process::exit(code);
+}

@@ -1,0 +1,726 @@
+//! The runner: one task that owns the templates, the brain and the watches, and loops over a
+//! closed set of inputs (dependency data, template edits, quiescence timers, signals, the
+//! child's exit). Each pass renders the templates whose data changed, writes those whose bytes
+//! changed, then runs their commands once each.
+//!
+//! Deliberate differences from consul-template, all from its issue tracker: a failing command
+//! is logged and retried on the next change instead of stopping the process; an unreachable
+//! agent is retried forever while the files keep their last good contents; template files are
+//! watched and a template that no longer parses keeps its last good output.
+
+use crate::command;
+use crate::config::{self, Config, TemplateConfig};
+use crate::dep::Dep;
+use crate::engine::{self, Compiled, Language};
+use crate::exec::{self, Child};
+use crate::files::{self, SourceWatch};
+use crate::funcs::Brain;
+use crate::watch::{self, Update};
+use crate::write;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading template {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Template(#[from] engine::Error),
+    #[error(transparent)]
+    Client(#[from] api::Error),
+    #[error(transparent)]
+    Watch(#[from] files::Error),
+    #[error(transparent)]
+    Exec(#[from] exec::Error),
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error("installing signal handlers: {0}")]
+    Signal(std::io::Error),
+    #[error("template {name}: {message}")]
+    Render { name: String, message: String },
+}
+
+/// How long a template source must be quiet before it is reread.
+const SOURCE_SETTLE: Duration = Duration::from_millis(50);
+
+struct Tmpl {
+    cfg: TemplateConfig,
+    compiled: Compiled,
+    /// Dependencies of the last render.
+    used: BTreeSet<Dep>,
+    /// Its data (or source) changed since the last render.
+    dirty: bool,
+    /// Render and write now, whatever the quiescence timer says.
+    due: bool,
+    /// Written (or found identical) at least once.
+    rendered: bool,
+    /// (fire at, never later than) while waiting for quiescence.
+    quiescence: Option<(Instant, Instant)>,
+    command_failed: bool,
+    dry_last: Option<String>,
+}
+
+fn compile(cfg: &TemplateConfig) -> Result<Compiled, Error> {
+    let (name, text) = match (&cfg.source, &cfg.contents) {
+        (Some(p), _) => {
+            let text = std::fs::read_to_string(p).map_err(|source| Error::Read { path: p.clone(), source })?;
+            (p.display().to_string(), text)
+        }
+        (None, Some(c)) => (cfg.name(), c.clone()),
+        (None, None) => return Err(Error::Render { name: cfg.name(), message: "no source".into() }),
+    };
+    let lang = cfg.source.as_deref().map(Language::of).unwrap_or(Language::Go);
+    let opts = engine::Options {
+        left_delimiter: cfg.left_delimiter.clone(),
+        right_delimiter: cfg.right_delimiter.clone(),
+        error_on_missing_key: cfg.error_on_missing_key,
+        sandbox: cfg.sandbox_path.clone(),
+        function_denylist: cfg.function_denylist.clone(),
+    };
+    Ok(Compiled::new(&name, &text, lang, &opts)?)
+}
+
+fn compile_all(templates: &[TemplateConfig]) -> Result<Vec<Tmpl>, Error> {
+    templates
+        .iter()
+        .map(|cfg| {
+            Ok(Tmpl {
+                compiled: compile(cfg)?,
+                cfg: cfg.clone(),
+                used: BTreeSet::new(),
+                dirty: true,
+                due: true,
+                rendered: false,
+                quiescence: None,
+                command_failed: false,
+                dry_last: None,
+            })
+        })
+        .collect()
+}
+
+pub struct Runner {
+    cfg: Config,
+    /// The command line, reread on the reload signal.
+    args: Option<Vec<String>>,
+    watch_opts: watch::Options,
+    env: Vec<(String, String)>,
+    templates: Vec<Tmpl>,
+    brain: Arc<Brain>,
+    watches: HashMap<Dep, JoinHandle<()>>,
+    failing: HashSet<Dep>,
+    updates_tx: UnboundedSender<Update>,
+    updates_rx: UnboundedReceiver<Update>,
+    sources_tx: UnboundedSender<PathBuf>,
+    sources_rx: UnboundedReceiver<PathBuf>,
+    source_watch: Option<SourceWatch>,
+    /// Template sources that changed, and when to reread them.
+    pending_sources: HashMap<PathBuf, Instant>,
+    child: Option<Child>,
+    /// Where `-dry` prints.
+    dry_out: Box<dyn std::io::Write + Send>,
+}
+
+impl Runner {
+    /// Compiles every template (a template that does not parse at start is an error, as in
+    /// consul-template) and prepares the agent clients.
+    pub fn new(cfg: Config) -> Result<Runner, Error> {
+        let clients = cfg
+            .consul_addrs
+            .iter()
+            .map(|a| Ok(api::Client::new(a)?.with_token(cfg.consul_token.clone())))
+            .collect::<Result<Vec<_>, api::Error>>()?;
+        let mut env = vec![("CONSUL_HTTP_ADDR".to_string(), cfg.consul_addrs.first().cloned().unwrap_or_default())];
+        if let Some(t) = &cfg.consul_token {
+            env.push(("CONSUL_HTTP_TOKEN".into(), t.clone()));
+        }
+        let templates = compile_all(&cfg.templates)?;
+        let (updates_tx, updates_rx) = unbounded_channel();
+        let (sources_tx, sources_rx) = unbounded_channel();
+        Ok(Runner {
+            watch_opts: watch::Options {
+                clients,
+                wait: cfg.block_query_wait,
+                stale: !cfg.max_stale.is_zero(),
+                poll: Duration::from_millis(500),
+            },
+            cfg,
+            args: None,
+            env,
+            templates,
+            brain: Arc::new(Brain::default()),
+            watches: HashMap::new(),
+            failing: HashSet::new(),
+            updates_tx,
+            updates_rx,
+            sources_tx,
+            sources_rx,
+            source_watch: None,
+            pending_sources: HashMap::new(),
+            child: None,
+            dry_out: Box::new(std::io::stdout()),
+        })
+    }
+
+    /// Remembers the command line so the reload signal can reread configuration files.
+    pub fn with_args(mut self, args: Vec<String>) -> Runner {
+        self.args = Some(args);
+        self
+    }
+
+    /// Sends `-dry` output somewhere other than stdout.
+    pub fn with_dry_output(mut self, out: Box<dyn std::io::Write + Send>) -> Runner {
+        self.dry_out = out;
+        self
+    }
+
+    fn watch_sources(&mut self) {
+        let sources: Vec<PathBuf> = self.templates.iter().filter_map(|t| t.cfg.source.clone()).collect();
+        self.source_watch = None;
+        if sources.is_empty() || self.cfg.once {
+            return;
+        }
+        match files::watch(&sources, self.sources_tx.clone()) {
+            Ok(w) => self.source_watch = Some(w),
+            // Rendering still works without it; edits then need the reload signal.
+            Err(e) => tracing::warn!(error = %e, "cannot watch template files; send the reload signal after editing"),
+        }
+    }
+
+    /// Runs until a stop signal, `shutdown`, the end of `-once`, or the `-exec` child's exit;
+    /// returns the process exit code.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<i32, Error> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let sig = |k: i32| signal(SignalKind::from_raw(k)).map_err(Error::Signal);
+        let mut reload_sig = sig(self.cfg.reload_signal)?;
+        let mut kill_sig = sig(self.cfg.kill_signal)?;
+        let mut term_sig = sig(libc::SIGTERM)?;
+        let mut int_sig = sig(libc::SIGINT)?;
+        tokio::pin!(shutdown);
+        self.watch_sources();
+        if let Some(code) = self.pass().await? {
+            return Ok(code);
+        }
+        loop {
+            let next_fire = self.templates.iter().filter_map(|t| t.quiescence.map(|q| q.0)).min();
+            let next_source = self.pending_sources.values().min().copied();
+            tokio::select! {
+                Some(u) = self.updates_rx.recv() => {
+                    self.apply(u);
+                    // Take everything already queued, so a burst costs one pass.
+                    while let Ok(u) = self.updates_rx.try_recv() {
+                        self.apply(u);
+                    }
+                }
+                Some(p) = self.sources_rx.recv() => {
+                    // Editors that save in place truncate, then write: a read in between sees an
+                    // empty (valid!) template. Reread only once the file has been quiet a moment.
+                    let at = Instant::now() + SOURCE_SETTLE;
+                    self.pending_sources.insert(p, at);
+                    while let Ok(p) = self.sources_rx.try_recv() {
+                        self.pending_sources.insert(p, at);
+                    }
+                }
+                _ = sleep_until_opt(next_source) => {
+                    let now = Instant::now();
+                    let ready: Vec<PathBuf> =
+                        self.pending_sources.iter().filter(|(_, at)| **at <= now).map(|(p, _)| p.clone()).collect();
+                    for p in ready {
+                        self.pending_sources.remove(&p);
+                        self.reload_source(&p);
+                    }
+                }
+                _ = sleep_until_opt(next_fire) => {
+                    let now = Instant::now();
+                    for t in &mut self.templates {
+                        if t.quiescence.is_some_and(|q| q.0 <= now) {
+                            t.quiescence = None;
+                            t.due = true;
+                            t.dirty = true;
+                        }
+                    }
+                }
+                _ = reload_sig.recv() => self.reload_config(),
+                _ = kill_sig.recv() => return Ok(self.stop().await),
+                _ = term_sig.recv() => return Ok(self.stop().await),
+                _ = int_sig.recv() => return Ok(self.stop().await),
+                code = child_exit(&mut self.child) => {
+                    tracing::info!(code, "child exited");
+                    self.child = None;
+                    return Ok(code);
+                }
+                _ = &mut shutdown => return Ok(self.stop().await),
+            }
+            if let Some(code) = self.pass().await? {
+                return Ok(code);
+            }
+        }
+    }
+
+    async fn stop(&mut self) -> i32 {
+        for (_, h) in self.watches.drain() {
+            h.abort();
+        }
+        if let Some(c) = self.child.take() {
+            c.stop().await;
+        }
+        0
+    }
+
+    fn apply(&mut self, u: Update) {
+        match u {
+            Update::Data { dep, value } => {
+                if !self.watches.contains_key(&dep) {
+                    return; // a late answer for a watch that was stopped
+                }
+                if self.failing.remove(&dep) {
+                    tracing::info!(dep = %dep, "query answers again");
+                }
+                tracing::debug!(dep = %dep, "data changed");
+                Arc::make_mut(&mut self.brain).remember(dep.clone(), value);
+                for t in &mut self.templates {
+                    if t.used.contains(&dep) {
+                        t.dirty = true;
+                    }
+                }
+            }
+            Update::Error { dep, error } => {
+                if self.failing.insert(dep.clone()) {
+                    tracing::warn!(dep = %dep, %error, "query failed; keeping the last data and retrying");
+                } else {
+                    tracing::debug!(dep = %dep, %error, "query still failing");
+                }
+            }
+        }
+    }
+
+    fn reload_source(&mut self, path: &PathBuf) {
+        for t in &mut self.templates {
+            if t.cfg.source.as_ref() != Some(path) {
+                continue;
+            }
+            match compile(&t.cfg) {
+                Ok(c) => {
+                    tracing::info!(template = %path.display(), "template changed; rendering");
+                    t.compiled = c;
+                    t.dirty = true;
+                    t.due = true;
+                }
+                Err(Error::Template(engine::Error::Parse { name, line, col, message })) => tracing::error!(
+                    template = %name, line, column = col, error = %message,
+                    "template no longer parses; keeping the last good output"
+                ),
+                Err(e) => tracing::error!(template = %path.display(), error = %e, "template not reloaded; keeping the last good output"),
+            }
+        }
+    }
+
+    fn reload_config(&mut self) {
+        let cfg = match &self.args {
+            Some(args) => match config::load(args) {
+                Ok((_, cfg)) => cfg,
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration not reloaded");
+                    return;
+                }
+            },
+            None => self.cfg.clone(),
+        };
+        match compile_all(&cfg.templates) {
+            Ok(templates) => {
+                tracing::info!(templates = templates.len(), "configuration reloaded");
+                self.templates = templates;
+                self.cfg.templates = cfg.templates;
+                self.cfg.wait = cfg.wait;
+                self.watch_sources();
+            }
+            Err(e) => tracing::error!(error = %e, "configuration not reloaded; keeping the running templates"),
+        }
+    }
+
+    /// Renders what changed, writes, runs commands, keeps the watches in line with what the
+    /// templates use. `Some(code)` ends the process (`-once` finished).
+    async fn pass(&mut self) -> Result<Option<i32>, Error> {
+        let now = Instant::now();
+        let brain = self.brain.clone();
+        let mut commands: Vec<(String, Duration)> = Vec::new();
+        let mut changed = false;
+        for t in &mut self.templates {
+            if !t.dirty {
+                continue;
+            }
+            t.dirty = false;
+            let r = match t.compiled.render(brain.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "render failed; keeping the last good output");
+                    if self.cfg.once {
+                        return Err(Error::Render { name: t.cfg.name(), message: e.to_string() });
+                    }
+                    continue;
+                }
+            };
+            t.used = r.used;
+            if !r.missing.is_empty() {
+                let missing: Vec<String> = r.missing.iter().map(ToString::to_string).collect();
+                tracing::debug!(template = %t.cfg.name(), ?missing, "waiting for data");
+                continue;
+            }
+            let wait = t.cfg.wait.or(self.cfg.wait);
+            // Quiescence applies only after the first render, and never with -once.
+            if let Some(w) = wait.filter(|_| !self.cfg.once && t.rendered && !t.due) {
+                let deadline = t.quiescence.map(|q| q.1).unwrap_or(now + w.max);
+                t.quiescence = Some(((now + w.min).min(deadline), deadline));
+                continue;
+            }
+            t.due = false;
+            t.quiescence = None;
+            let wrote = if self.cfg.dry {
+                if t.dry_last.as_deref() == Some(r.output.as_str()) {
+                    false
+                } else {
+                    let dest = t.cfg.destination.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+                    let _ = write!(self.dry_out, "> {dest}\n{}", r.output);
+                    let _ = self.dry_out.flush();
+                    t.dry_last = Some(r.output);
+                    true
+                }
+            } else {
+                let Some(dest) = &t.cfg.destination else { continue };
+                let opts = write::Options { perms: t.cfg.perms, backup: t.cfg.backup, create_dest_dirs: t.cfg.create_dest_dirs };
+                match write::atomic_write(dest, r.output.as_bytes(), opts) {
+                    Ok(w) => {
+                        if w {
+                            tracing::info!(template = %t.cfg.name(), destination = %dest.display(), "rendered");
+                        }
+                        w
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "write failed; will retry on the next change");
+                        continue;
+                    }
+                }
+            };
+            t.rendered = true;
+            changed |= wrote;
+            if let Some(c) = &t.cfg.command {
+                if wrote || t.command_failed {
+                    commands.push((c.clone(), t.cfg.command_timeout));
+                }
+            }
+        }
+        self.sync_watches();
+        if !self.cfg.dry {
+            for (c, timeout) in command::dedupe(commands.iter().map(|(c, t)| (c.as_str(), *t))) {
+                let result = command::run(&c, timeout, &self.env).await;
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "command failed; will retry on the next change");
+                } else {
+                    tracing::info!(command = %c, "command ran");
+                }
+                for t in &mut self.templates {
+                    if t.cfg.command.as_deref() == Some(c.as_str()) {
+                        t.command_failed = result.is_err();
+                    }
+                }
+            }
+        }
+        let all_rendered = self.templates.iter().all(|t| t.rendered);
+        if let Some(exec) = self.cfg.exec.clone().filter(|e| !e.command.is_empty()) {
+            match self.child.take() {
+                None if all_rendered => self.child = Some(Child::spawn(&exec, &self.env)?),
+                Some(c) if changed => self.child = Some(c.reload(&self.env).await?),
+                other => self.child = other,
+            }
+            // With -exec, -once still supervises the child until it exits.
+            return Ok(None);
+        }
+        if self.cfg.once && all_rendered {
+            return Ok(Some(0));
+        }
+        Ok(None)
+    }
+
+    /// Starts a watch for every dependency some template uses and stops the rest.
+    fn sync_watches(&mut self) {
+        let used: HashSet<&Dep> = self.templates.iter().flat_map(|t| t.used.iter()).collect();
+        let stale: Vec<Dep> = self.watches.keys().filter(|d| !used.contains(d)).cloned().collect();
+        for d in stale {
+            if let Some(h) = self.watches.remove(&d) {
+                h.abort();
+            }
+            self.failing.remove(&d);
+            Arc::make_mut(&mut self.brain).forget(&d);
+            tracing::debug!(dep = %d, "no longer used; watch stopped");
+        }
+        let new: Vec<Dep> = used.into_iter().filter(|d| !self.watches.contains_key(*d)).cloned().collect();
+        for d in new {
+            tracing::debug!(dep = %d, "watching");
+            let h = watch::spawn(d.clone(), self.watch_opts.clone(), self.updates_tx.clone());
+            self.watches.insert(d, h);
+        }
+    }
+}
+
+use std::io::Write as _;
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn child_exit(child: &mut Option<Child>) -> i32 {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Wait;
+    use crate::fake::{entry, read, wait_for, FakeAgent};
+
+    const LIMIT: Duration = Duration::from_secs(15);
+    const SEED: &str = "upstream test-cluster { ip_hash;{{range service \"test\"}} server {{.Address}}:{{.Port}};{{end}} }";
+
+    fn config(agent: &FakeAgent, templates: Vec<TemplateConfig>) -> Config {
+        let mut cfg = Config { consul_addrs: vec![agent.addr.clone()], templates, ..Default::default() };
+        cfg.block_query_wait = Duration::from_secs(5);
+        cfg
+    }
+
+    fn tmpl(dir: &std::path::Path, name: &str, src: &str, command: Option<String>) -> TemplateConfig {
+        let source = dir.join(format!("{name}.ctmpl"));
+        std::fs::write(&source, src).unwrap();
+        TemplateConfig {
+            source: Some(source),
+            destination: Some(dir.join(format!("{name}.conf"))),
+            command,
+            ..Default::default()
+        }
+    }
+
+    fn start(cfg: Config) -> (tokio::sync::oneshot::Sender<()>, JoinHandle<Result<i32, Error>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let runner = Runner::new(cfg).unwrap();
+        let h = tokio::spawn(runner.run(async move {
+            let _ = rx.await;
+        }));
+        (tx, h)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn seed_nginx_template_follows_health() {
+        let agent = FakeAgent::start("127.0.0.51").await;
+        agent.set_service(
+            "test",
+            vec![
+                entry("n1", "10.0.0.1", "test1", "test", 8080, "passing"),
+                entry("n2", "10.0.0.2", "test2", "test", 8080, "passing"),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("reloads");
+        let t = tmpl(dir.path(), "test", SEED, Some(format!("echo reload >> {}", log.display())));
+        let out = t.destination.clone().unwrap();
+        let (stop, h) = start(config(&agent, vec![t]));
+        let both = "upstream test-cluster { ip_hash; server 10.0.0.1:8080; server 10.0.0.2:8080; }";
+        wait_for(LIMIT, "first render", || read(&out) == both).await;
+        wait_for(LIMIT, "first reload", || read(&log) == "reload\n").await;
+
+        agent.set_service(
+            "test",
+            vec![
+                entry("n1", "10.0.0.1", "test1", "test", 8080, "passing"),
+                entry("n2", "10.0.0.2", "test2", "test", 8080, "critical"),
+            ],
+        );
+        let one = "upstream test-cluster { ip_hash; server 10.0.0.1:8080; }";
+        wait_for(LIMIT, "critical instance dropped", || read(&out) == one).await;
+        wait_for(LIMIT, "second reload", || read(&log) == "reload\nreload\n").await;
+
+        // A change that does not change the bytes writes nothing and runs nothing.
+        agent.put_kv("unrelated", "x");
+        agent.set_service(
+            "test",
+            vec![
+                entry("n1", "10.0.0.1", "test1", "test", 8080, "passing"),
+                entry("n2", "10.0.0.2", "test2", "test", 8080, "warning"),
+            ],
+        );
+        agent.set_service("test", vec![entry("n1", "10.0.0.1", "test1", "test", 8080, "passing")]);
+        agent.set_service("test", vec![entry("n3", "10.0.0.3", "test3", "test", 9090, "passing")]);
+        wait_for(LIMIT, "new instance", || read(&out).contains("10.0.0.3:9090")).await;
+        wait_for(LIMIT, "third reload", || read(&log) == "reload\nreload\nreload\n").await;
+        stop.send(()).unwrap();
+        assert_eq!(h.await.unwrap().unwrap(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identical_dependencies_share_one_watch_and_commands_dedupe() {
+        let agent = FakeAgent::start("127.0.0.52").await;
+        agent.set_service("web", vec![entry("n1", "10.0.0.1", "web1", "web", 80, "passing")]);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let cmd = format!("echo ran >> {}", log.display());
+        let a = tmpl(dir.path(), "a", "{{range service \"web\"}}{{.Address}}{{end}}", Some(cmd.clone()));
+        let b = tmpl(dir.path(), "b", "{{range service \"web|passing\"}}{{.Port}}{{end}}", Some(cmd));
+        let (oa, ob) = (a.destination.clone().unwrap(), b.destination.clone().unwrap());
+        let mut runner = Runner::new(config(&agent, vec![a, b])).unwrap();
+        assert!(runner.pass().await.unwrap().is_none());
+        assert_eq!(runner.watches.len(), 1, "one watch for web and web|passing");
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let h = tokio::spawn(runner.run(async move {
+            let _ = rx.await;
+        }));
+        wait_for(LIMIT, "both rendered", || read(&oa) == "10.0.0.1" && read(&ob) == "80").await;
+        wait_for(LIMIT, "one command run", || read(&log) == "ran\n").await;
+        agent.set_service("web", vec![entry("n2", "10.0.0.2", "web2", "web", 81, "passing")]);
+        wait_for(LIMIT, "both re-rendered", || read(&oa) == "10.0.0.2" && read(&ob) == "81").await;
+        wait_for(LIMIT, "command once more", || read(&log) == "ran\nran\n").await;
+        stop.send(()).unwrap();
+        h.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_command_is_retried_on_the_next_change() {
+        let agent = FakeAgent::start("127.0.0.53").await;
+        agent.put_kv("app/port", "80");
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("ok-to-reload");
+        let log = dir.path().join("log");
+        let cmd = format!("test -f {} && echo reloaded >> {}", flag.display(), log.display());
+        let t = tmpl(dir.path(), "app", "port={{key \"app/port\"}} other={{keyOrDefault \"app/other\" \"none\"}}", Some(cmd));
+        let out = t.destination.clone().unwrap();
+        let (stop, h) = start(config(&agent, vec![t]));
+        wait_for(LIMIT, "render", || read(&out) == "port=80 other=none").await;
+        // The command failed (no flag yet) and the runner is still alive.
+        std::fs::write(&flag, "").unwrap();
+        // A change that leaves this template's bytes alone still retries the failed command.
+        agent.put_kv("app/port", "80");
+        agent.put_kv("app/other", "");
+        wait_for(LIMIT, "retried command", || read(&log) == "reloaded\n").await;
+        assert!(!h.is_finished());
+        stop.send(()).unwrap();
+        h.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn template_edits_rerender_and_parse_errors_keep_the_last_output() {
+        let agent = FakeAgent::start("127.0.0.54").await;
+        agent.set_service("web", vec![entry("n1", "10.0.0.1", "web1", "web", 80, "passing")]);
+        let dir = tempfile::tempdir().unwrap();
+        let t = tmpl(dir.path(), "web", "A {{range service \"web\"}}{{.Address}}{{end}}", None);
+        let (src, out) = (t.source.clone().unwrap(), t.destination.clone().unwrap());
+        let (stop, h) = start(config(&agent, vec![t]));
+        wait_for(LIMIT, "render", || read(&out) == "A 10.0.0.1").await;
+        std::fs::write(&src, "B {{range service \"web\"}}{{.Address}}:{{.Port}}{{end}}").unwrap();
+        wait_for(LIMIT, "re-render after edit", || read(&out) == "B 10.0.0.1:80").await;
+        std::fs::write(&src, "C {{range service \"web\"}}{{.Address}").unwrap();
+        // Prove the broken version was seen: a following good edit renders, and the broken one
+        // never reached the file.
+        agent.set_service("web", vec![entry("n2", "10.0.0.2", "web2", "web", 80, "passing")]);
+        wait_for(LIMIT, "data change with the old template", || read(&out) == "B 10.0.0.2:80").await;
+        std::fs::write(&src, "D {{range service \"web\"}}{{.Address}}{{end}}").unwrap();
+        wait_for(LIMIT, "good edit after a bad one", || read(&out) == "D 10.0.0.2").await;
+        stop.send(()).unwrap();
+        h.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unreachable_agent_keeps_files_and_catches_up() {
+        let agent = FakeAgent::start("127.0.0.55").await;
+        agent.set_service("web", vec![entry("n1", "10.0.0.1", "web1", "web", 80, "passing")]);
+        let dir = tempfile::tempdir().unwrap();
+        let t = tmpl(dir.path(), "web", "{{range service \"web\"}}{{.Address}} {{end}}", None);
+        let out = t.destination.clone().unwrap();
+        let (stop, h) = start(config(&agent, vec![t]));
+        wait_for(LIMIT, "render", || read(&out) == "10.0.0.1 ").await;
+        agent.set_down(true);
+        let before = agent.requests();
+        wait_for(LIMIT, "failing requests", || agent.requests() >= before + 2).await;
+        assert_eq!(read(&out), "10.0.0.1 ", "last good file kept");
+        agent.set_service("web", vec![entry("n2", "10.0.0.2", "web2", "web", 80, "passing")]);
+        agent.set_down(false);
+        wait_for(LIMIT, "catch up", || read(&out) == "10.0.0.2 ").await;
+        stop.send(()).unwrap();
+        h.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_holds_changes_until_quiescence() {
+        let agent = FakeAgent::start("127.0.0.56").await;
+        agent.put_kv("v", "1");
+        let dir = tempfile::tempdir().unwrap();
+        let t = tmpl(dir.path(), "v", "{{key \"v\"}}", None);
+        let out = t.destination.clone().unwrap();
+        let mut cfg = config(&agent, vec![t]);
+        cfg.wait = Some(Wait { min: Duration::from_millis(400), max: Duration::from_secs(2) });
+        let (stop, h) = start(cfg);
+        // The first render is not delayed.
+        wait_for(Duration::from_millis(1500), "first render", || read(&out) == "1").await;
+        let changed_at = std::time::Instant::now();
+        agent.put_kv("v", "2");
+        wait_for(LIMIT, "quiesced render", || read(&out) == "2").await;
+        assert!(changed_at.elapsed() >= Duration::from_millis(350), "written after {:?}", changed_at.elapsed());
+        stop.send(()).unwrap();
+        h.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn once_and_dry_print_and_exit() {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let agent = FakeAgent::start("127.0.0.57").await;
+        agent.set_service("web", vec![entry("n1", "10.0.0.1", "web1", "web", 80, "passing")]);
+        agent.set_service("db", vec![entry("n1", "10.0.0.1", "db1", "db", 5432, "passing")]);
+        let dir = tempfile::tempdir().unwrap();
+        // Multi-phase: `services` first, then one `service` per name.
+        let t = tmpl(dir.path(), "all", "{{range services}}{{.Name}}:{{range service .Name}}{{.Port}}{{end}};{{end}}", None);
+        let dest = t.destination.clone().unwrap();
+        let mut cfg = config(&agent, vec![t]);
+        cfg.once = true;
+        cfg.dry = true;
+        let buf = Buf::default();
+        let runner = Runner::new(cfg).unwrap().with_dry_output(Box::new(buf.clone()));
+        let code = tokio::time::timeout(LIMIT, runner.run(std::future::pending())).await.unwrap().unwrap();
+        assert_eq!(code, 0);
+        let printed = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(printed, format!("> {}\ndb:5432;web:80;", dest.display()));
+        assert!(!dest.exists(), "-dry writes nothing");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handlebars_templates_render_from_the_same_data() {
+        let agent = FakeAgent::start("127.0.0.58").await;
+        agent.set_service("test", vec![entry("n1", "10.0.0.1", "test1", "test", 8080, "passing")]);
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("up.hbs");
+        std::fs::write(&src, "upstream test-cluster { ip_hash;{{#each (service \"test\")}} server {{Address}}:{{Port}};{{/each}} }").unwrap();
+        let out = dir.path().join("up.conf");
+        let t = TemplateConfig { source: Some(src), destination: Some(out.clone()), ..Default::default() };
+        let mut cfg = config(&agent, vec![t]);
+        cfg.once = true;
+        let code = Runner::new(cfg).unwrap().run(std::future::pending()).await.unwrap();
+        assert_eq!(code, 0);
+        assert_eq!(read(&out), "upstream test-cluster { ip_hash; server 10.0.0.1:8080; }");
+    }
+}
