@@ -59,6 +59,8 @@ pub struct Agent {
     pub runner: Runner,
     pub events: Mutex<Events>,
     pub events_changed: watch::Sender<u64>,
+    /// Bumped on every change to local services or checks (hash-based blocking waits on it).
+    pub local_changed: watch::Sender<u64>,
     session_timers: Mutex<HashMap<String, Instant>>,
     session_wake: Notify,
     pub shutdown: watch::Sender<bool>,
@@ -104,7 +106,7 @@ impl Agent {
             );
             let http = network::http_client();
             let rid = raft::node_id_from(&node_id);
-            let peer = Peer { addr: config.server_rpc_addr().to_string(), name: config.node_name.clone() };
+            let peer = Peer { addr: config.server_rpc_addr().to_string(), name: config.node_name.clone(), id: node_id.clone() };
             let r = openraft::Raft::new(rid, raft_config, network::Network::new(http.clone()), db.log_store(), sm)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -121,6 +123,7 @@ impl Agent {
             runner,
             events: Mutex::new(Events::default()),
             events_changed: watch::channel(0).0,
+            local_changed: watch::channel(0).0,
             session_timers: Mutex::new(HashMap::new()),
             session_wake: Notify::new(),
             shutdown: watch::channel(false).0,
@@ -187,6 +190,7 @@ impl Agent {
     }
 
     fn persist_local(&self) {
+        self.local_changed.send_modify(|v| *v += 1);
         let local = self.local.lock().clone();
         let dir = if self.config.dev { None } else { self.config.data_dir.clone() };
         if let Err(e) = local.persist(dir.as_deref()) {
@@ -378,6 +382,7 @@ impl Agent {
         while let Some(r) = rx.recv().await {
             let output = if self.config.discard_check_output { String::new() } else { r.output.clone() };
             let changed = self.local.lock().update_check(&r.check_id, r.status, &output);
+            self.local_changed.send_modify(|v| *v += 1);
             if changed == Some(true) {
                 if let Err(e) = self.sync_check(&r.check_id).await {
                     tracing::warn!(check = %r.check_id, error = %e, "syncing check status failed; anti-entropy will retry");

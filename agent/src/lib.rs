@@ -14,3 +14,5 @@ pub mod local;
 pub mod telemetry;
 pub mod cli;
 pub mod filter;
+pub mod http;
+pub mod daemon;

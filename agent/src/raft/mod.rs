@@ -16,6 +16,9 @@ use std::io::Cursor;
 pub struct Peer {
     pub addr: String,
     pub name: String,
+    /// The agent's node ID (a UUID), which Consul shows as the Raft server ID.
+    #[serde(default)]
+    pub id: String,
 }
 
 impl fmt::Display for Peer {

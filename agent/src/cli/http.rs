@@ -1,0 +1,310 @@
+//! The CLI's one door to the agent: the shared `api` client plus the global HTTP flags
+//! (`-http-addr`, `-token`, `-datacenter`, `-stale`), and errors worded like Consul's Go client
+//! (`Get "http://127.0.0.1:8500/v1/...": dial tcp 127.0.0.1:8500: connect: connection refused`).
+
+use super::flags::Parsed;
+use api::client::Response;
+use http::Method;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::time::Duration;
+
+pub(super) const DEFAULT_ADDR: &str = "127.0.0.1:8500";
+
+/// A failed call, printed the way Consul's CLI prints the Go client's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum CallError {
+    /// The request never got an answer; the text is already Go-shaped.
+    Transport(String),
+    /// A non-2xx answer.
+    Status { code: u16, body: String },
+    /// An answer that did not decode.
+    Decode(String),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Transport(m) | CallError::Decode(m) => f.write_str(m),
+            CallError::Status { code, body } => write!(f, "Unexpected response code: {code} ({body})"),
+        }
+    }
+}
+
+impl CallError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// `-http-addr` value, else `CONSUL_HTTP_ADDR`, else the default; with or without `http://`.
+pub(super) fn http_addr(flag: Option<&str>, env: Option<String>) -> String {
+    let raw = flag.map(str::to_string).or(env).filter(|s| !s.trim().is_empty());
+    let raw = raw.unwrap_or_else(|| DEFAULT_ADDR.to_string());
+    raw.trim().trim_end_matches('/').trim_start_matches("http://").to_string()
+}
+
+fn go_op(m: &Method) -> String {
+    let s = m.as_str();
+    let mut out = s[..1].to_string();
+    out.push_str(&s[1..].to_lowercase());
+    out
+}
+
+/// Go's wording for a dial error, from the io error at the bottom of the chain.
+fn io_detail(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return Some(match io.kind() {
+                ConnectionRefused => "connect: connection refused".to_string(),
+                ConnectionReset => "read: connection reset by peer".to_string(),
+                TimedOut => "i/o timeout".to_string(),
+                AddrNotAvailable => "connect: cannot assign requested address".to_string(),
+                PermissionDenied => "connect: permission denied".to_string(),
+                UnexpectedEof => "EOF".to_string(),
+                _ => {
+                    let mut m = io.to_string();
+                    if let Some(p) = m.find(" (os error") {
+                        m.truncate(p);
+                    }
+                    m.to_lowercase()
+                }
+            });
+        }
+        cur = e.source();
+    }
+    None
+}
+
+pub(super) fn transport_message(method: &Method, url: &str, addr: &str, err: &api::Error) -> String {
+    let op = go_op(method);
+    match err {
+        api::Error::Transport { source, .. } => {
+            let detail = io_detail(source).unwrap_or_else(|| {
+                // Walk to the innermost message: hyper's outer ones say little.
+                let mut msg = source.to_string();
+                let mut cur = std::error::Error::source(source);
+                while let Some(e) = cur {
+                    msg = e.to_string();
+                    cur = e.source();
+                }
+                msg
+            });
+            if source.is_connect() {
+                format!("{op} \"{url}\": dial tcp {addr}: {detail}")
+            } else {
+                format!("{op} \"{url}\": {detail}")
+            }
+        }
+        api::Error::Body { source, .. } => {
+            let detail = io_detail(source).unwrap_or_else(|| "unexpected EOF".to_string());
+            format!("{op} \"{url}\": {detail}")
+        }
+        api::Error::Timeout { .. } => {
+            format!("{op} \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")
+        }
+        api::Error::Address(a) => format!("{op} \"{url}\": invalid address {a}"),
+        other => format!("{op} \"{url}\": {other}"),
+    }
+}
+
+pub(super) struct Ctx {
+    pub client: api::Client,
+    /// `host:port`
+    pub addr: String,
+    pub token: Option<String>,
+    pub dc: Option<String>,
+    pub stale: bool,
+}
+
+impl Ctx {
+    /// Builds the client from the global flags; the error completes
+    /// `Error connecting to Consul agent: ...`.
+    pub fn new(p: &Parsed) -> Result<Ctx, String> {
+        let addr = http_addr(p.str("http-addr"), std::env::var("CONSUL_HTTP_ADDR").ok());
+        if addr.starts_with("https://") || addr.starts_with("unix://") {
+            return Err(format!("{addr}: only plain http:// addresses are supported"));
+        }
+        let token = match p.str("token") {
+            Some(t) => Some(t.to_string()),
+            None => match p.str("token-file") {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .map_err(|e| format!("Error loading token file {f}: {e}"))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => match std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty()) {
+                    Some(t) => Some(t),
+                    None => match std::env::var("CONSUL_HTTP_TOKEN_FILE").ok().filter(|t| !t.is_empty()) {
+                        Some(f) => std::fs::read_to_string(&f).ok().map(|s| s.trim().to_string()),
+                        None => None,
+                    },
+                },
+            },
+        }
+        .filter(|t| !t.is_empty());
+        let client = api::Client::new(&addr).map_err(|e| e.to_string())?.with_token(token.clone());
+        let dc = p
+            .str("datacenter")
+            .map(str::to_string)
+            .or_else(|| std::env::var("CONSUL_DATACENTER").ok())
+            .filter(|d| !d.is_empty());
+        Ok(Ctx { client, addr, token, dc, stale: p.bool("stale") })
+    }
+
+    /// `path?query` with the datacenter (and `stale` for reads that allow it) added.
+    pub fn path_and_query(&self, path: &str, extra: &[(String, String)], stale_ok: bool) -> String {
+        let mut pairs = extra.to_vec();
+        if let Some(dc) = &self.dc {
+            pairs.push(("dc".into(), dc.clone()));
+        }
+        if stale_ok && self.stale {
+            pairs.push(("stale".into(), String::new()));
+        }
+        format!("{}{}", api::query::encode_path(path), api::query::query_string(&pairs))
+    }
+
+    pub fn url(&self, pq: &str) -> String {
+        format!("http://{}{}", self.addr, pq)
+    }
+
+    /// One request; any non-2xx answer is an error.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        extra: &[(String, String)],
+        body: Option<Vec<u8>>,
+        stale_ok: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Response, CallError> {
+        let pq = self.path_and_query(path, extra, stale_ok);
+        let resp = self
+            .client
+            .request(method.clone(), &pq, body.map(Into::into), timeout)
+            .await
+            .map_err(|e| CallError::Transport(transport_message(&method, &self.url(&pq), &self.addr, &e)))?;
+        if !(200..300).contains(&resp.status) {
+            let (code, body) = status_body(resp.status, &resp.body);
+            return Err(CallError::Status { code, body });
+        }
+        Ok(resp)
+    }
+
+    /// A GET decoded as JSON, with its `X-Consul-Index`; a 404 is `None`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        extra: &[(String, String)],
+        stale_ok: bool,
+    ) -> Result<Option<(T, u64)>, CallError> {
+        match self.send(Method::GET, path, extra, None, stale_ok, None).await {
+            Ok(resp) => {
+                let index = resp.meta().last_index;
+                let v = serde_json::from_slice(&resp.body).map_err(|e| {
+                    CallError::Decode(format!("decoding the answer from {path}: {e}"))
+                })?;
+                Ok(Some((v, index)))
+            }
+            Err(CallError::Status { code: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A blocking GET (`?index=&wait=`), for `lock`'s monitors.
+    pub async fn get_blocking<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        extra: &[(String, String)],
+        index: u64,
+        wait: Duration,
+    ) -> Result<Option<(T, u64)>, CallError> {
+        let mut pairs = extra.to_vec();
+        if index > 0 {
+            pairs.push(("index".into(), index.to_string()));
+            pairs.push(("wait".into(), format!("{}ms", wait.as_millis())));
+        }
+        let timeout = Some(wait + wait / 16 + Duration::from_secs(5));
+        match self.send(Method::GET, path, &pairs, None, false, timeout).await {
+            Ok(resp) => {
+                let index = resp.meta().last_index;
+                let v = serde_json::from_slice(&resp.body).map_err(|e| {
+                    CallError::Decode(format!("decoding the answer from {path}: {e}"))
+                })?;
+                Ok(Some((v, index)))
+            }
+            Err(CallError::Status { code: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn put(
+        &self,
+        path: &str,
+        extra: &[(String, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, CallError> {
+        self.send(Method::PUT, path, extra, body, false, None).await
+    }
+
+    /// The agent's node name (`Config.NodeName` of `/v1/agent/self`): Consul's commands call this
+    /// first to check that the agent answers.
+    pub async fn node_name(&self) -> Result<String, CallError> {
+        let got: Option<(serde_json::Value, u64)> = self.get("/v1/agent/self", &[], false).await?;
+        Ok(got
+            .and_then(|(v, _)| v.pointer("/Config/NodeName").and_then(|n| n.as_str()).map(str::to_string))
+            .unwrap_or_default())
+    }
+}
+
+fn status_body(code: u16, body: &[u8]) -> (u16, String) {
+    (code, String::from_utf8_lossy(body).trim().to_string())
+}
+
+/// Whether a PUT/DELETE answer is Consul's `true`.
+pub(super) fn is_true(resp: &Response) -> bool {
+    String::from_utf8_lossy(&resp.body).trim() == "true"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_from_flag_env_or_default() {
+        assert_eq!(http_addr(None, None), "127.0.0.1:8500");
+        assert_eq!(http_addr(None, Some("http://10.0.0.1:8500/".into())), "10.0.0.1:8500");
+        assert_eq!(http_addr(Some("127.0.0.71:8571"), Some("10.0.0.1:8500".into())), "127.0.0.71:8571");
+        assert_eq!(http_addr(Some("http://127.0.0.71:8571"), None), "127.0.0.71:8571");
+        assert_eq!(http_addr(Some(""), None), "127.0.0.1:8500");
+    }
+
+    #[test]
+    fn status_errors_read_like_consuls_client() {
+        let e = CallError::Status { code: 500, body: "No cluster leader".into() };
+        assert_eq!(e.to_string(), "Unexpected response code: 500 (No cluster leader)");
+        assert_eq!(go_op(&Method::GET), "Get");
+        assert_eq!(go_op(&Method::DELETE), "Delete");
+    }
+
+    #[tokio::test]
+    async fn connection_refused_reads_like_go() {
+        // Bind then drop a listener to get a port nobody listens on.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let p = super::super::flags::parse(&[format!("-http-addr={addr}")], &[], &[]).unwrap();
+        let ctx = Ctx::new(&p).unwrap();
+        let err = ctx.get::<serde_json::Value>("/v1/agent/members", &[], false).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("Get \"http://{addr}/v1/agent/members\": dial tcp {addr}: connect: connection refused")
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! `agent agent ...`: parses flags and config, boots the agent, serves HTTP (and the server port
+//! on servers), and handles signals (SIGHUP reloads, SIGINT/SIGTERM stop).
+
+use crate::agent::Agent;
+use crate::config::{normalize_args, AgentFlags, Config};
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
+    let mut argv = vec!["agent".to_string()];
+    argv.extend(args);
+    let flags = match AgentFlags::try_parse_from(normalize_args(argv)) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    crate::telemetry::init(flags.log_level.as_deref().unwrap_or(if flags.dev { "debug" } else { "info" }));
+    let config = Config::from_flags(flags).context("invalid configuration")?;
+    if let Some(pid) = &config.pid_file {
+        std::fs::write(pid, std::process::id().to_string()).with_context(|| format!("writing pid file {}", pid.display()))?;
+    }
+    let node = config.node_name.clone();
+    let span = tracing::info_span!("agent", node = %node);
+    let _enter = span.enter();
+    let agent = Agent::start(config.clone()).await.context("starting the agent")?;
+    let mut http_listeners = Vec::new();
+    for addr in config.http_addrs() {
+        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API on {addr}"))?;
+        http_listeners.push(l);
+    }
+    if let Some(server) = &agent.server {
+        let addr = std::net::SocketAddr::new(config.bind_addr, config.ports.server.max(0) as u16);
+        let rpc = crate::rpc::RpcServer::bind(server.clone(), addr).await.with_context(|| format!("binding the server port on {addr}"))?;
+        tokio::spawn(rpc.run(agent.shutdown.subscribe()));
+    }
+    agent.bootstrap_if_alone().await.context("bootstrapping raft")?;
+    for l in http_listeners {
+        tokio::spawn(crate::http::serve(agent.clone(), l));
+    }
+    agent.spawn_loops();
+    println!("==> Starting Consul agent...");
+    println!("               Version: '{}'", crate::http::handlers_version());
+    println!("               Node ID: '{}'", agent.node_id);
+    println!("             Node name: '{}'", config.node_name);
+    println!("            Datacenter: '{}' (Segment: '')", config.datacenter);
+    println!("                Server: {} (Bootstrap: {})", config.server, config.bootstrap);
+    let clients: Vec<String> = config.client_addrs.iter().map(|a| a.to_string()).collect();
+    println!("           Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {})", clients.join(" "), config.ports.http, config.ports.dns);
+    println!("          Cluster Addr: {} (LAN: {}, WAN: {})", config.advertise_addr, config.ports.serf_lan, config.ports.serf_wan);
+    println!("     Gossip Encryption: {}", config.encrypt.is_some());
+    println!();
+    println!("==> Log data will now stream in as it occurs:");
+    tracing::info!(node = %config.node_name, server = config.server, "agent started");
+
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut stopped = agent.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("caught SIGHUP, reloading service and check definitions");
+                if let Err(e) = agent.reload().await {
+                    tracing::error!(error = %e, "reload failed");
+                }
+            }
+            _ = term.recv() => { tracing::info!("caught SIGTERM, shutting down"); break; }
+            _ = int.recv() => { tracing::info!("caught SIGINT, shutting down"); break; }
+            _ = stopped.changed() => { tracing::info!("agent left, shutting down"); break; }
+        }
+    }
+    agent.shutdown().await;
+    if let Some(pid) = &config.pid_file {
+        let _ = std::fs::remove_file(pid);
+    }
+    Ok(0)
+}

@@ -1,0 +1,309 @@
+//! `/v1/agent/*`: this agent's own view — its services and checks, members, config, maintenance.
+
+use super::{convert, Body, Ctx, HttpError, HttpResult, Reply};
+use crate::structs::*;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub const CONSUL_VERSION: &str = "1.20.0";
+
+pub fn member(ctx: &Ctx) -> api::AgentMember {
+    let cfg = &ctx.agent.config;
+    let mut tags = BTreeMap::new();
+    tags.insert("role".into(), if cfg.server { "consul" } else { "node" }.to_string());
+    tags.insert("dc".into(), cfg.datacenter.clone());
+    tags.insert("id".into(), ctx.agent.node_id.clone());
+    tags.insert("segment".into(), String::new());
+    tags.insert("vsn".into(), "2".into());
+    tags.insert("vsn_min".into(), "2".into());
+    tags.insert("vsn_max".into(), "3".into());
+    tags.insert("build".into(), format!("{CONSUL_VERSION}:agent-rs"));
+    if cfg.server {
+        tags.insert("port".into(), cfg.ports.server.to_string());
+        tags.insert("raft_vsn".into(), "3".into());
+        if cfg.bootstrap {
+            tags.insert("bootstrap".into(), "1".into());
+        }
+        if cfg.bootstrap_expect > 0 {
+            tags.insert("expect".into(), cfg.bootstrap_expect.to_string());
+        }
+    }
+    api::AgentMember {
+        name: cfg.node_name.clone(),
+        addr: cfg.advertise_addr.to_string(),
+        port: cfg.ports.serf_lan.max(0) as u16,
+        tags,
+        status: 1,
+        protocol_min: 1,
+        protocol_max: 5,
+        protocol_cur: 2,
+        delegate_min: 2,
+        delegate_max: 5,
+        delegate_cur: 4,
+    }
+}
+
+pub async fn agent_self(ctx: &Ctx) -> HttpResult {
+    let a = &ctx.agent;
+    let cfg = &a.config;
+    let raft_stats = match &a.server {
+        Some(s) => {
+            let m = s.raft.metrics().borrow().clone();
+            json!({
+                "state": format!("{:?}", m.state),
+                "term": m.current_term.to_string(),
+                "last_log_index": m.last_log_index.unwrap_or(0).to_string(),
+                "applied_index": m.last_applied.map(|l| l.index).unwrap_or(0).to_string(),
+                "commit_index": m.last_applied.map(|l| l.index).unwrap_or(0).to_string(),
+                "num_peers": m.membership_config.membership().voter_ids().count().saturating_sub(1).to_string(),
+                "protocol_version": "3",
+                "last_snapshot_index": m.snapshot.map(|l| l.index).unwrap_or(0).to_string(),
+            })
+        }
+        None => json!({}),
+    };
+    let (services, checks) = {
+        let l = a.local.lock();
+        (l.services.len(), l.checks.len())
+    };
+    let leader = a.server.as_ref().and_then(|s| s.leader()).map(|(_, p)| p.addr).unwrap_or_default();
+    let body = json!({
+        "Config": {
+            "Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.datacenter, "NodeName": cfg.node_name,
+            "NodeID": a.node_id, "Revision": "agent-rs", "Server": cfg.server, "Version": CONSUL_VERSION,
+            "BuildDate": "", "SegmentName": "",
+        },
+        "DebugConfig": {
+            "Bootstrap": cfg.bootstrap, "BootstrapExpect": cfg.bootstrap_expect, "DataDir": cfg.data_dir,
+            "DevMode": cfg.dev, "EnableScriptChecks": cfg.enable_script_checks, "RaftMultiplier": cfg.raft_multiplier,
+            "ClientAddrs": cfg.client_addrs, "AdvertiseAddrLAN": cfg.advertise_addr, "BindAddr": cfg.bind_addr,
+            "HTTPPort": cfg.ports.http, "DNSPort": cfg.ports.dns, "SerfPortLAN": cfg.ports.serf_lan, "ServerPort": cfg.ports.server,
+            "RetryJoinLAN": cfg.retry_join, "UIConfig": {"Enabled": cfg.ui}, "DNSDomain": cfg.domain, "DNSRecursors": cfg.recursors,
+        },
+        "Coord": {"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1.0e-5},
+        "Member": member(ctx),
+        "Stats": {
+            "agent": {"check_monitors": "0", "check_ttls": checks.to_string(), "checks": checks.to_string(), "services": services.to_string()},
+            "build": {"prerelease": "", "revision": "agent-rs", "version": CONSUL_VERSION},
+            "consul": {"bootstrap": cfg.bootstrap.to_string(), "known_datacenters": "1", "leader": a.server.as_ref().is_some_and(|s| s.is_leader()).to_string(), "leader_addr": leader, "server": cfg.server.to_string()},
+            "raft": raft_stats,
+            "runtime": {"arch": std::env::consts::ARCH, "os": std::env::consts::OS, "version": "rust", "cpu_count": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string()},
+            "serf_lan": {"members": "1", "encrypted": cfg.encrypt.is_some().to_string(), "failed": "0", "left": "0"},
+        },
+        "Meta": cfg.node_meta,
+    });
+    Ok(Reply::json(&body))
+}
+
+pub async fn members(ctx: &Ctx) -> HttpResult {
+    Ok(Reply::json(&vec![member(ctx)]))
+}
+
+fn local_services(ctx: &Ctx) -> BTreeMap<String, api::AgentService> {
+    let dc = &ctx.agent.config.datacenter;
+    ctx.agent.local.lock().services.iter().map(|(k, s)| (k.clone(), convert::agent_service(&s.service, dc))).collect()
+}
+
+pub async fn services(ctx: &Ctx) -> HttpResult {
+    let mut json = serde_json::to_value(local_services(ctx)).unwrap_or_default();
+    if let Some(f) = ctx.read_opts()?.filter {
+        super::apply_filter(&mut json, &f);
+    }
+    Ok(Reply { status: 200, body: Body::Json(json), headers: vec![] })
+}
+
+/// One local service, with hash-based blocking (`?hash=&wait=`).
+pub async fn service(ctx: &Ctx, id: &str) -> HttpResult {
+    let opts = ctx.read_opts()?;
+    let want = ctx.query.get("hash").unwrap_or("").to_string();
+    let deadline = tokio::time::Instant::now() + opts.wait;
+    let mut changed = ctx.agent.local_changed.subscribe();
+    loop {
+        let svc = local_services(ctx).remove(id);
+        let Some(svc) = svc else {
+            return Err(HttpError::NotFound(format!("unknown service ID: {id}")));
+        };
+        let hash = svc.content_hash.clone();
+        if want.is_empty() || hash != want || tokio::time::Instant::now() >= deadline {
+            return Ok(Reply::json(&svc).header(api::query::HEADER_CONTENT_HASH, hash));
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn local_checks(ctx: &Ctx) -> BTreeMap<String, api::HealthCheck> {
+    let node = ctx.agent.config.node_name.clone();
+    let l = ctx.agent.local.lock();
+    l.checks
+        .iter()
+        .map(|(k, c)| {
+            let mut check = c.check.clone();
+            check.node = node.clone();
+            if let Some(s) = l.services.get(&check.service_id) {
+                check.service_name = s.service.service.clone();
+                check.service_tags = s.service.tags.clone();
+            }
+            (k.clone(), convert::check(&check))
+        })
+        .collect()
+}
+
+pub async fn checks(ctx: &Ctx) -> HttpResult {
+    let mut json = serde_json::to_value(local_checks(ctx)).unwrap_or_default();
+    if let Some(f) = ctx.read_opts()?.filter {
+        super::apply_filter(&mut json, &f);
+    }
+    Ok(Reply { status: 200, body: Body::Json(json), headers: vec![] })
+}
+
+/// Local aggregated health of a service by name or ID (200 passing, 429 warning, 503 critical).
+pub async fn health(ctx: &Ctx, name: Option<&str>, id: Option<&str>) -> HttpResult {
+    let services = local_services(ctx);
+    let checks = local_checks(ctx);
+    let node_checks: Vec<api::HealthCheck> = checks.values().filter(|c| c.service_id.is_empty()).cloned().collect();
+    let entries: Vec<(api::AgentService, Vec<api::HealthCheck>, &'static str)> = services
+        .values()
+        .filter(|s| name.is_none_or(|n| s.service == n) && id.is_none_or(|i| s.id == i))
+        .map(|s| {
+            let mut cs: Vec<api::HealthCheck> = checks.values().filter(|c| c.service_id == s.id).cloned().collect();
+            let mut all = cs.clone();
+            all.extend(node_checks.iter().cloned());
+            let status = api::types::aggregated_status(&all);
+            cs.extend(node_checks.iter().cloned());
+            (s.clone(), cs, status)
+        })
+        .collect();
+    let text = ctx.query.get("format") == Some("text");
+    if entries.is_empty() {
+        let msg = match (name, id) {
+            (Some(n), _) => format!("ServiceName {n} Not found"),
+            (_, Some(i)) => format!("ServiceId {i} not found"),
+            _ => "not found".into(),
+        };
+        return Err(HttpError::NotFound(msg));
+    }
+    let worst = {
+        let rank = |s: &str| match s {
+            "maintenance" => 3,
+            "critical" => 2,
+            "warning" => 1,
+            _ => 0,
+        };
+        entries.iter().map(|e| e.2).max_by_key(|s| rank(s)).unwrap_or("passing")
+    };
+    let code = match worst {
+        "passing" => 200,
+        "warning" => 429,
+        _ => 503,
+    };
+    if text {
+        return Ok(Reply::text(code, worst));
+    }
+    let body: Value = if id.is_some() {
+        let (s, c, st) = &entries[0];
+        json!({"AggregatedStatus": st, "Service": s, "Checks": c})
+    } else {
+        Value::Array(entries.iter().map(|(s, c, st)| json!({"AggregatedStatus": st, "Service": s, "Checks": c})).collect())
+    };
+    let mut reply = Reply::json(&body);
+    reply.status = code;
+    Ok(reply)
+}
+
+pub async fn reload(ctx: &Ctx) -> HttpResult {
+    ctx.agent.reload().await.map_err(HttpError::Internal)?;
+    Ok(Reply::empty())
+}
+
+pub async fn maintenance(ctx: &Ctx, service: Option<&str>) -> HttpResult {
+    let enable = match ctx.query.get("enable") {
+        None => return Err(HttpError::BadRequest("Missing value for enable".into())),
+        Some("true") => true,
+        Some("false") => false,
+        Some(_) => return Err(HttpError::BadRequest("Invalid value for enable".into())),
+    };
+    let reason = ctx.query.get("reason").unwrap_or("");
+    ctx.agent.set_maintenance(service, enable, reason).await?;
+    Ok(Reply::empty())
+}
+
+pub async fn join(_ctx: &Ctx, addr: &str) -> HttpResult {
+    Err(HttpError::Internal(format!("joining {addr}: gossip membership is not available yet (single-server agent)")))
+}
+
+pub async fn leave(ctx: &Ctx) -> HttpResult {
+    let agent = ctx.agent.clone();
+    // Answer first; the shutdown follows.
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        agent.shutdown().await;
+    });
+    Ok(Reply::empty())
+}
+
+pub async fn force_leave(ctx: &Ctx, node: &str) -> HttpResult {
+    if node == ctx.agent.config.node_name {
+        return Err(HttpError::BadRequest(format!("cannot force-leave the local node {node}")));
+    }
+    if !ctx.agent.store.read().nodes.contains_key(node) {
+        return Err(HttpError::NotFound(format!("agent: No node found with name '{node}'")));
+    }
+    ctx.agent.write(Command::Deregister(DeregisterRequest { node: node.to_string(), ..Default::default() })).await?;
+    Ok(Reply::empty())
+}
+
+pub async fn service_register(ctx: &Ctx) -> HttpResult {
+    let v = ctx.normalized_body()?;
+    if !v.is_object() {
+        return Err(HttpError::BadRequest("Request decode failed: expected a service definition object".into()));
+    }
+    let (svc, checks) = crate::defs::service(&v, &ctx.agent.config.node_name)?;
+    let replace = ctx.query.flag("replace-existing-checks")?;
+    ctx.agent.register_service(svc, checks, replace).await?;
+    Ok(Reply::empty())
+}
+
+pub async fn service_deregister(ctx: &Ctx, id: &str) -> HttpResult {
+    ctx.agent.deregister_service(id).await?;
+    Ok(Reply::empty())
+}
+
+pub async fn check_register(ctx: &Ctx) -> HttpResult {
+    let v = ctx.normalized_body()?;
+    if !v.is_object() {
+        return Err(HttpError::BadRequest("Request decode failed: expected a check definition object".into()));
+    }
+    let check = crate::defs::check(&v, &ctx.agent.config.node_name, None)?;
+    if check.check_type.is_empty() {
+        return Err(HttpError::BadRequest("Invalid check: TTL must be > 0 for TTL checks".into()));
+    }
+    ctx.agent.register_check(check).await.map_err(|e| match e {
+        crate::agent::AgentError::NotFound(m) => HttpError::BadRequest(m),
+        other => other.into(),
+    })?;
+    Ok(Reply::empty())
+}
+
+pub async fn check_deregister(ctx: &Ctx, id: &str) -> HttpResult {
+    ctx.agent.deregister_check(id).await?;
+    Ok(Reply::empty())
+}
+
+/// pass/warn/fail (`?note=`) or update (`{"Status","Output"}`) of a TTL check.
+pub async fn check_ttl(ctx: &Ctx, id: &str, status: Option<Status>) -> HttpResult {
+    let (status, output) = match status {
+        Some(s) => (s, ctx.query.get("note").unwrap_or("").to_string()),
+        None => {
+            let v = ctx.normalized_body()?;
+            let st = crate::defs::s(&v, "Status");
+            let status = Status::parse(&st).ok_or_else(|| HttpError::BadRequest(format!("Invalid check status: \"{st}\"")))?;
+            (status, crate::defs::s(&v, "Output"))
+        }
+    };
+    ctx.agent.update_ttl_check(id, status, &output).await?;
+    Ok(Reply { status: 200, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" }, headers: vec![] })
+}

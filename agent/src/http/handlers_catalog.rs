@@ -1,0 +1,325 @@
+//! `/v1/catalog/*`, `/v1/health/*` and the UI's `/v1/internal/ui/*` summaries.
+
+use super::{convert, Ctx, HttpError, HttpResult, Reply};
+use crate::defs::{s, string_map};
+use crate::state::{State, Table};
+use crate::structs::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub fn parse_node(v: &Value, dc: &str) -> Result<Node, HttpError> {
+    let mut tagged = BTreeMap::new();
+    if let Some(Value::Object(m)) = v.get("TaggedAddresses") {
+        for (k, x) in m {
+            tagged.insert(k.clone(), x.as_str().unwrap_or_default().to_string());
+        }
+    }
+    let datacenter = match s(v, "Datacenter") {
+        d if d.is_empty() => dc.to_string(),
+        d => d,
+    };
+    Ok(Node {
+        id: s(v, "ID"),
+        node: s(v, "Node"),
+        address: s(v, "Address"),
+        datacenter,
+        tagged_addresses: tagged,
+        meta: string_map(v, "NodeMeta"),
+        ..Default::default()
+    })
+}
+
+fn catalog_service_def(v: &Value, node: &str) -> Result<Service, HttpError> {
+    // The catalog names a service with `Service` where the agent API says `Name`.
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        if !m.contains_key("Name") {
+            if let Some(x) = m.get("Service").cloned() {
+                m.insert("Name".into(), x);
+            }
+        }
+    }
+    let (svc, _) = crate::defs::service(&v, node)?;
+    Ok(svc)
+}
+
+pub async fn register(ctx: &Ctx) -> HttpResult {
+    let v = ctx.normalized_body()?;
+    let dc = ctx.agent.config.datacenter.clone();
+    let node = parse_node(&v, &dc)?;
+    if node.node.is_empty() {
+        return Err(HttpError::BadRequest("Must provide node".into()));
+    }
+    let skip = crate::defs::b(&v, "SkipNodeUpdate");
+    if node.address.is_empty() && !skip {
+        return Err(HttpError::BadRequest("Must provide address".into()));
+    }
+    let service = match v.get("Service").filter(|x| x.is_object()) {
+        Some(sv) => Some(catalog_service_def(sv, &node.node)?),
+        None => None,
+    };
+    let mut check_values: Vec<&Value> = Vec::new();
+    if let Some(c) = v.get("Check").filter(|c| c.is_object()) {
+        check_values.push(c);
+    }
+    if let Some(Value::Array(a)) = v.get("Checks") {
+        check_values.extend(a.iter());
+    }
+    let mut checks = Vec::new();
+    for cv in check_values {
+        let mut c = crate::defs::check(cv, &node.node, None)?;
+        if let Some(def) = cv.get("Definition").filter(|d| d.is_object()) {
+            c.definition = crate::defs::check_definition(def).unwrap_or_default();
+            c.check_type = c.definition.kind().to_string();
+        }
+        if c.check_type.is_empty() {
+            c.check_type = String::new();
+        }
+        checks.push(c);
+    }
+    let req = RegisterRequest { node, service, checks, skip_node_update: skip };
+    match ctx.agent.write(Command::Register(req)).await? {
+        Response::Error(e) => Err(HttpError::BadRequest(e)),
+        _ => Ok(Reply::json(&true)),
+    }
+}
+
+pub async fn deregister(ctx: &Ctx) -> HttpResult {
+    let v = ctx.normalized_body()?;
+    let node = s(&v, "Node");
+    if node.is_empty() {
+        return Err(HttpError::BadRequest("Must provide node".into()));
+    }
+    let opt = |k: &str| Some(s(&v, k)).filter(|x| !x.is_empty());
+    let req = DeregisterRequest { node, service_id: opt("ServiceID"), check_id: opt("CheckID") };
+    ctx.agent.write(Command::Deregister(req)).await?;
+    Ok(Reply::json(&true))
+}
+
+/// `?node-meta=key:value` filters (repeatable, AND).
+fn node_meta_filter(ctx: &Ctx) -> Vec<(String, String)> {
+    ctx.query
+        .all("node-meta")
+        .into_iter()
+        .map(|kv| {
+            let (k, v) = kv.split_once(':').unwrap_or((kv, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn meta_matches(n: &Node, filter: &[(String, String)]) -> bool {
+    filter.iter().all(|(k, v)| n.meta.get(k) == Some(v))
+}
+
+pub async fn nodes(ctx: &Ctx) -> HttpResult {
+    let mf = node_meta_filter(ctx);
+    ctx.read(|st, ws| {
+        ws.table(Table::Nodes);
+        let list: Vec<api::Node> = st.nodes.values().filter(|n| meta_matches(n, &mf)).map(convert::node).collect();
+        (st.index.nodes, list)
+    })
+    .await
+}
+
+pub async fn services(ctx: &Ctx) -> HttpResult {
+    let mf = node_meta_filter(ctx);
+    ctx.read(|st, ws| {
+        ws.table(Table::Services);
+        ws.table(Table::Nodes);
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (node, svc) in st.all_services() {
+            if let Some(n) = st.nodes.get(node) {
+                if !meta_matches(n, &mf) {
+                    continue;
+                }
+            }
+            out.entry(svc.service.clone()).or_default().extend(svc.tags.iter().cloned());
+        }
+        let out: BTreeMap<String, Vec<String>> = out.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
+        (st.index.services, out)
+    })
+    .await
+}
+
+fn has_tags(svc: &Service, tags: &[&str]) -> bool {
+    tags.iter().all(|t| svc.tags.iter().any(|x| x == t))
+}
+
+pub async fn service(ctx: &Ctx, name: &str) -> HttpResult {
+    let tags: Vec<String> = ctx.query.all("tag").into_iter().map(str::to_string).collect();
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let mf = node_meta_filter(ctx);
+    ctx.read(|st, ws| {
+        ws.service(name);
+        let list: Vec<api::CatalogService> = st
+            .service_instances(name)
+            .filter(|(n, s)| has_tags(s, &tags) && meta_matches(n, &mf))
+            .map(|(n, s)| convert::catalog_service(n, s))
+            .collect();
+        (st.service_index(name), list)
+    })
+    .await
+}
+
+pub async fn node(ctx: &Ctx, name: &str, as_list: bool) -> HttpResult {
+    let dc = ctx.agent.config.datacenter.clone();
+    ctx.read(|st, ws| {
+        ws.node(name);
+        ws.table(Table::Nodes);
+        let index = st.index.nodes.max(st.index.services);
+        let Some(n) = st.nodes.get(name) else { return (index, Value::Null) };
+        let v = if as_list {
+            let services: Vec<api::AgentService> = st.node_services(name).map(|s| convert::service(s, &dc)).collect();
+            json!({"Node": convert::node(n), "Services": services})
+        } else {
+            let services: BTreeMap<String, api::AgentService> =
+                st.node_services(name).map(|s| (s.id.clone(), convert::service(s, &dc))).collect();
+            json!({"Node": convert::node(n), "Services": services})
+        };
+        (index, v)
+    })
+    .await
+}
+
+pub async fn health_node(ctx: &Ctx, name: &str) -> HttpResult {
+    ctx.read(|st, ws| {
+        ws.node(name);
+        ws.table(Table::Checks);
+        (st.index.checks, st.node_checks(name).map(convert::check).collect::<Vec<_>>())
+    })
+    .await
+}
+
+pub async fn health_checks(ctx: &Ctx, service: &str) -> HttpResult {
+    let mf = node_meta_filter(ctx);
+    ctx.read(|st, ws| {
+        ws.service(service);
+        let list: Vec<api::HealthCheck> = st
+            .all_checks()
+            .filter(|c| c.service_name == service)
+            .filter(|c| st.nodes.get(&c.node).is_none_or(|n| meta_matches(n, &mf)))
+            .map(convert::check)
+            .collect();
+        (st.service_index(service), list)
+    })
+    .await
+}
+
+pub fn service_entries(st: &State, name: &str, tags: &[&str], passing_only: bool, dc: &str) -> Vec<api::ServiceEntry> {
+    st.service_instances(name)
+        .filter(|(_, s)| has_tags(s, tags))
+        .filter_map(|(n, s)| {
+            let checks: Vec<&Check> = st.instance_checks(&n.node, &s.id).collect();
+            if passing_only && checks.iter().any(|c| c.status() != Status::Passing) {
+                return None;
+            }
+            Some(api::ServiceEntry {
+                node: convert::node(n),
+                service: convert::service(s, dc),
+                checks: checks.into_iter().map(convert::check).collect(),
+            })
+        })
+        .collect()
+}
+
+pub async fn health_service(ctx: &Ctx, name: &str) -> HttpResult {
+    let passing = ctx.query.flag("passing")?;
+    let tags: Vec<String> = ctx.query.all("tag").into_iter().map(str::to_string).collect();
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let mf = node_meta_filter(ctx);
+    let dc = ctx.agent.config.datacenter.clone();
+    ctx.read(|st, ws| {
+        ws.service(name);
+        let mut list = service_entries(st, name, &tags, passing, &dc);
+        list.retain(|e| mf.iter().all(|(k, v)| e.node.meta.get(k) == Some(v)));
+        (st.service_index(name), list)
+    })
+    .await
+}
+
+pub async fn health_state(ctx: &Ctx, state: &str) -> HttpResult {
+    let want = match state {
+        "any" => None,
+        s => Some(Status::parse(s).ok_or_else(|| HttpError::BadRequest(format!("Invalid state {s}")))?),
+    };
+    let mf = node_meta_filter(ctx);
+    ctx.read(|st, ws| {
+        ws.table(Table::Checks);
+        let list: Vec<api::HealthCheck> = st
+            .all_checks()
+            .filter(|c| want.is_none_or(|w| c.status() == w))
+            .filter(|c| st.nodes.get(&c.node).is_none_or(|n| meta_matches(n, &mf)))
+            .map(convert::check)
+            .collect();
+        (st.index.checks, list)
+    })
+    .await
+}
+
+/// The UI's per-service summary: instances, nodes and check counts at a glance.
+pub async fn ui_services(ctx: &Ctx) -> HttpResult {
+    ctx.read(|st, ws| {
+        ws.table(Table::Services);
+        ws.table(Table::Checks);
+        ws.table(Table::Nodes);
+        let mut by_name: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>, usize, [usize; 3], String)> = BTreeMap::new();
+        for (node, svc) in st.all_services() {
+            let e = by_name.entry(svc.service.clone()).or_default();
+            e.0.insert(node.clone());
+            e.1.extend(svc.tags.iter().cloned());
+            e.2 += 1;
+            e.4 = svc.kind.clone();
+            for c in st.instance_checks(node, &svc.id) {
+                match c.status() {
+                    Status::Passing => e.3[0] += 1,
+                    Status::Warning => e.3[1] += 1,
+                    Status::Critical => e.3[2] += 1,
+                }
+            }
+        }
+        let list: Vec<Value> = by_name
+            .into_iter()
+            .map(|(name, (nodes, tags, count, c, kind))| {
+                json!({
+                    "Name": name, "Kind": kind, "Tags": tags, "Nodes": nodes, "InstanceCount": count,
+                    "ChecksPassing": c[0], "ChecksWarning": c[1], "ChecksCritical": c[2],
+                    "Datacenter": ctx.agent.config.datacenter,
+                })
+            })
+            .collect();
+        (st.catalog_index(), list)
+    })
+    .await
+}
+
+/// The UI's node dump: every node with its services and checks (or one node).
+pub async fn ui_nodes(ctx: &Ctx, only: Option<&str>) -> HttpResult {
+    let dc = ctx.agent.config.datacenter.clone();
+    let reply = ctx
+        .read(|st, ws| {
+            ws.table(Table::Services);
+            ws.table(Table::Checks);
+            ws.table(Table::Nodes);
+            let dump: Vec<Value> = st
+                .nodes
+                .values()
+                .filter(|n| only.is_none_or(|o| o == n.node))
+                .map(|n| {
+                    let mut v = serde_json::to_value(convert::node(n)).unwrap_or_default();
+                    let services: Vec<api::AgentService> = st.node_services(&n.node).map(|s| convert::service(s, &dc)).collect();
+                    let checks: Vec<api::HealthCheck> = st.node_checks(&n.node).map(convert::check).collect();
+                    v["Services"] = json!(services);
+                    v["Checks"] = json!(checks);
+                    v
+                })
+                .collect();
+            let v = match only {
+                Some(_) => dump.into_iter().next().unwrap_or(Value::Null),
+                None => Value::Array(dump),
+            };
+            (st.catalog_index(), v)
+        })
+        .await?;
+    Ok(reply)
+}

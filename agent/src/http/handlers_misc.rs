@@ -1,0 +1,331 @@
+//! Status, events, coordinates, operator (Raft, autopilot), snapshots, metrics and monitor.
+
+use super::{Body, Ctx, HttpError, HttpResult, Reply};
+use crate::structs::*;
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+fn server(ctx: &Ctx) -> Result<&crate::server::Server, HttpError> {
+    ctx.agent.server.as_ref().ok_or_else(|| HttpError::Internal("No known Consul servers".into()))
+}
+
+pub async fn status_leader(ctx: &Ctx) -> HttpResult {
+    let leader = ctx.agent.server.as_ref().and_then(|s| s.leader()).map(|(_, p)| p.addr).unwrap_or_default();
+    Ok(Reply::json(&leader))
+}
+
+pub async fn status_peers(ctx: &Ctx) -> HttpResult {
+    let s = server(ctx)?;
+    let m = s.raft.metrics().borrow().clone();
+    let mem = m.membership_config.membership();
+    let peers: Vec<String> = mem.voter_ids().filter_map(|id| mem.get_node(&id).map(|p| p.addr.clone())).collect();
+    Ok(Reply::json(&peers))
+}
+
+pub async fn raft_configuration(ctx: &Ctx) -> HttpResult {
+    let s = server(ctx)?;
+    let m = s.raft.metrics().borrow().clone();
+    let mem = m.membership_config.membership();
+    let voters: Vec<u64> = mem.voter_ids().collect();
+    let servers: Vec<api::RaftServer> = mem
+        .nodes()
+        .map(|(id, p)| api::RaftServer {
+            id: if p.id.is_empty() { id.to_string() } else { p.id.clone() },
+            node: if p.name.is_empty() { "(unknown)".into() } else { p.name.clone() },
+            address: p.addr.clone(),
+            leader: m.current_leader == Some(*id),
+            protocol_version: "3".into(),
+            voter: voters.contains(id),
+            last_index: m.last_log_index.unwrap_or(0),
+        })
+        .collect();
+    let index = m.membership_config.log_id().map(|l| l.index).unwrap_or(0).max(1);
+    Ok(Reply::json(&api::RaftConfiguration { servers, index }))
+}
+
+pub async fn raft_remove_peer(ctx: &Ctx) -> HttpResult {
+    let s = server(ctx)?;
+    let id = ctx.query.get("id").unwrap_or("");
+    let address = ctx.query.get("address").unwrap_or("");
+    if id.is_empty() && address.is_empty() {
+        return Err(HttpError::BadRequest("Must specify either ?id with the server's ID or ?address with IP:port of peer to remove".into()));
+    }
+    let m = s.raft.metrics().borrow().clone();
+    let mem = m.membership_config.membership().clone();
+    let target = mem
+        .nodes()
+        .find(|(rid, p)| (!id.is_empty() && (p.id == id || rid.to_string() == id)) || (!address.is_empty() && p.addr == address))
+        .map(|(rid, _)| *rid);
+    let Some(target) = target else {
+        let what = if id.is_empty() { format!("address {address:?}") } else { format!("id {id:?}") };
+        return Err(HttpError::BadRequest(format!("{what} was not found in the Raft configuration")));
+    };
+    let voters: std::collections::BTreeSet<u64> = mem.voter_ids().filter(|v| *v != target).collect();
+    s.raft.change_membership(voters, false).await.map_err(|e| HttpError::Internal(e.to_string()))?;
+    Ok(Reply::empty())
+}
+
+pub async fn autopilot_configuration(ctx: &Ctx) -> HttpResult {
+    if ctx.method == http::Method::PUT {
+        return Ok(Reply::json(&true));
+    }
+    Ok(Reply::json(&json!({
+        "CleanupDeadServers": true, "LastContactThreshold": "200ms", "MaxTrailingLogs": 250, "MinQuorum": 0,
+        "ServerStabilizationTime": "10s", "RedundancyZoneTag": "", "DisableUpgradeMigration": false,
+        "UpgradeVersionTag": "", "CreateIndex": 1, "ModifyIndex": 1
+    })))
+}
+
+pub async fn autopilot_health(ctx: &Ctx) -> HttpResult {
+    let s = server(ctx)?;
+    let m = s.raft.metrics().borrow().clone();
+    let mem = m.membership_config.membership();
+    let voters: Vec<u64> = mem.voter_ids().collect();
+    let healthy_ids: Vec<u64> = match &m.replication {
+        Some(r) => r.iter().filter(|(_, l)| l.is_some()).map(|(id, _)| *id).collect(),
+        None => vec![s.node_id],
+    };
+    let servers: Vec<Value> = mem
+        .nodes()
+        .map(|(id, p)| {
+            json!({
+                "ID": p.id, "Name": p.name, "Address": p.addr, "SerfStatus": "alive", "Version": super::handlers_agent::CONSUL_VERSION,
+                "Leader": m.current_leader == Some(*id), "LastContact": "0s", "LastTerm": m.current_term,
+                "LastIndex": m.last_log_index.unwrap_or(0), "Healthy": healthy_ids.contains(id) || m.current_leader == Some(*id),
+                "Voter": voters.contains(id), "StableSince": "",
+            })
+        })
+        .collect();
+    let healthy_voters = servers.iter().filter(|v| v["Healthy"] == true && v["Voter"] == true).count();
+    let quorum = voters.len() / 2 + 1;
+    let healthy = healthy_voters >= quorum;
+    let mut reply = Reply::json(&json!({
+        "Healthy": healthy,
+        "FailureTolerance": healthy_voters.saturating_sub(quorum),
+        "Servers": servers,
+    }));
+    if !healthy {
+        reply.status = 429;
+    }
+    Ok(reply)
+}
+
+pub async fn event_fire(ctx: &Ctx, name: &str) -> HttpResult {
+    if name.starts_with('_') {
+        return Err(HttpError::BadRequest(format!("Event name {name:?} is reserved: names may not start with '_'")));
+    }
+    let q = &ctx.query;
+    let payload = if ctx.body.is_empty() { None } else { Some(base64::engine::general_purpose::STANDARD.encode(&ctx.body)) };
+    let ev = api::UserEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_string(),
+        payload,
+        node_filter: q.get("node").unwrap_or("").to_string(),
+        service_filter: q.get("service").unwrap_or("").to_string(),
+        tag_filter: q.get("tag").unwrap_or("").to_string(),
+        version: 1,
+        ltime: 0,
+    };
+    let fired = ctx.agent.record_event(ev);
+    // Consul answers with LTime 0: the Lamport time is assigned when the event is gossiped.
+    Ok(Reply::json(&api::UserEvent { ltime: 0, ..fired }))
+}
+
+pub async fn event_list(ctx: &Ctx) -> HttpResult {
+    let opts = ctx.read_opts()?;
+    let name = ctx.query.get("name").unwrap_or("").to_string();
+    let deadline = tokio::time::Instant::now() + opts.wait;
+    let mut changed = ctx.agent.events_changed.subscribe();
+    loop {
+        let list: Vec<api::UserEvent> = {
+            let ev = ctx.agent.events.lock();
+            ev.list.iter().filter(|e| name.is_empty() || e.name == name).cloned().collect()
+        };
+        let index = list.last().map(|e| crate::agent::event_index(&e.id)).unwrap_or(0).max(1);
+        if opts.index == 0 || index != opts.index || tokio::time::Instant::now() >= deadline {
+            return Ok(Reply::json(&list).header(api::query::HEADER_INDEX, index.to_string()));
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn coord() -> Value {
+    json!({"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1.0e-5})
+}
+
+pub async fn coordinate_datacenters(ctx: &Ctx) -> HttpResult {
+    let servers: Vec<Value> = ctx
+        .agent
+        .store
+        .read()
+        .all_services()
+        .filter(|(_, s)| s.id == "consul")
+        .map(|(n, _)| json!({"Node": format!("{n}.{}", ctx.agent.config.datacenter), "Coord": coord()}))
+        .collect();
+    Ok(Reply::json(&json!([{"Datacenter": ctx.agent.config.datacenter, "AreaID": "WAN", "Coordinates": servers}])))
+}
+
+pub async fn coordinate_nodes(ctx: &Ctx) -> HttpResult {
+    ctx.read(|st, ws| {
+        ws.table(crate::state::Table::Nodes);
+        let list: Vec<Value> = st.nodes.keys().map(|n| json!({"Node": n, "Segment": "", "Coord": coord()})).collect();
+        (st.index.nodes, list)
+    })
+    .await
+}
+
+pub async fn coordinate_node(ctx: &Ctx, node: &str) -> HttpResult {
+    let reply = ctx
+        .read(|st, ws| {
+            ws.table(crate::state::Table::Nodes);
+            let list: Vec<Value> = st.nodes.get(node).map(|_| json!({"Node": node, "Segment": "", "Coord": coord()})).into_iter().collect();
+            (st.index.nodes, list)
+        })
+        .await?;
+    if matches!(&reply.body, Body::Json(Value::Array(a)) if a.is_empty()) {
+        return Ok(Reply { status: 404, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" }, headers: reply.headers });
+    }
+    Ok(reply)
+}
+
+pub async fn snapshot_save(ctx: &Ctx) -> HttpResult {
+    let s = server(ctx)?;
+    if !ctx.query.has("stale") {
+        s.prepare_read(crate::server::Consistency::Default).await?;
+    }
+    let state = ctx.agent.store.snapshot();
+    let index = state.last_index.max(1);
+    let json = serde_json::to_vec(&state).map_err(|e| HttpError::Internal(e.to_string()))?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&json).and_then(|_| Ok(())).map_err(|e| HttpError::Internal(e.to_string()))?;
+    let bytes = gz.finish().map_err(|e| HttpError::Internal(e.to_string()))?;
+    Ok(Reply { status: 200, body: Body::Raw { bytes: Bytes::from(bytes), content_type: "application/x-gzip" }, headers: vec![] }
+        .header(api::query::HEADER_INDEX, index.to_string()))
+}
+
+pub async fn snapshot_restore(ctx: &Ctx) -> HttpResult {
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(&ctx.body[..])
+        .read_to_end(&mut json)
+        .map_err(|e| HttpError::BadRequest(format!("failed to read snapshot: {e}")))?;
+    let state: crate::state::State =
+        serde_json::from_slice(&json).map_err(|e| HttpError::BadRequest(format!("failed to decode snapshot: {e}")))?;
+    ctx.agent.write(Command::Restore(Box::new(state))).await?;
+    Ok(Reply::empty())
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+pub async fn metrics(ctx: &Ctx) -> HttpResult {
+    let (nodes, services, checks, kv, sessions, last) = {
+        let st = ctx.agent.store.read();
+        (st.nodes.len(), st.all_services().count(), st.all_checks().count(), st.kv.len(), st.sessions.len(), st.last_index)
+    };
+    let requests = ctx.agent.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let gauges: Vec<(&str, f64)> = vec![
+        ("consul.runtime.alloc_bytes", rss_bytes() as f64),
+        ("consul.state.nodes", nodes as f64),
+        ("consul.state.services", services as f64),
+        ("consul.state.checks", checks as f64),
+        ("consul.state.kv_entries", kv as f64),
+        ("consul.state.sessions", sessions as f64),
+        ("consul.raft.applied_index", last as f64),
+        ("consul.agent.uptime_seconds", ctx.agent.started.elapsed().as_secs_f64()),
+        ("consul.state.watch_channels", ctx.agent.store.watches().channel_count() as f64),
+    ];
+    let counters: Vec<(&str, f64)> = vec![("consul.http.requests", requests as f64)];
+    let wants_prom = ctx.query.get("format") == Some("prometheus")
+        || ctx.headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("openmetrics"));
+    if wants_prom {
+        let mut out = String::new();
+        for (name, v) in &gauges {
+            let n = name.replace('.', "_");
+            out.push_str(&format!("# HELP {n} {name}\n# TYPE {n} gauge\n{n} {v}\n"));
+        }
+        for (name, v) in &counters {
+            let n = name.replace('.', "_");
+            out.push_str(&format!("# HELP {n} {name}\n# TYPE {n} counter\n{n} {v}\n"));
+        }
+        return Ok(Reply { status: 200, body: Body::Raw { bytes: Bytes::from(out), content_type: "text/plain; version=0.0.4; charset=utf-8" }, headers: vec![] });
+    }
+    let ts = chrono_like_timestamp();
+    Ok(Reply::json(&json!({
+        "Timestamp": ts,
+        "Gauges": gauges.iter().map(|(n, v)| json!({"Name": n, "Value": v, "Labels": {}})).collect::<Vec<_>>(),
+        "Points": [],
+        "Counters": counters.iter().map(|(n, v)| json!({"Name": n, "Count": *v as u64, "Sum": v, "Min": 1, "Max": 1, "Mean": 1, "Stddev": 0, "Labels": {}})).collect::<Vec<_>>(),
+        "Samples": [],
+    })))
+}
+
+/// `2006-01-02 15:04:05 +0000 UTC`, Consul's metrics timestamp, without a date-time crate.
+fn chrono_like_timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = secs / 86400;
+    let rem = secs % 86400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000 UTC", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+pub async fn monitor(_ctx: &Ctx) -> HttpResult {
+    let mut logs = crate::telemetry::subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            match logs.recv().await {
+                Ok(line) => {
+                    if tx.send(Bytes::from(line)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            }
+        }
+    });
+    Ok(Reply { status: 200, body: Body::Stream(rx), headers: vec![] })
+}
+
+pub async fn host(ctx: &Ctx) -> HttpResult {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok())))
+        .unwrap_or(0)
+        * 1024;
+    Ok(Reply::json(&json!({
+        "Memory": {"total": mem_total},
+        "CPU": [],
+        "Host": {"hostname": hostname, "os": std::env::consts::OS, "uptime": ctx.agent.started.elapsed().as_secs()},
+        "Disk": {},
+        "CollectionTime": 0,
+        "Errors": null,
+    })))
+}
+
+pub async fn version(_ctx: &Ctx) -> HttpResult {
+    Ok(Reply::json(&json!({
+        "SHA": "agent-rs", "BuildDate": "", "HumanVersion": super::handlers_agent::CONSUL_VERSION, "FIPS": "",
+    })))
+}

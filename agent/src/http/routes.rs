@@ -1,0 +1,220 @@
+//! The one route table: every HTTP path and method the agent serves, parsed into a typed
+//! [`Endpoint`] before any handler runs. A path we know with a method it does not take is 405.
+
+use super::HttpError;
+use http::Method;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    KvGet(String),
+    KvPut(String),
+    KvDelete(String),
+    Txn,
+    SessionCreate,
+    SessionDestroy(String),
+    SessionRenew(String),
+    SessionInfo(String),
+    SessionNode(String),
+    SessionList,
+    CatalogRegister,
+    CatalogDeregister,
+    CatalogDatacenters,
+    CatalogNodes,
+    CatalogServices,
+    CatalogService(String),
+    CatalogNode(String),
+    CatalogNodeServices(String),
+    HealthNode(String),
+    HealthChecks(String),
+    HealthService(String),
+    HealthState(String),
+    AgentSelf,
+    AgentMembers,
+    AgentServices,
+    AgentService(String),
+    AgentChecks,
+    AgentHealthByName(String),
+    AgentHealthById(String),
+    AgentReload,
+    AgentMaintenance,
+    AgentJoin(String),
+    AgentLeave,
+    AgentForceLeave(String),
+    AgentServiceRegister,
+    AgentServiceDeregister(String),
+    AgentServiceMaintenance(String),
+    AgentCheckRegister,
+    AgentCheckDeregister(String),
+    AgentCheckPass(String),
+    AgentCheckWarn(String),
+    AgentCheckFail(String),
+    AgentCheckUpdate(String),
+    AgentMetrics,
+    AgentMonitor,
+    AgentHost,
+    AgentVersion,
+    AgentToken(String),
+    EventFire(String),
+    EventList,
+    StatusLeader,
+    StatusPeers,
+    CoordinateDatacenters,
+    CoordinateNodes,
+    CoordinateNode(String),
+    CoordinateUpdate,
+    OperatorRaftConfiguration,
+    OperatorRaftPeer,
+    OperatorAutopilotConfiguration,
+    OperatorAutopilotHealth,
+    SnapshotSave,
+    SnapshotRestore,
+    QueryList,
+    InternalUiServices,
+    InternalUiNodes,
+    InternalUiNode(String),
+    Ui(String),
+    Index,
+}
+
+/// Matches `path` (already percent-decoded) and `method` to an endpoint.
+pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
+    use Endpoint::*;
+    let m = method.as_str();
+    let not_allowed = || Err(HttpError::MethodNotAllowed(format!("method {m} not allowed")));
+    // One arm per path family; each lists the methods it takes.
+    macro_rules! methods {
+        ($($verb:literal => $e:expr),+ $(,)?) => {
+            match m { $($verb => Ok($e),)+ _ => not_allowed() }
+        };
+    }
+    let rest = |prefix: &str| path.strip_prefix(prefix).map(str::to_string);
+    if path == "/" {
+        return methods!("GET" => Index);
+    }
+    if path == "/ui" || path.starts_with("/ui/") {
+        return methods!("GET" => Ui(path.trim_start_matches("/ui").to_string()));
+    }
+    if let Some(key) = rest("/v1/kv/").or_else(|| (path == "/v1/kv").then(String::new)) {
+        return methods!("GET" => KvGet(key.clone()), "PUT" => KvPut(key.clone()), "POST" => KvPut(key.clone()), "DELETE" => KvDelete(key));
+    }
+    let p = path.trim_end_matches('/');
+    // Paths with a trailing parameter.
+    let param_routes: &[(&str, &[&str], fn(String) -> Endpoint)] = &[
+        ("/v1/session/destroy/", &["PUT"], SessionDestroy),
+        ("/v1/session/renew/", &["PUT"], SessionRenew),
+        ("/v1/session/info/", &["GET"], SessionInfo),
+        ("/v1/session/node/", &["GET"], SessionNode),
+        ("/v1/catalog/service/", &["GET"], CatalogService),
+        ("/v1/catalog/connect/", &["GET"], CatalogService),
+        ("/v1/catalog/node/", &["GET"], CatalogNode),
+        ("/v1/catalog/node-services/", &["GET"], CatalogNodeServices),
+        ("/v1/health/node/", &["GET"], HealthNode),
+        ("/v1/health/checks/", &["GET"], HealthChecks),
+        ("/v1/health/service/", &["GET"], HealthService),
+        ("/v1/health/connect/", &["GET"], HealthService),
+        ("/v1/health/state/", &["GET"], HealthState),
+        ("/v1/agent/service/deregister/", &["PUT"], AgentServiceDeregister),
+        ("/v1/agent/service/maintenance/", &["PUT"], AgentServiceMaintenance),
+        ("/v1/agent/service/", &["GET"], AgentService),
+        ("/v1/agent/health/service/name/", &["GET"], AgentHealthByName),
+        ("/v1/agent/health/service/id/", &["GET"], AgentHealthById),
+        ("/v1/agent/join/", &["PUT"], AgentJoin),
+        ("/v1/agent/force-leave/", &["PUT"], AgentForceLeave),
+        ("/v1/agent/check/deregister/", &["PUT"], AgentCheckDeregister),
+        ("/v1/agent/check/pass/", &["PUT"], AgentCheckPass),
+        ("/v1/agent/check/warn/", &["PUT"], AgentCheckWarn),
+        ("/v1/agent/check/fail/", &["PUT"], AgentCheckFail),
+        ("/v1/agent/check/update/", &["PUT"], AgentCheckUpdate),
+        ("/v1/agent/token/", &["PUT"], AgentToken),
+        ("/v1/event/fire/", &["PUT"], EventFire),
+        ("/v1/coordinate/node/", &["GET"], CoordinateNode),
+        ("/v1/internal/ui/node/", &["GET"], InternalUiNode),
+    ];
+    let exact: &[(&str, &[&str], Endpoint)] = &[
+        ("/v1/txn", &["PUT"], Txn),
+        ("/v1/session/create", &["PUT"], SessionCreate),
+        ("/v1/session/list", &["GET"], SessionList),
+        ("/v1/catalog/register", &["PUT"], CatalogRegister),
+        ("/v1/catalog/deregister", &["PUT"], CatalogDeregister),
+        ("/v1/catalog/datacenters", &["GET"], CatalogDatacenters),
+        ("/v1/catalog/nodes", &["GET"], CatalogNodes),
+        ("/v1/catalog/services", &["GET"], CatalogServices),
+        ("/v1/agent/self", &["GET"], AgentSelf),
+        ("/v1/agent/members", &["GET"], AgentMembers),
+        ("/v1/agent/services", &["GET"], AgentServices),
+        ("/v1/agent/checks", &["GET"], AgentChecks),
+        ("/v1/agent/reload", &["PUT"], AgentReload),
+        ("/v1/agent/maintenance", &["PUT"], AgentMaintenance),
+        ("/v1/agent/leave", &["PUT"], AgentLeave),
+        ("/v1/agent/service/register", &["PUT"], AgentServiceRegister),
+        ("/v1/agent/check/register", &["PUT"], AgentCheckRegister),
+        ("/v1/agent/metrics", &["GET"], AgentMetrics),
+        ("/v1/agent/monitor", &["GET"], AgentMonitor),
+        ("/v1/agent/host", &["GET"], AgentHost),
+        ("/v1/agent/version", &["GET"], AgentVersion),
+        ("/v1/event/list", &["GET"], EventList),
+        ("/v1/status/leader", &["GET"], StatusLeader),
+        ("/v1/status/peers", &["GET"], StatusPeers),
+        ("/v1/coordinate/datacenters", &["GET"], CoordinateDatacenters),
+        ("/v1/coordinate/nodes", &["GET"], CoordinateNodes),
+        ("/v1/coordinate/update", &["PUT"], CoordinateUpdate),
+        ("/v1/operator/raft/configuration", &["GET"], OperatorRaftConfiguration),
+        ("/v1/operator/raft/peer", &["DELETE"], OperatorRaftPeer),
+        ("/v1/operator/autopilot/configuration", &["GET", "PUT"], OperatorAutopilotConfiguration),
+        ("/v1/operator/autopilot/health", &["GET"], OperatorAutopilotHealth),
+        ("/v1/query", &["GET"], QueryList),
+        ("/v1/internal/ui/services", &["GET"], InternalUiServices),
+        ("/v1/internal/ui/nodes", &["GET"], InternalUiNodes),
+    ];
+    if p == "/v1/snapshot" {
+        return methods!("GET" => SnapshotSave, "PUT" => SnapshotRestore);
+    }
+    for (route, verbs, e) in exact {
+        if p == *route {
+            return if verbs.contains(&m) { Ok(e.clone()) } else { not_allowed() };
+        }
+    }
+    for (prefix, verbs, make) in param_routes {
+        if let Some(param) = path.strip_prefix(prefix) {
+            // `/v1/agent/service/` is also the prefix of register/deregister/maintenance, which
+            // are matched above; an empty parameter is a missing one.
+            return if !verbs.contains(&m) {
+                not_allowed()
+            } else if param.is_empty() {
+                Err(HttpError::BadRequest(format!("Missing parameter in path {path}")))
+            } else {
+                Ok(make(param.to_string()))
+            };
+        }
+    }
+    Err(HttpError::NotFound(String::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_with_parameters_and_methods() {
+        let cases: &[(&str, &str, Result<Endpoint, u16>)] = &[
+            ("GET", "/v1/kv/a/b/c", Ok(Endpoint::KvGet("a/b/c".into()))),
+            ("PUT", "/v1/kv/a", Ok(Endpoint::KvPut("a".into()))),
+            ("PATCH", "/v1/kv/a", Err(405)),
+            ("GET", "/v1/kv/", Ok(Endpoint::KvGet("".into()))),
+            ("GET", "/v1/health/service/web", Ok(Endpoint::HealthService("web".into()))),
+            ("PUT", "/v1/agent/service/register", Ok(Endpoint::AgentServiceRegister)),
+            ("GET", "/v1/agent/service/web-1", Ok(Endpoint::AgentService("web-1".into()))),
+            ("PUT", "/v1/agent/service/deregister/web-1", Ok(Endpoint::AgentServiceDeregister("web-1".into()))),
+            ("GET", "/v1/agent/service/register", Err(405)),
+            ("PUT", "/v1/session/destroy/", Err(400)),
+            ("GET", "/v1/status/leader", Ok(Endpoint::StatusLeader)),
+            ("DELETE", "/v1/status/leader", Err(405)),
+            ("GET", "/v1/nope", Err(404)),
+            ("GET", "/ui/services", Ok(Endpoint::Ui("/services".into()))),
+        ];
+        for (m, p, want) in cases {
+            let got = route(&m.parse().expect("method"), p).map_err(|e| e.status());
+            assert_eq!(&got, want, "{m} {p}");
+        }
+    }
+}

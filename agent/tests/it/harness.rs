@@ -1,0 +1,135 @@
+//! Starts real agent processes on distinct loopback addresses and waits for conditions.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TestAgent {
+    pub child: Child,
+    pub ip: String,
+    pub http: String,
+    pub client: api::Client,
+    pub dir: tempfile::TempDir,
+    pub args: Vec<String>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_agent")
+}
+
+impl TestAgent {
+    /// A single server with a real data dir (`-server -bootstrap-expect=1`), or `-dev`.
+    pub fn start(ip: &str, dev: bool, extra: &[&str]) -> TestAgent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        TestAgent::start_in(ip, dev, extra, dir)
+    }
+
+    pub fn start_in(ip: &str, dev: bool, extra: &[&str], dir: tempfile::TempDir) -> TestAgent {
+        let mut args: Vec<String> = vec!["agent".into()];
+        if dev {
+            args.push("-dev".into());
+        } else {
+            args.extend(["-server".into(), "-bootstrap-expect=1".into(), format!("-data-dir={}", dir.path().display())]);
+        }
+        args.extend([
+            format!("-node=node-{}", ip.replace('.', "-")),
+            format!("-bind={ip}"),
+            format!("-client={ip}"),
+            "-dns-port=-1".into(),
+            "-log-level=debug".into(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
+        let child = Command::new(bin())
+            .args(&args)
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn agent");
+        let http = format!("{ip}:8500");
+        let client = api::Client::new(&http).expect("client");
+        TestAgent { child, ip: ip.into(), http, client, dir, args }
+    }
+
+    /// Waits until the agent has a leader and has registered itself in the catalog.
+    pub async fn ready(&self) {
+        let me = format!("node-{}", self.ip.replace('.', "-"));
+        wait_for(Duration::from_secs(30), &format!("agent on {} ready", self.ip), || async {
+            let leader = self.client.status_leader().await.ok()?;
+            if leader.is_empty() {
+                return None;
+            }
+            let (checks, _): (Vec<api::HealthCheck>, _) = self
+                .client
+                .query(&format!("/v1/health/node/{me}"), &[], &api::QueryOptions::default())
+                .await
+                .ok()??;
+            checks.iter().any(|c| c.check_id == "serfHealth").then_some(())
+        })
+        .await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the process (SIGKILL) and starts a new one on the same data dir and flags.
+    pub fn restart_hard(mut self) -> TestAgent {
+        self.kill9();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let extra: Vec<String> = self.args.iter().skip(4).filter(|a| !a.starts_with("-node") && !a.starts_with("-bind") && !a.starts_with("-client") && !a.starts_with("-dns-port") && !a.starts_with("-log-level")).cloned().collect();
+        let extra_ref: Vec<&str> = extra.iter().map(String::as_str).collect();
+        TestAgent::start_in(&self.ip.clone(), false, &extra_ref, dir)
+    }
+
+    pub async fn get(&self, path: &str) -> api::client::Response {
+        self.client.request(api::client::Method::GET, path, None, Some(Duration::from_secs(30))).await.expect("request")
+    }
+
+    pub async fn put(&self, path: &str, body: &str) -> api::client::Response {
+        self.client
+            .request(api::client::Method::PUT, path, Some(body.to_string().into()), Some(Duration::from_secs(30)))
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str) -> api::client::Response {
+        self.client.request(api::client::Method::DELETE, path, None, Some(Duration::from_secs(30))).await.expect("request")
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `probe` until it yields a value or the deadline passes (then panics with `what`).
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn json(resp: &api::client::Response) -> serde_json::Value {
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&resp.body)))
+}
+
+pub fn text(resp: &api::client::Response) -> String {
+    String::from_utf8_lossy(&resp.body).to_string()
+}
