@@ -383,7 +383,14 @@ impl Agent {
             let output = if self.config.discard_check_output { String::new() } else { r.output.clone() };
             let changed = self.local.lock().update_check(&r.check_id, r.status, &output);
             self.local_changed.send_modify(|v| *v += 1);
-            if changed == Some(true) {
+            // A status change syncs at once. An output-only change syncs at once only the first
+            // time (so a new check shows why it fails); after that the periodic anti-entropy
+            // sync carries it, which keeps chatty outputs from flooding Raft (Consul's
+            // check_update_interval).
+            let first_output = changed == Some(false)
+                && !output.is_empty()
+                && self.store.read().checks.get(&self.config.node_name).and_then(|m| m.get(&r.check_id)).is_some_and(|c| c.output.is_empty());
+            if changed == Some(true) || first_output {
                 if let Err(e) = self.sync_check(&r.check_id).await {
                     tracing::warn!(check = %r.check_id, error = %e, "syncing check status failed; anti-entropy will retry");
                 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 async fn kv_reads_writes_cas_and_errors() {
     let a = TestAgent::start("127.0.0.101", true, &[]);
     a.ready().await;
-    assert_eq!(text(&a.put("/v1/kv/app/config?flags=42", "hello").await), "true");
+    assert_eq!(json(&a.put("/v1/kv/app/config?flags=42", "hello").await), true);
     let r = a.get("/v1/kv/app/config").await;
     assert_eq!(r.status, 200);
     let v = json(&r);
@@ -20,9 +20,9 @@ async fn kv_reads_writes_cas_and_errors() {
     assert_eq!(text(&a.get("/v1/kv/app/config?raw").await), "hello");
     // CAS: a stale index loses, the current one wins.
     let modify = v[0]["ModifyIndex"].as_u64().unwrap();
-    assert_eq!(text(&a.put(&format!("/v1/kv/app/config?cas={}", modify - 1), "x").await), "false");
-    assert_eq!(text(&a.put(&format!("/v1/kv/app/config?cas={modify}"), "y").await), "true");
-    assert_eq!(text(&a.put("/v1/kv/app/config?cas=0", "z").await), "false", "cas=0 only creates");
+    assert_eq!(json(&a.put(&format!("/v1/kv/app/config?cas={}", modify - 1), "x").await), false);
+    assert_eq!(json(&a.put(&format!("/v1/kv/app/config?cas={modify}"), "y").await), true);
+    assert_eq!(json(&a.put("/v1/kv/app/config?cas=0", "z").await), false, "cas=0 only creates");
     a.put("/v1/kv/app/sub/one", "1").await;
     a.put("/v1/kv/app/sub/two", "").await;
     let keys = json(&a.get("/v1/kv/app/?keys&separator=/").await);
@@ -36,7 +36,7 @@ async fn kv_reads_writes_cas_and_errors() {
     assert!(missing.headers.contains_key("X-Consul-Index"));
     assert_eq!(a.get("/v1/kv/nope/?recurse").await.status, 404);
     // Delete: recurse takes the prefix.
-    assert_eq!(text(&a.delete("/v1/kv/app/sub?recurse").await), "true");
+    assert_eq!(json(&a.delete("/v1/kv/app/sub?recurse").await), true);
     assert_eq!(a.get("/v1/kv/app/sub/one").await.status, 404);
     // Bad input gets Consul's status and text; the agent stays up.
     let big = "x".repeat(512 * 1024 + 1);
@@ -176,7 +176,7 @@ async fn catalog_register_and_deregister_external_nodes() {
                 "Check":{"CheckID":"db-alive","Name":"db alive","Status":"passing","ServiceID":"db"}}"#,
         )
         .await;
-    assert_eq!((r.status, text(&r).as_str()), (200, "true"));
+    assert_eq!((r.status, json(&r)), (200, serde_json::json!(true)));
     let nodes = json(&a.get("/v1/catalog/nodes?node-meta=rack:r1").await);
     assert_eq!(nodes.as_array().unwrap().len(), 1);
     assert_eq!(nodes[0]["Node"], "ext");
@@ -206,16 +206,16 @@ async fn sessions_locks_and_transactions() {
     assert_eq!(info[0]["Behavior"], "release");
     assert_eq!(info[0]["NodeChecks"], serde_json::json!(["serfHealth"]));
     assert_eq!(json(&a.get(&format!("/v1/session/info/{s2}")).await)[0]["LockDelay"], 15_000_000_000u64);
-    assert_eq!(text(&a.put(&format!("/v1/kv/lock?acquire={s1}"), "me").await), "true");
-    assert_eq!(text(&a.put(&format!("/v1/kv/lock?acquire={s2}"), "you").await), "false");
+    assert_eq!(json(&a.put(&format!("/v1/kv/lock?acquire={s1}"), "me").await), true);
+    assert_eq!(json(&a.put(&format!("/v1/kv/lock?acquire={s2}"), "you").await), false);
     let kv = json(&a.get("/v1/kv/lock").await);
     assert_eq!((kv[0]["Session"].as_str(), kv[0]["LockIndex"].as_u64()), (Some(s1.as_str()), Some(1)));
     assert_eq!(json(&a.put(&format!("/v1/session/renew/{s1}"), "").await)[0]["ID"], s1);
     assert_eq!(a.put("/v1/session/renew/00000000-0000-0000-0000-000000000000", "").await.status, 404);
     // Destroying the holder releases the lock (lock-delay 0), so the other session gets it.
-    assert_eq!(text(&a.put(&format!("/v1/session/destroy/{s1}"), "").await), "true");
+    assert_eq!(json(&a.put(&format!("/v1/session/destroy/{s1}"), "").await), true);
     assert!(json(&a.get("/v1/kv/lock").await)[0].get("Session").is_none());
-    assert_eq!(text(&a.put(&format!("/v1/kv/lock?acquire={s2}"), "you").await), "true");
+    assert_eq!(json(&a.put(&format!("/v1/kv/lock?acquire={s2}"), "you").await), true);
     assert_eq!(json(&a.get(&format!("/v1/session/info/{s1}")).await), serde_json::json!([]));
     assert_eq!(json(&a.get("/v1/session/list").await).as_array().unwrap().len(), 1);
     let r = a.put("/v1/session/create", r#"{"TTL":"5s"}"#).await;
