@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -24,6 +25,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
+
+/// Longest wait for a complete first view before the proxy starts serving anyway.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the watcher tasks report to the loop that owns the `Catalog`.
 #[derive(Debug)]
@@ -43,7 +47,10 @@ pub struct Agents {
 
 impl Agents {
     pub fn new(clients: Vec<Client>) -> Agents {
-        Agents { clients: ArcSwap::from_pointee(clients), generation: AtomicU64::new(0) }
+        Agents {
+            clients: ArcSwap::from_pointee(clients),
+            generation: AtomicU64::new(0),
+        }
     }
 
     /// The current clients, rotated by `spread` so that watchers start on different agents.
@@ -60,7 +67,8 @@ impl Agents {
     fn set(&self, clients: Vec<Client>) {
         let same = {
             let cur = self.clients.load();
-            cur.len() == clients.len() && cur.iter().zip(&clients).all(|(a, b)| a.addr() == b.addr())
+            cur.len() == clients.len()
+                && cur.iter().zip(&clients).all(|(a, b)| a.addr() == b.addr())
         };
         if !same && !clients.is_empty() {
             self.clients.store(Arc::new(clients));
@@ -69,7 +77,11 @@ impl Agents {
     }
 
     pub fn addrs(&self) -> Vec<String> {
-        self.clients.load().iter().map(|c| c.addr().to_string()).collect()
+        self.clients
+            .load()
+            .iter()
+            .map(|c| c.addr().to_string())
+            .collect()
     }
 }
 
@@ -84,17 +96,27 @@ impl Discovery {
         Discovery { shared, seeds }
     }
 
-    async fn run(&self, mut shutdown: ShutdownWatch) {
+    async fn run(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+        // Held until the first complete view (members, services, each service's health) is
+        // live, so the proxy starts serving only with a full table. After a graceful upgrade
+        // the old process keeps serving meanwhile; if agents are slow, serve what we have.
+        let mut ready = Some(ready);
+        let ready_deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let mut services_known = false;
         let shared = self.shared.clone();
         let cfg = &shared.config;
         let (tx, mut rx) = mpsc::channel::<Input>(1024);
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
         let mut health_tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
-        let mut cat = Catalog { seeds: shared.seeds.clone(), ..Default::default() };
+        let mut cat = Catalog {
+            seeds: shared.seeds.clone(),
+            ..Default::default()
+        };
         let mut version = shared.snapshot.load().version;
 
         tasks.push(tokio::spawn(
-            poll_members(shared.clone(), self.seeds.clone(), tx.clone()).instrument(tracing::info_span!("members")),
+            poll_members(shared.clone(), self.seeds.clone(), tx.clone())
+                .instrument(tracing::info_span!("members")),
         ));
         tasks.push(tokio::spawn(
             watch::<BTreeMap<String, Vec<String>>>(
@@ -109,6 +131,13 @@ impl Discovery {
         loop {
             let first = tokio::select! {
                 _ = shutdown.changed() => break,
+                _ = tokio::time::sleep_until(ready_deadline), if ready.is_some() => {
+                    warn!("no complete view of the cluster after {READY_TIMEOUT:?}; serving what is known");
+                    if let Some(r) = ready.take() {
+                    r.notify_ready();
+                }
+                    continue;
+                }
                 msg = rx.recv() => match msg {
                     Some(m) => m,
                     None => break,
@@ -138,16 +167,21 @@ impl Discovery {
                         cat.health.retain(|name, _| services.contains_key(name));
                         for name in services.keys() {
                             if !health_tasks.contains_key(name) {
-                                let target = Target::new(format!("/v1/health/service/{name}")).with("passing", "1");
+                                let target = Target::new(format!("/v1/health/service/{name}"))
+                                    .with("passing", "1");
                                 let owned = name.clone();
-                                let task = watch::<Vec<ServiceEntry>>(shared.clone(), target, tx.clone(), move |v| {
-                                    Input::Health(owned.clone(), v)
-                                })
+                                let task = watch::<Vec<ServiceEntry>>(
+                                    shared.clone(),
+                                    target,
+                                    tx.clone(),
+                                    move |v| Input::Health(owned.clone(), v),
+                                )
                                 .instrument(tracing::info_span!("watch", service = %name));
                                 health_tasks.insert(name.clone(), tokio::spawn(task));
                             }
                         }
                         cat.services = services;
+                        services_known = true;
                     }
                     Input::Health(name, entries) => {
                         // An answer may arrive after its service left the catalog.
@@ -162,9 +196,29 @@ impl Discovery {
             shared.snapshot.store(Arc::new(snap));
             // State of instances that left every route goes once no request holds it.
             shared.stats.retain(|_| false);
-            shared.metrics.snapshot_updates.fetch_add(1, Ordering::Relaxed);
-            shared.metrics.last_update_micros.store(received.elapsed().as_micros() as u64, Ordering::Relaxed);
-            debug!(version, services = cat.health.len(), "routing table rebuilt");
+            shared
+                .metrics
+                .snapshot_updates
+                .fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .last_update_micros
+                .store(received.elapsed().as_micros() as u64, Ordering::Relaxed);
+            debug!(
+                version,
+                services = cat.health.len(),
+                "routing table rebuilt"
+            );
+            if ready.is_some()
+                && services_known
+                && cat.members.is_some()
+                && cat.health.len() == cat.services.len()
+            {
+                info!(services = cat.services.len(), "routing table complete");
+                if let Some(r) = ready.take() {
+                    r.notify_ready();
+                }
+            }
         }
         for t in tasks.into_iter().chain(health_tasks.into_values()) {
             t.abort();
@@ -175,16 +229,28 @@ impl Discovery {
 
 #[async_trait]
 impl BackgroundService for Discovery {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        self.run(shutdown).instrument(tracing::info_span!("discovery")).await
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        self.run(shutdown, ready)
+            .instrument(tracing::info_span!("discovery"))
+            .await
     }
 }
 
 /// The clients for the alive members, then any seed not among them.
-fn agent_clients(members: &[AgentMember], seed_addrs: &[SocketAddr], seeds: &[Client]) -> Vec<Client> {
+fn agent_clients(
+    members: &[AgentMember],
+    seed_addrs: &[SocketAddr],
+    seeds: &[Client],
+) -> Vec<Client> {
     let mut out: Vec<Client> = Vec::new();
     for m in members.iter().filter(|m| m.status == 1) {
-        let Some(addr) = agent_http_addr(m, seed_addrs) else { continue };
+        let Some(addr) = agent_http_addr(m, seed_addrs) else {
+            continue;
+        };
         match Client::new(&addr.to_string()) {
             Ok(c) => out.push(c),
             Err(e) => warn!(member = %m.name, "skipping agent: {e}"),
@@ -205,7 +271,11 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
     let mut current = 0usize;
     loop {
         let (_, clients) = shared.agents.rotated(0);
-        let clients = if clients.is_empty() { seeds.clone() } else { clients };
+        let clients = if clients.is_empty() {
+            seeds.clone()
+        } else {
+            clients
+        };
         let mut got = None;
         for i in 0..clients.len() {
             let c = &clients[(current + i) % clients.len()];
@@ -216,11 +286,17 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
                     break;
                 }
                 Ok(Err(e)) => {
-                    shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .metrics
+                        .discovery_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     debug!(agent = c.addr(), "members: {e}");
                 }
                 Err(_) => {
-                    shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .metrics
+                        .discovery_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     debug!(agent = c.addr(), "members: timed out");
                 }
             }
@@ -243,12 +319,18 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
 
 /// One blocking-query loop; rebuilt on a new client list when the agent set changed and the
 /// current agent fails.
-async fn watch<T>(shared: Arc<Shared>, target: Target, tx: mpsc::Sender<Input>, wrap: impl Fn(T) -> Input)
-where
+async fn watch<T>(
+    shared: Arc<Shared>,
+    target: Target,
+    tx: mpsc::Sender<Input>,
+    wrap: impl Fn(T) -> Input,
+) where
     T: DeserializeOwned + PartialEq + Clone + Default,
 {
     // Spread watchers over the agents instead of piling every blocking query on the first.
-    let spread = target.path.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+    let spread = target.path.bytes().fold(0usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
     loop {
         let (gen, clients) = shared.agents.rotated(spread);
         if clients.is_empty() {
@@ -265,7 +347,10 @@ where
                     }
                 }
                 Err(e) => {
-                    shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .metrics
+                        .discovery_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     warn!(next_agent = w.agent(), "{}: {e}", target.path);
                     if shared.agents.generation.load(Ordering::Acquire) != gen {
                         break;

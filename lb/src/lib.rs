@@ -13,6 +13,7 @@ pub mod status;
 
 use arc_swap::ArcSwap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// State shared by the proxy threads and the discovery service.
@@ -25,6 +26,9 @@ pub struct Shared {
     pub agents: discovery::Agents,
     /// `-consul-addr` values resolved once at start.
     pub seeds: Vec<SocketAddr>,
+    /// Set when a graceful upgrade or shutdown begins: responses then carry `Connection: close`
+    /// so clients move to the new process before the old one closes idle connections.
+    pub draining: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +44,23 @@ impl Shared {
         let mut clients = Vec::new();
         let mut seeds = Vec::new();
         for addr in &config.consul_addr {
-            let client =
-                api::Client::new(addr).map_err(|e| Error::Agent { addr: addr.clone(), message: e.to_string() })?;
-            let resolved = client
-                .addr()
-                .to_socket_addrs()
-                .map_err(|e| Error::Agent { addr: addr.clone(), message: e.to_string() })?;
+            let client = api::Client::new(addr).map_err(|e| Error::Agent {
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?;
+            let resolved = client.addr().to_socket_addrs().map_err(|e| Error::Agent {
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?;
             seeds.extend(resolved.take(1));
             clients.push(client);
         }
         let stats = balance::StatsRegistry::default();
         let metrics = metrics::Metrics::default();
-        let cat = routing::Catalog { seeds: seeds.clone(), ..Default::default() };
+        let cat = routing::Catalog {
+            seeds: seeds.clone(),
+            ..Default::default()
+        };
         let first = routing::Snapshot::build(&cat, &config, &stats, &metrics, 0);
         let shared = Shared {
             config,
@@ -60,6 +69,7 @@ impl Shared {
             metrics,
             agents: discovery::Agents::new(clients.clone()),
             seeds,
+            draining: AtomicBool::new(false),
         };
         Ok((Arc::new(shared), clients))
     }

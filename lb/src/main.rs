@@ -8,8 +8,10 @@ use lb::proxy::Proxy;
 use lb::Shared;
 use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
@@ -19,10 +21,15 @@ fn main() -> anyhow::Result<()> {
     };
     let config = Config::from_args(args)?;
     let filter = match &config.log_level {
-        Some(level) => EnvFilter::try_new(level).with_context(|| format!("invalid -log-level {level:?}"))?,
+        Some(level) => {
+            EnvFilter::try_new(level).with_context(|| format!("invalid -log-level {level:?}"))?
+        }
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .init();
 
     let listen = config.listen.clone();
     let server_conf = ServerConf {
@@ -36,13 +43,21 @@ fn main() -> anyhow::Result<()> {
         graceful_shutdown_timeout_seconds: Some(10),
         ..Default::default()
     };
-    let opt = Opt { upgrade: config.upgrade, daemon: config.daemon, ..Default::default() };
+    let opt = Opt {
+        upgrade: config.upgrade,
+        daemon: config.daemon,
+        ..Default::default()
+    };
     let (shared, seeds) = Shared::new(config)?;
 
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, Proxy::new(shared.clone()), "lb");
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy::new(shared.clone()),
+        "lb",
+    );
     proxy.add_tcp(&listen);
     if let Some(app) = proxy.app_logic_mut() {
         let mut opts = HttpServerOptions::default();
@@ -50,9 +65,30 @@ fn main() -> anyhow::Result<()> {
         opts.h2c = true;
         app.server_options = Some(opts);
     }
+    watch_for_drain(&server, shared.clone());
     let discovery = background_service("discovery", Discovery::new(shared, seeds));
-    server.add_service(discovery);
-    server.add_service(proxy);
+    let discovery = server.add_service(discovery);
+    // Serve only once discovery has a complete routing table (or gave up waiting for one).
+    server.add_service(proxy).add_dependency(&discovery);
     tracing::info!(%listen, "lb listening");
     server.run_forever()
+}
+
+/// Marks the proxy as draining once an upgrade hands the sockets over or a graceful stop begins.
+fn watch_for_drain(server: &Server, shared: Arc<Shared>) {
+    let mut phases = server.watch_execution_phase();
+    std::thread::spawn(move || loop {
+        match phases.blocking_recv() {
+            Ok(
+                ExecutionPhase::GracefulUpgradeTransferringFds
+                | ExecutionPhase::GracefulTerminate
+                | ExecutionPhase::ShutdownStarted,
+            ) => {
+                tracing::info!("draining: closing client connections after their current response");
+                shared.draining.store(true, Ordering::Relaxed);
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    });
 }

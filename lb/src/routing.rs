@@ -116,8 +116,16 @@ pub fn parse_service_host(host: &str, domain: &str) -> Option<ServiceHost> {
         return None;
     }
     match names {
-        [service] => Some(ServiceHost { service: service.to_string(), tag: None, dc }),
-        [tag, service] => Some(ServiceHost { service: service.to_string(), tag: Some(tag.to_string()), dc }),
+        [service] => Some(ServiceHost {
+            service: service.to_string(),
+            tag: None,
+            dc,
+        }),
+        [tag, service] => Some(ServiceHost {
+            service: service.to_string(),
+            tag: Some(tag.to_string()),
+            dc,
+        }),
         _ => None,
     }
 }
@@ -133,7 +141,9 @@ pub fn parse_urlprefix(tag: &str) -> Option<UrlPrefix> {
     for w in words {
         let (k, v) = w.split_once('=').unwrap_or((w, ""));
         match k {
-            "strip" if v.starts_with('/') => strip = Some(v.trim_end_matches('/').to_string()).filter(|s| !s.is_empty()),
+            "strip" if v.starts_with('/') => {
+                strip = Some(v.trim_end_matches('/').to_string()).filter(|s| !s.is_empty())
+            }
             // TCP, gRPC and HTTPS upstreams need more than an HTTP prefix route.
             "proto" if v != "http" => return None,
             _ => {}
@@ -189,43 +199,91 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn backend(&self, addr: SocketAddr, weight: u32, node: &str, id: &str) -> Backend {
-        Backend { addr, weight, node: node.to_string(), id: id.to_string(), stats: self.stats.get(addr) }
+        Backend {
+            addr,
+            weight,
+            node: node.to_string(),
+            id: id.to_string(),
+            stats: self.stats.get(addr),
+        }
     }
 
-    fn route(&self, name: String, what: String, backends: Vec<Backend>, opts: &RouteOptions, strip: Option<String>) -> Arc<Route> {
+    fn route(
+        &self,
+        name: String,
+        what: String,
+        backends: Vec<Backend>,
+        opts: &RouteOptions,
+        strip: Option<String>,
+    ) -> Arc<Route> {
         let pool = Pool::new(backends, opts.policy, opts.bench());
         let metrics = self.metrics.route(&name);
-        Arc::new(Route { name, what, pool, opts: opts.clone(), strip, metrics })
+        Arc::new(Route {
+            name,
+            what,
+            pool,
+            opts: opts.clone(),
+            strip,
+            metrics,
+        })
     }
 
-    fn service_backends<'e>(&self, entries: impl Iterator<Item = &'e ServiceEntry>) -> Vec<Backend> {
+    fn service_backends<'e>(
+        &self,
+        entries: impl Iterator<Item = &'e ServiceEntry>,
+    ) -> Vec<Backend> {
         entries
-            .filter_map(|e| Some(self.backend(entry_addr(e)?, weight(e), &e.node.node, &e.service.id)))
+            .filter_map(|e| {
+                Some(self.backend(entry_addr(e)?, weight(e), &e.node.node, &e.service.id))
+            })
             .collect()
     }
 }
 
 impl Snapshot {
-    pub fn build(cat: &Catalog, cfg: &Config, stats: &StatsRegistry, metrics: &Metrics, version: u64) -> Snapshot {
+    pub fn build(
+        cat: &Catalog,
+        cfg: &Config,
+        stats: &StatsRegistry,
+        metrics: &Metrics,
+        version: u64,
+    ) -> Snapshot {
         let b = Builder { stats, metrics };
         let mut services = HashMap::new();
         let mut tagged = HashMap::new();
         // (host, prefix) → (strip, first service claiming it, instances of every claiming service)
         let mut prefix_members: BTreeMap<(Option<String>, String), PrefixSlot> = BTreeMap::new();
         let mut datacenter = None;
-        let known: HashMap<String, String> =
-            cat.services.keys().chain(cat.health.keys()).map(|n| (n.to_lowercase(), n.clone())).collect();
+        let known: HashMap<String, String> = cat
+            .services
+            .keys()
+            .chain(cat.health.keys())
+            .map(|n| (n.to_lowercase(), n.clone()))
+            .collect();
 
         for (name, entries) in &cat.health {
             let lname = name.to_lowercase();
             let opts = cfg.service(name);
             if datacenter.is_none() {
-                datacenter = entries.iter().map(|e| e.node.datacenter.clone()).find(|d| !d.is_empty());
+                datacenter = entries
+                    .iter()
+                    .map(|e| e.node.datacenter.clone())
+                    .find(|d| !d.is_empty());
             }
             let backends = b.service_backends(entries.iter());
-            services.insert(lname.clone(), b.route(format!("service:{lname}"), format!("service {name:?}"), backends, opts, None));
+            services.insert(
+                lname.clone(),
+                b.route(
+                    format!("service:{lname}"),
+                    format!("service {name:?}"),
+                    backends,
+                    opts,
+                    None,
+                ),
+            );
 
-            let mut tags: Vec<&String> = entries.iter().flat_map(|e| e.service.tags.iter()).collect();
+            let mut tags: Vec<&String> =
+                entries.iter().flat_map(|e| e.service.tags.iter()).collect();
             tags.sort();
             tags.dedup();
             for tag in tags {
@@ -235,16 +293,26 @@ impl Snapshot {
                         let slot = prefix_members
                             .entry((p.host.clone(), p.prefix.clone()))
                             .or_insert_with(|| (p.strip.clone(), name.clone(), Vec::new()));
-                        slot.2.push(b.backend(addr, weight(e), &e.node.node, &e.service.id));
+                        slot.2
+                            .push(b.backend(addr, weight(e), &e.node.node, &e.service.id));
                     }
                 }
                 // Consul DNS's `<tag>.<service>.service.consul`; tags that are not DNS labels
                 // (urlprefix routes, key=value) cannot appear in a Host header.
                 let ltag = tag.to_lowercase();
-                if ltag.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
-                    let backends = b.service_backends(entries.iter().filter(|e| e.service.tags.contains(tag)));
-                    let route =
-                        b.route(format!("service:{ltag}.{lname}"), format!("service {name:?} with tag {tag:?}"), backends, opts, None);
+                if ltag
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                {
+                    let backends =
+                        b.service_backends(entries.iter().filter(|e| e.service.tags.contains(tag)));
+                    let route = b.route(
+                        format!("service:{ltag}.{lname}"),
+                        format!("service {name:?} with tag {tag:?}"),
+                        backends,
+                        opts,
+                        None,
+                    );
                     tagged.insert((ltag, lname.clone()), route);
                 }
             }
@@ -254,12 +322,27 @@ impl Snapshot {
             .into_iter()
             .map(|((host, prefix), (strip, service, backends))| {
                 let src = format!("{}{}", host.as_deref().unwrap_or(""), prefix);
-                let route = b.route(format!("prefix:{src}"), format!("route {src}"), backends, cfg.service(&service), strip);
-                PrefixRoute { host, prefix, route }
+                let route = b.route(
+                    format!("prefix:{src}"),
+                    format!("route {src}"),
+                    backends,
+                    cfg.service(&service),
+                    strip,
+                );
+                PrefixRoute {
+                    host,
+                    prefix,
+                    route,
+                }
             })
             .collect();
         // Most specific first: a host-bound route beats a host-less one, a longer prefix a shorter.
-        prefixes.sort_by(|a, b| b.host.is_some().cmp(&a.host.is_some()).then(b.prefix.len().cmp(&a.prefix.len())));
+        prefixes.sort_by(|a, b| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+        });
 
         let alive: Vec<Backend> = cat
             .members
@@ -269,17 +352,39 @@ impl Snapshot {
             .filter_map(|m| Some(b.backend(agent_http_addr(m, &cat.seeds)?, 1, &m.name, &m.name)))
             .collect();
         if datacenter.is_none() {
-            datacenter = cat.members.iter().flatten().find_map(|m| m.tags.get("dc").cloned());
+            datacenter = cat
+                .members
+                .iter()
+                .flatten()
+                .find_map(|m| m.tags.get("dc").cloned());
         }
         // Before any agent has listed members (or if none is alive), the seeds are all we have.
         let agent_backends = if alive.is_empty() {
-            cat.seeds.iter().map(|s| b.backend(*s, 1, "", &s.to_string())).collect()
+            cat.seeds
+                .iter()
+                .map(|s| b.backend(*s, 1, "", &s.to_string()))
+                .collect()
         } else {
             alive
         };
-        let agents = b.route("agents".to_string(), "agent".to_string(), agent_backends, &cfg.agents, None);
+        let agents = b.route(
+            "agents".to_string(),
+            "agent".to_string(),
+            agent_backends,
+            &cfg.agents,
+            None,
+        );
 
-        Snapshot { services, tagged, prefixes, agents, known, datacenter, domain: cfg.domain.clone(), version }
+        Snapshot {
+            services,
+            tagged,
+            prefixes,
+            agents,
+            known,
+            datacenter,
+            domain: cfg.domain.clone(),
+            version,
+        }
     }
 
     pub fn domain(&self) -> &str {
@@ -292,7 +397,8 @@ impl Snapshot {
 
     /// Every route, for the status page: services, tagged services, prefixes, agents.
     pub fn routes(&self) -> Vec<&Arc<Route>> {
-        let mut out: Vec<&Arc<Route>> = self.services.values().chain(self.tagged.values()).collect();
+        let mut out: Vec<&Arc<Route>> =
+            self.services.values().chain(self.tagged.values()).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out.extend(self.prefixes.iter().map(|p| &p.route));
         out.push(&self.agents);
@@ -316,7 +422,9 @@ impl Snapshot {
     fn lookup_service(&self, sh: &ServiceHost) -> Match<'_> {
         if let (Some(want), Some(ours)) = (&sh.dc, &self.datacenter) {
             if !want.eq_ignore_ascii_case(ours) {
-                return Match::Unknown(format!("datacenter {want:?} is not served here (this is {ours:?})"));
+                return Match::Unknown(format!(
+                    "datacenter {want:?} is not served here (this is {ours:?})"
+                ));
             }
         }
         let found = match &sh.tag {
@@ -326,8 +434,12 @@ impl Snapshot {
         match found {
             Some(r) if !r.pool.is_empty() => Match::Route(r),
             _ => match (&sh.tag, self.known.get(&sh.service)) {
-                (None, Some(name)) => Match::Unknown(format!("no healthy instance of service {name:?}")),
-                (Some(tag), Some(name)) => Match::Unknown(format!("no healthy instance of service {name:?} with tag {tag:?}")),
+                (None, Some(name)) => {
+                    Match::Unknown(format!("no healthy instance of service {name:?}"))
+                }
+                (Some(tag), Some(name)) => Match::Unknown(format!(
+                    "no healthy instance of service {name:?} with tag {tag:?}"
+                )),
                 (_, None) => Match::Unknown(format!("service {:?} is not registered", sh.service)),
             },
         }
@@ -357,13 +469,20 @@ mod tests {
     #[test]
     fn service_hosts_parse_like_consul_dns_names() {
         let sh = |service: &str, tag: Option<&str>, dc: Option<&str>| {
-            Some(ServiceHost { service: service.into(), tag: tag.map(Into::into), dc: dc.map(Into::into) })
+            Some(ServiceHost {
+                service: service.into(),
+                tag: tag.map(Into::into),
+                dc: dc.map(Into::into),
+            })
         };
         let cases = [
             ("web.service.consul", sh("web", None, None)),
             ("web.service.dc1.consul", sh("web", None, Some("dc1"))),
             ("v2.web.service.consul", sh("web", Some("v2"), None)),
-            ("v2.web.service.dc2.consul", sh("web", Some("v2"), Some("dc2"))),
+            (
+                "v2.web.service.dc2.consul",
+                sh("web", Some("v2"), Some("dc2")),
+            ),
             ("web.node.consul", None),
             ("service.consul", None),
             ("a.b.c.service.consul", None),
@@ -375,20 +494,33 @@ mod tests {
         for (host, want) in cases {
             assert_eq!(parse_service_host(host, "consul"), want, "{host}");
         }
-        assert_eq!(parse_service_host("web.service.corp.example", "corp.example"), sh("web", None, None));
+        assert_eq!(
+            parse_service_host("web.service.corp.example", "corp.example"),
+            sh("web", None, None)
+        );
     }
 
     #[test]
     fn urlprefix_tags_follow_fabio() {
         let up = |host: Option<&str>, prefix: &str, strip: Option<&str>| {
-            Some(UrlPrefix { host: host.map(Into::into), prefix: prefix.into(), strip: strip.map(Into::into) })
+            Some(UrlPrefix {
+                host: host.map(Into::into),
+                prefix: prefix.into(),
+                strip: strip.map(Into::into),
+            })
         };
         let cases = [
             ("urlprefix-/api", up(None, "/api", None)),
             ("urlprefix-/api strip=/api", up(None, "/api", Some("/api"))),
-            ("urlprefix-/api/ strip=/api/", up(None, "/api/", Some("/api"))),
+            (
+                "urlprefix-/api/ strip=/api/",
+                up(None, "/api/", Some("/api")),
+            ),
             ("urlprefix-Example.com/", up(Some("example.com"), "/", None)),
-            ("urlprefix-i.com/static proto=http", up(Some("i.com"), "/static", None)),
+            (
+                "urlprefix-i.com/static proto=http",
+                up(Some("i.com"), "/static", None),
+            ),
             ("urlprefix-:3306 proto=tcp", None),
             ("urlprefix-/grpc proto=grpc", None),
             ("urlprefix-", None),
@@ -419,12 +551,23 @@ mod tests {
             addr: addr.into(),
             port: 8301,
             status,
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }
     }
 
-    fn entry(node: &str, addr: &str, port: u16, id: &str, name: &str, tags: &[&str], weight: i64) -> ServiceEntry {
+    fn entry(
+        node: &str,
+        addr: &str,
+        port: u16,
+        id: &str,
+        name: &str,
+        tags: &[&str],
+        weight: i64,
+    ) -> ServiceEntry {
         let mut e: ServiceEntry = serde_json::from_value(serde_json::json!({
             "Node": {"Node": node, "Address": addr, "Datacenter": "dc1"},
             "Service": {"ID": id, "Service": name, "Port": port, "Tags": tags,
@@ -436,7 +579,11 @@ mod tests {
     }
 
     fn config() -> Config {
-        Config::from_args(Args { consul_addr: vec!["127.0.0.11:8500".into()], ..Default::default() }).unwrap()
+        Config::from_args(Args {
+            consul_addr: vec!["127.0.0.11:8500".into()],
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     fn catalog() -> Catalog {
@@ -444,12 +591,50 @@ mod tests {
         health.insert(
             "web".to_string(),
             vec![
-                entry("n1", "10.0.0.1", 8080, "web1", "web", &["v1", "urlprefix-/web strip=/web"], 3),
-                entry("n2", "10.0.0.2", 8080, "web2", "web", &["v2", "urlprefix-/web strip=/web"], 1),
+                entry(
+                    "n1",
+                    "10.0.0.1",
+                    8080,
+                    "web1",
+                    "web",
+                    &["v1", "urlprefix-/web strip=/web"],
+                    3,
+                ),
+                entry(
+                    "n2",
+                    "10.0.0.2",
+                    8080,
+                    "web2",
+                    "web",
+                    &["v2", "urlprefix-/web strip=/web"],
+                    1,
+                ),
             ],
         );
-        health.insert("api".to_string(), vec![entry("n1", "10.0.0.1", 9000, "api1", "api", &["urlprefix-/api/v2"], 1)]);
-        health.insert("Admin".to_string(), vec![entry("n3", "10.0.0.3", 7000, "adm", "Admin", &["urlprefix-admin.example.com/"], 1)]);
+        health.insert(
+            "api".to_string(),
+            vec![entry(
+                "n1",
+                "10.0.0.1",
+                9000,
+                "api1",
+                "api",
+                &["urlprefix-/api/v2"],
+                1,
+            )],
+        );
+        health.insert(
+            "Admin".to_string(),
+            vec![entry(
+                "n3",
+                "10.0.0.3",
+                7000,
+                "adm",
+                "Admin",
+                &["urlprefix-admin.example.com/"],
+                1,
+            )],
+        );
         health.insert("down".to_string(), vec![]);
         Catalog {
             members: Some(vec![
@@ -458,7 +643,10 @@ mod tests {
                 member("s3", "127.0.0.13", 4, &[]),
                 member("c1", "127.0.0.14", 1, &[("http_port", "9500")]),
             ]),
-            services: ["web", "api", "Admin", "down", "gone"].iter().map(|s| (s.to_string(), vec![])).collect(),
+            services: ["web", "api", "Admin", "down", "gone"]
+                .iter()
+                .map(|s| (s.to_string(), vec![]))
+                .collect(),
             health,
             seeds: vec!["127.0.0.11:8500".parse().unwrap()],
         }
@@ -473,21 +661,47 @@ mod tests {
 
     #[test]
     fn requests_route_by_host_then_prefix_then_agents() {
-        let s = Snapshot::build(&catalog(), &config(), &StatsRegistry::default(), &Metrics::default(), 1);
+        let s = Snapshot::build(
+            &catalog(),
+            &config(),
+            &StatsRegistry::default(),
+            &Metrics::default(),
+            1,
+        );
         let cases = [
             (Some("web.service.consul"), "/anything", "service:web"),
             (Some("WEB.service.dc1.consul:88"), "/", "service:web"),
             (Some("v2.web.service.consul"), "/", "service:v2.web"),
             (Some("admin.service.consul"), "/", "service:admin"),
-            (Some("web.service.dc9.consul"), "/", "unknown: datacenter \"dc9\" is not served here (this is \"dc1\")"),
-            (Some("down.service.consul"), "/", "unknown: no healthy instance of service \"down\""),
-            (Some("nope.service.consul"), "/", "unknown: service \"nope\" is not registered"),
-            (Some("v9.web.service.consul"), "/", "unknown: no healthy instance of service \"web\" with tag \"v9\""),
+            (
+                Some("web.service.dc9.consul"),
+                "/",
+                "unknown: datacenter \"dc9\" is not served here (this is \"dc1\")",
+            ),
+            (
+                Some("down.service.consul"),
+                "/",
+                "unknown: no healthy instance of service \"down\"",
+            ),
+            (
+                Some("nope.service.consul"),
+                "/",
+                "unknown: service \"nope\" is not registered",
+            ),
+            (
+                Some("v9.web.service.consul"),
+                "/",
+                "unknown: no healthy instance of service \"web\" with tag \"v9\"",
+            ),
             (Some("lb.example.com"), "/web/x", "prefix:/web"),
             (None, "/web", "prefix:/web"),
             (Some("lb"), "/api/v2/users", "prefix:/api/v2"),
             (Some("lb"), "/api/v1/users", "agents"),
-            (Some("admin.example.com"), "/web/x", "prefix:admin.example.com/"),
+            (
+                Some("admin.example.com"),
+                "/web/x",
+                "prefix:admin.example.com/",
+            ),
             (Some("lb"), "/v1/catalog/services", "agents"),
             (Some("lb"), "/ui/", "agents"),
             (None, "/", "agents"),
@@ -499,30 +713,85 @@ mod tests {
 
     #[test]
     fn snapshot_carries_instances_weights_and_strip() {
-        let s = Snapshot::build(&catalog(), &config(), &StatsRegistry::default(), &Metrics::default(), 1);
-        let Match::Route(web) = s.lookup(Some("web.service.consul"), "/") else { panic!("no web route") };
-        let got: Vec<(String, u32)> = web.pool.backends().iter().map(|b| (b.addr.to_string(), b.weight)).collect();
-        assert_eq!(got, vec![("10.0.0.1:8080".to_string(), 3), ("10.0.0.2:8080".to_string(), 1)]);
-        let Match::Route(prefix) = s.lookup(None, "/web/") else { panic!("no prefix route") };
+        let s = Snapshot::build(
+            &catalog(),
+            &config(),
+            &StatsRegistry::default(),
+            &Metrics::default(),
+            1,
+        );
+        let Match::Route(web) = s.lookup(Some("web.service.consul"), "/") else {
+            panic!("no web route")
+        };
+        let got: Vec<(String, u32)> = web
+            .pool
+            .backends()
+            .iter()
+            .map(|b| (b.addr.to_string(), b.weight))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.1:8080".to_string(), 3),
+                ("10.0.0.2:8080".to_string(), 1)
+            ]
+        );
+        let Match::Route(prefix) = s.lookup(None, "/web/") else {
+            panic!("no prefix route")
+        };
         assert_eq!(prefix.strip.as_deref(), Some("/web"));
         assert_eq!(prefix.pool.backends().len(), 2);
-        let Match::Route(v1) = s.lookup(Some("v1.web.service.consul"), "/") else { panic!("no tag route") };
+        let Match::Route(v1) = s.lookup(Some("v1.web.service.consul"), "/") else {
+            panic!("no tag route")
+        };
         assert_eq!(v1.pool.backends().len(), 1);
         assert_eq!(s.datacenter(), Some("dc1"));
     }
 
     #[test]
     fn agents_come_from_alive_members_with_their_http_port() {
-        let s = Snapshot::build(&catalog(), &config(), &StatsRegistry::default(), &Metrics::default(), 1);
-        let Match::Route(agents) = s.lookup(None, "/v1/status/leader") else { panic!() };
-        let got: Vec<String> = agents.pool.backends().iter().map(|b| b.addr.to_string()).collect();
-        assert_eq!(got, vec!["127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.14:9500"]);
+        let s = Snapshot::build(
+            &catalog(),
+            &config(),
+            &StatsRegistry::default(),
+            &Metrics::default(),
+            1,
+        );
+        let Match::Route(agents) = s.lookup(None, "/v1/status/leader") else {
+            panic!()
+        };
+        let got: Vec<String> = agents
+            .pool
+            .backends()
+            .iter()
+            .map(|b| b.addr.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            vec!["127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.14:9500"]
+        );
 
         // Nothing known about members yet: the seeds are the agent pool.
-        let cat = Catalog { members: None, ..catalog() };
-        let s = Snapshot::build(&cat, &config(), &StatsRegistry::default(), &Metrics::default(), 1);
-        let Match::Route(agents) = s.lookup(None, "/v1/status/leader") else { panic!() };
-        let got: Vec<String> = agents.pool.backends().iter().map(|b| b.addr.to_string()).collect();
+        let cat = Catalog {
+            members: None,
+            ..catalog()
+        };
+        let s = Snapshot::build(
+            &cat,
+            &config(),
+            &StatsRegistry::default(),
+            &Metrics::default(),
+            1,
+        );
+        let Match::Route(agents) = s.lookup(None, "/v1/status/leader") else {
+            panic!()
+        };
+        let got: Vec<String> = agents
+            .pool
+            .backends()
+            .iter()
+            .map(|b| b.addr.to_string())
+            .collect();
         assert_eq!(got, vec!["127.0.0.11:8500"]);
     }
 
@@ -532,10 +801,20 @@ mod tests {
         let mut o = cfg.defaults.clone();
         o.policy = crate::balance::Policy::IpHash;
         cfg.services.insert("web".into(), o);
-        let s = Snapshot::build(&catalog(), &cfg, &StatsRegistry::default(), &Metrics::default(), 1);
-        let Match::Route(web) = s.lookup(Some("web.service.consul"), "/") else { panic!() };
+        let s = Snapshot::build(
+            &catalog(),
+            &cfg,
+            &StatsRegistry::default(),
+            &Metrics::default(),
+            1,
+        );
+        let Match::Route(web) = s.lookup(Some("web.service.consul"), "/") else {
+            panic!()
+        };
         assert_eq!(web.pool.policy, crate::balance::Policy::IpHash);
-        let Match::Route(prefix) = s.lookup(None, "/web") else { panic!() };
+        let Match::Route(prefix) = s.lookup(None, "/web") else {
+            panic!()
+        };
         assert_eq!(prefix.pool.policy, crate::balance::Policy::IpHash);
     }
 }

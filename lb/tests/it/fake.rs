@@ -20,7 +20,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-type Handler = Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>> + Send + Sync>;
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Serves HTTP/1.1 on `listener` until the returned task is aborted; aborting also closes every
 /// open connection (the JoinSet aborts its tasks when dropped), like a killed process.
@@ -28,14 +32,18 @@ fn serve(listener: TcpListener, handler: Handler) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let h = handler.clone();
             conns.spawn(async move {
                 let svc = service_fn(move |req| {
                     let h = h.clone();
                     async move { Ok::<_, std::convert::Infallible>(h(req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
             while conns.try_join_next().is_some() {}
         }
@@ -90,7 +98,10 @@ pub struct Cluster {
 impl Cluster {
     pub fn new() -> Arc<Cluster> {
         Arc::new(Cluster {
-            state: Mutex::new(State { index: 1, ..Default::default() }),
+            state: Mutex::new(State {
+                index: 1,
+                ..Default::default()
+            }),
             index: watch::channel(1).0,
             requests: AtomicU64::new(0),
         })
@@ -104,11 +115,23 @@ impl Cluster {
     }
 
     pub fn register(&self, service: &str, id: &str, b: &Backend, tags: &[&str], weight: i64) {
+        self.register_addr(service, id, &b.ip, b.port, tags, weight);
+    }
+
+    pub fn register_addr(
+        &self,
+        service: &str,
+        id: &str,
+        ip: &str,
+        port: u16,
+        tags: &[&str],
+        weight: i64,
+    ) {
         let inst = Instance {
             service: service.into(),
             id: id.into(),
-            ip: b.ip.clone(),
-            port: b.port,
+            ip: ip.into(),
+            port,
             tags: tags.iter().map(|t| t.to_string()).collect(),
             weight,
             status: "passing".into(),
@@ -117,11 +140,21 @@ impl Cluster {
     }
 
     pub fn set_status(&self, id: &str, status: &str) {
-        self.change(|s| s.instances.iter_mut().filter(|i| i.id == id).for_each(|i| i.status = status.into()));
+        self.change(|s| {
+            s.instances
+                .iter_mut()
+                .filter(|i| i.id == id)
+                .for_each(|i| i.status = status.into())
+        });
     }
 
     pub fn set_member_status(&self, ip: &str, status: i32) {
-        self.change(|s| s.members.iter_mut().filter(|m| m.ip == ip).for_each(|m| m.status = status));
+        self.change(|s| {
+            s.members
+                .iter_mut()
+                .filter(|m| m.ip == ip)
+                .for_each(|m| m.status = status)
+        });
     }
 
     pub fn requests(&self) -> u64 {
@@ -176,7 +209,9 @@ impl Cluster {
 
     /// A blocking query: with `?index=` at or past the current index, wait for a change or `wait`.
     async fn block(&self, q: &BTreeMap<String, String>) {
-        let Some(index) = q.get("index").and_then(|i| i.parse::<u64>().ok()) else { return };
+        let Some(index) = q.get("index").and_then(|i| i.parse::<u64>().ok()) else {
+            return;
+        };
         let wait = q
             .get("wait")
             .and_then(|w| w.strip_suffix("ms"))
@@ -199,7 +234,9 @@ impl FakeAgent {
     /// Starts agents on `ips`, all on one port (as real agents on different hosts are).
     pub async fn start_many(cluster: &Arc<Cluster>, ips: &[String]) -> Vec<FakeAgent> {
         let listeners = 'retry: loop {
-            let first = TcpListener::bind((ips[0].as_str(), 0)).await.expect("bind agent");
+            let first = TcpListener::bind((ips[0].as_str(), 0))
+                .await
+                .expect("bind agent");
             let port = first.local_addr().expect("local addr").port();
             let mut ls = vec![first];
             for ip in &ips[1..] {
@@ -213,7 +250,12 @@ impl FakeAgent {
         let mut out = Vec::new();
         for (ip, listener) in ips.iter().zip(listeners) {
             let port = listener.local_addr().expect("local addr").port();
-            cluster.change(|s| s.members.push(Member { ip: ip.clone(), status: 1 }));
+            cluster.change(|s| {
+                s.members.push(Member {
+                    ip: ip.clone(),
+                    status: 1,
+                })
+            });
             let c = cluster.clone();
             let me = ip.clone();
             let handler: Handler = Arc::new(move |req| {
@@ -221,7 +263,11 @@ impl FakeAgent {
                 let me = me.clone();
                 Box::pin(async move { agent_answer(&c, &me, req).await })
             });
-            out.push(FakeAgent { ip: ip.clone(), port, task: Mutex::new(Some(serve(listener, handler))) });
+            out.push(FakeAgent {
+                ip: ip.clone(),
+                port,
+                task: Mutex::new(Some(serve(listener, handler))),
+            });
         }
         out
     }
@@ -247,9 +293,12 @@ impl Drop for FakeAgent {
 fn json_response(body: &serde_json::Value, index: Option<u64>) -> Response<Full<Bytes>> {
     let mut b = Response::builder().header("Content-Type", "application/json");
     if let Some(i) = index {
-        b = b.header("X-Consul-Index", i.to_string()).header("X-Consul-KnownLeader", "true");
+        b = b
+            .header("X-Consul-Index", i.to_string())
+            .header("X-Consul-KnownLeader", "true");
     }
-    b.body(Full::new(Bytes::from(body.to_string()))).expect("response")
+    b.body(Full::new(Bytes::from(body.to_string())))
+        .expect("response")
 }
 
 async fn agent_answer(c: &Cluster, me: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -288,8 +337,17 @@ impl Backend {
         let handler: Handler = Arc::new(move |req| {
             let me = me.clone();
             Box::pin(async move {
-                let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                let xff = req
+                    .headers()
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
                 Response::builder()
                     .header("X-Seen-Path", path)
                     .header("X-Seen-Xff", xff)
@@ -297,7 +355,12 @@ impl Backend {
                     .expect("response")
             })
         });
-        Backend { name: name.into(), ip: ip.into(), port, task: Mutex::new(Some(serve(listener, handler))) }
+        Backend {
+            name: name.into(),
+            ip: ip.into(),
+            port,
+            task: Mutex::new(Some(serve(listener, handler))),
+        }
     }
 
     pub fn stop(&self) {
@@ -322,10 +385,23 @@ pub struct Lb {
 
 impl Lb {
     pub async fn start(ip: &str, agents: &[String], config: Option<&str>) -> Lb {
-        let port = std::net::TcpListener::bind((ip, 0)).expect("probe port").local_addr().expect("addr").port();
-        let addr = format!("{ip}:{port}");
+        let port = std::net::TcpListener::bind((ip, 0))
+            .expect("probe port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let lb = Lb::spawn(&format!("{ip}:{port}"), agents, config, &[]);
+        lb.wait_ready().await;
+        lb
+    }
+
+    /// Starts the binary without waiting for it; `extra` flags are appended.
+    pub fn spawn(addr: &str, agents: &[String], config: Option<&str>, extra: &[&str]) -> Lb {
+        let ip = addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr);
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lb"));
-        cmd.arg(format!("-listen={addr}")).arg("-log-level=warn").arg("-threads=1");
+        cmd.arg(format!("-listen={addr}"))
+            .arg("-log-level=warn")
+            .arg("-threads=1");
         for a in agents {
             cmd.arg("-consul-addr").arg(a);
         }
@@ -337,18 +413,44 @@ impl Lb {
             path = Some(p);
         }
         // Separate upgrade sockets and pid files so parallel tests do not collide.
-        cmd.arg(format!("-upgrade-sock={}", std::env::temp_dir().join(format!("lb-it-{ip}.sock")).display()));
-        cmd.arg(format!("-pid-file={}", std::env::temp_dir().join(format!("lb-it-{ip}.pid")).display()));
+        cmd.arg(format!(
+            "-upgrade-sock={}",
+            std::env::temp_dir()
+                .join(format!("lb-it-{ip}.sock"))
+                .display()
+        ));
+        cmd.arg(format!(
+            "-pid-file={}",
+            std::env::temp_dir()
+                .join(format!("lb-it-{ip}.pid"))
+                .display()
+        ));
+        cmd.args(extra);
         cmd.stdout(std::process::Stdio::null());
         let child = cmd.spawn().expect("start lb");
-        let lb = Lb { addr, child, config: path };
-        let a = lb.addr.clone();
+        Lb {
+            addr: addr.to_string(),
+            child,
+            config: path,
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let a = self.addr.clone();
         wait_for_async("lb to answer /_lb/health", || {
             let a = a.clone();
             async move { get(&a, None, "/_lb/health").await.status == 200 }
         })
         .await;
-        lb
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     pub async fn status(&self) -> serde_json::Value {
@@ -368,7 +470,10 @@ impl Lb {
             if got == Some(n) {
                 return;
             }
-            assert!(Instant::now() < deadline, "route {route} never had {n} instances: {status}");
+            assert!(
+                Instant::now() < deadline,
+                "route {route} never had {n} instances: {status}"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -401,7 +506,11 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> String {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -429,8 +538,16 @@ pub async fn get(addr: &str, host: Option<&str>, path: &str) -> Resp {
     };
     match tokio::time::timeout(Duration::from_secs(10), fut).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Resp { status: 0, headers: Default::default(), body: e },
-        Err(_) => Resp { status: 0, headers: Default::default(), body: "timed out".into() },
+        Ok(Err(e)) => Resp {
+            status: 0,
+            headers: Default::default(),
+            body: e,
+        },
+        Err(_) => Resp {
+            status: 0,
+            headers: Default::default(),
+            body: "timed out".into(),
+        },
     }
 }
 

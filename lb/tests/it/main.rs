@@ -51,7 +51,10 @@ async fn routes_by_host_prefix_and_falls_back_to_agents() {
     assert!(r.body.starts_with("web"), "{r:?}");
     assert_eq!(r.header("x-seen-path"), "/x?y=1");
     let r = get(&lb.addr, Some("lb.example"), "/api/users").await;
-    assert_eq!((r.body.as_str(), r.header("x-seen-path").as_str()), ("api1", "/api/users"));
+    assert_eq!(
+        (r.body.as_str(), r.header("x-seen-path").as_str()),
+        ("api1", "/api/users")
+    );
 
     // Everything else goes to an agent.
     let r = get(&lb.addr, Some("lb.example"), "/v1/status/leader").await;
@@ -61,16 +64,31 @@ async fn routes_by_host_prefix_and_falls_back_to_agents() {
     // Unknown and unhealthy services: 503 with a body that says why.
     let r = get(&lb.addr, Some("nope.service.consul"), "/").await;
     assert_eq!(r.status, 503);
-    assert!(r.body.contains("service \"nope\" is not registered"), "{r:?}");
+    assert!(
+        r.body.contains("service \"nope\" is not registered"),
+        "{r:?}"
+    );
 
     // lb's own endpoints.
     let r = get(&lb.addr, None, "/_lb/status").await;
     assert_eq!(r.status, 200);
     let status: serde_json::Value = serde_json::from_str(&r.body).expect("status is JSON");
-    assert!(status["Routes"].as_array().is_some_and(|a| a.len() >= 4), "{status}");
+    assert!(
+        status["Routes"].as_array().is_some_and(|a| a.len() >= 4),
+        "{status}"
+    );
     let r = get(&lb.addr, None, "/_lb/metrics").await;
-    assert!(r.body.contains("lb_requests_total{route=\"service:web\",code=\"200\"}"), "{}", r.body);
-    assert!(r.body.contains("lb_request_duration_seconds_bucket"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("lb_requests_total{route=\"service:web\",code=\"200\"}"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("lb_request_duration_seconds_bucket"),
+        "{}",
+        r.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +130,10 @@ async fn failing_check_leaves_rotation_within_milliseconds() {
     lb.wait_instances("service:web", 0).await;
     let r = get(&lb.addr, Some("web.service.consul"), "/").await;
     assert_eq!(r.status, 503);
-    assert!(r.body.contains("no healthy instance of service \"web\""), "{r:?}");
+    assert!(
+        r.body.contains("no healthy instance of service \"web\""),
+        "{r:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +166,10 @@ async fn weights_and_client_affinity() {
 
     let first = get(&lb.addr, Some("sticky.service.consul"), "/").await.body;
     for _ in 0..50 {
-        assert_eq!(get(&lb.addr, Some("sticky.service.consul"), "/").await.body, first);
+        assert_eq!(
+            get(&lb.addr, Some("sticky.service.consul"), "/").await.body,
+            first
+        );
     }
 }
 
@@ -158,7 +182,12 @@ async fn failed_connects_retry_elsewhere_and_bench_the_instance() {
     let dead = Backend::start(&ip(22), "dead").await;
     cluster.register("web", "alive", &alive, &[], 1);
     cluster.register("web", "dead", &dead, &[], 1);
-    let lb = Lb::start(&ip(1), &[agents[0].addr()], Some("[defaults]\nfail_timeout = \"30s\"\n")).await;
+    let lb = Lb::start(
+        &ip(1),
+        &[agents[0].addr()],
+        Some("[defaults]\nfail_timeout = \"30s\"\n"),
+    )
+    .await;
     lb.wait_instances("service:web", 2).await;
     dead.stop();
 
@@ -169,12 +198,19 @@ async fn failed_connects_retry_elsewhere_and_bench_the_instance() {
     }
     let status = lb.status().await;
     let web = fake::route(&status, "service:web");
-    let benched: Vec<&serde_json::Value> =
-        web["Instances"].as_array().into_iter().flatten().filter(|i| !i["BenchedForMs"].is_null()).collect();
+    let benched: Vec<&serde_json::Value> = web["Instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| !i["BenchedForMs"].is_null())
+        .collect();
     assert_eq!(benched.len(), 1, "{web}");
     assert_eq!(benched[0]["ID"], "dead");
     let metrics = get(&lb.addr, None, "/_lb/metrics").await.body;
-    assert!(metrics.contains("lb_upstream_errors_total{route=\"service:web\",kind=\"connect\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("lb_upstream_errors_total{route=\"service:web\",kind=\"connect\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,4 +261,159 @@ async fn entry_point_keeps_answering_while_agents_die() {
     eprintln!("{ok} requests answered while agents died");
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     assert!(ok > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_is_passed_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip = net(66);
+    let cluster = Cluster::new();
+    let agents = FakeAgent::start_many(&cluster, &[ip(11)]).await;
+    // A raw backend: answers the upgrade with 101, then echoes bytes.
+    let listener = tokio::net::TcpListener::bind((ip(21).as_str(), 0))
+        .await
+        .expect("bind ws backend");
+    let port = listener.local_addr().expect("addr").port();
+    let echo = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.expect("read request");
+            assert!(n > 0, "closed before the request ended");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .await
+            .expect("write 101");
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).await.expect("echo");
+        }
+    });
+    cluster.register_addr("ws", "ws1", &ip(21), port, &[], 1);
+    let lb = Lb::start(&ip(1), &[agents[0].addr()], None).await;
+    lb.wait_instances("service:ws", 1).await;
+
+    let mut c = tokio::net::TcpStream::connect(&lb.addr)
+        .await
+        .expect("connect lb");
+    c.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.service.consul\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("send upgrade");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = c.read(&mut buf).await.expect("read 101");
+        assert!(n > 0, "lb closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    c.write_all(b"ping over the tunnel")
+        .await
+        .expect("send frame");
+    let mut echoed = vec![0u8; 20];
+    c.read_exact(&mut echoed).await.expect("read echo");
+    assert_eq!(&echoed, b"ping over the tunnel");
+    drop(c);
+    let _ = tokio::time::timeout(Duration::from_secs(5), echo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cleartext_clients_are_routed_by_authority() {
+    let ip = net(67);
+    let cluster = Cluster::new();
+    let agents = FakeAgent::start_many(&cluster, &[ip(11)]).await;
+    let web1 = Backend::start(&ip(21), "web1").await;
+    cluster.register("web", "web1", &web1, &[], 1);
+    let lb = Lb::start(&ip(1), &[agents[0].addr()], None).await;
+    lb.wait_instances("service:web", 1).await;
+
+    // HTTP/2 with prior knowledge; `:authority` names the service, as a real h2 client sends it.
+    let tcp = tokio::net::TcpStream::connect(&lb.addr)
+        .await
+        .expect("connect lb");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut send = send.ready().await.expect("h2 ready");
+    for path in ["/h2?x=1", "/again"] {
+        let req = http::Request::get(format!("http://web.service.consul{path}"))
+            .body(())
+            .expect("request");
+        let (resp, _) = send.send_request(req, true).expect("send");
+        let resp = resp.await.expect("h2 response");
+        let status = resp.status();
+        let seen = resp
+            .headers()
+            .get("x-seen-path")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("body chunk");
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(bytes, b"web1");
+        assert_eq!(seen, path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_upgrade_hands_over_the_socket_without_failed_requests() {
+    let ip = net(68);
+    let cluster = Cluster::new();
+    let agents = FakeAgent::start_many(&cluster, &[ip(11)]).await;
+    let web1 = Backend::start(&ip(21), "web1").await;
+    cluster.register("web", "web1", &web1, &[], 1);
+    let mut old = Lb::start(&ip(1), &[agents[0].addr()], None).await;
+    old.wait_instances("service:web", 1).await;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let addr = old.addr.clone();
+    let load = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while !*stop_rx.borrow() {
+            let r = get(&addr, Some("web.service.consul"), "/").await;
+            if r.status == 200 {
+                ok += 1;
+            } else {
+                failed.push(format!("{} {}", r.status, r.body));
+            }
+        }
+        (ok, failed)
+    });
+
+    // pingora's upgrade: the new process waits on the upgrade socket, SIGQUIT makes the old one
+    // send its listening sockets over and drain.
+    let new = Lb::spawn(&old.addr, &[agents[0].addr()], None, &["-upgrade"]);
+    let status = std::process::Command::new("kill")
+        .args(["-QUIT", &old.pid().to_string()])
+        .status()
+        .expect("send SIGQUIT");
+    assert!(status.success());
+    fake::wait_for("the old lb to exit", || old.exited()).await;
+    new.wait_ready().await;
+    new.wait_instances("service:web", 1).await;
+    // Traffic keeps flowing through the new process.
+    let r = get(&new.addr, Some("web.service.consul"), "/").await;
+    assert_eq!(r.status, 200);
+
+    stop_tx.send(true).expect("load task alive");
+    let (ok, failed) = load.await.expect("load task");
+    eprintln!("{ok} requests answered across the upgrade");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
 }
