@@ -398,7 +398,7 @@ mod tests {
     #[test]
     fn kv_pairs_are_relative_to_the_prefix() {
         let p = KvPair { key: "app/config/port".into(), value: Some("ODA=".into()), ..Default::default() };
-        let v = kv_list(&[p.clone()], "app/config");
+        let v = kv_list(std::slice::from_ref(&p), "app/config");
         assert_eq!(v[0]["Key"], "port");
         assert_eq!(v[0]["Path"], "app/config/port");
         assert_eq!(v[0]["Value"], "80");

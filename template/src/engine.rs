@@ -343,3 +343,71 @@ mod tests {
         assert_eq!(hbs("{{#each (service \"none\")}}x{{else}}empty{{/each}}"), "empty");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    //! The files under `examples/` render as their READMEs say.
+    use super::*;
+    use serde_json::json;
+
+    fn example(path: &str) -> (PathBuf, String) {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(path);
+        let text = std::fs::read_to_string(&p).unwrap();
+        (p, text)
+    }
+
+    fn brain() -> Arc<Brain> {
+        let mut b = Brain::default();
+        b.remember(Dep::services("").unwrap(), json!([{"Name": "api", "Tags": []}, {"Name": "web", "Tags": []}]));
+        b.remember(Dep::service("api", None).unwrap(), json!([]));
+        b.remember(
+            Dep::service("web", None).unwrap(),
+            json!([{"Address": "10.0.0.1", "Port": 80}, {"Address": "10.0.0.2", "Port": 81}]),
+        );
+        b.remember(
+            Dep::service("test", None).unwrap(),
+            json!([{"Address": "127.0.0.71", "Port": 8081}, {"Address": "127.0.0.72", "Port": 8082}]),
+        );
+        Arc::new(b)
+    }
+
+    #[test]
+    fn nginx_example() {
+        let (p, text) = example("template-nginx/test.ctmpl");
+        let t = Compiled::new(&p.display().to_string(), &text, Language::of(&p), &Options::default()).unwrap();
+        assert_eq!(
+            t.render(brain()).unwrap().output,
+            "upstream test-cluster { ip_hash; server 127.0.0.71:8081; server 127.0.0.72:8082; }\n"
+        );
+    }
+
+    #[test]
+    fn handlebars_example() {
+        let (p, text) = example("template-hbs/upstreams.hbs");
+        assert_eq!(Language::of(&p), Language::Handlebars);
+        let t = Compiled::new(&p.display().to_string(), &text, Language::of(&p), &Options::default()).unwrap();
+        let out = t.render(brain()).unwrap().output;
+        assert_eq!(
+            out,
+            "upstream api {
+  server 127.0.0.1:65535; # no healthy instance: force a 502
+}
+upstream web {
+  server 10.0.0.1:80 max_fails=3 fail_timeout=60 weight=1;
+  server 10.0.0.2:81 max_fails=3 fail_timeout=60 weight=1;
+}
+server {
+  listen 80 default_server;
+  location /api { proxy_pass http://api; }
+  location /web { proxy_pass http://web; }
+}
+"
+        );
+        let (p, _) = example("template-hbs/config.hcl");
+        let files = crate::config::read_config_path(&p).unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.apply_file(&files[0].0, &files[0].1).unwrap();
+        assert_eq!(cfg.templates[0].perms, Some(0o644));
+        assert_eq!(cfg.templates[0].command.as_deref(), Some("nginx -s reload"));
+    }
+}

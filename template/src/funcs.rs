@@ -857,14 +857,14 @@ mod tests {
     fn grouping_helpers() {
         let svcs = json!([{"ID": "a", "Tags": ["x", "y"], "Port": 80, "ServiceMeta": {"v": "1"}},
                           {"ID": "b", "Tags": ["y"], "Port": 81, "ServiceMeta": {}}]);
-        let by_tag = h("byTag", &[svcs.clone()]);
+        let by_tag = h("byTag", std::slice::from_ref(&svcs));
         assert_eq!(by_tag["y"].as_array().unwrap().len(), 2);
         assert_eq!(by_tag["x"][0]["ID"], "a");
         let by_meta = h("byMeta", &[json!("v"), svcs]);
         assert_eq!(by_meta["1"][0]["ID"], "a");
         assert_eq!(by_meta["_no_v_"][0]["ID"], "b");
         let pairs = json!([{"Key": "redis/a/b", "Value": "3"}, {"Key": "es/a", "Value": "1"}, {"Key": "top", "Value": "x"}]);
-        let by_key = h("byKey", &[pairs.clone()]);
+        let by_key = h("byKey", std::slice::from_ref(&pairs));
         assert_eq!(by_key["redis"]["a/b"]["Key"], "a/b");
         assert!(by_key.get("top").is_none());
         assert_eq!(h("explode", &[pairs]), json!({"redis": {"a": {"b": "3"}}, "es": {"a": "1"}, "top": "x"}));
