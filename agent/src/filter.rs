@@ -1028,8 +1028,8 @@ mod tests {
             if let Ok(f) = parse(s) {
                 let _ = f.matches(&v);
             }
-            // also every prefix of a realistic expression
         }
+        // Every prefix of a realistic expression, to hit each half-finished state.
         let full = r#"(ServiceMeta["env"] == "prod" or not "v1" in ServiceTags) and ServiceName matches `^w` and ServicePort != 81.5"#;
         for (i, _) in full.char_indices() {
             if let Ok(f) = parse(&full[..i]) {
