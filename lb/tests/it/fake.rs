@@ -521,11 +521,19 @@ fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
 
 /// A GET through lb; transport errors come back as status 0 with the error as body.
 pub async fn get(addr: &str, host: Option<&str>, path: &str) -> Resp {
-    let mut b = Request::builder().uri(format!("http://{addr}{path}"));
+    request("GET", addr, host, path, "").await
+}
+
+pub async fn request(method: &str, addr: &str, host: Option<&str>, path: &str, body: &str) -> Resp {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     if let Some(h) = host {
         b = b.header("Host", h);
     }
-    let req = b.body(Full::new(Bytes::new())).expect("request");
+    let req = b
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
     let fut = async {
         let resp = client().request(req).await.map_err(|e| format!("{e:?}"))?;
         let (parts, body) = resp.into_parts();

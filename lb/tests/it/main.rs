@@ -3,13 +3,14 @@
 //! on distinct loopback addresses with real sockets. Tests wait for conditions, never fixed sleeps.
 
 mod fake;
+mod real_agent;
 
 use fake::{get, Backend, Cluster, FakeAgent, Lb};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Each test gets its own 127.0.<n>.0/24 so tests can run in parallel.
-fn net(n: u8) -> impl Fn(u8) -> String {
+pub(crate) fn net(n: u8) -> impl Fn(u8) -> String {
     move |host| format!("127.0.{n}.{host}")
 }
 
