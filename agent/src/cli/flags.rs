@@ -101,10 +101,6 @@ pub(super) fn parse(args: &[String], bools: &[&str], values: &[&str]) -> Result<
 }
 
 impl Parsed {
-    pub fn has(&self, name: &str) -> bool {
-        self.vals.contains_key(name)
-    }
-
     /// A boolean flag: its last value, false when absent.
     pub fn bool(&self, name: &str) -> bool {
         self.str(name) == Some("true")
@@ -188,7 +184,7 @@ mod tests {
         assert!(p.bool("recurse"));
         assert_eq!(p.str("separator"), Some(":"));
         assert_eq!(p.str("http-addr"), Some("127.0.0.1:8571"));
-        assert!(p.has("stale"));
+        assert_eq!(p.str("stale"), Some("false"));
         assert!(!p.bool("stale"));
         assert_eq!(p.args, s(&["foo"]));
     }

@@ -31,15 +31,6 @@ impl fmt::Display for CallError {
     }
 }
 
-impl CallError {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            CallError::Status { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
-
 /// `-http-addr` value, else `CONSUL_HTTP_ADDR`, else the default; with or without `http://`.
 pub(super) fn http_addr(flag: Option<&str>, env: Option<String>) -> String {
     let raw = flag.map(str::to_string).or(env).filter(|s| !s.trim().is_empty());

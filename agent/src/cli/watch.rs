@@ -137,8 +137,8 @@ async fn run_handler(args: &[String], shell: bool, index: u64, data: &Value) -> 
 pub(super) async fn watch(args: &[String]) -> i32 {
     let p = parse_flags!(
         args,
-        &[],
-        &["type", "key", "prefix", "service", "tag", "passingonly", "state", "name", "shell"],
+        &["shell"],
+        &["type", "key", "prefix", "service", "tag", "passingonly", "state", "name"],
         WATCH_USAGE
     );
     let kind = p.str("type").unwrap_or("").to_string();
@@ -147,12 +147,7 @@ pub(super) async fn watch(args: &[String]) -> i32 {
         err("");
         fail!("{}", WATCH_USAGE.trim_matches('\n'));
     }
-    let shell = match p.str("shell") {
-        None => true,
-        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => true,
-        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => false,
-        Some(other) => fail!("invalid boolean value {other:?} for -shell: parse error"),
-    };
+    let shell = p.bool_or("shell", true);
     let get = |k: &str| p.str(k).map(str::to_string);
     let mut target = match watch_target(&kind, &get) {
         Ok(t) => t,
@@ -345,8 +340,8 @@ async fn terminate(child: &mut tokio::process::Child, verbose: bool) {
 pub(super) async fn lock(args: &[String]) -> i32 {
     let p = parse_flags!(
         args,
-        &["child-exit-code", "pass-stdin", "verbose"],
-        &["n", "monitor-retry", "name", "shell", "timeout", "try"],
+        &["child-exit-code", "pass-stdin", "verbose", "shell"],
+        &["n", "monitor-retry", "name", "timeout", "try"],
         LOCK_USAGE
     );
     let limit = match p.i64("n") {
@@ -378,12 +373,7 @@ pub(super) async fn lock(args: &[String]) -> i32 {
     if retries < 0 {
         fail!("Number for 'monitor-retry' must be >= 0");
     }
-    let shell = match p.str("shell") {
-        None => true,
-        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => true,
-        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => false,
-        Some(other) => fail!("invalid boolean value {other:?} for -shell: parse error"),
-    };
+    let shell = p.bool_or("shell", true);
     let verbose = p.bool("verbose");
     let name = p
         .str("name")
