@@ -260,6 +260,15 @@ impl Snapshot {
             .chain(cat.health.keys())
             .map(|n| (n.to_lowercase(), n.clone()))
             .collect();
+        // Prefix routes exist as long as a registered service claims them, even with no passing
+        // instance: such a request must get a 503, not fall through to the agents.
+        for (name, tags) in &cat.services {
+            for p in tags.iter().filter_map(|t| parse_urlprefix(t)) {
+                prefix_members
+                    .entry((p.host, p.prefix))
+                    .or_insert_with(|| (p.strip, name.clone(), Vec::new()));
+            }
+        }
 
         for (name, entries) in &cat.health {
             let lname = name.to_lowercase();
@@ -645,7 +654,14 @@ mod tests {
             ]),
             services: ["web", "api", "Admin", "down", "gone"]
                 .iter()
-                .map(|s| (s.to_string(), vec![]))
+                .map(|s| {
+                    let tags = if *s == "down" {
+                        vec!["urlprefix-/down".to_string()]
+                    } else {
+                        vec![]
+                    };
+                    (s.to_string(), tags)
+                })
                 .collect(),
             health,
             seeds: vec!["127.0.0.11:8500".parse().unwrap()],
@@ -704,6 +720,7 @@ mod tests {
             ),
             (Some("lb"), "/v1/catalog/services", "agents"),
             (Some("lb"), "/ui/", "agents"),
+            (Some("lb"), "/down/x", "prefix:/down"),
             (None, "/", "agents"),
         ];
         for (host, path, want) in cases {

@@ -103,7 +103,7 @@ async fn failing_check_leaves_rotation_within_milliseconds() {
         Backend::start(&ip(23), "web3").await,
     ];
     for b in &backends {
-        cluster.register("web", &b.name, b, &[], 1);
+        cluster.register("web", &b.name, b, &["urlprefix-/w"], 1);
     }
     let lb = Lb::start(&ip(1), &[agents[0].addr()], None).await;
     lb.wait_instances("service:web", 3).await;
@@ -135,6 +135,10 @@ async fn failing_check_leaves_rotation_within_milliseconds() {
         r.body.contains("no healthy instance of service \"web\""),
         "{r:?}"
     );
+    // The prefix route stays, empty: a 503 rather than falling through to the agents.
+    let r = get(&lb.addr, Some("lb"), "/w/x").await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("no healthy instance of route /w"), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
