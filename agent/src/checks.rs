@@ -224,22 +224,31 @@ impl CheckTask {
         if url.starts_with("https://") {
             return (Status::Critical, format!("{method} {url}: https checks are not supported by this agent"));
         }
-        let mut builder = http::Request::builder().method(method.as_str()).uri(url.as_str());
-        builder = builder.header("User-Agent", "Consul Health Check").header("Accept", "text/plain, text/*, */*");
-        for (k, vals) in &self.def.header {
-            for v in vals {
-                builder = builder.header(k.as_str(), v.as_str());
-            }
-        }
-        let req = match builder.body(Full::new(Bytes::from(self.def.body.clone()))) {
-            Ok(r) => r,
-            Err(e) => return (Status::Critical, format!("{method} {url}: {e}")),
-        };
         let fut = async {
-            let resp = self.http.request(req).await.map_err(|e| format!("{method} {url}: {e}"))?;
-            let code = resp.status();
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Ok::<_, String>((code, body))
+            // Redirects are followed (up to 10), as Go's HTTP client does for Consul.
+            let mut target = url.clone();
+            for _ in 0..10 {
+                let mut builder = http::Request::builder().method(method.as_str()).uri(target.as_str());
+                builder = builder.header("User-Agent", "Consul Health Check").header("Accept", "text/plain, text/*, */*");
+                for (k, vals) in &self.def.header {
+                    for v in vals {
+                        builder = builder.header(k.as_str(), v.as_str());
+                    }
+                }
+                let req = builder.body(Full::new(Bytes::from(self.def.body.clone()))).map_err(|e| format!("{method} {url}: {e}"))?;
+                let resp = self.http.request(req).await.map_err(|e| format!("{method} {url}: {e}"))?;
+                let code = resp.status();
+                let location = resp.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
+                if code.is_redirection() {
+                    if let Some(loc) = location {
+                        target = resolve_location(&target, &loc);
+                        continue;
+                    }
+                }
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                return Ok::<_, String>((code, body));
+            }
+            Err(format!("{method} {url}: stopped after 10 redirects"))
         };
         match tokio::time::timeout(self.timeout(Duration::from_secs(10)), fut).await {
             Err(_) => (Status::Critical, format!("{method} {url}: request timed out")),
@@ -370,9 +379,33 @@ impl CheckTask {
     }
 }
 
+/// Resolves a redirect's `Location` against the URL that answered with it.
+fn resolve_location(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_string();
+    }
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..].find('/').map(|i| i + scheme_end).unwrap_or(base.len());
+    if location.starts_with('/') {
+        format!("{}{}", &base[..host_end], location)
+    } else {
+        let dir_end = base.rfind('/').filter(|i| *i >= host_end).map(|i| i + 1).unwrap_or(base.len());
+        let prefix = if dir_end == base.len() && host_end == base.len() { format!("{base}/") } else { base[..dir_end].to_string() };
+        format!("{prefix}{location}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_locations_resolve_like_a_browser() {
+        assert_eq!(resolve_location("http://h:1/a/b", "/ui/"), "http://h:1/ui/");
+        assert_eq!(resolve_location("http://h:1/a/b", "c"), "http://h:1/a/c");
+        assert_eq!(resolve_location("http://h:1", "c"), "http://h:1/c");
+        assert_eq!(resolve_location("http://h:1/x", "http://o/y"), "http://o/y");
+    }
 
     #[test]
     fn thresholds_hold_status_until_enough_results_agree() {

@@ -19,7 +19,9 @@ const CANONICAL: &[&str] = &[
     "DockerContainerID", "Shell", "H2PING", "ServiceName", "ServiceTags", "Type", "CreateIndex", "ModifyIndex",
     "Verb", "Key", "Value", "Flags", "Index", "Session", "KV", "Coord", "Segment", "DisableRedirects",
     "ServiceAddress", "ServicePort", "ServiceMeta", "ServiceWeights", "ServiceEnableTagOverride",
-    "ServiceTaggedAddresses", "ServiceKind", "Services", "Nodes", "Results", "Errors",
+    "ServiceTaggedAddresses", "ServiceKind", "Services", "Nodes", "Results", "Errors", "SidecarService",
+    "Locality", "Region", "Zone", "DestinationServiceName", "DestinationServiceID", "LocalServiceAddress",
+    "LocalServicePort", "Upstreams", "Native",
 ];
 
 /// Keys under these hold user data; their own keys are kept as given.
@@ -260,6 +262,9 @@ pub fn service(v: &Value, node: &str) -> Result<(Service, Vec<Check>), DefError>
         port: port as u16,
         weights,
         enable_tag_override: b(v, "EnableTagOverride"),
+        proxy: v.get("Proxy").filter(|p| p.is_object()).cloned(),
+        connect: v.get("Connect").filter(|p| p.is_object()).cloned(),
+        locality: v.get("Locality").filter(|p| p.is_object()).cloned(),
         ..Default::default()
     };
     let mut check_values: Vec<&Value> = Vec::new();

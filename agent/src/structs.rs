@@ -88,6 +88,13 @@ pub struct Service {
     pub enable_tag_override: bool,
     pub create_index: u64,
     pub modify_index: u64,
+    /// Service-mesh fields, kept as the client sent them (`Proxy`, `Connect`, `Locality`).
+    #[serde(default)]
+    pub proxy: Option<serde_json::Value>,
+    #[serde(default)]
+    pub connect: Option<serde_json::Value>,
+    #[serde(default)]
+    pub locality: Option<serde_json::Value>,
 }
 
 /// How a check is run; durations in nanoseconds. Empty for catalog-only checks.

@@ -106,6 +106,12 @@ pub struct AgentService {
     pub content_hash: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub datacenter: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<serde_json::Value>,
 }
 
 /// `Definition` of a health check: how it is run, with durations as Go strings.
@@ -230,6 +236,8 @@ pub struct CatalogService {
     pub service_weights: Weights,
     pub service_enable_tag_override: bool,
     pub service_kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_proxy: Option<serde_json::Value>,
     pub create_index: u64,
     pub modify_index: u64,
 }

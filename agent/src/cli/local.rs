@@ -37,14 +37,35 @@ pub(super) fn version_pretty() -> String {
     s
 }
 
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RpcVersionInfo {
+    default: u32,
+    min: u32,
+    max: u32,
+}
+
+/// Field for field (and in the order of) Consul's `VersionInfo`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct VersionInfo {
+    version: &'static str,
+    revision: String,
+    prerelease: &'static str,
+    build_date: &'static str,
+    #[serde(rename = "RPC")]
+    rpc: RpcVersionInfo,
+}
+
+/// `json.MarshalIndent(info, "", "   ")`.
 pub(super) fn version_json() -> String {
-    let v = json!({
-        "Version": CONSUL_VERSION,
-        "Revision": revision(),
-        "Prerelease": "",
-        "BuildDate": option_env!("AGENT_BUILD_DATE").filter(|d| !d.is_empty()).unwrap_or("0001-01-01T00:00:00Z"),
-        "RPC": {"Default": RPC_DEFAULT, "Min": RPC_MIN, "Max": RPC_MAX},
-    });
+    let v = VersionInfo {
+        version: CONSUL_VERSION,
+        revision: revision(),
+        prerelease: "",
+        build_date: option_env!("AGENT_BUILD_DATE").filter(|d| !d.is_empty()).unwrap_or("0001-01-01T00:00:00Z"),
+        rpc: RpcVersionInfo { default: RPC_DEFAULT, min: RPC_MIN, max: RPC_MAX },
+    };
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"   ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
@@ -623,7 +644,7 @@ mod tests {
         let j: Value = serde_json::from_str(&version_json()).unwrap();
         assert_eq!(j["Version"], "1.20.0");
         assert_eq!(j["RPC"]["Max"], 3);
-        assert!(version_json().contains("\n   \"Version\""));
+        assert!(version_json().starts_with("{\n   \"Version\": \"1.20.0\",\n   \"Revision\""));
     }
 
     #[test]

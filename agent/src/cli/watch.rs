@@ -116,6 +116,21 @@ fn child_command(args: &[String], shell: bool) -> Command {
     }
 }
 
+/// An exit status as Go's `exec.ExitError` prints it (`exit status 3`, `signal: killed`).
+pub(super) fn go_exit_status(s: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(c) = s.code() {
+        return format!("exit status {c}");
+    }
+    match s.signal() {
+        Some(2) => "signal: interrupt".into(),
+        Some(9) => "signal: killed".into(),
+        Some(15) => "signal: terminated".into(),
+        Some(n) => format!("signal: {n}"),
+        None => s.to_string(),
+    }
+}
+
 async fn run_handler(args: &[String], shell: bool, index: u64, data: &Value) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
     let mut cmd = child_command(args, shell);
@@ -129,7 +144,7 @@ async fn run_handler(args: &[String], shell: bool, index: u64, data: &Value) -> 
     }
     let status = child.wait().await.map_err(|e| format!("Error executing handler: {e}"))?;
     if !status.success() {
-        return Err(format!("Error executing handler: {status}"));
+        return Err(format!("Error executing handler: {}", go_exit_status(status)));
     }
     Ok(())
 }
@@ -452,7 +467,7 @@ pub(super) async fn lock(args: &[String]) -> i32 {
                     match status {
                         Ok(s) if s.success() => {}
                         Ok(s) => {
-                            err(&format!("Error running handler: {s}"));
+                            err(&format!("Error running handler: {}", go_exit_status(s)));
                             child_code = 2;
                         }
                         Err(e) => {
@@ -571,6 +586,9 @@ mod tests {
         let cmd = vec![format!("cat > {}; echo \" $CONSUL_INDEX\" >> {}", outf.display(), outf.display())];
         run_handler(&cmd, true, 42, &serde_json::json!({"a": 1})).await.unwrap();
         assert_eq!(std::fs::read_to_string(&outf).unwrap(), "{\"a\":1}\n 42\n");
-        assert!(run_handler(&["exit 3".to_string()], true, 1, &Value::Null).await.is_err());
+        assert_eq!(
+            run_handler(&["exit 3".to_string()], true, 1, &Value::Null).await.unwrap_err(),
+            "Error executing handler: exit status 3"
+        );
     }
 }

@@ -46,6 +46,9 @@ pub fn service(s: &Service, datacenter: &str) -> api::AgentService {
         modify_index: Some(s.modify_index),
         content_hash: String::new(),
         datacenter: datacenter.to_string(),
+        proxy: s.proxy.clone(),
+        connect: s.connect.clone(),
+        locality: s.locality.clone(),
     }
 }
 
@@ -123,6 +126,7 @@ pub fn catalog_service(n: &Node, s: &Service) -> api::CatalogService {
         service_weights: api::Weights { passing: s.weights.passing, warning: s.weights.warning },
         service_enable_tag_override: s.enable_tag_override,
         service_kind: s.kind.clone(),
+        service_proxy: s.proxy.clone(),
         create_index: s.create_index,
         modify_index: s.modify_index,
     }

@@ -92,12 +92,22 @@ pub async fn agent_self(ctx: &Ctx) -> HttpResult {
             "serf_lan": {"members": "1", "encrypted": cfg.encrypt.is_some().to_string(), "failed": "0", "left": "0"},
         },
         "Meta": cfg.node_meta,
+        "xDS": {"SupportedProxies": {"envoy": []}, "Port": -1, "Ports": {"Plaintext": -1, "TLS": -1}},
     });
     Ok(Reply::json(&body))
 }
 
 pub async fn members(ctx: &Ctx) -> HttpResult {
-    Ok(Reply::json(&vec![member(ctx)]))
+    let mut m = member(ctx);
+    if ctx.query.flag("wan")? {
+        if !ctx.agent.config.server {
+            return Ok(Reply::json(&Vec::<api::AgentMember>::new()));
+        }
+        // The WAN pool names servers `<node>.<dc>`.
+        m.name = format!("{}.{}", m.name, ctx.agent.config.datacenter);
+        m.port = ctx.agent.config.ports.serf_wan.max(0) as u16;
+    }
+    Ok(Reply::json(&vec![m]))
 }
 
 fn local_services(ctx: &Ctx) -> BTreeMap<String, api::AgentService> {
@@ -106,7 +116,12 @@ fn local_services(ctx: &Ctx) -> BTreeMap<String, api::AgentService> {
 }
 
 pub async fn services(ctx: &Ctx) -> HttpResult {
-    let mut json = serde_json::to_value(local_services(ctx)).unwrap_or_default();
+    // The listing carries no ContentHash; only `/v1/agent/service/:id` does.
+    let mut services = local_services(ctx);
+    for s in services.values_mut() {
+        s.content_hash.clear();
+    }
+    let mut json = serde_json::to_value(services).unwrap_or_default();
     if let Some(f) = ctx.read_opts()?.filter {
         super::apply_filter(&mut json, &f);
     }
@@ -250,7 +265,7 @@ pub async fn force_leave(ctx: &Ctx, node: &str) -> HttpResult {
         return Err(HttpError::BadRequest(format!("cannot force-leave the local node {node}")));
     }
     if !ctx.agent.store.read().nodes.contains_key(node) {
-        return Err(HttpError::NotFound(format!("agent: No node found with name '{node}'")));
+        return Err(HttpError::Internal(format!("agent: No node found with name '{node}'")));
     }
     ctx.agent.write(Command::Deregister(DeregisterRequest { node: node.to_string(), ..Default::default() })).await?;
     Ok(Reply::empty())
@@ -263,12 +278,49 @@ pub async fn service_register(ctx: &Ctx) -> HttpResult {
     }
     let (svc, checks) = crate::defs::service(&v, &ctx.agent.config.node_name)?;
     let replace = ctx.query.flag("replace-existing-checks")?;
+    let sidecar = sidecar_for(ctx, &svc)?;
     ctx.agent.register_service(svc, checks, replace).await?;
+    if let Some(sidecar) = sidecar {
+        ctx.agent.register_service(sidecar, vec![], replace).await?;
+    }
     Ok(Reply::empty())
+}
+
+/// `Connect.SidecarService`: Consul registers a companion `<id>-sidecar-proxy` service of kind
+/// connect-proxy pointing at the service, on a port from 21000-21255 unless one is given.
+fn sidecar_for(ctx: &Ctx, svc: &Service) -> Result<Option<Service>, HttpError> {
+    let Some(spec) = svc.connect.as_ref().and_then(|c| c.get("SidecarService")).filter(|s| s.is_object()) else {
+        return Ok(None);
+    };
+    let id = format!("{}-sidecar-proxy", svc.id);
+    let given = crate::defs::u(spec, "Port")? as u16;
+    let port = if given > 0 {
+        given
+    } else {
+        let used: Vec<u16> = ctx.agent.local.lock().services.values().filter(|s| s.service.id != id).map(|s| s.service.port).collect();
+        (21000..=21255).find(|p| !used.contains(p)).ok_or_else(|| HttpError::BadRequest("No sidecar proxy port available in 21000-21255".into()))?
+    };
+    let proxy = json!({
+        "DestinationServiceName": svc.service, "DestinationServiceID": svc.id,
+        "LocalServiceAddress": "127.0.0.1", "LocalServicePort": svc.port,
+    });
+    Ok(Some(Service {
+        id,
+        service: format!("{}-sidecar-proxy", svc.service),
+        kind: "connect-proxy".into(),
+        tags: crate::defs::strings(spec, "Tags"),
+        port,
+        proxy: Some(proxy),
+        ..Default::default()
+    }))
 }
 
 pub async fn service_deregister(ctx: &Ctx, id: &str) -> HttpResult {
     ctx.agent.deregister_service(id).await?;
+    let sidecar = format!("{id}-sidecar-proxy");
+    if ctx.agent.local.lock().services.contains_key(&sidecar) {
+        ctx.agent.deregister_service(&sidecar).await?;
+    }
     Ok(Reply::empty())
 }
 
@@ -282,7 +334,7 @@ pub async fn check_register(ctx: &Ctx) -> HttpResult {
         return Err(HttpError::BadRequest("Invalid check: TTL must be > 0 for TTL checks".into()));
     }
     ctx.agent.register_check(check).await.map_err(|e| match e {
-        crate::agent::AgentError::NotFound(m) => HttpError::BadRequest(m),
+        crate::agent::AgentError::NotFound(m) => HttpError::Internal(m),
         other => other.into(),
     })?;
     Ok(Reply::empty())

@@ -124,7 +124,9 @@ pub async fn nodes(ctx: &Ctx) -> HttpResult {
 
 pub async fn services(ctx: &Ctx) -> HttpResult {
     let mf = node_meta_filter(ctx);
-    ctx.read(|st, ws| {
+    // `?filter` applies to each service instance before the name → tags summary is built.
+    let filter = ctx.read_opts()?.filter;
+    let (headers, out, _) = ctx.read_value(|st, ws| {
         ws.table(Table::Services);
         ws.table(Table::Nodes);
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -134,26 +136,68 @@ pub async fn services(ctx: &Ctx) -> HttpResult {
                     continue;
                 }
             }
+            if let (Some(f), Some(n)) = (&filter, st.nodes.get(node)) {
+                let v = serde_json::to_value(convert::catalog_service(n, svc)).unwrap_or_default();
+                if !f.matches(&v) {
+                    continue;
+                }
+            }
             out.entry(svc.service.clone()).or_default().extend(svc.tags.iter().cloned());
         }
         let out: BTreeMap<String, Vec<String>> = out.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
         (st.index.services, out)
     })
-    .await
+    .await?;
+    Ok(Reply::json(&out).with_headers(headers))
 }
 
 fn has_tags(svc: &Service, tags: &[&str]) -> bool {
     tags.iter().all(|t| svc.tags.iter().any(|x| x == t))
 }
 
-pub async fn service(ctx: &Ctx, name: &str) -> HttpResult {
+/// Instances that answer for `name`: the service itself, or (for Connect) the proxies in front of
+/// it and Connect-native instances.
+fn instances<'a>(st: &'a State, name: &'a str, connect: bool) -> Vec<(&'a Node, &'a Service)> {
+    if !connect {
+        return st.service_instances(name).collect();
+    }
+    st.all_services()
+        .filter_map(|(node, s)| st.nodes.get(node).map(|n| (n, s)))
+        .filter(|(_, s)| {
+            let proxy_for = s.kind == "connect-proxy"
+                && s.proxy.as_ref().and_then(|p| p.get("DestinationServiceName")).and_then(|d| d.as_str()) == Some(name);
+            let native = s.service == name && s.connect.as_ref().and_then(|c| c.get("Native")).and_then(|n| n.as_bool()) == Some(true);
+            proxy_for || native
+        })
+        .collect()
+}
+
+/// We have no cluster peers: a `?peer=` query matches nothing.
+fn peer_query(ctx: &Ctx) -> bool {
+    ctx.query.get("peer").is_some_and(|p| !p.is_empty())
+}
+
+/// Endpoints of features this agent has no data for (gateways, ingress): an empty list.
+pub async fn empty_list(ctx: &Ctx) -> HttpResult {
+    ctx.read(|st, ws| {
+        ws.table(Table::Services);
+        (st.index.services, Vec::<Value>::new())
+    })
+    .await
+}
+
+pub async fn service(ctx: &Ctx, name: &str, connect: bool) -> HttpResult {
+    let peer = peer_query(ctx);
     let tags: Vec<String> = ctx.query.all("tag").into_iter().map(str::to_string).collect();
     let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
     let mf = node_meta_filter(ctx);
     ctx.read(|st, ws| {
         ws.service(name);
-        let list: Vec<api::CatalogService> = st
-            .service_instances(name)
+        if peer {
+            return (st.service_index(name), vec![]);
+        }
+        let list: Vec<api::CatalogService> = instances(st, name, connect)
+            .into_iter()
             .filter(|(n, s)| has_tags(s, &tags) && meta_matches(n, &mf))
             .map(|(n, s)| convert::catalog_service(n, s))
             .collect();
@@ -164,22 +208,26 @@ pub async fn service(ctx: &Ctx, name: &str) -> HttpResult {
 
 pub async fn node(ctx: &Ctx, name: &str, as_list: bool) -> HttpResult {
     let dc = ctx.agent.config.datacenter.clone();
-    ctx.read(|st, ws| {
+    // `?filter` applies to the node's services, not to the document.
+    let filter = ctx.read_opts()?.filter;
+    let keep = |s: &api::AgentService| filter.as_ref().is_none_or(|f| f.matches(&serde_json::to_value(s).unwrap_or_default()));
+    let (headers, v, _) = ctx.read_value(|st, ws| {
         ws.node(name);
         ws.table(Table::Nodes);
         let index = st.index.nodes.max(st.index.services);
         let Some(n) = st.nodes.get(name) else { return (index, Value::Null) };
         let v = if as_list {
-            let services: Vec<api::AgentService> = st.node_services(name).map(|s| convert::service(s, &dc)).collect();
+            let services: Vec<api::AgentService> = st.node_services(name).map(|s| convert::service(s, &dc)).filter(|s| keep(s)).collect();
             json!({"Node": convert::node(n), "Services": services})
         } else {
             let services: BTreeMap<String, api::AgentService> =
-                st.node_services(name).map(|s| (s.id.clone(), convert::service(s, &dc))).collect();
+                st.node_services(name).map(|s| (s.id.clone(), convert::service(s, &dc))).filter(|(_, s)| keep(s)).collect();
             json!({"Node": convert::node(n), "Services": services})
         };
         (index, v)
     })
-    .await
+    .await?;
+    Ok(Reply::json(&v).with_headers(headers))
 }
 
 pub async fn health_node(ctx: &Ctx, name: &str) -> HttpResult {
@@ -206,8 +254,9 @@ pub async fn health_checks(ctx: &Ctx, service: &str) -> HttpResult {
     .await
 }
 
-pub fn service_entries(st: &State, name: &str, tags: &[&str], passing_only: bool, dc: &str) -> Vec<api::ServiceEntry> {
-    st.service_instances(name)
+pub fn service_entries(st: &State, name: &str, tags: &[&str], passing_only: bool, dc: &str, connect: bool) -> Vec<api::ServiceEntry> {
+    instances(st, name, connect)
+        .into_iter()
         .filter(|(_, s)| has_tags(s, tags))
         .filter_map(|(n, s)| {
             let checks: Vec<&Check> = st.instance_checks(&n.node, &s.id).collect();
@@ -223,7 +272,8 @@ pub fn service_entries(st: &State, name: &str, tags: &[&str], passing_only: bool
         .collect()
 }
 
-pub async fn health_service(ctx: &Ctx, name: &str) -> HttpResult {
+pub async fn health_service(ctx: &Ctx, name: &str, connect: bool) -> HttpResult {
+    let peer = peer_query(ctx);
     let passing = ctx.query.flag("passing")?;
     let tags: Vec<String> = ctx.query.all("tag").into_iter().map(str::to_string).collect();
     let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
@@ -231,7 +281,10 @@ pub async fn health_service(ctx: &Ctx, name: &str) -> HttpResult {
     let dc = ctx.agent.config.datacenter.clone();
     ctx.read(|st, ws| {
         ws.service(name);
-        let mut list = service_entries(st, name, &tags, passing, &dc);
+        if peer {
+            return (st.service_index(name), vec![]);
+        }
+        let mut list = service_entries(st, name, &tags, passing, &dc, connect);
         list.retain(|e| mf.iter().all(|(k, v)| e.node.meta.get(k) == Some(v)));
         (st.service_index(name), list)
     })

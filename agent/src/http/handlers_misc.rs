@@ -288,7 +288,12 @@ fn chrono_like_timestamp() -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000 UTC", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
-pub async fn monitor(_ctx: &Ctx) -> HttpResult {
+pub async fn monitor(ctx: &Ctx) -> HttpResult {
+    if let Some(level) = ctx.query.get("loglevel") {
+        if !["", "trace", "debug", "info", "warn", "err", "error"].contains(&level.to_lowercase().as_str()) {
+            return Err(HttpError::BadRequest(format!("Unknown log level: {level}")));
+        }
+    }
     let mut logs = crate::telemetry::subscribe();
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(async move {

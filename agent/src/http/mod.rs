@@ -30,6 +30,8 @@ pub enum HttpError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
@@ -51,6 +53,7 @@ impl HttpError {
     pub fn status(&self) -> u16 {
         match self {
             HttpError::BadRequest(_) => 400,
+            HttpError::Unauthorized(_) => 401,
             HttpError::Forbidden(_) => 403,
             HttpError::NotFound(_) => 404,
             HttpError::MethodNotAllowed(_) => 405,
@@ -168,6 +171,11 @@ impl Reply {
 
     pub fn empty() -> Reply {
         Reply { status: 200, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain; charset=utf-8" }, headers: vec![] }
+    }
+
+    pub fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Reply {
+        self.headers.extend(headers);
+        self
     }
 
     pub fn header(mut self, k: &'static str, v: impl Into<String>) -> Reply {
@@ -295,12 +303,15 @@ async fn dispatch(ctx: Ctx, endpoint: Endpoint) -> HttpResult {
         CatalogDatacenters => Ok(Reply::json(&vec![ctx.agent.config.datacenter.clone()])),
         CatalogNodes => handlers_catalog::nodes(&ctx).await,
         CatalogServices => handlers_catalog::services(&ctx).await,
-        CatalogService(s) => handlers_catalog::service(&ctx, &s).await,
+        CatalogService(s) => handlers_catalog::service(&ctx, &s, false).await,
+        CatalogConnect(s) => handlers_catalog::service(&ctx, &s, true).await,
+        CatalogGatewayServices(_) | HealthIngress(_) => handlers_catalog::empty_list(&ctx).await,
+        HealthConnect(s) => handlers_catalog::health_service(&ctx, &s, true).await,
         CatalogNode(n) => handlers_catalog::node(&ctx, &n, false).await,
         CatalogNodeServices(n) => handlers_catalog::node(&ctx, &n, true).await,
         HealthNode(n) => handlers_catalog::health_node(&ctx, &n).await,
         HealthChecks(s) => handlers_catalog::health_checks(&ctx, &s).await,
-        HealthService(s) => handlers_catalog::health_service(&ctx, &s).await,
+        HealthService(s) => handlers_catalog::health_service(&ctx, &s, false).await,
         HealthState(s) => handlers_catalog::health_state(&ctx, &s).await,
         AgentSelf => handlers_agent::agent_self(&ctx).await,
         AgentMembers => handlers_agent::members(&ctx).await,
@@ -327,7 +338,7 @@ async fn dispatch(ctx: Ctx, endpoint: Endpoint) -> HttpResult {
         AgentMonitor => handlers_misc::monitor(&ctx).await,
         AgentHost => handlers_misc::host(&ctx).await,
         AgentVersion => handlers_misc::version(&ctx).await,
-        AgentToken(_) => Ok(Reply::empty()),
+        AgentToken(_) => Err(HttpError::Unauthorized("ACL support disabled".into())),
         EventFire(n) => handlers_misc::event_fire(&ctx, &n).await,
         EventList => handlers_misc::event_list(&ctx).await,
         StatusLeader => handlers_misc::status_leader(&ctx).await,
@@ -397,6 +408,11 @@ async fn handle(agent: Arc<Agent>, req: hyper::Request<Incoming>) -> hyper::Resp
     let pretty = query.has("pretty") || agent.config.dev;
     let result = async {
         let endpoint = routes::route(&parts.method, &path)?;
+        if let Some(dc) = query.get("dc").filter(|d| !d.is_empty()) {
+            if !dc.eq_ignore_ascii_case(&agent.config.datacenter) {
+                return Err(HttpError::Internal("No path to datacenter".into()));
+            }
+        }
         // Bodies are capped at the largest thing Consul accepts; more is 413, not memory.
         let limit = agent.config.kv_max_value_size.max(agent.config.txn_max_req_len) * 4 + 1024 * 1024;
         let body = match Limited::new(body, limit).collect().await {
