@@ -36,7 +36,7 @@ pub(super) fn prepare_members(mut members: Vec<AgentMember>, status: &Regex, all
         let is_server = m.tags.get("role").map(String::as_str) == Some("consul");
         if all_segments && is_server {
             m.tags.insert("segment".into(), "<all>".into());
-        } else if m.tags.get("segment").map_or(true, |s| s.is_empty()) {
+        } else if m.tags.get("segment").is_none_or(|s| s.is_empty()) {
             m.tags.insert("segment".into(), "<default>".into());
         }
     }
@@ -671,7 +671,7 @@ Command Options:
             }
         }
     }
-    if p.str("tag").is_some_and(|t| !t.is_empty()) && p.str("service").map_or(true, str::is_empty) {
+    if p.str("tag").is_some_and(|t| !t.is_empty()) && p.str("service").is_none_or(str::is_empty) {
         fail!("Cannot provide tag filter without service filter.");
     }
     let payload: Option<Vec<u8>> = match p.args.len() {

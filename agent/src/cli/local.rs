@@ -655,7 +655,7 @@ mod tests {
         std::fs::write(dir.path().join("b.hcl"), "datacenter = \"dc1\"").unwrap();
         std::fs::write(dir.path().join("ignored.txt"), "not config").unwrap();
         let d = dir.path().display().to_string();
-        let warnings = validate_paths(&[d.clone()]).unwrap();
+        let warnings = validate_paths(std::slice::from_ref(&d)).unwrap();
         assert_eq!(warnings.len(), 1);
         let bad = dir.path().join("c.json");
         std::fs::write(&bad, "{\"services\": [").unwrap();
