@@ -141,11 +141,7 @@ impl Ctx {
         }
         .filter(|t| !t.is_empty());
         let client = api::Client::new(&addr).map_err(|e| e.to_string())?.with_token(token.clone());
-        let dc = p
-            .str("datacenter")
-            .map(str::to_string)
-            .or_else(|| std::env::var("CONSUL_DATACENTER").ok())
-            .filter(|d| !d.is_empty());
+        let dc = p.str("datacenter").map(str::to_string).filter(|d| !d.is_empty());
         Ok(Ctx { client, addr, token, dc, stale: p.bool("stale") })
     }
 
