@@ -161,6 +161,8 @@ pub struct Config {
     pub ae_interval: Duration,
     pub check_output_max_size: usize,
     pub discard_check_output: bool,
+    /// `acl.enabled`: accepted for compatibility; ACLs are not enforced (see the README).
+    pub acl_enabled: bool,
     /// The files and dirs it was loaded from, for `reload`.
     pub flags: AgentFlags,
 }
@@ -448,6 +450,7 @@ impl Config {
             ae_interval: Duration::from_secs(60),
             check_output_max_size: 4096,
             discard_check_output: get_bool(&f, &["discard_check_output"]).unwrap_or(false),
+            acl_enabled: get_bool(&f, &["acl", "enabled"]).unwrap_or(false),
             flags,
         })
     }

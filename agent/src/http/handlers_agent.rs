@@ -334,7 +334,7 @@ pub async fn check_register(ctx: &Ctx) -> HttpResult {
         return Err(HttpError::BadRequest("Invalid check: TTL must be > 0 for TTL checks".into()));
     }
     ctx.agent.register_check(check).await.map_err(|e| match e {
-        crate::agent::AgentError::NotFound(m) => HttpError::Internal(m),
+        crate::agent::AgentError::NotFound(m) => HttpError::NotFound(m),
         other => other.into(),
     })?;
     Ok(Reply::empty())

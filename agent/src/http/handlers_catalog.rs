@@ -43,8 +43,18 @@ fn catalog_service_def(v: &Value, node: &str) -> Result<Service, HttpError> {
     Ok(svc)
 }
 
+/// A body's `Datacenter` names where the write goes; we only reach our own.
+fn check_body_dc(ctx: &Ctx, v: &Value) -> Result<(), HttpError> {
+    let dc = s(v, "Datacenter");
+    if !dc.is_empty() && !dc.eq_ignore_ascii_case(&ctx.agent.config.datacenter) {
+        return Err(HttpError::Internal("No path to datacenter".into()));
+    }
+    Ok(())
+}
+
 pub async fn register(ctx: &Ctx) -> HttpResult {
     let v = ctx.normalized_body()?;
+    check_body_dc(ctx, &v)?;
     let dc = ctx.agent.config.datacenter.clone();
     let node = parse_node(&v, &dc)?;
     if node.node.is_empty() {
@@ -86,6 +96,7 @@ pub async fn register(ctx: &Ctx) -> HttpResult {
 
 pub async fn deregister(ctx: &Ctx) -> HttpResult {
     let v = ctx.normalized_body()?;
+    check_body_dc(ctx, &v)?;
     let node = s(&v, "Node");
     if node.is_empty() {
         return Err(HttpError::BadRequest("Must provide node".into()));
