@@ -1,0 +1,252 @@
+//! End to end: the real `agent` in `-dev` mode on its own loopback address, the `template`
+//! binary with the seed's nginx `.ctmpl` and an `nginx -s reload` command, a real nginx (Debian
+//! `nginx-light`) proxying to two backends. One instance's check goes critical; the file and
+//! nginx's traffic follow.
+//!
+//! The agent binary is found next to this test's executable (a workspace `cargo test` builds it)
+//! or through `AGENT_BIN`; without it the test says so and passes. Without nginx the file half
+//! still runs.
+
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SEED: &str = "upstream test-cluster { ip_hash;{{range service \"test\"}} server {{.Address}}:{{.Port}};{{end}} }\n";
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A child process killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx daemonizes; stop it through its pid file.
+struct Nginx {
+    prefix: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new(nginx_bin().unwrap_or_else(|| "nginx".into()))
+            .arg("-p")
+            .arg(&self.prefix)
+            .args(["-c", "nginx.conf", "-s", "stop"])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn agent_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("AGENT_BIN") {
+        return Some(p.into());
+    }
+    // target/<profile>/deps/it-<hash> → target/<profile>/agent
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?.parent()?;
+    let candidates = [
+        profile_dir.join("agent"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/agent"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/agent"),
+    ];
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+fn nginx_bin() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+async fn wait_for<F, Fut>(what: &str, mut cond: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + LIMIT;
+    while !cond().await {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(())
+}
+
+/// A backend that answers every request with `body`.
+async fn backend(addr: SocketAddr, body: &'static str) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// One GET through nginx; the body, or "" on any failure.
+async fn get(addr: SocketAddr) -> String {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return String::new() };
+    if s.write_all(b"GET / HTTP/1.0\r\nHost: it\r\n\r\n").await.is_err() {
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") => body.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_nginx_template_follows_a_failing_check() -> Result<()> {
+    let Some(agent) = agent_bin() else {
+        eprintln!("SKIPPED: no agent binary (build it with `cargo build -p agent` or set AGENT_BIN)");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let result = scenario(&agent, dir.path()).await;
+    if result.is_err() {
+        // What the processes said is the fastest way to the cause.
+        for log in ["template.log", "agent.log"] {
+            eprintln!("---- {log}\n{}", read(&dir.path().join(log)));
+        }
+        eprintln!("---- rendered\n{}", read(&dir.path().join("nginx/vhosts/test.conf")));
+    }
+    result
+}
+
+async fn scenario(agent: &Path, dir: &Path) -> Result<()> {
+    let ip = "127.0.0.81";
+    let http_port = free_port(ip);
+    let _agent = Proc(
+        Command::new(agent)
+            .args(["agent", "-dev", "-node=template-it"])
+            .arg(format!("-bind={ip}"))
+            .arg(format!("-client={ip}"))
+            .arg(format!("-http-port={http_port}"))
+            .stdout(std::fs::File::create(dir.join("agent.log"))?)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the agent")?,
+    );
+    let addr = format!("{ip}:{http_port}");
+    let client = api::Client::new(&addr)?;
+    wait_for("a leader", || async { client.status_leader().await.map(|l| !l.is_empty()).unwrap_or(false) }).await?;
+
+    // Two instances of "test" with TTL checks the test drives.
+    let backends: [(SocketAddr, &str); 2] =
+        [(format!("127.0.0.82:{}", free_port("127.0.0.82")).parse()?, "one"), (format!("127.0.0.83:{}", free_port("127.0.0.83")).parse()?, "two")];
+    for (i, (a, body)) in backends.iter().enumerate() {
+        backend(*a, body).await?;
+        let reg = serde_json::json!({
+            "ID": format!("test{}", i + 1), "Name": "test", "Address": a.ip().to_string(), "Port": a.port(),
+            "Check": {"CheckID": format!("test{}-ttl", i + 1), "TTL": "1h", "Status": "passing"},
+        });
+        client.put_json("/v1/agent/service/register", &reg).await.context("registering")?;
+    }
+
+    // nginx's layout, as the seed has it: vhosts/test.conf rendered from vhosts/test.ctmpl.
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("vhosts"))?;
+    std::fs::create_dir_all(prefix.join("tmp"))?;
+    let ctmpl = prefix.join("vhosts/test.ctmpl");
+    let conf = prefix.join("vhosts/test.conf");
+    std::fs::write(&ctmpl, SEED)?;
+    let nginx = nginx_bin();
+    let proxy: SocketAddr = format!("127.0.0.84:{}", free_port("127.0.0.84")).parse()?;
+    std::fs::write(
+        prefix.join("nginx.conf"),
+        format!(
+            "daemon on; pid nginx.pid; error_log error.log warn; events {{ worker_connections 64; }}
+http {{ access_log off; client_body_temp_path tmp; proxy_temp_path tmp; fastcgi_temp_path tmp;
+  uwsgi_temp_path tmp; scgi_temp_path tmp;
+  include vhosts/test.conf;
+  server {{ listen {proxy}; location / {{ proxy_pass http://test-cluster; }} }} }}\n"
+        ),
+    )?;
+    let reload_log = dir.join("reloads");
+    let command = match &nginx {
+        Some(n) => format!("{} -p {} -c nginx.conf -s reload && echo reload >> {}", n.display(), prefix.display(), reload_log.display()),
+        None => format!("echo reload >> {}", reload_log.display()),
+    };
+    let _template = Proc(
+        Command::new(env!("CARGO_BIN_EXE_template"))
+            .arg(format!("-consul-addr={addr}"))
+            .arg("-log-level=info")
+            .arg("-template")
+            .arg(format!("{}:{}:{command}", ctmpl.display(), conf.display()))
+            .stderr(std::fs::File::create(dir.join("template.log"))?)
+            .spawn()
+            .context("starting template")?,
+    );
+    let both = format!(
+        "upstream test-cluster {{ ip_hash; server {}:{}; server {}:{}; }}\n",
+        backends[0].0.ip(), backends[0].0.port(), backends[1].0.ip(), backends[1].0.port()
+    );
+    wait_for("the first render", || async { read(&conf) == both }).await?;
+
+    let mut _nginx = None;
+    let serving = if let Some(n) = &nginx {
+        let ok = Command::new(n).arg("-p").arg(&prefix).args(["-c", "nginx.conf"]).status()?.success();
+        assert!(ok, "nginx starts with the rendered upstream");
+        _nginx = Some(Nginx { prefix: prefix.clone() });
+        wait_for("nginx proxying", || async { !get(proxy).await.is_empty() }).await?;
+        // ip_hash: every request from here goes to one instance; fail that one.
+        get(proxy).await
+    } else {
+        eprintln!("nginx not installed (Debian: nginx-light): checking the file only");
+        "one".to_string()
+    };
+    let (failing, other) = if serving == "one" { (1, 1) } else { (2, 0) };
+
+    client
+        .request_ok(api::client::Method::PUT, &format!("/v1/agent/check/fail/test{failing}-ttl?note=it"), None)
+        .await
+        .context("failing the check")?;
+    let remaining = format!(
+        "upstream test-cluster {{ ip_hash; server {}:{}; }}\n",
+        backends[other].0.ip(), backends[other].0.port()
+    );
+    wait_for("the file to drop the critical instance", || async { read(&conf) == remaining }).await?;
+    wait_for("the reload command", || async { read(&reload_log).lines().count() >= 1 }).await?;
+    if nginx.is_some() {
+        let want = backends[other].1;
+        wait_for("nginx's traffic to follow", || async {
+            for _ in 0..5 {
+                if get(proxy).await != want {
+                    return false;
+                }
+            }
+            true
+        })
+        .await?;
+    }
+
+    // And back: the instance passes again and returns to the file.
+    client
+        .request_ok(api::client::Method::PUT, &format!("/v1/agent/check/pass/test{failing}-ttl"), None)
+        .await
+        .context("passing the check")?;
+    wait_for("the instance to come back", || async { read(&conf) == both }).await?;
+    Ok(())
+}
