@@ -14,6 +14,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
+// The proxy allocates small buffers per request on several threads; mimalloc's per-thread
+// heaps avoid glibc malloc's arena locking and consolidation on that path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = match Args::parse_from_consul_style(std::env::args()) {
         Ok(a) => a,
@@ -33,7 +38,10 @@ fn main() -> anyhow::Result<()> {
 
     let listen = config.listen.clone();
     let server_conf = ServerConf {
-        threads: config.threads,
+        threads: 1,
+        // One single-threaded runtime per thread, like nginx workers: no cross-thread wakeups
+        // on the request path.
+        work_stealing: config.work_stealing,
         daemon: config.daemon,
         pid_file: config.pid_file.clone(),
         upgrade_sock: config.upgrade_sock.clone(),
@@ -53,23 +61,31 @@ fn main() -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(shared.clone()),
-        "lb",
-    );
-    proxy.add_tcp(&listen);
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut opts = HttpServerOptions::default();
-        // Plaintext HTTP/2 (prior knowledge) next to HTTP/1.1 on the same port.
-        opts.h2c = true;
-        app.server_options = Some(opts);
-    }
     watch_for_drain(&server, shared.clone());
-    let discovery = background_service("discovery", Discovery::new(shared, seeds));
+    let threads = shared.config.threads;
+    let discovery = background_service("discovery", Discovery::new(shared.clone(), seeds));
     let discovery = server.add_service(discovery);
-    // Serve only once discovery has a complete routing table (or gave up waiting for one).
-    server.add_service(proxy).add_dependency(&discovery);
+    // One single-threaded proxy service per thread, all accepting on the same listening socket
+    // (pingora shares the fd), each with its own upstream keep-alive pool: nginx's worker
+    // model. A pool shared by several threads costs a cross-thread wakeup whenever one thread
+    // picks up a connection another thread released.
+    for i in 0..threads {
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            Proxy::new(shared.clone()),
+            &format!("lb-{i}"),
+        );
+        proxy.threads = Some(1);
+        proxy.add_tcp(&listen);
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut opts = HttpServerOptions::default();
+            // Plaintext HTTP/2 (prior knowledge) next to HTTP/1.1 on the same port.
+            opts.h2c = true;
+            app.server_options = Some(opts);
+        }
+        // Serve only once discovery has a complete routing table (or gave up waiting for one).
+        server.add_service(proxy).add_dependency(&discovery);
+    }
     tracing::info!(%listen, "lb listening");
     server.run_forever()
 }

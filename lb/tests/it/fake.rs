@@ -401,7 +401,7 @@ impl Lb {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lb"));
         cmd.arg(format!("-listen={addr}"))
             .arg("-log-level=warn")
-            .arg("-threads=1");
+            .arg("-threads=2");
         for a in agents {
             cmd.arg("-consul-addr").arg(a);
         }
