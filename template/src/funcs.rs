@@ -91,7 +91,7 @@ pub const NAMES: &[&str] = &[
     "contains", "containsAll", "containsAny", "containsNone", "containsNotAll", "env", "mustEnv", "envOrDefault",
     "explode", "explodeMap", "mergeMap", "mergeMapWithOverride", "in", "indent", "loop", "join", "trim",
     "trimPrefix", "trimSuffix", "trimSpace", "parseBool", "parseFloat", "parseInt", "parseJSON", "parseUint",
-    "regexReplaceAll", "regexMatch", "replaceAll", "sha256Hex", "timestamp", "toLower", "toUpper", "toTitle",
+    "regexReplaceAll", "regexMatch", "replaceAll", "sha256Hex", "hmacSHA256Hex", "timestamp", "toLower", "toUpper", "toTitle",
     "toJSON", "toJSONPretty", "toUnescapedJSON", "toUnescapedJSONPretty", "split", "splitToMap",
     // math
     "add", "subtract", "multiply", "divide", "modulo", "minimum", "maximum",
@@ -542,7 +542,11 @@ pub fn helper(name: &str, args: &[Value]) -> Result<Value, Error> {
             n(1)?;
             use sha2::Digest;
             let digest = sha2::Sha256::digest(a(0).as_bytes());
-            json!(digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            json!(hex(&digest))
+        }
+        "hmacSHA256Hex" => {
+            n(2)?;
+            json!(hex(&hmac_sha256(a(1).as_bytes(), a(0).as_bytes())))
         }
         "timestamp" => {
             arity(name, args, 0, 1)?;
@@ -619,6 +623,24 @@ pub fn helper(name: &str, args: &[Value]) -> Result<Value, Error> {
         }
         other => return Err(Error::Unknown(other.to_string())),
     })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// RFC 2104 over SHA-256 (Go's `hmac.New(sha256.New, key)`).
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut k = if key.len() > 64 { sha2::Sha256::digest(key).to_vec() } else { key.to_vec() };
+    k.resize(64, 0);
+    let mut inner = sha2::Sha256::new();
+    inner.update(k.iter().map(|b| b ^ 0x36).collect::<Vec<u8>>());
+    inner.update(message);
+    let mut outer = sha2::Sha256::new();
+    outer.update(k.iter().map(|b| b ^ 0x5c).collect::<Vec<u8>>());
+    outer.update(inner.finalize());
+    outer.finalize().to_vec()
 }
 
 fn push(out: &mut Map<String, Value>, key: String, v: Value) {
@@ -875,6 +897,18 @@ mod tests {
         assert_eq!(h("toJSON", &[json!({"a": "<b>"})]), json!("{\"a\":\"\\u003cb\\u003e\"}"));
         assert_eq!(h("parseJSON", &[json!("{\"a\": [1, 2]}")]), json!({"a": [1, 2]}));
         assert_eq!(h("parseJSON", &[json!("")]), json!({}));
+    }
+
+    #[test]
+    fn digests() {
+        assert_eq!(
+            h("sha256Hex", &[json!("abc")]),
+            json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        assert_eq!(
+            h("hmacSHA256Hex", &[json!("The quick brown fox jumps over the lazy dog"), json!("key")]),
+            json!("f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8")
+        );
     }
 
     #[test]

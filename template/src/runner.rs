@@ -708,6 +708,57 @@ mod tests {
         assert!(!dest.exists(), "-dry writes nothing");
     }
 
+    fn exec_cfg(command: String, reload_signal: Option<i32>) -> crate::config::ExecConfig {
+        crate::config::ExecConfig {
+            command,
+            reload_signal,
+            kill_signal: libc::SIGTERM,
+            kill_timeout: Duration::from_secs(5),
+            splay: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exec_child_starts_after_render_and_restarts_on_change() {
+        let agent = FakeAgent::start("127.0.0.59").await;
+        agent.put_kv("v", "1");
+        let dir = tempfile::tempdir().unwrap();
+        let t = tmpl(dir.path(), "v", "{{key \"v\"}}", None);
+        let out = t.destination.clone().unwrap();
+        let log = dir.path().join("log");
+        let mut cfg = config(&agent, vec![t]);
+        let child = format!("echo start $(cat {}) >> {}; exec sleep 60", out.display(), log.display());
+        cfg.exec = Some(exec_cfg(child, None));
+        let (stop, h) = start(cfg);
+        wait_for(LIMIT, "child started after the render", || read(&log) == "start 1\n").await;
+        agent.put_kv("v", "2");
+        wait_for(LIMIT, "child restarted", || read(&log) == "start 1\nstart 2\n").await;
+        stop.send(()).unwrap();
+        assert_eq!(h.await.unwrap().unwrap(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exec_child_gets_its_reload_signal_and_its_exit_ends_the_runner() {
+        let agent = FakeAgent::start("127.0.0.60").await;
+        agent.put_kv("v", "1");
+        let dir = tempfile::tempdir().unwrap();
+        let t = tmpl(dir.path(), "v", "{{key \"v\"}}", None);
+        let log = dir.path().join("log");
+        let mut cfg = config(&agent, vec![t]);
+        let child = format!(
+            "trap 'echo hup >> {log}; exit 7' HUP; echo up >> {log}; while :; do sleep 0.05; done",
+            log = log.display()
+        );
+        cfg.exec = Some(exec_cfg(child, Some(libc::SIGHUP)));
+        let (_stop, h) = start(cfg);
+        wait_for(LIMIT, "child up", || read(&log) == "up\n").await;
+        agent.put_kv("v", "2");
+        wait_for(LIMIT, "reload signal", || read(&log) == "up\nhup\n").await;
+        // The child exits 7 on the signal: template exits with its code, as consul-template does.
+        let code = tokio::time::timeout(LIMIT, h).await.unwrap().unwrap().unwrap();
+        assert_eq!(code, 7);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn handlebars_templates_render_from_the_same_data() {
         let agent = FakeAgent::start("127.0.0.58").await;
