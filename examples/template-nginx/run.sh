@@ -8,24 +8,36 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 AGENT=${AGENT:-agent}
 TEMPLATE=${TEMPLATE:-template}
-ip=127.0.0.70
+ip=127.0.0.170
 http=$ip:8500
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$work" -c nginx.conf -s stop 2>/dev/null; rm -rf "$work"' EXIT
+pids=""
+cleanup() {
+  nginx -p "$work" -c nginx.conf -s stop 2>/dev/null || true
+  [ -n "$pids" ] && kill $pids 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 mkdir -p "$work/vhosts" "$work/tmp" "$work/b1" "$work/b2"
 cp "$here/nginx.conf" "$here/test.ctmpl" "$work/"
 echo one > "$work/b1/index.html"
 echo two > "$work/b2/index.html"
-(cd "$work/b1" && exec python3 -m http.server --bind 127.0.0.71 8081) >/dev/null 2>&1 &
-(cd "$work/b2" && exec python3 -m http.server --bind 127.0.0.72 8082) >/dev/null 2>&1 &
+(cd "$work/b1" && exec python3 -m http.server --bind 127.0.0.171 8081) >/dev/null 2>&1 &
+pids="$pids $!"
+(cd "$work/b2" && exec python3 -m http.server --bind 127.0.0.172 8082) >/dev/null 2>&1 &
+pids="$pids $!"
+
+until curl -sf http://127.0.0.171:8081/ >/dev/null && curl -sf http://127.0.0.172:8082/ >/dev/null; do sleep 0.1; done
 
 "$AGENT" agent -dev -node=example -bind=$ip -client=$ip >"$work/agent.log" 2>&1 &
+pids="$pids $!"
 until curl -sf "http://$http/v1/status/leader" | grep -q .; do sleep 0.2; done
 
 for n in 1 2; do
   curl -sf -X PUT "http://$http/v1/agent/service/register" -d "{
-    \"ID\": \"test$n\", \"Name\": \"test\", \"Address\": \"127.0.0.7$n\", \"Port\": 808$n,
+    \"ID\": \"test$n\", \"Name\": \"test\", \"Address\": \"127.0.0.17$n\", \"Port\": 808$n,
     \"Check\": {\"CheckID\": \"test$n-ttl\", \"TTL\": \"1h\", \"Status\": \"passing\"}}"
 done
 
@@ -33,13 +45,17 @@ done
 "$TEMPLATE" -consul-addr=$http -once -template "$work/test.ctmpl:$work/vhosts/test.conf"
 nginx -p "$work" -c nginx.conf
 "$TEMPLATE" -consul-addr=$http -log-level=info \
-  -template "$work/test.ctmpl:$work/vhosts/test.conf:nginx -p $work -c nginx.conf -s reload" &
+  -template "$work/test.ctmpl:$work/vhosts/test.conf:nginx -p $work -c nginx.conf -s reload" 2>"$work/template.log" &
+pids="$pids $!"
 
 echo "--- both instances passing:"; cat "$work/vhosts/test.conf"
-curl -s http://$ip:8088/
+serving=$(curl -s http://$ip:8088/)
+echo "nginx (ip_hash) sends us to: $serving"
 
-curl -sf -X PUT "http://$http/v1/agent/check/fail/test2-ttl?note=example"
-until ! grep -q 127.0.0.72 "$work/vhosts/test.conf"; do sleep 0.1; done
-echo "--- test2 critical:"; cat "$work/vhosts/test.conf"
+# Fail the instance nginx is sending us to.
+n=1; [ "$serving" = two ] && n=2
+curl -sf -X PUT "http://$http/v1/agent/check/fail/test$n-ttl?note=example"
+until ! grep -q "127.0.0.17$n" "$work/vhosts/test.conf"; do sleep 0.1; done
+echo "--- test$n critical:"; cat "$work/vhosts/test.conf"
 sleep 0.5 # nginx finishes its graceful reload
 for i in 1 2 3 4; do curl -s http://$ip:8088/; done

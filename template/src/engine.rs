@@ -366,7 +366,7 @@ mod example_tests {
         );
         b.remember(
             Dep::service("test", None).unwrap(),
-            json!([{"Address": "127.0.0.71", "Port": 8081}, {"Address": "127.0.0.72", "Port": 8082}]),
+            json!([{"Address": "127.0.0.171", "Port": 8081}, {"Address": "127.0.0.172", "Port": 8082}]),
         );
         Arc::new(b)
     }
@@ -377,7 +377,7 @@ mod example_tests {
         let t = Compiled::new(&p.display().to_string(), &text, Language::of(&p), &Options::default()).unwrap();
         assert_eq!(
             t.render(brain()).unwrap().output,
-            "upstream test-cluster { ip_hash; server 127.0.0.71:8081; server 127.0.0.72:8082; }\n"
+            "upstream test-cluster { ip_hash; server 127.0.0.171:8081; server 127.0.0.172:8082; }\n"
         );
     }
 

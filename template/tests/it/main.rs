@@ -250,3 +250,72 @@ http {{ access_log off; client_body_temp_path tmp; proxy_temp_path tmp; fastcgi_
     wait_for("the instance to come back", || async { read(&conf) == both }).await?;
     Ok(())
 }
+
+/// A started agent on `ip` with a free HTTP port, and a client for it.
+async fn dev_agent(agent: &Path, ip: &str, dir: &Path) -> Result<(Proc, String, api::Client)> {
+    let port = free_port(ip);
+    let proc = Proc(
+        Command::new(agent)
+            .args(["agent", "-dev", "-node=template-it"])
+            .arg(format!("-bind={ip}"))
+            .arg(format!("-client={ip}"))
+            .arg(format!("-http-port={port}"))
+            .stdout(std::fs::File::create(dir.join("agent.log"))?)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the agent")?,
+    );
+    let addr = format!("{ip}:{port}");
+    let client = api::Client::new(&addr)?;
+    wait_for("a leader", || async { client.status_leader().await.map(|l| !l.is_empty()).unwrap_or(false) }).await?;
+    Ok((proc, addr, client))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_signal_rereads_the_configuration_file() -> Result<()> {
+    let Some(agent) = agent_bin() else {
+        eprintln!("SKIPPED: no agent binary (build it with `cargo build -p agent` or set AGENT_BIN)");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let (_agent, addr, client) = dev_agent(&agent, "127.0.0.86", d).await?;
+    client.kv_put("app/name", b"demo".to_vec(), &[]).await?;
+    std::fs::write(d.join("a.ctmpl"), "a={{ key \"app/name\" }}")?;
+    std::fs::write(d.join("b.hbs"), "b={{ key \"app/name\" }}")?;
+    let block = |name: &str, out: &str| format!("template {{\n  source = \"{}\"\n  destination = \"{}\"\n}}\n", d.join(name).display(), d.join(out).display());
+    let cfg = d.join("config.hcl");
+    std::fs::write(&cfg, format!("consul {{ address = \"{addr}\" }}\n{}", block("a.ctmpl", "a.conf")))?;
+    let t = Proc(
+        Command::new(env!("CARGO_BIN_EXE_template"))
+            .arg(format!("-config={}", cfg.display()))
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_for("a.conf", || async { read(&d.join("a.conf")) == "a=demo" }).await?;
+    std::fs::write(&cfg, format!("consul {{ address = \"{addr}\" }}\n{}{}", block("a.ctmpl", "a.conf"), block("b.hbs", "b.conf")))?;
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(t.0.id() as i32, libc::SIGHUP) };
+    wait_for("b.conf after SIGHUP", || async { read(&d.join("b.conf")) == "b=demo" }).await?;
+    client.kv_put("app/name", b"renamed".to_vec(), &[]).await?;
+    wait_for("both follow", || async { read(&d.join("a.conf")) == "a=renamed" && read(&d.join("b.conf")) == "b=renamed" }).await?;
+    Ok(())
+}
+
+#[test]
+fn a_template_that_does_not_parse_stops_startup_with_its_position() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("bad.ctmpl");
+    std::fs::write(&src, "ok\n{{ range service \"web\" }}\n{{ .Address ")?;
+    let out = Command::new(env!("CARGO_BIN_EXE_template"))
+        .arg("-consul-addr=127.0.0.87:1")
+        .arg("-template")
+        .arg(format!("{}:{}", src.display(), dir.path().join("out").display()))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("bad.ctmpl:3:"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_template")).arg("-bogus").output()?;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -bogus"));
+    Ok(())
+}
