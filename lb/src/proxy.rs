@@ -119,6 +119,10 @@ impl Proxy {
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
+    /// No modules: the default adds a (disabled) compression module that still runs per request;
+    /// a proxy in front of services passes bodies through as they are.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Instant::now(),
