@@ -360,3 +360,67 @@ async fn watch<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, addr: &str, status: i32) -> AgentMember {
+        AgentMember {
+            name: name.into(),
+            addr: addr.into(),
+            status,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn watchers_may_use_alive_members_then_the_seeds() {
+        let seeds = vec![
+            Client::new("127.0.0.11:8500").unwrap(),
+            Client::new("127.0.0.99:8500").unwrap(),
+        ];
+        let seed_addrs: Vec<SocketAddr> = vec![
+            "127.0.0.11:8500".parse().unwrap(),
+            "127.0.0.99:8500".parse().unwrap(),
+        ];
+        let members = [
+            member("a", "127.0.0.11", 1),
+            member("b", "127.0.0.12", 1),
+            member("c", "127.0.0.13", 4),
+        ];
+        let got: Vec<String> = agent_clients(&members, &seed_addrs, &seeds)
+            .iter()
+            .map(|c| c.addr().to_string())
+            .collect();
+        assert_eq!(
+            got,
+            vec!["127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.99:8500"]
+        );
+    }
+
+    #[test]
+    fn a_new_agent_set_bumps_the_generation_once() {
+        let a = Agents::new(vec![Client::new("127.0.0.11:8500").unwrap()]);
+        let (g0, _) = a.rotated(0);
+        a.set(vec![Client::new("127.0.0.11:8500").unwrap()]);
+        assert_eq!(a.rotated(0).0, g0, "same set, same generation");
+        a.set(vec![
+            Client::new("127.0.0.11:8500").unwrap(),
+            Client::new("127.0.0.12:8500").unwrap(),
+        ]);
+        let (g1, clients) = a.rotated(1);
+        assert_eq!(g1, g0 + 1);
+        assert_eq!(
+            clients[0].addr(),
+            "127.0.0.12:8500",
+            "rotated by the spread"
+        );
+        a.set(Vec::new());
+        assert_eq!(
+            a.addrs().len(),
+            2,
+            "an empty list never replaces known agents"
+        );
+    }
+}
