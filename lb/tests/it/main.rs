@@ -266,6 +266,12 @@ async fn entry_point_keeps_answering_while_agents_die() {
     eprintln!("{ok} requests answered while agents died");
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     assert!(ok > 100);
+
+    // The last agent dies too: a 502 that names what was tried, not a hang.
+    agents[2].kill();
+    let r = get(&lb.addr, Some("lb"), "/v1/status/leader").await;
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.body.contains("no instance of agent answered"), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
