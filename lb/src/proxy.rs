@@ -265,6 +265,15 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    /// A client that hangs up mid-request is routine, not an error worth a log line.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
