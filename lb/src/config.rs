@@ -198,7 +198,17 @@ impl Config {
             }
         };
         let defaults = apply(&RouteOptions::default(), &file.defaults, &dur)?;
-        let agents = apply(&defaults, &file.agents, &dur)?;
+        // An agent that stops answering (paused, overloaded) must not hold requests forever;
+        // blocking queries get their own wait on top (`routing::agent_read_timeout`).
+        let agents_base = RouteOptions {
+            read_timeout: if defaults.read_timeout.is_zero() {
+                Duration::from_secs(60)
+            } else {
+                defaults.read_timeout
+            },
+            ..defaults.clone()
+        };
+        let agents = apply(&agents_base, &file.agents, &dur)?;
         let mut services = BTreeMap::new();
         for (name, o) in &file.services {
             services.insert(name.to_lowercase(), apply(&defaults, o, &dur)?);

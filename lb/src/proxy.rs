@@ -5,7 +5,7 @@
 
 use crate::balance::{ActiveGuard, Stats};
 use crate::metrics::UpstreamError;
-use crate::routing::{host_only, parse_service_host, strip_path, Match, Route};
+use crate::routing::{agent_read_timeout, host_only, parse_service_host, strip_path, Match, Route};
 use crate::{status, Shared};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -179,7 +179,7 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
             return Err(Error::explain(ErrorType::InternalError, "no route chosen"));
         };
@@ -208,9 +208,11 @@ impl ProxyHttp for Proxy {
         let mut peer = HttpPeer::new(b.addr, false, String::new());
         peer.options.connection_timeout = Some(route.opts.connect_timeout);
         peer.options.total_connection_timeout = Some(route.opts.connect_timeout);
-        if !route.opts.read_timeout.is_zero() {
-            peer.options.read_timeout = Some(route.opts.read_timeout);
-        }
+        peer.options.read_timeout = if route.agents {
+            agent_read_timeout(session.req_header().uri.query(), route.opts.read_timeout)
+        } else {
+            Some(route.opts.read_timeout).filter(|d| !d.is_zero())
+        };
         // Pooled upstream connections are dropped before typical server keep-alive timeouts.
         peer.options.idle_timeout = Some(Duration::from_secs(55));
         Ok(Box::new(peer))

@@ -12,6 +12,40 @@ use api::{AgentMember, ServiceEntry};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The name of the route to the agents' HTTP APIs.
+pub const AGENTS_ROUTE: &str = "agents";
+
+/// A blocking query's longest wait when it names none, and the most an agent allows.
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// How long to wait for an agent's answer. A blocking query (`?index=N`) may hold its answer for
+/// `wait` plus Consul's jitter of `wait/16`, so it gets that and a margin on top of the route's
+/// read timeout; any other request gets the read timeout. `None` means no limit. Without a limit
+/// a paused agent (SIGSTOP) would hold requests forever instead of them moving to another agent.
+pub fn agent_read_timeout(query: Option<&str>, configured: Duration) -> Option<Duration> {
+    let mut index = false;
+    let mut wait = DEFAULT_WAIT;
+    for pair in query.unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "index" => index = v.parse::<u64>().is_ok_and(|i| i > 0),
+            "wait" => {
+                if let Ok(w) = api::duration::parse(v) {
+                    wait = w.min(MAX_WAIT);
+                }
+            }
+            _ => {}
+        }
+    }
+    if index {
+        Some((wait + wait / 16 + Duration::from_secs(5)).max(configured))
+    } else {
+        Some(configured).filter(|d| !d.is_zero())
+    }
+}
 
 /// What the discovery loop knows about the cluster; the input of `Snapshot::build`.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +72,8 @@ pub struct Route {
     /// The path prefix removed before forwarding (fabio's `strip=`).
     pub strip: Option<String>,
     pub metrics: Arc<RouteMetrics>,
+    /// The agents' API route, whose blocking queries may hold an answer for minutes.
+    pub agents: bool,
 }
 
 #[derive(Debug)]
@@ -219,6 +255,7 @@ impl Builder<'_> {
         let pool = Pool::new(backends, opts.policy, opts.bench());
         let metrics = self.metrics.route(&name);
         Arc::new(Route {
+            agents: name == AGENTS_ROUTE,
             name,
             what,
             pool,
@@ -377,7 +414,7 @@ impl Snapshot {
             alive
         };
         let agents = b.route(
-            "agents".to_string(),
+            AGENTS_ROUTE.to_string(),
             "agent".to_string(),
             agent_backends,
             &cfg.agents,
@@ -810,6 +847,40 @@ mod tests {
             .map(|b| b.addr.to_string())
             .collect();
         assert_eq!(got, vec!["127.0.0.11:8500"]);
+    }
+
+    #[test]
+    fn blocking_queries_get_their_wait_as_read_timeout() {
+        let s = Duration::from_secs;
+        let cases = [
+            (None, s(60), Some(s(60))),
+            (Some("recurse"), s(0), None),
+            (Some("index=0&wait=10s"), s(60), Some(s(60))),
+            (
+                Some("index=7&wait=10s"),
+                s(1),
+                Some(s(10) + Duration::from_millis(625) + s(5)),
+            ),
+            (Some("index=7&wait=10s"), s(60), Some(s(60))),
+            (Some("index=7"), s(60), Some(s(300) + s(300) / 16 + s(5))),
+            (
+                Some("index=7&wait=1h"),
+                s(60),
+                Some(s(600) + s(600) / 16 + s(5)),
+            ),
+            (
+                Some("wait=5s&index=3&stale"),
+                s(0),
+                Some(s(5) + s(5) / 16 + s(5)),
+            ),
+        ];
+        for (query, configured, want) in cases {
+            assert_eq!(
+                agent_read_timeout(query, configured),
+                want,
+                "{query:?} {configured:?}"
+            );
+        }
     }
 
     #[test]

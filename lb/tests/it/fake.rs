@@ -228,6 +228,7 @@ pub struct FakeAgent {
     pub ip: String,
     pub port: u16,
     task: Mutex<Option<JoinHandle<()>>>,
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FakeAgent {
@@ -258,15 +259,25 @@ impl FakeAgent {
             });
             let c = cluster.clone();
             let me = ip.clone();
+            let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let p = paused.clone();
             let handler: Handler = Arc::new(move |req| {
                 let c = c.clone();
                 let me = me.clone();
-                Box::pin(async move { agent_answer(&c, &me, req).await })
+                let p = p.clone();
+                Box::pin(async move {
+                    if p.load(Ordering::SeqCst) {
+                        // Like SIGSTOP: the connection is accepted, no answer ever comes.
+                        std::future::pending::<()>().await;
+                    }
+                    agent_answer(&c, &me, req).await
+                })
             });
             out.push(FakeAgent {
                 ip: ip.clone(),
                 port,
                 task: Mutex::new(Some(serve(listener, handler))),
+                paused,
             });
         }
         out
@@ -274,6 +285,11 @@ impl FakeAgent {
 
     pub fn addr(&self) -> String {
         format!("{}:{}", self.ip, self.port)
+    }
+
+    /// Like SIGSTOP: connections are still accepted, but no request is answered.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
     }
 
     /// Like kill -9: the listener and every connection close at once.

@@ -428,3 +428,33 @@ async fn graceful_upgrade_hands_over_the_socket_without_failed_requests() {
     eprintln!("{ok} requests answered across the upgrade");
     assert!(failed.is_empty(), "failed requests: {failed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_agent_costs_a_read_timeout_not_a_failed_request() {
+    let ip = net(70);
+    let cluster = Cluster::new();
+    let agents = FakeAgent::start_many(&cluster, &[ip(11), ip(12)]).await;
+    let config = "[agents]\nread_timeout = \"300ms\"\nfail_timeout = \"30s\"\n";
+    let lb = Lb::start(&ip(1), &[agents[0].addr(), agents[1].addr()], Some(config)).await;
+    lb.wait_instances("agents", 2).await;
+
+    agents[1].pause();
+    let t0 = Instant::now();
+    for _ in 0..20 {
+        let r = get(&lb.addr, Some("lb"), "/v1/status/leader").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, format!("\"agent {}\"", ip(11)));
+    }
+    // At most one request waited out the timeout: the paused agent is benched after it.
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let status = lb.status().await;
+    let benched: Vec<&serde_json::Value> = fake::route(&status, "agents")["Instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| !i["BenchedForMs"].is_null())
+        .collect();
+    assert_eq!(benched.len(), 1, "{status}");
+    assert_eq!(benched[0]["Address"], agents[1].addr());
+}
