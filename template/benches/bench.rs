@@ -189,6 +189,89 @@ async fn latency(agent: &Path) -> Result<()> {
     Ok(())
 }
 
+/// 1,000 services x 10 instances registered in a real agent, then a runner started with the
+/// per-service nginx template: time and CPU to the first complete file (1,001 watches).
+async fn startup(agent: &Path) -> Result<()> {
+    let ip = "127.0.0.92";
+    let port = std::net::TcpListener::bind((ip, 0))?.local_addr()?.port();
+    let dir = tempfile::tempdir()?;
+    let _agent = Proc(
+        std::process::Command::new(agent)
+            .args(["agent", "-dev", "-node=bench", &format!("-bind={ip}"), &format!("-client={ip}"), &format!("-http-port={port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting the agent")?,
+    );
+    let addr = format!("{ip}:{port}");
+    let client = api::Client::new(&addr)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.status_leader().await.map(|l| l.is_empty()).unwrap_or(true) {
+        if Instant::now() > deadline {
+            bail!("no leader");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let registering = Instant::now();
+    let mut pending = Vec::new();
+    for s in 0..1000u32 {
+        for i in 0..10u32 {
+            let c = client.clone();
+            pending.push(tokio::spawn(async move {
+                c.put_json(
+                    "/v1/catalog/register",
+                    &json!({"Node": format!("node-{i}"), "Address": format!("10.0.0.{i}"),
+                            "Service": {"ID": format!("svc-{s:04}-{i}"), "Service": format!("svc-{s:04}"), "Port": 8000 + i}}),
+                )
+                .await
+            }));
+            if pending.len() >= 32 {
+                for p in pending.drain(..) {
+                    p.await??;
+                }
+            }
+        }
+    }
+    for p in pending.drain(..) {
+        p.await??;
+    }
+    println!("startup: registered 10,000 instances in {:.1} s", registering.elapsed().as_secs_f64());
+    let src = dir.path().join("all.ctmpl");
+    let out = dir.path().join("all.conf");
+    std::fs::write(&src, NGINX_ALL)?;
+    let cfg = template::config::Config {
+        consul_addrs: vec![addr],
+        templates: vec![template::config::TemplateConfig { source: Some(src), destination: Some(out.clone()), ..Default::default() }],
+        ..Default::default()
+    };
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let runner = template::Runner::new(cfg)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runner.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&out).map(|t| t.matches("max_fails").count()).unwrap_or(0) < 10_000 {
+        if Instant::now() > deadline {
+            bail!("the file never had all 10,000 instances");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = start.elapsed();
+    let cpu = cpu_time() - cpu0;
+    let _ = stop.send(());
+    let _ = task.await;
+    println!(
+        "startup: first complete file (1,001 watches, {} KiB) after {:.2} s, {:.2} s CPU; RSS {} MiB",
+        std::fs::metadata(&out)?.len() / 1024,
+        took.as_secs_f64(),
+        cpu.as_secs_f64(),
+        rss_now() / 1024
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; nothing to parse.
     render_cost()?;
@@ -196,6 +279,7 @@ fn main() -> Result<()> {
         Some(agent) => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(latency(Path::new(&agent)))?;
+            rt.block_on(startup(Path::new(&agent)))?;
         }
         None => println!("latency: skipped (set AGENT_BIN to an agent binary)"),
     }
