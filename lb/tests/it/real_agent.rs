@@ -1,5 +1,6 @@
 //! lb against the real `agent` binary in `-dev` mode, when one has been built
-//! (`target/{release,debug}/agent`, or the path in `LB_IT_AGENT`); skipped otherwise.
+//! (`target/{release,debug}/agent`, or the path in `LB_IT_AGENT`); skipped otherwise, or when
+//! `LB_IT_AGENT=none`.
 
 use crate::fake::{get, request, Backend, Lb};
 use crate::net;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 fn agent_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("LB_IT_AGENT") {
-        return Some(PathBuf::from(p));
+        return (p != "none").then(|| PathBuf::from(p));
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -89,7 +90,9 @@ async fn real_agent_health_changes_reach_routing() {
         .await;
         assert_eq!(r.status, 200, "{r:?}");
     }
-    let lb = Lb::start(&ip(1), std::slice::from_ref(&agent.addr), None).await;
+    // A short read timeout on the agent route: blocking queries must still get their wait.
+    let config = "[agents]\nread_timeout = \"300ms\"\n";
+    let lb = Lb::start(&ip(1), std::slice::from_ref(&agent.addr), Some(config)).await;
     lb.wait_instances("service:web", 2).await;
 
     let r = get(&lb.addr, Some("web.service.consul"), "/").await;
@@ -98,6 +101,23 @@ async fn real_agent_health_changes_reach_routing() {
     assert_eq!(r.header("x-seen-path"), "/x", "{r:?}");
     let r = get(&lb.addr, None, "/v1/status/leader").await;
     assert_eq!(r.status, 200, "{r:?}");
+
+    // A blocking query through lb waits out its `wait` and answers.
+    let r = get(&lb.addr, None, "/v1/catalog/services").await;
+    let index = r.header("x-consul-index");
+    let t = Instant::now();
+    let r = get(
+        &lb.addr,
+        None,
+        &format!("/v1/catalog/services?index={index}&wait=1s"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "did not block: {:?}",
+        t.elapsed()
+    );
 
     let t0 = Instant::now();
     let r = request("PUT", &agent.addr, None, "/v1/agent/check/fail/ttl1", "").await;
