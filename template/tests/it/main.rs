@@ -319,3 +319,52 @@ fn a_template_that_does_not_parse_stops_startup_with_its_position() -> Result<()
     assert!(String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -bogus"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_and_kv_functions_read_the_real_agent() -> Result<()> {
+    let Some(agent) = agent_bin() else {
+        eprintln!("SKIPPED: no agent binary (build it with `cargo build -p agent` or set AGENT_BIN)");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let (_agent, addr, client) = dev_agent(&agent, "127.0.0.88", d).await?;
+    for (k, v) in [("app/name", "demo"), ("app/port", "80"), ("app/db/host", "db1")] {
+        client.kv_put(k, v.as_bytes().to_vec(), &[]).await?;
+    }
+    client
+        .put_json(
+            "/v1/agent/service/register",
+            &serde_json::json!({"ID": "web1", "Name": "web", "Port": 80, "Tags": ["b", "a"], "Meta": {"v": "2"}}),
+        )
+        .await?;
+    let src = d.join("all.ctmpl");
+    std::fs::write(
+        &src,
+        concat!(
+            "node={{ with node }}{{ .Node.Node }}:{{ range .Services }}{{ .Service }},{{ end }}{{ end }}\n",
+            "nodes={{ range nodes }}{{ .Node }};{{ end }}\n",
+            "services={{ range services }}{{ .Name }}{{ .Tags }};{{ end }}\n",
+            "web={{ range service \"web\" }}{{ .ID }} {{ .Port }} {{ .Tags }} {{ .ServiceMeta.v }} {{ .Status }} {{ .Node }}{{ end }}\n",
+            "ls={{ range ls \"app\" }}{{ .Key }}={{ .Value }};{{ end }}\n",
+            "tree={{ range tree \"app\" }}{{ .Key }};{{ end }}\n",
+            "byKey={{ range $k, $v := tree \"app\" | byKey }}{{ $k }}:{{ len $v }};{{ end }}\n",
+            "key={{ key \"app/name\" }} default={{ keyOrDefault \"app/missing\" \"d\" }} exists={{ keyExists \"app/port\" }}\n",
+        ),
+    )?;
+    let out = Command::new(env!("CARGO_BIN_EXE_template"))
+        .arg(format!("-consul-addr={addr}"))
+        .args(["-once", "-dry", "-template"])
+        .arg(format!("{}:{}", src.display(), d.join("all.conf").display()))
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = format!(
+        "> {}\nnode=template-it:consul,web,\nnodes=template-it;\nservices=consul[];web[a b];\n\
+         web=web1 80 [a b] 2 passing template-it\nls=name=demo;port=80;\ntree=db/host;name;port;\n\
+         byKey=db:1;\nkey=demo default=d exists=true\n",
+        d.join("all.conf").display()
+    );
+    assert_eq!(stdout, want);
+    Ok(())
+}
