@@ -209,6 +209,9 @@ impl Runner {
         let mut kill_sig = sig(self.cfg.kill_signal)?;
         let mut term_sig = sig(libc::SIGTERM)?;
         let mut int_sig = sig(libc::SIGINT)?;
+        // Signals meant for the -exec child (consul-template forwards what it does not use).
+        let mut usr1_sig = sig(libc::SIGUSR1)?;
+        let mut usr2_sig = sig(libc::SIGUSR2)?;
         tokio::pin!(shutdown);
         self.watch_sources();
         if let Some(code) = self.pass().await? {
@@ -270,6 +273,8 @@ impl Runner {
                 _ = kill_sig.recv() => return Ok(self.stop().await),
                 _ = term_sig.recv() => return Ok(self.stop().await),
                 _ = int_sig.recv() => return Ok(self.stop().await),
+                _ = usr1_sig.recv() => self.forward(libc::SIGUSR1),
+                _ = usr2_sig.recv() => self.forward(libc::SIGUSR2),
                 code = child_exit(&mut self.child) => {
                     tracing::info!(code, "child exited");
                     self.child = None;
@@ -280,6 +285,15 @@ impl Runner {
             if let Some(code) = self.pass().await? {
                 return Ok(code);
             }
+        }
+    }
+
+    fn forward(&self, sig: i32) {
+        if sig == self.cfg.reload_signal || sig == self.cfg.kill_signal {
+            return; // ours, handled by its own branch
+        }
+        if let Some(c) = &self.child {
+            c.signal(sig);
         }
     }
 
