@@ -148,7 +148,6 @@ struct File {
     members_interval: Option<String>,
     access_log: Option<bool>,
     threads: Option<usize>,
-    work_stealing: Option<bool>,
     defaults: RouteOverride,
     /// Options of the agent route (`/v1/...`, `/ui`).
     agents: RouteOverride,
@@ -169,8 +168,6 @@ pub struct Config {
     pub members_interval: Duration,
     pub access_log: bool,
     pub threads: usize,
-    /// Tokio work stealing between proxy threads (pingora's `work_stealing`); off by default.
-    pub work_stealing: bool,
     pub defaults: RouteOptions,
     pub agents: RouteOptions,
     pub services: BTreeMap<String, RouteOptions>,
@@ -245,7 +242,6 @@ impl Config {
             members_interval: dur(&file.members_interval, Duration::from_secs(1))?,
             access_log: file.access_log.unwrap_or(true),
             threads: threads.max(1),
-            work_stealing: file.work_stealing.unwrap_or(false),
             defaults,
             agents,
             services,

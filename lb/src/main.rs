@@ -39,9 +39,8 @@ fn main() -> anyhow::Result<()> {
     let listen = config.listen.clone();
     let server_conf = ServerConf {
         threads: 1,
-        // One single-threaded runtime per thread, like nginx workers: no cross-thread wakeups
-        // on the request path.
-        work_stealing: config.work_stealing,
+        // Each worker is its own one-thread service (below); nothing to steal between.
+        work_stealing: false,
         daemon: config.daemon,
         pid_file: config.pid_file.clone(),
         upgrade_sock: config.upgrade_sock.clone(),
