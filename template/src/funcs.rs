@@ -461,6 +461,10 @@ pub fn helper(name: &str, args: &[Value]) -> Result<Value, Error> {
             arity(name, args, 1, 2)?;
             let int = |v: &Value| v.as_i64().or_else(|| text(v).parse().ok()).ok_or_else(|| failed(name, "bad argument type"));
             let (start, stop) = if args.len() == 1 { (0, int(&args[0])?) } else { (int(&args[0])?, int(&args[1])?) };
+            // Go streams the numbers through a channel; a list has to fit in memory.
+            if stop.saturating_sub(start) > 10_000_000 {
+                return Err(failed(name, format!("range {start}..{stop} is too large")));
+            }
             Value::Array((start..stop).map(|i| json!(i)).collect())
         }
         "join" => {

@@ -143,6 +143,9 @@ impl Runner {
             .iter()
             .map(|a| Ok(api::Client::new(a)?.with_token(cfg.consul_token.clone())))
             .collect::<Result<Vec<_>, api::Error>>()?;
+        if clients.is_empty() {
+            return Err(api::Error::Address(String::new()).into());
+        }
         let mut env = vec![("CONSUL_HTTP_ADDR".to_string(), cfg.consul_addrs.first().cloned().unwrap_or_default())];
         if let Some(t) = &cfg.consul_token {
             env.push(("CONSUL_HTTP_TOKEN".into(), t.clone()));
