@@ -1,0 +1,240 @@
+//! The project's load tool, used by `scripts/bench.sh` to measure the agent beside its peers.
+//!
+//! `bench kv-put --target agent|etcd --addr HOST:PORT [--conns 32] [--secs 10] [--value-size 128]`
+//!   PUTs to distinct keys over keep-alive connections; prints throughput and latency.
+//! `bench blocking --addr HOST:PORT --pid PID [--watchers 10000] [--conns 50]`
+//!   parks N blocking KV queries (HTTP/2 streams), then writes each watched key and measures the
+//!   time from the write to the watcher's answer, and the agent's memory per waiting query.
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn h1(addr: &str) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+async fn h2(addr: &str) -> anyhow::Result<http2::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (send, conn) = http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+fn request(method: &str, addr: &str, path: &str, body: Vec<u8>) -> anyhow::Result<http::Request<Full<Bytes>>> {
+    Ok(http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", addr)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))?)
+}
+
+async fn kv_put(args: &[String]) -> anyhow::Result<()> {
+    let target = arg(args, "--target", "agent");
+    let addr = arg(args, "--addr", "127.0.0.1:8500");
+    let conns: usize = arg(args, "--conns", "32").parse()?;
+    let secs: u64 = arg(args, "--secs", "10").parse()?;
+    let size: usize = arg(args, "--value-size", "128").parse()?;
+    let value = vec![b'x'; size];
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (addr, target, value, errors) = (addr.clone(), target.clone(), value.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut send = h1(&addr).await?;
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let key = format!("bench/{c}/{i}");
+                i += 1;
+                let req = if target == "etcd" {
+                    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+                    let body = serde_json::json!({"key": b64(key.as_bytes()), "value": b64(&value)});
+                    request("POST", &addr, "/v3/kv/put", serde_json::to_vec(&body)?)?
+                } else {
+                    request("PUT", &addr, &format!("/v1/kv/{key}"), value.clone())?
+                };
+                let started = Instant::now();
+                send.ready().await?;
+                let resp = send.send_request(req).await?;
+                let ok = resp.status().is_success();
+                resp.into_body().collect().await?;
+                lat.push(started.elapsed());
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort();
+    let errs = errors.load(Ordering::Relaxed);
+    println!(
+        "kv-put {target:5} conns={conns} secs={secs} value={size}B: {:>8.0} req/s  p50 {}  p99 {}  errors {errs}",
+        all.len() as f64 / secs as f64,
+        ms(percentile(&all, 0.50)),
+        ms(percentile(&all, 0.99)),
+    );
+    if errs > 0 {
+        bail!("{errs} requests failed");
+    }
+    Ok(())
+}
+
+fn rss_kib(pid: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("bad VmRSS")?.parse()?)
+}
+
+async fn watch_channels(addr: &str) -> anyhow::Result<u64> {
+    let client = api::Client::new(addr)?;
+    let got: Option<(serde_json::Value, api::QueryMeta)> = client.query("/v1/agent/metrics", &[], &Default::default()).await?;
+    let v = got.context("no metrics")?.0;
+    let n = v["Gauges"]
+        .as_array()
+        .and_then(|g| g.iter().find(|x| x["Name"] == "consul.state.watch_channels"))
+        .and_then(|x| x["Value"].as_f64())
+        .unwrap_or(0.0);
+    Ok(n as u64)
+}
+
+async fn blocking(args: &[String]) -> anyhow::Result<()> {
+    let addr = arg(args, "--addr", "127.0.0.1:8500");
+    let pid = arg(args, "--pid", "");
+    let watchers: usize = arg(args, "--watchers", "10000").parse()?;
+    let conns: usize = arg(args, "--conns", "50").parse()?;
+    // Create the keys and learn their indexes.
+    let mut writer = h1(&addr).await?;
+    for i in 0..watchers {
+        writer.ready().await?;
+        let resp = writer.send_request(request("PUT", &addr, &format!("/v1/kv/bw/{i}"), b"0".to_vec())?).await?;
+        resp.into_body().collect().await?;
+    }
+    let client = api::Client::new(&addr)?;
+    let (pairs, _) = client.kv_list("bw/", &Default::default()).await?;
+    let index: std::collections::HashMap<String, u64> = pairs.iter().map(|p| (p.key.clone(), p.modify_index)).collect();
+    // Let the setup writes settle (sled's write-back and page cache) so the delta is the queries'.
+    let settle: u64 = arg(args, "--settle-secs", "5").parse()?;
+    let early = if pid.is_empty() { 0 } else { rss_kib(&pid)? };
+    tokio::time::sleep(Duration::from_secs(settle)).await;
+    let before = if pid.is_empty() { 0 } else { rss_kib(&pid)? };
+    if !pid.is_empty() {
+        println!("blocking memory: right after setup {early} KiB, after {settle}s idle {before} KiB");
+    }
+    let channels_before = watch_channels(&addr).await?;
+    let mut senders = Vec::new();
+    for _ in 0..conns {
+        senders.push(h2(&addr).await?);
+    }
+    let answered: Arc<Vec<AtomicU64>> = Arc::new((0..watchers).map(|_| AtomicU64::new(0)).collect());
+    let origin = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..watchers {
+        let mut send = senders[i % conns].clone();
+        let key = format!("bw/{i}");
+        let idx = index.get(&key).copied().context("key index")?;
+        let req = request("GET", &addr, &format!("/v1/kv/{key}?index={idx}&wait=5m"), vec![])?;
+        let answered = answered.clone();
+        tasks.push(tokio::spawn(async move {
+            send.ready().await?;
+            let resp = send.send_request(req).await?;
+            resp.into_body().collect().await?;
+            answered[i].store(origin.elapsed().as_nanos() as u64, Ordering::SeqCst);
+            anyhow::Ok(())
+        }));
+    }
+    // Parked once the agent holds a watch channel per query.
+    let parked_by = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = watch_channels(&addr).await?;
+        if n >= channels_before + watchers as u64 {
+            break;
+        }
+        if Instant::now() > parked_by {
+            bail!("only {n} of {watchers} queries parked");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let during = if pid.is_empty() { 0 } else { rss_kib(&pid)? };
+    // For profiling the parked state from outside (heaptrack, /proc): hold before writing.
+    let hold: u64 = arg(args, "--hold-secs", "0").parse()?;
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    let mut written = vec![0u64; watchers];
+    for (i, w) in written.iter_mut().enumerate() {
+        writer.ready().await?;
+        *w = origin.elapsed().as_nanos() as u64;
+        let resp = writer.send_request(request("PUT", &addr, &format!("/v1/kv/bw/{i}"), b"1".to_vec())?).await?;
+        resp.into_body().collect().await?;
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let mut lat: Vec<Duration> = (0..watchers)
+        .map(|i| Duration::from_nanos(answered[i].load(Ordering::SeqCst).saturating_sub(written[i])))
+        .collect();
+    lat.sort();
+    println!(
+        "blocking watchers={watchers} conns={conns}: write→answer p50 {}  p99 {}  max {}",
+        ms(percentile(&lat, 0.50)),
+        ms(percentile(&lat, 0.99)),
+        ms(*lat.last().unwrap_or(&Duration::ZERO))
+    );
+    if !pid.is_empty() {
+        let delta = during.saturating_sub(before);
+        println!(
+            "blocking memory: before {before} KiB, with {watchers} parked {during} KiB: {:.2} KiB per waiting query",
+            delta as f64 / watchers as f64
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("kv-put") => kv_put(&args).await,
+        Some("blocking") => blocking(&args).await,
+        _ => bail!("usage: bench kv-put|blocking [options] (see the source's header)"),
+    }
+}
