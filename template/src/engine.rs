@@ -122,6 +122,22 @@ fn compile_go(name: &str, source: &str, opts: &Options, scope: &Arc<Mutex<Scope>
     }
     for &fname in funcs::NAMES {
         let scope = scope.clone();
+        if funcs::DIRECT.contains(&fname) {
+            // Catalog data straight from the brain, converted once per update, not per call.
+            t = t.func(fname, move |args: &[gotmpl::Value]| {
+                let args: Vec<Json> = args.iter().map(to_json).collect();
+                let exec = |e: funcs::Error| gotmpl::TemplateError::Exec(e.to_string());
+                let (dep, empty) = funcs::direct(fname, &args).map_err(exec)?;
+                let mut s = scope.lock().unwrap_or_else(|p| p.into_inner());
+                s.check_allowed(fname).map_err(exec)?;
+                let Some(dep) = dep else { return Ok(from_json(&empty)) };
+                Ok(match s.recall_as(dep, from_json) {
+                    Some(v) => (*v).clone(),
+                    None => from_json(&empty),
+                })
+            });
+            continue;
+        }
         t = t.func(fname, move |args: &[gotmpl::Value]| {
             let args: Vec<Json> = args.iter().map(to_json).collect();
             funcs::call(fname, &args, &scope).map(|v| from_json(&v)).map_err(|e| gotmpl::TemplateError::Exec(e.to_string()))
@@ -330,6 +346,15 @@ mod tests {
         let opts = Options { error_on_missing_key: true, ..Default::default() };
         let t = Compiled::new("t", "{{range service \"test\"}}{{.Nope}}{{end}}", Language::Go, &opts).unwrap();
         assert!(t.render(brain_with_test_service()).is_err());
+    }
+
+    #[test]
+    fn denylist_covers_catalog_functions_in_both_languages() {
+        let opts = Options { function_denylist: vec!["serv*".into()], ..Default::default() };
+        let t = Compiled::new("t", "{{range service \"test\"}}x{{end}}", Language::Go, &opts).unwrap();
+        assert!(t.render(brain_with_test_service()).unwrap_err().to_string().contains("disabled"));
+        let t = Compiled::new("t.hbs", "{{#each (services)}}x{{/each}}", Language::Handlebars, &opts).unwrap();
+        assert!(t.render(brain_with_test_service()).unwrap_err().to_string().contains("disabled"));
     }
 
     #[test]

@@ -30,15 +30,29 @@ pub enum Error {
 /// What the watchers have delivered: one value per dependency, already in consul-template's shape.
 #[derive(Debug, Default, Clone)]
 pub struct Brain {
-    data: HashMap<Dep, Value>,
+    data: HashMap<Dep, Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Value,
+    /// An engine's own form of `value`, built once per delivered value: converting 1,000
+    /// services on every render would cost more than rendering them.
+    converted: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Brain {
     pub fn remember(&mut self, dep: Dep, value: Value) {
-        self.data.insert(dep, value);
+        self.data.insert(dep, Entry { value, converted: std::sync::OnceLock::new() });
     }
     pub fn recall(&self, dep: &Dep) -> Option<&Value> {
-        self.data.get(dep)
+        self.data.get(dep).map(|e| &e.value)
+    }
+    /// The data of `dep` in the form `convert` makes, converted once and shared afterwards.
+    pub fn recall_as<T: std::any::Any + Send + Sync>(&self, dep: &Dep, convert: impl FnOnce(&Value) -> T) -> Option<Arc<T>> {
+        let e = self.data.get(dep)?;
+        let any = e.converted.get_or_init(|| Arc::new(convert(&e.value))).clone();
+        any.downcast::<T>().ok()
     }
     pub fn forget(&mut self, dep: &Dep) {
         self.data.remove(dep);
@@ -139,45 +153,80 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// Functions whose result is a dependency's data unchanged: an engine may answer them from
+/// its own cached form of the data (see [`Brain::recall_as`]) through [`direct`].
+pub const DIRECT: &[&str] = &["service", "services", "nodes", "node", "datacenters"];
+
+/// For a [`DIRECT`] function: the dependency it asks for (none for an empty service name) and
+/// what it returns while that dependency has no data.
+pub fn direct(name: &str, args: &[Value]) -> Result<(Option<Dep>, Value), Error> {
+    let a = |i: usize| args.get(i).map(text).unwrap_or_default();
+    let depf = |source| Error::Dep { func: name.to_string(), source };
+    Ok(match name {
+        "service" => {
+            arity(name, args, 1, 2)?;
+            if a(0).is_empty() {
+                return Ok((None, json!([])));
+            }
+            let filter = args.get(1).map(text);
+            (Some(Dep::service(&a(0), filter.as_deref()).map_err(depf)?), json!([]))
+        }
+        "services" => {
+            arity(name, args, 0, 1)?;
+            (Some(Dep::services(&a(0)).map_err(depf)?), json!([]))
+        }
+        "nodes" => {
+            arity(name, args, 0, 1)?;
+            (Some(Dep::nodes(&a(0)).map_err(depf)?), json!([]))
+        }
+        "node" => {
+            arity(name, args, 0, 1)?;
+            (Some(Dep::node(&a(0)).map_err(depf)?), Value::Null)
+        }
+        "datacenters" => {
+            arity(name, args, 0, 1)?;
+            (Some(Dep::Datacenters), json!([]))
+        }
+        other => return Err(Error::Unknown(other.to_string())),
+    })
+}
+
+impl Scope {
+    /// Refuses a function on the denylist.
+    pub fn check_allowed(&self, name: &str) -> Result<(), Error> {
+        if self.denylist.iter().any(|d| glob_match(d, name)) {
+            return Err(Error::Denied(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// [`Scope::recall`] for an engine's cached form of the data.
+    pub fn recall_as<T: std::any::Any + Send + Sync>(&mut self, dep: Dep, convert: impl FnOnce(&Value) -> T) -> Option<Arc<T>> {
+        let got = self.brain.recall_as(&dep, convert);
+        if got.is_none() {
+            self.missing.insert(dep.clone());
+        }
+        self.used.insert(dep);
+        got
+    }
+}
+
 /// Calls function `name`. Locks `scope` only for the bookkeeping, never across user code.
 pub fn call(name: &str, args: &[Value], scope: &Mutex<Scope>) -> Result<Value, Error> {
     let mut guard = scope.lock().unwrap_or_else(|p| p.into_inner());
-    if guard.denylist.iter().any(|d| glob_match(d, name)) {
-        return Err(Error::Denied(name.to_string()));
+    guard.check_allowed(name)?;
+    if DIRECT.contains(&name) {
+        let (dep, empty) = direct(name, args)?;
+        return Ok(match dep {
+            Some(d) => guard.recall(d).unwrap_or(empty),
+            None => empty,
+        });
     }
     let s = &mut *guard;
     let a = |i: usize| args.get(i).map(text).unwrap_or_default();
     let depf = |source| Error::Dep { func: name.to_string(), source };
     Ok(match name {
         // ---- API functions: record the dependency, answer from the brain ----
-        "service" => {
-            arity(name, args, 1, 2)?;
-            if a(0).is_empty() {
-                return Ok(json!([]));
-            }
-            let filter = args.get(1).map(text);
-            let d = Dep::service(&a(0), filter.as_deref()).map_err(depf)?;
-            s.recall(d).unwrap_or_else(|| json!([]))
-        }
-        "services" => {
-            arity(name, args, 0, 1)?;
-            let d = Dep::services(&a(0)).map_err(depf)?;
-            s.recall(d).unwrap_or_else(|| json!([]))
-        }
-        "nodes" => {
-            arity(name, args, 0, 1)?;
-            let d = Dep::nodes(&a(0)).map_err(depf)?;
-            s.recall(d).unwrap_or_else(|| json!([]))
-        }
-        "node" => {
-            arity(name, args, 0, 1)?;
-            let d = Dep::node(&a(0)).map_err(depf)?;
-            s.recall(d).unwrap_or(Value::Null)
-        }
-        "datacenters" => {
-            arity(name, args, 0, 1)?;
-            s.recall(Dep::Datacenters).unwrap_or_else(|| json!([]))
-        }
         "key" => {
             arity(name, args, 1, 1)?;
             if a(0).is_empty() {
