@@ -58,7 +58,7 @@ pub struct Rendered {
 }
 
 enum Inner {
-    Go(gotmpl::Template),
+    Go(Arc<gotmpl::Template>),
     Handlebars(Box<handlebars::Handlebars<'static>>),
 }
 
@@ -85,7 +85,13 @@ impl Compiled {
             ..Default::default()
         }));
         let inner = match language {
-            Language::Go => Inner::Go(compile_go(name, source, opts, &scope)?),
+            Language::Go => {
+                let slot = Arc::new(std::sync::OnceLock::new());
+                let t = Arc::new(compile_go(name, source, opts, &scope, &slot)?);
+                // A weak link: the template owns the function that points back at it.
+                let _ = slot.set(Arc::downgrade(&t));
+                Inner::Go(t)
+            }
             Language::Handlebars => Inner::Handlebars(Box::new(compile_hbs(name, source, opts, &scope)?)),
         };
         Ok(Compiled { name: name.to_string(), inner, scope })
@@ -113,7 +119,16 @@ impl Compiled {
     }
 }
 
-fn compile_go(name: &str, source: &str, opts: &Options, scope: &Arc<Mutex<Scope>>) -> Result<gotmpl::Template, Error> {
+/// Where `executeTemplate` finds the template it belongs to, once parsed.
+type SelfSlot = Arc<std::sync::OnceLock<std::sync::Weak<gotmpl::Template>>>;
+
+fn compile_go(
+    name: &str,
+    source: &str,
+    opts: &Options,
+    scope: &Arc<Mutex<Scope>>,
+    slot: &SelfSlot,
+) -> Result<gotmpl::Template, Error> {
     let left = opts.left_delimiter.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "{{".into());
     let right = opts.right_delimiter.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "}}".into());
     let mut t = gotmpl::Template::new(name).delims(&left, &right);
@@ -143,6 +158,18 @@ fn compile_go(name: &str, source: &str, opts: &Options, scope: &Arc<Mutex<Scope>
             funcs::call(fname, &args, &scope).map(|v| from_json(&v)).map_err(|e| gotmpl::TemplateError::Exec(e.to_string()))
         });
     }
+    // consul-template's executeTemplate: run a `{{define}}`d template and use its output.
+    let me = slot.clone();
+    t = t.func("executeTemplate", move |args: &[gotmpl::Value]| {
+        let Some(gotmpl::Value::String(tname)) = args.first() else {
+            return Err(gotmpl::TemplateError::Exec("executeTemplate: expected a template name".into()));
+        };
+        let Some(tmpl) = me.get().and_then(std::sync::Weak::upgrade) else {
+            return Err(gotmpl::TemplateError::Exec("executeTemplate: template not ready".into()));
+        };
+        let data = args.get(1).cloned().unwrap_or(gotmpl::Value::Nil);
+        tmpl.execute_template_to_string(tname, &data).map(|s| gotmpl::Value::String(s.into()))
+    });
     let source = rewrite_scratch(source, &left, &right);
     t.parse(&source).map_err(|e| match e {
         gotmpl::TemplateError::Parse { line, col, message, .. } | gotmpl::TemplateError::Lex { line, col, message, .. } => {
@@ -306,6 +333,7 @@ mod tests {
             ("{{\"A,B\" | toLower | split \",\" | join \";\"}}", "a;b"),
             ("{{ scratch.Set \"x\" \"y\" }}{{ scratch.Get \"x\" }}", "y"),
             ("{{ printf \"%s-%d\" \"a\" 3 }}", "a-3"),
+            ("{{define \"up\"}}[{{.}}]{{end}}{{ executeTemplate \"up\" \"x\" | toUpper }}", "[X]"),
             ("{{ range service \"missing-svc|any\" }}x{{ else }}none{{ end }}", "none"),
         ];
         for (src, want) in cases {

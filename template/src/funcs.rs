@@ -105,7 +105,7 @@ pub const NAMES: &[&str] = &[
     "contains", "containsAll", "containsAny", "containsNone", "containsNotAll", "env", "mustEnv", "envOrDefault",
     "explode", "explodeMap", "mergeMap", "mergeMapWithOverride", "in", "indent", "loop", "join", "trim",
     "trimPrefix", "trimSuffix", "trimSpace", "parseBool", "parseFloat", "parseInt", "parseJSON", "parseUint",
-    "regexReplaceAll", "regexMatch", "replaceAll", "sha256Hex", "hmacSHA256Hex", "timestamp", "toLower", "toUpper", "toTitle",
+    "regexReplaceAll", "regexMatch", "replaceAll", "sha256Hex", "hmacSHA256Hex", "md5sum", "timestamp", "toLower", "toUpper", "toTitle",
     "toJSON", "toJSONPretty", "toUnescapedJSON", "toUnescapedJSONPretty", "split", "splitToMap",
     // math
     "add", "subtract", "multiply", "divide", "modulo", "minimum", "maximum",
@@ -597,6 +597,10 @@ pub fn helper(name: &str, args: &[Value]) -> Result<Value, Error> {
             let digest = sha2::Sha256::digest(a(0).as_bytes());
             json!(hex(&digest))
         }
+        "md5sum" => {
+            n(1)?;
+            json!(hex(&md5(a(0).as_bytes())))
+        }
         "hmacSHA256Hex" => {
             n(2)?;
             json!(hex(&hmac_sha256(a(1).as_bytes(), a(0).as_bytes())))
@@ -680,6 +684,49 @@ pub fn helper(name: &str, args: &[Value]) -> Result<Value, Error> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// RFC 1321 MD5 (Go's `md5.Sum`); small enough not to be worth a dependency.
+fn md5(input: &[u8]) -> [u8; 16] {
+    const S: [u32; 64] = [
+        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
+        4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+    ];
+    let k: Vec<u32> = (0..64).map(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32).collect();
+    let mut msg = input.to_vec();
+    let bit_len = (input.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bit_len.to_le_bytes());
+    let (mut a0, mut b0, mut c0, mut d0) = (0x67452301u32, 0xefcdab89u32, 0x98badcfeu32, 0x10325476u32);
+    for chunk in msg.chunks(64) {
+        let m: Vec<u32> = chunk.chunks(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
+        let (mut a, mut b, mut c, mut d) = (a0, b0, c0, d0);
+        for i in 0..64 {
+            let (f, g) = match i / 16 {
+                0 => ((b & c) | (!b & d), i),
+                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+                2 => (b ^ c ^ d, (3 * i + 5) % 16),
+                _ => (c ^ (b | !d), (7 * i) % 16),
+            };
+            let f = f.wrapping_add(a).wrapping_add(k[i]).wrapping_add(m[g]);
+            a = d;
+            d = c;
+            c = b;
+            b = b.wrapping_add(f.rotate_left(S[i]));
+        }
+        a0 = a0.wrapping_add(a);
+        b0 = b0.wrapping_add(b);
+        c0 = c0.wrapping_add(c);
+        d0 = d0.wrapping_add(d);
+    }
+    let mut out = [0u8; 16];
+    for (i, v) in [a0, b0, c0, d0].iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    out
 }
 
 /// RFC 2104 over SHA-256 (Go's `hmac.New(sha256.New, key)`).
@@ -954,6 +1001,11 @@ mod tests {
 
     #[test]
     fn digests() {
+        assert_eq!(h("md5sum", &[json!("abc")]), json!("900150983cd24fb0d6963f7d28e17f72"));
+        assert_eq!(h("md5sum", &[json!("")]), json!("d41d8cd98f00b204e9800998ecf8427e"));
+        let long = "The quick brown fox jumps over the lazy dog".repeat(3);
+        // Reference from coreutils' md5sum; spans more than one 64-byte block.
+        assert_eq!(h("md5sum", &[json!(long)]), json!("4e67db4a7a406b0cfdadd887cde7888e"));
         assert_eq!(
             h("sha256Hex", &[json!("abc")]),
             json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
