@@ -1052,6 +1052,17 @@ mod tests {
     }
 
     #[test]
+    fn safe_ls_refuses_an_empty_prefix() {
+        let mut brain = Brain::default();
+        brain.remember(Dep::key_prefix("app").unwrap(), json!([]));
+        let scope = Mutex::new(Scope { brain: Arc::new(brain), ..Default::default() });
+        assert_eq!(call("ls", &[json!("app")], &scope).unwrap(), json!([]));
+        assert!(scope.lock().unwrap().missing.is_empty(), "ls renders an empty prefix");
+        assert_eq!(call("safeLs", &[json!("app")], &scope).unwrap(), json!([]));
+        assert!(!scope.lock().unwrap().missing.is_empty(), "safeLs waits for data");
+    }
+
+    #[test]
     fn denylist_disables_functions() {
         let scope = Mutex::new(Scope { denylist: vec!["env*".into()], ..Default::default() });
         assert_eq!(call("env", &[json!("HOME")], &scope), Err(Error::Denied("env".into())));

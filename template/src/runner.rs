@@ -725,6 +725,35 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_max_bounds_how_long_constant_change_can_hold_a_write() {
+        let agent = FakeAgent::start("127.0.0.61").await;
+        agent.put_kv("v", "0");
+        let dir = tempfile::tempdir().unwrap();
+        let t = tmpl(dir.path(), "v", "{{key \"v\"}}", None);
+        let out = t.destination.clone().unwrap();
+        let mut cfg = config(&agent, vec![t]);
+        cfg.wait = Some(Wait { min: Duration::from_millis(300), max: Duration::from_millis(600) });
+        let (stop, h) = start(cfg);
+        wait_for(LIMIT, "first render", || read(&out) == "0").await;
+        // A change every 100 ms never leaves 300 ms of quiet: only `max` lets a write through.
+        let churn = tokio::spawn({
+            let agent = agent.clone();
+            async move {
+                for i in 1..=20 {
+                    agent.put_kv("v", &i.to_string());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        wait_for(LIMIT, "a write during the churn", || read(&out) != "0" || churn.is_finished()).await;
+        assert!(!churn.is_finished(), "the write waited for the churn to stop: max was not honoured");
+        churn.await.unwrap();
+        wait_for(LIMIT, "the last value after quiet", || read(&out) == "20").await;
+        stop.send(()).unwrap();
+        h.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn once_and_dry_print_and_exit() {
         #[derive(Clone, Default)]
         struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
