@@ -55,13 +55,13 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("template={level},api={level}")));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
-    if let Some(pid_file) = &cfg.pid_file {
-        std::fs::write(pid_file, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing pid file {}", pid_file.display()))?;
-    }
     if cfg.templates.is_empty() {
         eprintln!("template: no templates given (-template in:out[:command] or a config file)\n\n{USAGE}");
         std::process::exit(1);
+    }
+    if let Some(pid_file) = &cfg.pid_file {
+        std::fs::write(pid_file, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing pid file {}", pid_file.display()))?;
     }
     let pid_file = cfg.pid_file.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
