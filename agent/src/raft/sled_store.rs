@@ -38,8 +38,11 @@ impl Db {
         Ok(Db { db, logs, meta })
     }
 
+    /// The log store; its group-commit flusher runs as a task on the current runtime.
     pub fn log_store(&self) -> LogStore {
-        LogStore { db: self.clone() }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(flusher(self.db.clone(), rx));
+        LogStore { db: self.clone(), flushes: tx }
     }
 
     /// Saves the latest snapshot (metadata and bytes) and flushes.
@@ -89,6 +92,26 @@ fn sled_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: sled::Error) -> S
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
+    flushes: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+}
+
+/// Group commit: takes every append waiting for durability, flushes sled once, then reports them
+/// all in order. One fsync covers as many writes as arrived while the previous one ran.
+async fn flusher(db: sled::Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let result = db.flush_async().await.map(|_| ());
+        for cb in batch {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            cb.log_io_completed(r);
+        }
+    }
 }
 
 impl LogStore {
@@ -175,8 +198,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&key(e.log_id.index), encode(&e, ErrorSubject::Logs)?);
         }
         self.db.logs.apply_batch(batch).map_err(|e| sled_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        let flushed = self.db.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
-        callback.log_io_completed(flushed);
+        // Durable later: the flusher reports it through the callback once sled has synced.
+        if let Err(tokio::sync::mpsc::error::SendError(cb)) = self.flushes.send(callback) {
+            let flushed = self.db.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
+            cb.log_io_completed(flushed);
+        }
         Ok(())
     }
 
