@@ -102,11 +102,17 @@ impl Agent {
             let db = Db::open(data_dir.as_deref())?;
             let sm = StateMachine::open(store.clone(), db.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
             let raft_config = Arc::new(
-                raft::config(config.raft_multiplier, config.dev).validate().map_err(|e| StartError::Raft(e.to_string()))?,
+                raft::config(config.raft_multiplier, config.dev)
+                    .validate()
+                    .map_err(|e| StartError::Raft(e.to_string()))?,
             );
             let http = network::http_client();
             let rid = raft::node_id_from(&node_id);
-            let peer = Peer { addr: config.server_rpc_addr().to_string(), name: config.node_name.clone(), id: node_id.clone() };
+            let peer = Peer {
+                addr: config.server_rpc_addr().to_string(),
+                name: config.node_name.clone(),
+                id: node_id.clone(),
+            };
             let r = openraft::Raft::new(rid, raft_config, network::Network::new(http.clone()), db.log_store(), sm)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -198,21 +204,26 @@ impl Agent {
         }
     }
 
-    fn load_config_definitions(&self, services: &[serde_json::Value], checks: &[serde_json::Value]) -> Result<(), StartError> {
+    fn load_config_definitions(
+        &self,
+        services: &[serde_json::Value],
+        checks: &[serde_json::Value],
+    ) -> Result<(), StartError> {
         let node = self.config.node_name.clone();
         let mut local = self.local.lock();
         local.services.retain(|_, s| !s.from_config);
         local.checks.retain(|_, c| !c.from_config);
         for v in services {
-            let (svc, svc_checks) =
-                crate::defs::service(&crate::defs::normalize(v.clone()), &node).map_err(|e| StartError::Definition(e.to_string()))?;
+            let (svc, svc_checks) = crate::defs::service(&crate::defs::normalize(v.clone()), &node)
+                .map_err(|e| StartError::Definition(e.to_string()))?;
             for c in svc_checks {
                 local.checks.insert(c.check_id.clone(), LocalCheck { check: c, from_config: true });
             }
             local.services.insert(svc.id.clone(), LocalService { service: svc, from_config: true });
         }
         for v in checks {
-            let c = crate::defs::check(&crate::defs::normalize(v.clone()), &node, None).map_err(|e| StartError::Definition(e.to_string()))?;
+            let c = crate::defs::check(&crate::defs::normalize(v.clone()), &node, None)
+                .map_err(|e| StartError::Definition(e.to_string()))?;
             local.checks.insert(c.check_id.clone(), LocalCheck { check: c, from_config: true });
         }
         Ok(())
@@ -221,12 +232,14 @@ impl Agent {
     /// SIGHUP / `PUT /v1/agent/reload`: re-reads service and check definitions from the files.
     pub async fn reload(&self) -> Result<(), String> {
         let (services, checks) = self.config.reload_definitions().map_err(|e| e.to_string())?;
-        let old: Vec<String> = self.local.lock().checks.iter().filter(|(_, c)| c.from_config).map(|(k, _)| k.clone()).collect();
+        let old: Vec<String> =
+            self.local.lock().checks.iter().filter(|(_, c)| c.from_config).map(|(k, _)| k.clone()).collect();
         for id in old {
             self.runner.stop(&id);
         }
         self.load_config_definitions(&services, &checks).map_err(|e| e.to_string())?;
-        let now: Vec<Check> = self.local.lock().checks.values().filter(|c| c.from_config).map(|c| c.check.clone()).collect();
+        let now: Vec<Check> =
+            self.local.lock().checks.values().filter(|c| c.from_config).map(|c| c.check.clone()).collect();
         for c in now {
             self.runner.start(&c.check_id, &c.definition, self.scripts_allowed(true));
         }
@@ -235,7 +248,12 @@ impl Agent {
 
     // ---- local services and checks (the /v1/agent endpoints) ----
 
-    pub async fn register_service(&self, svc: Service, checks: Vec<Check>, replace_existing_checks: bool) -> Result<(), AgentError> {
+    pub async fn register_service(
+        &self,
+        svc: Service,
+        checks: Vec<Check>,
+        replace_existing_checks: bool,
+    ) -> Result<(), AgentError> {
         let id = svc.id.clone();
         let stale: Vec<String>;
         {
@@ -243,14 +261,20 @@ impl Agent {
             let mut svc = svc;
             // Tags edited in the catalog survive when the service allows it.
             if svc.enable_tag_override {
-                if let Some(existing) = self.store.read().services.get(&self.config.node_name).and_then(|m| m.get(&id)) {
+                if let Some(existing) = self.store.read().services.get(&self.config.node_name).and_then(|m| m.get(&id))
+                {
                     svc.tags = existing.tags.clone();
                 }
             }
             local.services.insert(id.clone(), LocalService { service: svc, from_config: false });
             let new_ids: Vec<&str> = checks.iter().map(|c| c.check_id.as_str()).collect();
             stale = if replace_existing_checks {
-                local.checks.iter().filter(|(k, c)| c.check.service_id == id && !new_ids.contains(&k.as_str())).map(|(k, _)| k.clone()).collect()
+                local
+                    .checks
+                    .iter()
+                    .filter(|(k, c)| c.check.service_id == id && !new_ids.contains(&k.as_str()))
+                    .map(|(k, _)| k.clone())
+                    .collect()
             } else {
                 vec![]
             };
@@ -287,9 +311,12 @@ impl Agent {
         let checks: Vec<String> = {
             let mut local = self.local.lock();
             if local.services.remove(id).is_none() {
-                return Err(AgentError::NotFound(format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name.")));
+                return Err(AgentError::NotFound(format!(
+                    "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+                )));
             }
-            let ids: Vec<String> = local.checks.iter().filter(|(_, c)| c.check.service_id == id).map(|(k, _)| k.clone()).collect();
+            let ids: Vec<String> =
+                local.checks.iter().filter(|(_, c)| c.check.service_id == id).map(|(k, _)| k.clone()).collect();
             for k in &ids {
                 local.checks.remove(k);
             }
@@ -318,7 +345,9 @@ impl Agent {
 
     pub async fn deregister_check(&self, id: &str) -> Result<(), AgentError> {
         if self.local.lock().checks.remove(id).is_none() {
-            return Err(AgentError::NotFound(format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name.")));
+            return Err(AgentError::NotFound(format!(
+                "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+            )));
         }
         self.runner.stop(id);
         self.persist_local();
@@ -389,7 +418,13 @@ impl Agent {
             // check_update_interval).
             let first_output = changed == Some(false)
                 && !output.is_empty()
-                && self.store.read().checks.get(&self.config.node_name).and_then(|m| m.get(&r.check_id)).is_some_and(|c| c.output.is_empty());
+                && self
+                    .store
+                    .read()
+                    .checks
+                    .get(&self.config.node_name)
+                    .and_then(|m| m.get(&r.check_id))
+                    .is_some_and(|c| c.output.is_empty());
             if changed == Some(true) || first_output {
                 if let Err(e) = self.sync_check(&r.check_id).await {
                     tracing::warn!(check = %r.check_id, error = %e, "syncing check status failed; anti-entropy will retry");
@@ -405,7 +440,11 @@ impl Agent {
         let node = self.node();
         let current = self.store.read().nodes.get(&node.node).cloned();
         if let Some(c) = current {
-            if c.id == node.id && c.address == node.address && c.tagged_addresses == node.tagged_addresses && c.meta == node.meta {
+            if c.id == node.id
+                && c.address == node.address
+                && c.tagged_addresses == node.tagged_addresses
+                && c.meta == node.meta
+            {
                 return Ok(());
             }
         }
@@ -421,7 +460,12 @@ impl Agent {
         };
         let node = self.config.node_name.clone();
         let command = match svc {
-            Some(svc) => Command::Register(RegisterRequest { node: self.node(), service: Some(svc), checks, skip_node_update: true }),
+            Some(svc) => Command::Register(RegisterRequest {
+                node: self.node(),
+                service: Some(svc),
+                checks,
+                skip_node_update: true,
+            }),
             None => Command::Deregister(DeregisterRequest { node, service_id: Some(id.to_string()), check_id: None }),
         };
         match self.write(command).await? {
@@ -436,7 +480,12 @@ impl Agent {
         let check = self.local.lock().checks.get(id).map(|c| c.check.clone());
         let node = self.config.node_name.clone();
         let command = match check {
-            Some(c) => Command::Register(RegisterRequest { node: self.node(), service: None, checks: vec![c], skip_node_update: true }),
+            Some(c) => Command::Register(RegisterRequest {
+                node: self.node(),
+                service: None,
+                checks: vec![c],
+                skip_node_update: true,
+            }),
             None => Command::Deregister(DeregisterRequest { node, service_id: None, check_id: Some(id.to_string()) }),
         };
         match self.write(command).await? {
@@ -452,7 +501,10 @@ impl Agent {
         self.sync_node().await?;
         let (services, checks) = {
             let l = self.local.lock();
-            (l.services.keys().cloned().collect::<Vec<_>>(), l.checks.values().map(|c| c.check.clone()).collect::<Vec<_>>())
+            (
+                l.services.keys().cloned().collect::<Vec<_>>(),
+                l.checks.values().map(|c| c.check.clone()).collect::<Vec<_>>(),
+            )
         };
         let (catalog_services, catalog_checks) = {
             let st = self.store.read();
@@ -499,7 +551,12 @@ impl Agent {
             port: self.config.ports.server.max(0) as u16,
             ..Default::default()
         };
-        let req = RegisterRequest { node, service: self.config.server.then_some(consul), checks: vec![serf], skip_node_update: false };
+        let req = RegisterRequest {
+            node,
+            service: self.config.server.then_some(consul),
+            checks: vec![serf],
+            skip_node_update: false,
+        };
         match self.write(Command::Register(req)).await? {
             Response::Error(e) => Err(server::Error::Rpc(e)),
             _ => Ok(()),

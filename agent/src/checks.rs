@@ -196,7 +196,11 @@ impl CheckTask {
     }
 
     fn timeout(&self, default: Duration) -> Duration {
-        if self.def.timeout_ns > 0 { Duration::from_nanos(self.def.timeout_ns) } else { default }
+        if self.def.timeout_ns > 0 {
+            Duration::from_nanos(self.def.timeout_ns)
+        } else {
+            default
+        }
     }
 
     async fn run_once(&self) -> (Status, String) {
@@ -229,13 +233,16 @@ impl CheckTask {
             let mut target = url.clone();
             for _ in 0..10 {
                 let mut builder = http::Request::builder().method(method.as_str()).uri(target.as_str());
-                builder = builder.header("User-Agent", "Consul Health Check").header("Accept", "text/plain, text/*, */*");
+                builder =
+                    builder.header("User-Agent", "Consul Health Check").header("Accept", "text/plain, text/*, */*");
                 for (k, vals) in &self.def.header {
                     for v in vals {
                         builder = builder.header(k.as_str(), v.as_str());
                     }
                 }
-                let req = builder.body(Full::new(Bytes::from(self.def.body.clone()))).map_err(|e| format!("{method} {url}: {e}"))?;
+                let req = builder
+                    .body(Full::new(Bytes::from(self.def.body.clone())))
+                    .map_err(|e| format!("{method} {url}: {e}"))?;
                 let resp = self.http.request(req).await.map_err(|e| format!("{method} {url}: {e}"))?;
                 let code = resp.status();
                 let location = resp.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
@@ -308,7 +315,9 @@ impl CheckTask {
         let mut cmd = tokio::process::Command::new(&self.def.args[0]);
         cmd.args(&self.def.args[1..]).kill_on_drop(true).stdin(std::process::Stdio::null());
         match tokio::time::timeout(self.timeout(Duration::from_secs(30)), cmd.output()).await {
-            Err(_) => (Status::Critical, format!("Timed out ({:?}) running check", self.timeout(Duration::from_secs(30)))),
+            Err(_) => {
+                (Status::Critical, format!("Timed out ({:?}) running check", self.timeout(Duration::from_secs(30))))
+            }
             Ok(Err(e)) => (Status::Critical, format!("failed to run {:?}: {e}", self.def.args[0])),
             Ok(Ok(out)) => {
                 let mut text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -335,9 +344,12 @@ impl CheckTask {
         }
         let fut = async {
             let stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
             // HealthCheckRequest { string service = 1; }, length-prefixed gRPC message.
             let mut msg = Vec::new();
@@ -390,7 +402,11 @@ fn resolve_location(base: &str, location: &str) -> String {
         format!("{}{}", &base[..host_end], location)
     } else {
         let dir_end = base.rfind('/').filter(|i| *i >= host_end).map(|i| i + 1).unwrap_or(base.len());
-        let prefix = if dir_end == base.len() && host_end == base.len() { format!("{base}/") } else { base[..dir_end].to_string() };
+        let prefix = if dir_end == base.len() && host_end == base.len() {
+            format!("{base}/")
+        } else {
+            base[..dir_end].to_string()
+        };
         format!("{prefix}{location}")
     }
 }
@@ -440,7 +456,11 @@ mod tests {
     async fn scripts_run_only_when_enabled() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let runner = Runner::new(tx, 4096);
-        let def = CheckDefinition { args: vec!["sh".into(), "-c".into(), "echo hi; exit 1".into()], interval_ns: 1_000_000_000, ..Default::default() };
+        let def = CheckDefinition {
+            args: vec!["sh".into(), "-c".into(), "echo hi; exit 1".into()],
+            interval_ns: 1_000_000_000,
+            ..Default::default()
+        };
         runner.start("off", &def, false);
         let r = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("result").expect("open");
         assert_eq!(r.status, Status::Critical);

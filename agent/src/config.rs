@@ -169,15 +169,61 @@ pub struct Config {
 
 /// Top-level config keys we know (Consul's names). Others are warned about.
 const KNOWN_KEYS: &[&str] = &[
-    "acl", "addresses", "advertise_addr", "advertise_addr_wan", "autopilot", "bind_addr", "bootstrap",
-    "bootstrap_expect", "check", "checks", "client_addr", "connect", "datacenter", "data_dir",
-    "disable_remote_exec", "disable_update_check", "discard_check_output", "dns_config", "domain",
-    "enable_local_script_checks", "enable_script_checks", "encrypt", "leave_on_terminate", "limits",
-    "log_level", "log_json", "node_id", "node_meta", "node_name", "performance", "pid_file", "ports",
-    "primary_datacenter", "raft_protocol", "reconnect_timeout", "recursors", "rejoin_after_leave",
-    "retry_interval", "retry_join", "retry_max", "server", "service", "services", "session_ttl_min",
-    "skip_leave_on_interrupt", "start_join", "telemetry", "ui", "ui_config", "check_update_interval",
-    "default_query_time", "max_query_time", "disable_host_node_id", "watches", "http_config",
+    "acl",
+    "addresses",
+    "advertise_addr",
+    "advertise_addr_wan",
+    "autopilot",
+    "bind_addr",
+    "bootstrap",
+    "bootstrap_expect",
+    "check",
+    "checks",
+    "client_addr",
+    "connect",
+    "datacenter",
+    "data_dir",
+    "disable_remote_exec",
+    "disable_update_check",
+    "discard_check_output",
+    "dns_config",
+    "domain",
+    "enable_local_script_checks",
+    "enable_script_checks",
+    "encrypt",
+    "leave_on_terminate",
+    "limits",
+    "log_level",
+    "log_json",
+    "node_id",
+    "node_meta",
+    "node_name",
+    "performance",
+    "pid_file",
+    "ports",
+    "primary_datacenter",
+    "raft_protocol",
+    "reconnect_timeout",
+    "recursors",
+    "rejoin_after_leave",
+    "retry_interval",
+    "retry_join",
+    "retry_max",
+    "server",
+    "service",
+    "services",
+    "session_ttl_min",
+    "skip_leave_on_interrupt",
+    "start_join",
+    "telemetry",
+    "ui",
+    "ui_config",
+    "check_update_interval",
+    "default_query_time",
+    "max_query_time",
+    "disable_host_node_id",
+    "watches",
+    "http_config",
 ];
 
 /// Rewrites Consul-style `-flag` into clap's `--flag`, leaving values and `--flag` untouched.
@@ -322,7 +368,11 @@ impl Config {
             return Err(ConfigError::Other("data_dir cannot be empty".into()));
         }
         let bind_str = flags.bind.clone().or_else(|| get_str(&f, &["bind_addr"])).unwrap_or_else(|| {
-            if dev { "127.0.0.1".into() } else { "0.0.0.0".into() }
+            if dev {
+                "127.0.0.1".into()
+            } else {
+                "0.0.0.0".into()
+            }
         });
         let bind_addr = parse_ip("bind_addr", &bind_str)?;
         let advertise_addr = match flags.advertise.clone().or_else(|| get_str(&f, &["advertise_addr"])) {
@@ -330,11 +380,10 @@ impl Config {
             None if bind_addr.is_unspecified() => "127.0.0.1".parse().expect("valid literal"),
             None => bind_addr,
         };
-        let client_str = flags.client.clone().or_else(|| get_str(&f, &["client_addr"])).unwrap_or_else(|| "127.0.0.1".into());
-        let client_addrs = client_str
-            .split_whitespace()
-            .map(|s| parse_ip("client_addr", s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let client_str =
+            flags.client.clone().or_else(|| get_str(&f, &["client_addr"])).unwrap_or_else(|| "127.0.0.1".into());
+        let client_addrs =
+            client_str.split_whitespace().map(|s| parse_ip("client_addr", s)).collect::<Result<Vec<_>, _>>()?;
         let port = |flag: Option<i32>, key: &str, default: i32| -> i32 {
             flag.or_else(|| get_i64(&f, &["ports", key]).map(|v| v as i32)).unwrap_or(default)
         };
@@ -379,8 +428,10 @@ impl Config {
         let mut service_ttl = Vec::new();
         if let Some(Value::Object(m)) = get(&f, &["dns_config", "service_ttl"]) {
             for (k, v) in m {
-                let d = api::duration::serde_go::from_value(v)
-                    .map_err(|_| ConfigError::Invalid { key: format!("dns_config.service_ttl.{k}"), value: v.to_string() })?;
+                let d = api::duration::serde_go::from_value(v).map_err(|_| ConfigError::Invalid {
+                    key: format!("dns_config.service_ttl.{k}"),
+                    value: v.to_string(),
+                })?;
                 service_ttl.push((k.clone(), d));
             }
         }
@@ -400,11 +451,17 @@ impl Config {
                 _ => vec![],
             }
         };
-        let ui = flags.ui || dev || get_bool(&f, &["ui"]).unwrap_or(false) || get_bool(&f, &["ui_config", "enabled"]).unwrap_or(false);
-        let bootstrap_expect = flags.bootstrap_expect.or_else(|| get_i64(&f, &["bootstrap_expect"]).map(|v| v as u32)).unwrap_or(0);
+        let ui = flags.ui
+            || dev
+            || get_bool(&f, &["ui"]).unwrap_or(false)
+            || get_bool(&f, &["ui_config", "enabled"]).unwrap_or(false);
+        let bootstrap_expect =
+            flags.bootstrap_expect.or_else(|| get_i64(&f, &["bootstrap_expect"]).map(|v| v as u32)).unwrap_or(0);
         let bootstrap = flags.bootstrap || get_bool(&f, &["bootstrap"]).unwrap_or(false);
         if bootstrap && bootstrap_expect > 0 {
-            return Err(ConfigError::Other("'bootstrap_expect > 0' and 'bootstrap = true' are mutually exclusive".into()));
+            return Err(ConfigError::Other(
+                "'bootstrap_expect > 0' and 'bootstrap = true' are mutually exclusive".into(),
+            ));
         }
         if bootstrap_expect > 0 && !server {
             return Err(ConfigError::Other("'bootstrap_expect > 0' requires 'server = true'".into()));
@@ -413,7 +470,12 @@ impl Config {
             node_name,
             node_id,
             node_meta,
-            datacenter: flags.datacenter.clone().or_else(|| get_str(&f, &["datacenter"])).unwrap_or_else(|| "dc1".into()).to_lowercase(),
+            datacenter: flags
+                .datacenter
+                .clone()
+                .or_else(|| get_str(&f, &["datacenter"]))
+                .unwrap_or_else(|| "dc1".into())
+                .to_lowercase(),
             domain: flags.domain.clone().or_else(|| get_str(&f, &["domain"])).unwrap_or_else(|| "consul.".into()),
             data_dir,
             server,
@@ -429,13 +491,21 @@ impl Config {
             retry_max: flags.retry_max.or_else(|| get_i64(&f, &["retry_max"]).map(|v| v as u32)).unwrap_or(0),
             rejoin: flags.rejoin,
             encrypt: flags.encrypt.clone().or_else(|| get_str(&f, &["encrypt"])),
-            log_level: flags.log_level.clone().or_else(|| get_str(&f, &["log_level"])).unwrap_or_else(|| if dev { "debug".into() } else { "info".into() }),
+            log_level: flags.log_level.clone().or_else(|| get_str(&f, &["log_level"])).unwrap_or_else(|| {
+                if dev {
+                    "debug".into()
+                } else {
+                    "info".into()
+                }
+            }),
             pid_file: flags.pid_file.clone().or_else(|| get_str(&f, &["pid_file"]).map(PathBuf::from)),
             ui,
             recursors,
             raft_multiplier: get_i64(&f, &["performance", "raft_multiplier"]).unwrap_or(5).clamp(1, 10) as u64,
-            enable_script_checks: flags.enable_script_checks || get_bool(&f, &["enable_script_checks"]).unwrap_or(false),
-            enable_local_script_checks: flags.enable_local_script_checks || get_bool(&f, &["enable_local_script_checks"]).unwrap_or(false),
+            enable_script_checks: flags.enable_script_checks
+                || get_bool(&f, &["enable_script_checks"]).unwrap_or(false),
+            enable_local_script_checks: flags.enable_local_script_checks
+                || get_bool(&f, &["enable_local_script_checks"]).unwrap_or(false),
             services: list("services"),
             checks: list("checks"),
             dns,
@@ -490,7 +560,17 @@ mod tests {
 
     #[test]
     fn consul_style_flags_parse_in_every_form() {
-        let f = parse(&["-server", "-bootstrap-expect=3", "-node", "s1", "--bind=127.0.0.11", "-retry-join=127.0.0.12", "-retry-join", "127.0.0.13", "-data-dir=/tmp/x"]);
+        let f = parse(&[
+            "-server",
+            "-bootstrap-expect=3",
+            "-node",
+            "s1",
+            "--bind=127.0.0.11",
+            "-retry-join=127.0.0.12",
+            "-retry-join",
+            "127.0.0.13",
+            "-data-dir=/tmp/x",
+        ]);
         assert!(f.server);
         assert_eq!(f.bootstrap_expect, Some(3));
         assert_eq!(f.node.as_deref(), Some("s1"));
@@ -524,6 +604,9 @@ mod tests {
         assert!(Config::build(parse(&["-server"]), Map::new()).is_err(), "no data dir");
         assert!(Config::build(parse(&["-dev", "-bind=nope"]), Map::new()).is_err());
         assert!(Config::build(parse(&["-dev", "-retry-interval=xyz"]), Map::new()).is_err());
-        assert!(Config::build(parse(&["-data-dir=/x", "-bootstrap-expect=3"]), Map::new()).is_err(), "expect needs server");
+        assert!(
+            Config::build(parse(&["-data-dir=/x", "-bootstrap-expect=3"]), Map::new()).is_err(),
+            "expect needs server"
+        );
     }
 }

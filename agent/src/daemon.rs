@@ -20,7 +20,8 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     crate::telemetry::init(flags.log_level.as_deref().unwrap_or(if flags.dev { "debug" } else { "info" }));
     let config = Config::from_flags(flags).context("invalid configuration")?;
     if let Some(pid) = &config.pid_file {
-        std::fs::write(pid, std::process::id().to_string()).with_context(|| format!("writing pid file {}", pid.display()))?;
+        std::fs::write(pid, std::process::id().to_string())
+            .with_context(|| format!("writing pid file {}", pid.display()))?;
     }
     if config.acl_enabled {
         tracing::warn!("acl.enabled is set, but this agent does not enforce ACLs: every request is allowed");
@@ -36,7 +37,9 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     }
     if let Some(server) = &agent.server {
         let addr = std::net::SocketAddr::new(config.bind_addr, config.ports.server.max(0) as u16);
-        let rpc = crate::rpc::RpcServer::bind(server.clone(), addr).await.with_context(|| format!("binding the server port on {addr}"))?;
+        let rpc = crate::rpc::RpcServer::bind(server.clone(), addr)
+            .await
+            .with_context(|| format!("binding the server port on {addr}"))?;
         tokio::spawn(rpc.run(agent.shutdown.subscribe()));
     }
     agent.bootstrap_if_alone().await.context("bootstrapping raft")?;
@@ -51,8 +54,16 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     println!("            Datacenter: '{}' (Segment: '')", config.datacenter);
     println!("                Server: {} (Bootstrap: {})", config.server, config.bootstrap);
     let clients: Vec<String> = config.client_addrs.iter().map(|a| a.to_string()).collect();
-    println!("           Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {})", clients.join(" "), config.ports.http, config.ports.dns);
-    println!("          Cluster Addr: {} (LAN: {}, WAN: {})", config.advertise_addr, config.ports.serf_lan, config.ports.serf_wan);
+    println!(
+        "           Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {})",
+        clients.join(" "),
+        config.ports.http,
+        config.ports.dns
+    );
+    println!(
+        "          Cluster Addr: {} (LAN: {}, WAN: {})",
+        config.advertise_addr, config.ports.serf_lan, config.ports.serf_wan
+    );
     println!("     Gossip Encryption: {}", config.encrypt.is_some());
     println!();
     println!("==> Log data will now stream in as it occurs:");

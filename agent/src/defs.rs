@@ -9,19 +9,102 @@ use std::time::Duration;
 
 /// Canonical field names, looked up by their lowercase form without underscores.
 const CANONICAL: &[&str] = &[
-    "ID", "Name", "Tags", "Address", "Port", "Meta", "Check", "Checks", "Weights", "Passing", "Warning",
-    "EnableTagOverride", "TaggedAddresses", "Kind", "CheckID", "ServiceID", "Notes", "Status", "Output",
-    "HTTP", "Header", "Method", "Body", "TCP", "UDP", "GRPC", "GRPCUseTLS", "TLSServerName", "TLSSkipVerify",
-    "Interval", "Timeout", "TTL", "Args", "ScriptArgs", "DeregisterCriticalServiceAfter", "SuccessBeforePassing",
-    "FailuresBeforeWarning", "FailuresBeforeCritical", "OutputMaxSize", "AliasNode", "AliasService", "Node",
-    "Datacenter", "NodeMeta", "Service", "SkipNodeUpdate", "LockDelay", "Behavior", "NodeChecks",
-    "ServiceChecks", "Definition", "Token", "Namespace", "Partition", "Proxy", "Connect", "SocketPath",
-    "DockerContainerID", "Shell", "H2PING", "ServiceName", "ServiceTags", "Type", "CreateIndex", "ModifyIndex",
-    "Verb", "Key", "Value", "Flags", "Index", "Session", "KV", "Coord", "Segment", "DisableRedirects",
-    "ServiceAddress", "ServicePort", "ServiceMeta", "ServiceWeights", "ServiceEnableTagOverride",
-    "ServiceTaggedAddresses", "ServiceKind", "Services", "Nodes", "Results", "Errors", "SidecarService",
-    "Locality", "Region", "Zone", "DestinationServiceName", "DestinationServiceID", "LocalServiceAddress",
-    "LocalServicePort", "Upstreams", "Native",
+    "ID",
+    "Name",
+    "Tags",
+    "Address",
+    "Port",
+    "Meta",
+    "Check",
+    "Checks",
+    "Weights",
+    "Passing",
+    "Warning",
+    "EnableTagOverride",
+    "TaggedAddresses",
+    "Kind",
+    "CheckID",
+    "ServiceID",
+    "Notes",
+    "Status",
+    "Output",
+    "HTTP",
+    "Header",
+    "Method",
+    "Body",
+    "TCP",
+    "UDP",
+    "GRPC",
+    "GRPCUseTLS",
+    "TLSServerName",
+    "TLSSkipVerify",
+    "Interval",
+    "Timeout",
+    "TTL",
+    "Args",
+    "ScriptArgs",
+    "DeregisterCriticalServiceAfter",
+    "SuccessBeforePassing",
+    "FailuresBeforeWarning",
+    "FailuresBeforeCritical",
+    "OutputMaxSize",
+    "AliasNode",
+    "AliasService",
+    "Node",
+    "Datacenter",
+    "NodeMeta",
+    "Service",
+    "SkipNodeUpdate",
+    "LockDelay",
+    "Behavior",
+    "NodeChecks",
+    "ServiceChecks",
+    "Definition",
+    "Token",
+    "Namespace",
+    "Partition",
+    "Proxy",
+    "Connect",
+    "SocketPath",
+    "DockerContainerID",
+    "Shell",
+    "H2PING",
+    "ServiceName",
+    "ServiceTags",
+    "Type",
+    "CreateIndex",
+    "ModifyIndex",
+    "Verb",
+    "Key",
+    "Value",
+    "Flags",
+    "Index",
+    "Session",
+    "KV",
+    "Coord",
+    "Segment",
+    "DisableRedirects",
+    "ServiceAddress",
+    "ServicePort",
+    "ServiceMeta",
+    "ServiceWeights",
+    "ServiceEnableTagOverride",
+    "ServiceTaggedAddresses",
+    "ServiceKind",
+    "Services",
+    "Nodes",
+    "Results",
+    "Errors",
+    "SidecarService",
+    "Locality",
+    "Region",
+    "Zone",
+    "DestinationServiceName",
+    "DestinationServiceID",
+    "LocalServiceAddress",
+    "LocalServicePort",
+    "Upstreams",
+    "Native",
 ];
 
 /// Keys under these hold user data; their own keys are kept as given.
@@ -45,7 +128,9 @@ pub fn normalize(v: Value) -> Value {
                     v
                 } else if NAMED.contains(&key.as_str()) {
                     match v {
-                        Value::Object(inner) => Value::Object(inner.into_iter().map(|(k, v)| (k, normalize(v))).collect()),
+                        Value::Object(inner) => {
+                            Value::Object(inner.into_iter().map(|(k, v)| (k, normalize(v))).collect())
+                        }
                         other => other,
                     }
                 } else {
@@ -96,7 +181,10 @@ pub fn b(v: &Value, key: &str) -> bool {
 pub fn u(v: &Value, key: &str) -> Result<u64, DefError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(0),
-        Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)).ok_or_else(|| invalid(format!("invalid {key}: {n}"))),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))
+            .ok_or_else(|| invalid(format!("invalid {key}: {n}"))),
         Some(Value::String(s)) if s.is_empty() => Ok(0),
         Some(Value::String(s)) => s.parse().map_err(|_| invalid(format!("invalid {key}: {s:?}"))),
         Some(other) => Err(invalid(format!("invalid {key}: {other}"))),
@@ -167,7 +255,11 @@ pub fn check_definition(v: &Value) -> Result<CheckDefinition, DefError> {
         alias_node: s(v, "AliasNode"),
         alias_service: s(v, "AliasService"),
     };
-    let runs_on_interval = !def.http.is_empty() || !def.tcp.is_empty() || !def.udp.is_empty() || !def.grpc.is_empty() || !def.args.is_empty();
+    let runs_on_interval = !def.http.is_empty()
+        || !def.tcp.is_empty()
+        || !def.udp.is_empty()
+        || !def.grpc.is_empty()
+        || !def.args.is_empty();
     if runs_on_interval && def.interval_ns == 0 && def.ttl_ns == 0 {
         return Err(invalid("Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks"));
     }

@@ -140,7 +140,10 @@ enum Tok {
     Num(String),
     /// A selector; `plain` is true for a single identifier without dots or
     /// brackets, the only shape that can also be a keyword.
-    Sel { path: Vec<String>, plain: bool },
+    Sel {
+        path: Vec<String>,
+        plain: bool,
+    },
 }
 
 impl Tok {
@@ -501,7 +504,11 @@ impl Parser {
         match &first.tok {
             Tok::RParen => return Err(format!("unmatched parentheses: unexpected \")\" at position {}", first.at)),
             Tok::Eq | Tok::Ne | Tok::LParen => {
-                return Err(format!("expected a selector or value at position {}, found {}", first.at, first.tok.describe()))
+                return Err(format!(
+                    "expected a selector or value at position {}, found {}",
+                    first.at,
+                    first.tok.describe()
+                ))
             }
             _ => {}
         }
@@ -1019,10 +1026,42 @@ mod tests {
     fn never_panics_on_odd_input() {
         let v = catalog_service();
         let inputs = [
-            "\"", "`", "\\", "[", "]", "[\"a\"]", "a[", "a[\"", "a[\"b\"", "a.", "a..b == c", "==", "!=", "!", "=",
-            "\u{0}", "é", "a == \"\\", "a == \"\\u", "a == \"\\U0011FFFF\"", "a == \"\\777\"", "-", "-1", "0.",
-            "a in b in c", "a == b == c", "not not not", "(((", ")))", "a is not", "a not", "a not in", "is empty",
-            "a == \"\u{1F600}\"", "a\u{1F600}", "ServiceName matches \"\\\\\"",
+            "\"",
+            "`",
+            "\\",
+            "[",
+            "]",
+            "[\"a\"]",
+            "a[",
+            "a[\"",
+            "a[\"b\"",
+            "a.",
+            "a..b == c",
+            "==",
+            "!=",
+            "!",
+            "=",
+            "\u{0}",
+            "é",
+            "a == \"\\",
+            "a == \"\\u",
+            "a == \"\\U0011FFFF\"",
+            "a == \"\\777\"",
+            "-",
+            "-1",
+            "0.",
+            "a in b in c",
+            "a == b == c",
+            "not not not",
+            "(((",
+            ")))",
+            "a is not",
+            "a not",
+            "a not in",
+            "is empty",
+            "a == \"\u{1F600}\"",
+            "a\u{1F600}",
+            "ServiceName matches \"\\\\\"",
         ];
         for s in inputs {
             if let Ok(f) = parse(s) {

@@ -44,7 +44,12 @@ impl Local {
     pub fn persist(&self, dir: Option<&Path>) -> std::io::Result<()> {
         let Some(dir) = dir else { return Ok(()) };
         let keep = Local {
-            services: self.services.iter().filter(|(_, s)| !s.from_config).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            services: self
+                .services
+                .iter()
+                .filter(|(_, s)| !s.from_config)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             checks: self.checks.iter().filter(|(_, c)| !c.from_config).map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
         std::fs::create_dir_all(dir)?;
@@ -81,8 +86,17 @@ mod tests {
     fn persists_only_api_registered_entries() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut l = Local::default();
-        l.services.insert("a".into(), LocalService { service: Service { id: "a".into(), service: "a".into(), ..Default::default() }, from_config: false });
-        l.services.insert("b".into(), LocalService { service: Service { id: "b".into(), ..Default::default() }, from_config: true });
+        l.services.insert(
+            "a".into(),
+            LocalService {
+                service: Service { id: "a".into(), service: "a".into(), ..Default::default() },
+                from_config: false,
+            },
+        );
+        l.services.insert(
+            "b".into(),
+            LocalService { service: Service { id: "b".into(), ..Default::default() }, from_config: true },
+        );
         l.persist(Some(dir.path())).expect("persist");
         let back = Local::load(Some(dir.path())).expect("load");
         assert!(back.services.contains_key("a"));

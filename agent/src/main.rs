@@ -14,7 +14,8 @@ fn main() -> ExitCode {
     };
     let first = args.first().cloned().unwrap_or_default();
     let daemon = first == "agent"
-        || (first.starts_with('-') && !matches!(first.as_str(), "-h" | "-help" | "--help" | "-v" | "-version" | "--version"));
+        || (first.starts_with('-')
+            && !matches!(first.as_str(), "-h" | "-help" | "--help" | "-v" | "-version" | "--version"));
     let result = runtime.block_on(async move {
         if daemon {
             let rest = if first == "agent" { args[1..].to_vec() } else { args };

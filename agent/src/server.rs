@@ -89,13 +89,24 @@ impl Server {
                 Err(e) => e,
             };
             match err {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader { leader_node: Some(peer), .. })) => {
-                    return post_json::<_, Result<Response, Error>>(&self.http, &peer.addr, "/rpc/apply", &req, self.rpc_timeout)
-                        .await
-                        .map_err(Error::Rpc)?;
+                RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
+                    leader_node: Some(peer),
+                    ..
+                })) => {
+                    return post_json::<_, Result<Response, Error>>(
+                        &self.http,
+                        &peer.addr,
+                        "/rpc/apply",
+                        &req,
+                        self.rpc_timeout,
+                    )
+                    .await
+                    .map_err(Error::Rpc)?;
                 }
                 RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {}
-                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => return Err(Error::Rpc(e.to_string())),
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                    return Err(Error::Rpc(e.to_string()))
+                }
                 RaftError::Fatal(e) => return Err(Error::Rpc(e.to_string())),
             }
             if tokio::time::Instant::now() >= deadline {
@@ -196,7 +207,14 @@ mod tests {
     use crate::structs::{KvOp, KvRequest};
 
     fn set(store: &Store, index: u64, key: &str) {
-        let command = Command::Kv(KvRequest { op: KvOp::Set, key: key.into(), value: vec![1], flags: 0, session: None, modify_index: 0 });
+        let command = Command::Kv(KvRequest {
+            op: KvOp::Set,
+            key: key.into(),
+            value: vec![1],
+            flags: 0,
+            session: None,
+            modify_index: 0,
+        });
         store.apply(index, &Request { now_ms: 0, command });
     }
 

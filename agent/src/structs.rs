@@ -258,12 +258,16 @@ pub enum Command {
     Deregister(DeregisterRequest),
     Kv(KvRequest),
     SessionCreate(Session),
-    SessionDestroy { id: String },
+    SessionDestroy {
+        id: String,
+    },
     Txn(Vec<TxnOp>),
     /// Replaces the whole state with a snapshot (`PUT /v1/snapshot`).
     Restore(Box<crate::state::Snapshot>),
     /// The leader's clean-up of KV tombstones older than the given index.
-    TombstoneReap { up_to: u64 },
+    TombstoneReap {
+        up_to: u64,
+    },
 }
 
 /// A command plus the wall-clock time the proposer read, so that applying it reads no clock.
@@ -300,8 +304,5 @@ pub enum Response {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -86,9 +86,8 @@ impl Client {
         };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let http = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let http =
+            HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
         Ok(Client { base, token: None, http })
     }
 
@@ -115,9 +114,7 @@ impl Client {
         if let Some(t) = &self.token {
             builder = builder.header(query::HEADER_TOKEN, t);
         }
-        let req = builder
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|_| Error::Address(uri.clone()))?;
+        let req = builder.body(Full::new(body.unwrap_or_default())).map_err(|_| Error::Address(uri.clone()))?;
         let fut = async {
             let resp = self
                 .http
@@ -133,9 +130,9 @@ impl Client {
             Ok(Response { status: parts.status.as_u16(), headers: parts.headers, body })
         };
         match timeout {
-            Some(t) => tokio::time::timeout(t, fut)
-                .await
-                .map_err(|_| Error::Timeout { path: path_and_query.to_string() })?,
+            Some(t) => {
+                tokio::time::timeout(t, fut).await.map_err(|_| Error::Timeout { path: path_and_query.to_string() })?
+            }
             None => fut.await,
         }
     }
@@ -168,10 +165,8 @@ impl Client {
         pairs.extend(opts.to_pairs());
         let pq = format!("{}{}", query::encode_path(path), query::query_string(&pairs));
         // A blocking query may legitimately take wait + wait/16; give the transport a margin.
-        let timeout = opts
-            .wait
-            .filter(|_| opts.index > 0)
-            .map(|w| w + w / query::JITTER_FRACTION + Duration::from_secs(5));
+        let timeout =
+            opts.wait.filter(|_| opts.index > 0).map(|w| w + w / query::JITTER_FRACTION + Duration::from_secs(5));
         let resp = self.request(http::Method::GET, &pq, None, timeout).await?;
         if resp.status == 404 {
             return Ok(None);
@@ -183,14 +178,13 @@ impl Client {
             });
         }
         let meta = resp.meta();
-        let value = serde_json::from_slice(&resp.body)
-            .map_err(|source| Error::Decode { path: path.to_string(), source })?;
+        let value =
+            serde_json::from_slice(&resp.body).map_err(|source| Error::Decode { path: path.to_string(), source })?;
         Ok(Some((value, meta)))
     }
 
     pub async fn put_json<B: serde::Serialize>(&self, path: &str, body: &B) -> Result<Response, Error> {
-        let bytes = serde_json::to_vec(body)
-            .map_err(|source| Error::Decode { path: path.to_string(), source })?;
+        let bytes = serde_json::to_vec(body).map_err(|source| Error::Decode { path: path.to_string(), source })?;
         self.request_ok(http::Method::PUT, path, Some(bytes.into())).await
     }
 
@@ -266,8 +260,7 @@ impl Client {
     }
 
     pub async fn status_leader(&self) -> Result<String, Error> {
-        let got: Option<(String, QueryMeta)> =
-            self.query("/v1/status/leader", &[], &QueryOptions::default()).await?;
+        let got: Option<(String, QueryMeta)> = self.query("/v1/status/leader", &[], &QueryOptions::default()).await?;
         Ok(got.map(|(v, _)| v).unwrap_or_default())
     }
 }

@@ -108,10 +108,7 @@ mod tests {
             filter: Some("Service == \"web\"".into()),
             ..Default::default()
         };
-        assert_eq!(
-            query_string(&o.to_pairs()),
-            "?index=7&wait=60000ms&stale&filter=Service%20%3D%3D%20%22web%22"
-        );
+        assert_eq!(query_string(&o.to_pairs()), "?index=7&wait=60000ms&stale&filter=Service%20%3D%3D%20%22web%22");
         assert_eq!(query_string(&QueryOptions::default().to_pairs()), "");
     }
 

@@ -34,10 +34,7 @@ impl KvPair {
     /// The decoded value bytes (empty when the key holds no value).
     pub fn value_bytes(&self) -> Vec<u8> {
         use base64::Engine;
-        self.value
-            .as_deref()
-            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-            .unwrap_or_default()
+        self.value.as_deref().and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok()).unwrap_or_default()
     }
 }
 
@@ -374,17 +371,11 @@ mod tests {
 
     #[test]
     fn aggregated_status_orders_maintenance_first() {
-        let check = |id: &str, status: &str| HealthCheck {
-            check_id: id.into(),
-            status: status.into(),
-            ..Default::default()
-        };
+        let check =
+            |id: &str, status: &str| HealthCheck { check_id: id.into(), status: status.into(), ..Default::default() };
         assert_eq!(aggregated_status(&[]), "passing");
         assert_eq!(aggregated_status(&[check("a", "passing"), check("b", "warning")]), "warning");
         assert_eq!(aggregated_status(&[check("a", "critical"), check("b", "warning")]), "critical");
-        assert_eq!(
-            aggregated_status(&[check("a", "critical"), check("_node_maintenance", "critical")]),
-            "maintenance"
-        );
+        assert_eq!(aggregated_status(&[check("a", "critical"), check("_node_maintenance", "critical")]), "maintenance");
     }
 }

@@ -22,11 +22,7 @@ impl ProxyHttp for Bare {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
     async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.backends.len();
-        Ok(Box::new(HttpPeer::new(
-            self.backends[i],
-            false,
-            String::new(),
-        )))
+        Ok(Box::new(HttpPeer::new(self.backends[i], false, String::new())))
     }
 }
 
@@ -37,23 +33,12 @@ fn main() {
         std::process::exit(2);
     };
     let backends: Vec<SocketAddr> = args[2..].iter().filter_map(|a| a.parse().ok()).collect();
-    let conf = ServerConf {
-        threads: 1,
-        work_stealing: false,
-        ..Default::default()
-    };
+    let conf = ServerConf { threads: 1, work_stealing: false, ..Default::default() };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     for i in 0..2 {
-        let bare = Bare {
-            backends: backends.clone(),
-            next: AtomicUsize::new(i),
-        };
-        let mut svc = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            bare,
-            &format!("w{i}"),
-        );
+        let bare = Bare { backends: backends.clone(), next: AtomicUsize::new(i) };
+        let mut svc = pingora::proxy::http_proxy_service_with_name(&server.configuration, bare, &format!("w{i}"));
         svc.threads = Some(1);
         svc.add_tcp(listen);
         server.add_service(svc);

@@ -46,10 +46,7 @@ pub struct BenchRule {
 
 impl Default for BenchRule {
     fn default() -> Self {
-        BenchRule {
-            max_fails: 1,
-            fail_timeout: Duration::from_secs(10),
-        }
+        BenchRule { max_fails: 1, fail_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -80,19 +77,12 @@ impl Stats {
     }
 
     pub fn is_benched(&self, now: Instant) -> bool {
-        self.fail
-            .lock()
-            .benched_until
-            .is_some_and(|until| now < until)
+        self.fail.lock().benched_until.is_some_and(|until| now < until)
     }
 
     /// How much longer the instance stays benched.
     pub fn benched_for(&self, now: Instant) -> Option<Duration> {
-        self.fail
-            .lock()
-            .benched_until
-            .and_then(|until| until.checked_duration_since(now))
-            .filter(|d| !d.is_zero())
+        self.fail.lock().benched_until.and_then(|until| until.checked_duration_since(now)).filter(|d| !d.is_zero())
     }
 
     pub fn fails(&self) -> u32 {
@@ -105,9 +95,7 @@ impl Stats {
             return false;
         }
         let mut s = self.fail.lock();
-        let in_window = s
-            .window_start
-            .is_some_and(|start| now.saturating_duration_since(start) < rule.fail_timeout);
+        let in_window = s.window_start.is_some_and(|start| now.saturating_duration_since(start) < rule.fail_timeout);
         if in_window {
             s.fails = s.fails.saturating_add(1);
         } else {
@@ -155,9 +143,7 @@ impl StatsRegistry {
 
     /// Drops state of addresses no longer used by any route.
     pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
-        self.map
-            .lock()
-            .retain(|a, s| keep(a) || Arc::strong_count(s) > 1);
+        self.map.lock().retain(|a, s| keep(a) || Arc::strong_count(s) > 1);
     }
 }
 
@@ -193,13 +179,7 @@ impl Pool {
         backends.dedup_by(|a, b| a.addr == b.addr);
         backends.truncate(u16::MAX as usize);
         let order = smooth_order(&backends.iter().map(|b| b.weight).collect::<Vec<_>>());
-        Pool {
-            backends,
-            order,
-            next: AtomicUsize::new(0),
-            policy,
-            bench,
-        }
+        Pool { backends, order, next: AtomicUsize::new(0), policy, bench }
     }
 
     pub fn backends(&self) -> &[Backend] {
@@ -213,12 +193,7 @@ impl Pool {
     /// Picks an instance not in `tried`. Benched instances are used only when every untried
     /// instance is benched (nginx's "all peers failed, mark them live for quick recovery"):
     /// Consul still reports them passing, so trying one beats refusing the request.
-    pub fn select(
-        &self,
-        client: Option<IpAddr>,
-        tried: &[SocketAddr],
-        now: Instant,
-    ) -> Option<&Backend> {
+    pub fn select(&self, client: Option<IpAddr>, tried: &[SocketAddr], now: Instant) -> Option<&Backend> {
         if self.backends.is_empty() {
             return None;
         }
@@ -227,37 +202,29 @@ impl Pool {
         match self.policy {
             Policy::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                self.scan(start, &fit)
-                    .or_else(|| self.scan(start, &untried))
+                self.scan(start, &fit).or_else(|| self.scan(start, &untried))
             }
             Policy::IpHash => {
                 let start = client.map(affinity_hash).unwrap_or(0) as usize;
-                self.scan(start, &fit)
-                    .or_else(|| self.scan(start, &untried))
+                self.scan(start, &fit).or_else(|| self.scan(start, &untried))
             }
             Policy::LeastConn => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                self.least(start, &fit)
-                    .or_else(|| self.least(start, &untried))
+                self.least(start, &fit).or_else(|| self.least(start, &untried))
             }
         }
     }
 
     fn scan(&self, start: usize, ok: &dyn Fn(&Backend) -> bool) -> Option<&Backend> {
         let n = self.order.len();
-        (0..n)
-            .map(|i| &self.backends[self.order[(start + i) % n] as usize])
-            .find(|b| ok(b))
+        (0..n).map(|i| &self.backends[self.order[(start + i) % n] as usize]).find(|b| ok(b))
     }
 
     fn least(&self, start: usize, ok: &dyn Fn(&Backend) -> bool) -> Option<&Backend> {
         let n = self.backends.len();
         let mut best: Option<&Backend> = None;
         // Rotating the start spreads ties instead of always favouring the first instance.
-        for b in (0..n)
-            .map(|i| &self.backends[(start + i) % n])
-            .filter(|b| ok(b))
-        {
+        for b in (0..n).map(|i| &self.backends[(start + i) % n]).filter(|b| ok(b)) {
             best = match best {
                 // a/wa < b/wb  <=>  a*wb < b*wa
                 Some(cur)
@@ -302,8 +269,7 @@ fn smooth_order(weights: &[u32]) -> Vec<u16> {
     w.iter_mut().for_each(|x| *x /= g.max(1));
     let total: u64 = w.iter().sum();
     if total > MAX_ORDER {
-        w.iter_mut()
-            .for_each(|x| *x = (*x * MAX_ORDER / total).max(1));
+        w.iter_mut().for_each(|x| *x = (*x * MAX_ORDER / total).max(1));
     }
     let total: i64 = w.iter().sum::<u64>() as i64;
     let mut current = vec![0i64; w.len()];
@@ -377,14 +343,8 @@ mod tests {
 
     #[test]
     fn round_robin_follows_weights() {
-        assert_eq!(
-            counts(&pool(&[1, 1, 1], Policy::RoundRobin), 300, None),
-            vec![100, 100, 100]
-        );
-        assert_eq!(
-            counts(&pool(&[3, 1], Policy::RoundRobin), 400, None),
-            vec![300, 100]
-        );
+        assert_eq!(counts(&pool(&[1, 1, 1], Policy::RoundRobin), 300, None), vec![100, 100, 100]);
+        assert_eq!(counts(&pool(&[3, 1], Policy::RoundRobin), 400, None), vec![300, 100]);
     }
 
     #[test]
@@ -406,20 +366,10 @@ mod tests {
         }
         assert!(seen.len() >= 3, "{seen:?}");
         // The affine instance fails: the client goes elsewhere, and back once it recovers.
-        p.backends()
-            .iter()
-            .find(|b| b.addr == first)
-            .unwrap()
-            .stats
-            .record_failure(p.bench, now);
+        p.backends().iter().find(|b| b.addr == first).unwrap().stats.record_failure(p.bench, now);
         let other = p.select(Some(a), &[], now).unwrap().addr;
         assert_ne!(other, first);
-        assert_eq!(
-            p.select(Some(a), &[], now + Duration::from_secs(11))
-                .unwrap()
-                .addr,
-            first
-        );
+        assert_eq!(p.select(Some(a), &[], now + Duration::from_secs(11)).unwrap().addr, first);
     }
 
     #[test]
@@ -468,10 +418,7 @@ mod tests {
     fn benching_follows_max_fails_within_fail_timeout() {
         let t0 = Instant::now();
         let s = Stats::default();
-        let rule = BenchRule {
-            max_fails: 3,
-            fail_timeout: Duration::from_secs(10),
-        };
+        let rule = BenchRule { max_fails: 3, fail_timeout: Duration::from_secs(10) };
         assert!(!s.record_failure(rule, t0));
         assert!(!s.record_failure(rule, t0 + Duration::from_secs(1)));
         // The window expired: counting starts over.
@@ -481,20 +428,11 @@ mod tests {
         assert!(s.is_benched(t0 + Duration::from_secs(15)));
         assert!(!s.is_benched(t0 + Duration::from_secs(24)));
         // max_fails = 0 disables benching.
-        let off = BenchRule {
-            max_fails: 0,
-            ..rule
-        };
+        let off = BenchRule { max_fails: 0, ..rule };
         let s2 = Stats::default();
         assert!((0..10).all(|_| !s2.record_failure(off, t0)));
         // A success lifts the bench.
-        s.record_failure(
-            BenchRule {
-                max_fails: 1,
-                ..rule
-            },
-            t0,
-        );
+        s.record_failure(BenchRule { max_fails: 1, ..rule }, t0);
         assert!(s.is_benched(t0));
         s.record_success();
         assert!(!s.is_benched(t0));

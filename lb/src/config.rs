@@ -12,10 +12,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("reading config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("parsing config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("no agent address: pass -consul-addr=HOST:PORT or set consul_addr in the config file")]
@@ -26,11 +23,7 @@ pub enum Error {
 
 /// `lb -listen=0.0.0.0:88 -consul-addr=HOST:PORT [-consul-addr ...] [-config=FILE]`.
 #[derive(Debug, Clone, Parser, Default)]
-#[command(
-    name = "lb",
-    about = "One stable HTTP entry point over healthy agents and services",
-    version
-)]
+#[command(name = "lb", about = "One stable HTTP entry point over healthy agents and services", version)]
 pub struct Args {
     /// Address to accept HTTP on.
     #[arg(long)]
@@ -62,16 +55,8 @@ pub struct Args {
 
 impl Args {
     /// Parses Consul-style flags: `-x=v` and `-x v` mean `--x=v` and `--x v`.
-    pub fn parse_from_consul_style<I: IntoIterator<Item = String>>(
-        args: I,
-    ) -> Result<Args, clap::Error> {
-        Args::try_parse_from(args.into_iter().enumerate().map(|(i, a)| {
-            if i == 0 {
-                a
-            } else {
-                double_dash(a)
-            }
-        }))
+    pub fn parse_from_consul_style<I: IntoIterator<Item = String>>(args: I) -> Result<Args, clap::Error> {
+        Args::try_parse_from(args.into_iter().enumerate().map(|(i, a)| if i == 0 { a } else { double_dash(a) }))
     }
 }
 
@@ -118,10 +103,7 @@ impl Default for RouteOptions {
 
 impl RouteOptions {
     pub fn bench(&self) -> BenchRule {
-        BenchRule {
-            max_fails: self.max_fails,
-            fail_timeout: self.fail_timeout,
-        }
+        BenchRule { max_fails: self.max_fails, fail_timeout: self.fail_timeout }
     }
 }
 
@@ -188,21 +170,15 @@ impl Config {
         let dur = |v: &Option<String>, default: Duration| -> Result<Duration, Error> {
             match v {
                 None => Ok(default),
-                Some(s) => api::duration::parse(s).map_err(|e| Error::Parse {
-                    path: path.clone(),
-                    message: format!("duration {s:?}: {e}"),
-                }),
+                Some(s) => api::duration::parse(s)
+                    .map_err(|e| Error::Parse { path: path.clone(), message: format!("duration {s:?}: {e}") }),
             }
         };
         let defaults = apply(&RouteOptions::default(), &file.defaults, &dur)?;
         // An agent that stops answering (paused, overloaded) must not hold requests forever;
         // blocking queries get their own wait on top (`routing::agent_read_timeout`).
         let agents_base = RouteOptions {
-            read_timeout: if defaults.read_timeout.is_zero() {
-                Duration::from_secs(60)
-            } else {
-                defaults.read_timeout
-            },
+            read_timeout: if defaults.read_timeout.is_zero() { Duration::from_secs(60) } else { defaults.read_timeout },
             ..defaults.clone()
         };
         let agents = apply(&agents_base, &file.agents, &dur)?;
@@ -210,34 +186,22 @@ impl Config {
         for (name, o) in &file.services {
             services.insert(name.to_lowercase(), apply(&defaults, o, &dur)?);
         }
-        let listen = args
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| "0.0.0.0:88".to_string());
+        let listen = args.listen.or(file.listen).unwrap_or_else(|| "0.0.0.0:88".to_string());
         if listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(Error::Listen(listen));
         }
-        let consul_addr = if args.consul_addr.is_empty() {
-            file.consul_addr
-        } else {
-            args.consul_addr
-        };
+        let consul_addr = if args.consul_addr.is_empty() { file.consul_addr } else { args.consul_addr };
         if consul_addr.is_empty() {
             return Err(Error::NoAgent);
         }
-        let threads = args.threads.or(file.threads).unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
+        let threads = args
+            .threads
+            .or(file.threads)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         Ok(Config {
             listen,
             consul_addr,
-            domain: file
-                .domain
-                .unwrap_or_else(|| "consul".to_string())
-                .trim_matches('.')
-                .to_lowercase(),
+            domain: file.domain.unwrap_or_else(|| "consul".to_string()).trim_matches('.').to_lowercase(),
             wait: dur(&file.wait, Duration::from_secs(30))?,
             members_interval: dur(&file.members_interval, Duration::from_secs(1))?,
             access_log: file.access_log.unwrap_or(true),
@@ -247,9 +211,7 @@ impl Config {
             services,
             upgrade: args.upgrade,
             daemon: args.daemon,
-            upgrade_sock: args
-                .upgrade_sock
-                .unwrap_or_else(|| "/tmp/lb_upgrade.sock".to_string()),
+            upgrade_sock: args.upgrade_sock.unwrap_or_else(|| "/tmp/lb_upgrade.sock".to_string()),
             pid_file: args.pid_file.unwrap_or_else(|| "/tmp/lb.pid".to_string()),
             log_level: args.log_level,
         })
@@ -257,36 +219,24 @@ impl Config {
 
     /// The options of a service's route.
     pub fn service(&self, name: &str) -> &RouteOptions {
-        self.services
-            .get(&name.to_lowercase())
-            .unwrap_or(&self.defaults)
+        self.services.get(&name.to_lowercase()).unwrap_or(&self.defaults)
     }
 }
 
 fn read_file(path: &Path) -> Result<File, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.into(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
     let parsed = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| e.to_string())
     } else {
         toml::from_str(&text).map_err(|e| e.to_string())
     };
-    parsed.map_err(|message| Error::Parse {
-        path: path.into(),
-        message,
-    })
+    parsed.map_err(|message| Error::Parse { path: path.into(), message })
 }
 
 /// Parses an optional duration string, falling back to a default.
 type DurationParser<'a> = &'a dyn Fn(&Option<String>, Duration) -> Result<Duration, Error>;
 
-fn apply(
-    base: &RouteOptions,
-    o: &RouteOverride,
-    dur: DurationParser<'_>,
-) -> Result<RouteOptions, Error> {
+fn apply(base: &RouteOptions, o: &RouteOverride, dur: DurationParser<'_>) -> Result<RouteOptions, Error> {
     Ok(RouteOptions {
         policy: o.policy.unwrap_or(base.policy),
         max_fails: o.max_fails.unwrap_or(base.max_fails),
@@ -313,11 +263,7 @@ mod tests {
         ] {
             let a = args(line).unwrap();
             assert_eq!(a.listen.as_deref(), Some("127.0.0.1:88"), "{line}");
-            assert_eq!(
-                a.consul_addr,
-                vec!["127.0.0.11:8500", "127.0.0.12:8500"],
-                "{line}"
-            );
+            assert_eq!(a.consul_addr, vec!["127.0.0.11:8500", "127.0.0.12:8500"], "{line}");
         }
         assert!(args("lb -bogus=1").is_err());
         assert_eq!(double_dash("-".into()), "-");
@@ -345,11 +291,7 @@ policy = "ip_hash"
 "#,
         )
         .unwrap();
-        let a = args(&format!(
-            "lb -listen=127.0.0.1:88 -config={}",
-            path.display()
-        ))
-        .unwrap();
+        let a = args(&format!("lb -listen=127.0.0.1:88 -config={}", path.display())).unwrap();
         let c = Config::from_args(a).unwrap();
         assert_eq!(c.listen, "127.0.0.1:88");
         assert_eq!(c.consul_addr, vec!["127.0.0.11:8500"]);
@@ -369,9 +311,6 @@ policy = "ip_hash"
 
     #[test]
     fn an_agent_address_is_required() {
-        assert!(matches!(
-            Config::from_args(args("lb").unwrap()),
-            Err(Error::NoAgent)
-        ));
+        assert!(matches!(Config::from_args(args("lb").unwrap()), Err(Error::NoAgent)));
     }
 }

@@ -47,10 +47,7 @@ pub struct Agents {
 
 impl Agents {
     pub fn new(clients: Vec<Client>) -> Agents {
-        Agents {
-            clients: ArcSwap::from_pointee(clients),
-            generation: AtomicU64::new(0),
-        }
+        Agents { clients: ArcSwap::from_pointee(clients), generation: AtomicU64::new(0) }
     }
 
     /// The current clients, rotated by `spread` so that watchers start on different agents.
@@ -67,8 +64,7 @@ impl Agents {
     fn set(&self, clients: Vec<Client>) {
         let same = {
             let cur = self.clients.load();
-            cur.len() == clients.len()
-                && cur.iter().zip(&clients).all(|(a, b)| a.addr() == b.addr())
+            cur.len() == clients.len() && cur.iter().zip(&clients).all(|(a, b)| a.addr() == b.addr())
         };
         if !same && !clients.is_empty() {
             self.clients.store(Arc::new(clients));
@@ -77,11 +73,7 @@ impl Agents {
     }
 
     pub fn addrs(&self) -> Vec<String> {
-        self.clients
-            .load()
-            .iter()
-            .map(|c| c.addr().to_string())
-            .collect()
+        self.clients.load().iter().map(|c| c.addr().to_string()).collect()
     }
 }
 
@@ -108,15 +100,11 @@ impl Discovery {
         let (tx, mut rx) = mpsc::channel::<Input>(1024);
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
         let mut health_tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
-        let mut cat = Catalog {
-            seeds: shared.seeds.clone(),
-            ..Default::default()
-        };
+        let mut cat = Catalog { seeds: shared.seeds.clone(), ..Default::default() };
         let mut version = shared.snapshot.load().version;
 
         tasks.push(tokio::spawn(
-            poll_members(shared.clone(), self.seeds.clone(), tx.clone())
-                .instrument(tracing::info_span!("members")),
+            poll_members(shared.clone(), self.seeds.clone(), tx.clone()).instrument(tracing::info_span!("members")),
         ));
         tasks.push(tokio::spawn(
             watch::<BTreeMap<String, Vec<String>>>(
@@ -167,15 +155,11 @@ impl Discovery {
                         cat.health.retain(|name, _| services.contains_key(name));
                         for name in services.keys() {
                             if !health_tasks.contains_key(name) {
-                                let target = Target::new(format!("/v1/health/service/{name}"))
-                                    .with("passing", "1");
+                                let target = Target::new(format!("/v1/health/service/{name}")).with("passing", "1");
                                 let owned = name.clone();
-                                let task = watch::<Vec<ServiceEntry>>(
-                                    shared.clone(),
-                                    target,
-                                    tx.clone(),
-                                    move |v| Input::Health(owned.clone(), v),
-                                )
+                                let task = watch::<Vec<ServiceEntry>>(shared.clone(), target, tx.clone(), move |v| {
+                                    Input::Health(owned.clone(), v)
+                                })
                                 .instrument(tracing::info_span!("watch", service = %name));
                                 health_tasks.insert(name.clone(), tokio::spawn(task));
                             }
@@ -196,24 +180,10 @@ impl Discovery {
             shared.snapshot.store(Arc::new(snap));
             // State of instances that left every route goes once no request holds it.
             shared.stats.retain(|_| false);
-            shared
-                .metrics
-                .snapshot_updates
-                .fetch_add(1, Ordering::Relaxed);
-            shared
-                .metrics
-                .last_update_micros
-                .store(received.elapsed().as_micros() as u64, Ordering::Relaxed);
-            debug!(
-                version,
-                services = cat.health.len(),
-                "routing table rebuilt"
-            );
-            if ready.is_some()
-                && services_known
-                && cat.members.is_some()
-                && cat.health.len() == cat.services.len()
-            {
+            shared.metrics.snapshot_updates.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.last_update_micros.store(received.elapsed().as_micros() as u64, Ordering::Relaxed);
+            debug!(version, services = cat.health.len(), "routing table rebuilt");
+            if ready.is_some() && services_known && cat.members.is_some() && cat.health.len() == cat.services.len() {
                 info!(services = cat.services.len(), "routing table complete");
                 if let Some(r) = ready.take() {
                     r.notify_ready();
@@ -229,23 +199,13 @@ impl Discovery {
 
 #[async_trait]
 impl BackgroundService for Discovery {
-    async fn start_with_ready_notifier(
-        &self,
-        shutdown: ShutdownWatch,
-        ready: ServiceReadyNotifier,
-    ) {
-        self.run(shutdown, ready)
-            .instrument(tracing::info_span!("discovery"))
-            .await
+    async fn start_with_ready_notifier(&self, shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+        self.run(shutdown, ready).instrument(tracing::info_span!("discovery")).await
     }
 }
 
 /// The clients for the alive members, then any seed not among them.
-fn agent_clients(
-    members: &[AgentMember],
-    seed_addrs: &[SocketAddr],
-    seeds: &[Client],
-) -> Vec<Client> {
+fn agent_clients(members: &[AgentMember], seed_addrs: &[SocketAddr], seeds: &[Client]) -> Vec<Client> {
     let mut out: Vec<Client> = Vec::new();
     for m in members.iter().filter(|m| m.status == 1) {
         let Some(addr) = agent_http_addr(m, seed_addrs) else {
@@ -271,11 +231,7 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
     let mut current = 0usize;
     loop {
         let (_, clients) = shared.agents.rotated(0);
-        let clients = if clients.is_empty() {
-            seeds.clone()
-        } else {
-            clients
-        };
+        let clients = if clients.is_empty() { seeds.clone() } else { clients };
         let mut got = None;
         for i in 0..clients.len() {
             let c = &clients[(current + i) % clients.len()];
@@ -286,17 +242,11 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
                     break;
                 }
                 Ok(Err(e)) => {
-                    shared
-                        .metrics
-                        .discovery_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
                     debug!(agent = c.addr(), "members: {e}");
                 }
                 Err(_) => {
-                    shared
-                        .metrics
-                        .discovery_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
                     debug!(agent = c.addr(), "members: timed out");
                 }
             }
@@ -319,18 +269,12 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
 
 /// One blocking-query loop; rebuilt on a new client list when the agent set changed and the
 /// current agent fails.
-async fn watch<T>(
-    shared: Arc<Shared>,
-    target: Target,
-    tx: mpsc::Sender<Input>,
-    wrap: impl Fn(T) -> Input,
-) where
+async fn watch<T>(shared: Arc<Shared>, target: Target, tx: mpsc::Sender<Input>, wrap: impl Fn(T) -> Input)
+where
     T: DeserializeOwned + PartialEq + Clone + Default,
 {
     // Spread watchers over the agents instead of piling every blocking query on the first.
-    let spread = target.path.bytes().fold(0usize, |h, b| {
-        h.wrapping_mul(31).wrapping_add(usize::from(b))
-    });
+    let spread = target.path.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
     loop {
         let (gen, clients) = shared.agents.rotated(spread);
         if clients.is_empty() {
@@ -347,10 +291,7 @@ async fn watch<T>(
                     }
                 }
                 Err(e) => {
-                    shared
-                        .metrics
-                        .discovery_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
                     warn!(next_agent = w.agent(), "{}: {e}", target.path);
                     if shared.agents.generation.load(Ordering::Acquire) != gen {
                         break;
@@ -366,37 +307,17 @@ mod tests {
     use super::*;
 
     fn member(name: &str, addr: &str, status: i32) -> AgentMember {
-        AgentMember {
-            name: name.into(),
-            addr: addr.into(),
-            status,
-            ..Default::default()
-        }
+        AgentMember { name: name.into(), addr: addr.into(), status, ..Default::default() }
     }
 
     #[test]
     fn watchers_may_use_alive_members_then_the_seeds() {
-        let seeds = vec![
-            Client::new("127.0.0.11:8500").unwrap(),
-            Client::new("127.0.0.99:8500").unwrap(),
-        ];
-        let seed_addrs: Vec<SocketAddr> = vec![
-            "127.0.0.11:8500".parse().unwrap(),
-            "127.0.0.99:8500".parse().unwrap(),
-        ];
-        let members = [
-            member("a", "127.0.0.11", 1),
-            member("b", "127.0.0.12", 1),
-            member("c", "127.0.0.13", 4),
-        ];
-        let got: Vec<String> = agent_clients(&members, &seed_addrs, &seeds)
-            .iter()
-            .map(|c| c.addr().to_string())
-            .collect();
-        assert_eq!(
-            got,
-            vec!["127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.99:8500"]
-        );
+        let seeds = vec![Client::new("127.0.0.11:8500").unwrap(), Client::new("127.0.0.99:8500").unwrap()];
+        let seed_addrs: Vec<SocketAddr> = vec!["127.0.0.11:8500".parse().unwrap(), "127.0.0.99:8500".parse().unwrap()];
+        let members = [member("a", "127.0.0.11", 1), member("b", "127.0.0.12", 1), member("c", "127.0.0.13", 4)];
+        let got: Vec<String> =
+            agent_clients(&members, &seed_addrs, &seeds).iter().map(|c| c.addr().to_string()).collect();
+        assert_eq!(got, vec!["127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.99:8500"]);
     }
 
     #[test]
@@ -405,22 +326,11 @@ mod tests {
         let (g0, _) = a.rotated(0);
         a.set(vec![Client::new("127.0.0.11:8500").unwrap()]);
         assert_eq!(a.rotated(0).0, g0, "same set, same generation");
-        a.set(vec![
-            Client::new("127.0.0.11:8500").unwrap(),
-            Client::new("127.0.0.12:8500").unwrap(),
-        ]);
+        a.set(vec![Client::new("127.0.0.11:8500").unwrap(), Client::new("127.0.0.12:8500").unwrap()]);
         let (g1, clients) = a.rotated(1);
         assert_eq!(g1, g0 + 1);
-        assert_eq!(
-            clients[0].addr(),
-            "127.0.0.12:8500",
-            "rotated by the spread"
-        );
+        assert_eq!(clients[0].addr(), "127.0.0.12:8500", "rotated by the spread");
         a.set(Vec::new());
-        assert_eq!(
-            a.addrs().len(),
-            2,
-            "an empty list never replaces known agents"
-        );
+        assert_eq!(a.addrs().len(), 2, "an empty list never replaces known agents");
     }
 }

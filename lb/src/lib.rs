@@ -44,23 +44,18 @@ impl Shared {
         let mut clients = Vec::new();
         let mut seeds = Vec::new();
         for addr in &config.consul_addr {
-            let client = api::Client::new(addr).map_err(|e| Error::Agent {
-                addr: addr.clone(),
-                message: e.to_string(),
-            })?;
-            let resolved = client.addr().to_socket_addrs().map_err(|e| Error::Agent {
-                addr: addr.clone(),
-                message: e.to_string(),
-            })?;
+            let client =
+                api::Client::new(addr).map_err(|e| Error::Agent { addr: addr.clone(), message: e.to_string() })?;
+            let resolved = client
+                .addr()
+                .to_socket_addrs()
+                .map_err(|e| Error::Agent { addr: addr.clone(), message: e.to_string() })?;
             seeds.extend(resolved.take(1));
             clients.push(client);
         }
         let stats = balance::StatsRegistry::default();
         let metrics = metrics::Metrics::default();
-        let cat = routing::Catalog {
-            seeds: seeds.clone(),
-            ..Default::default()
-        };
+        let cat = routing::Catalog { seeds: seeds.clone(), ..Default::default() };
         let first = routing::Snapshot::build(&cat, &config, &stats, &metrics, 0);
         let shared = Shared {
             config,

@@ -26,15 +26,10 @@ fn main() -> anyhow::Result<()> {
     };
     let config = Config::from_args(args)?;
     let filter = match &config.log_level {
-        Some(level) => {
-            EnvFilter::try_new(level).with_context(|| format!("invalid -log-level {level:?}"))?
-        }
+        Some(level) => EnvFilter::try_new(level).with_context(|| format!("invalid -log-level {level:?}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).init();
 
     let listen = config.listen.clone();
     let server_conf = ServerConf {
@@ -50,11 +45,7 @@ fn main() -> anyhow::Result<()> {
         graceful_shutdown_timeout_seconds: Some(10),
         ..Default::default()
     };
-    let opt = Opt {
-        upgrade: config.upgrade,
-        daemon: config.daemon,
-        ..Default::default()
-    };
+    let opt = Opt { upgrade: config.upgrade, daemon: config.daemon, ..Default::default() };
     let (shared, seeds) = Shared::new(config)?;
 
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);

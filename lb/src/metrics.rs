@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Why an upstream attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,18 +47,14 @@ impl Default for RouteMetrics {
 
 impl RouteMetrics {
     pub fn request(&self, status: u16, took: Duration) {
-        let slot = usize::from(status)
-            .checked_sub(100)
-            .filter(|i| *i < 500)
-            .unwrap_or(500);
+        let slot = usize::from(status).checked_sub(100).filter(|i| *i < 500).unwrap_or(500);
         self.by_status[slot].fetch_add(1, Ordering::Relaxed);
         let secs = took.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub fn upstream_error(&self, kind: UpstreamError) {
@@ -88,48 +82,26 @@ pub struct Metrics {
 impl Metrics {
     /// The metrics of a route by name; the same object across snapshots, so counters persist.
     pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
-        self.routes
-            .lock()
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        self.routes.lock().entry(name.to_string()).or_default().clone()
     }
 
     /// Renders every metric in Prometheus' text format.
     pub fn render(&self, instances: &[(String, usize)]) -> String {
-        let routes: Vec<(String, Arc<RouteMetrics>)> = self
-            .routes
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let routes: Vec<(String, Arc<RouteMetrics>)> =
+            self.routes.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(
-            out,
-            "# HELP lb_requests_total Requests answered, by route and status code."
-        );
+        let _ = writeln!(out, "# HELP lb_requests_total Requests answered, by route and status code.");
         let _ = writeln!(out, "# TYPE lb_requests_total counter");
         for (name, m) in &routes {
             for (i, c) in m.by_status.iter().enumerate() {
                 let n = c.load(Ordering::Relaxed);
                 if n > 0 {
-                    let code = if i == 500 {
-                        "other".to_string()
-                    } else {
-                        (i + 100).to_string()
-                    };
-                    let _ = writeln!(
-                        out,
-                        "lb_requests_total{{route=\"{}\",code=\"{code}\"}} {n}",
-                        esc(name)
-                    );
+                    let code = if i == 500 { "other".to_string() } else { (i + 100).to_string() };
+                    let _ = writeln!(out, "lb_requests_total{{route=\"{}\",code=\"{code}\"}} {n}", esc(name));
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP lb_request_duration_seconds Time from request to the end of the response."
-        );
+        let _ = writeln!(out, "# HELP lb_request_duration_seconds Time from request to the end of the response.");
         let _ = writeln!(out, "# TYPE lb_request_duration_seconds histogram");
         for (name, m) in &routes {
             let count = m.count.load(Ordering::Relaxed);
@@ -139,98 +111,49 @@ impl Metrics {
             let mut cum = 0;
             for (i, b) in BUCKETS.iter().enumerate() {
                 cum += m.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "lb_request_duration_seconds_bucket{{route=\"{}\",le=\"{b}\"}} {cum}",
-                    esc(name)
-                );
+                let _ = writeln!(out, "lb_request_duration_seconds_bucket{{route=\"{}\",le=\"{b}\"}} {cum}", esc(name));
             }
-            let _ = writeln!(
-                out,
-                "lb_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {count}",
-                esc(name)
-            );
+            let _ = writeln!(out, "lb_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {count}", esc(name));
             let sum = m.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "lb_request_duration_seconds_sum{{route=\"{}\"}} {sum}",
-                esc(name)
-            );
-            let _ = writeln!(
-                out,
-                "lb_request_duration_seconds_count{{route=\"{}\"}} {count}",
-                esc(name)
-            );
+            let _ = writeln!(out, "lb_request_duration_seconds_sum{{route=\"{}\"}} {sum}", esc(name));
+            let _ = writeln!(out, "lb_request_duration_seconds_count{{route=\"{}\"}} {count}", esc(name));
         }
-        let _ = writeln!(
-            out,
-            "# HELP lb_upstream_errors_total Failed upstream attempts, by route and kind."
-        );
+        let _ = writeln!(out, "# HELP lb_upstream_errors_total Failed upstream attempts, by route and kind.");
         let _ = writeln!(out, "# TYPE lb_upstream_errors_total counter");
         for (name, m) in &routes {
             for (kind, c) in [("connect", &m.connect_errors), ("proxy", &m.proxy_errors)] {
                 let n = c.load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "lb_upstream_errors_total{{route=\"{}\",kind=\"{kind}\"}} {n}",
-                        esc(name)
-                    );
+                    let _ = writeln!(out, "lb_upstream_errors_total{{route=\"{}\",kind=\"{kind}\"}} {n}", esc(name));
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP lb_instances_benched_total Instances benched after max_fails failures."
-        );
+        let _ = writeln!(out, "# HELP lb_instances_benched_total Instances benched after max_fails failures.");
         let _ = writeln!(out, "# TYPE lb_instances_benched_total counter");
         for (name, m) in &routes {
             let n = m.benched.load(Ordering::Relaxed);
             if n > 0 {
-                let _ = writeln!(
-                    out,
-                    "lb_instances_benched_total{{route=\"{}\"}} {n}",
-                    esc(name)
-                );
+                let _ = writeln!(out, "lb_instances_benched_total{{route=\"{}\"}} {n}", esc(name));
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP lb_route_instances Healthy instances per route in the live routing table."
-        );
+        let _ = writeln!(out, "# HELP lb_route_instances Healthy instances per route in the live routing table.");
         let _ = writeln!(out, "# TYPE lb_route_instances gauge");
         for (name, n) in instances {
             let _ = writeln!(out, "lb_route_instances{{route=\"{}\"}} {n}", esc(name));
         }
-        let _ = writeln!(
-            out,
-            "# HELP lb_routing_updates_total Routing tables built from discovery."
-        );
+        let _ = writeln!(out, "# HELP lb_routing_updates_total Routing tables built from discovery.");
         let _ = writeln!(out, "# TYPE lb_routing_updates_total counter");
-        let _ = writeln!(
-            out,
-            "lb_routing_updates_total {}",
-            self.snapshot_updates.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP lb_discovery_errors_total Failed requests to agents by discovery."
-        );
+        let _ = writeln!(out, "lb_routing_updates_total {}", self.snapshot_updates.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP lb_discovery_errors_total Failed requests to agents by discovery.");
         let _ = writeln!(out, "# TYPE lb_discovery_errors_total counter");
-        let _ = writeln!(
-            out,
-            "lb_discovery_errors_total {}",
-            self.discovery_errors.load(Ordering::Relaxed)
-        );
+        let _ = writeln!(out, "lb_discovery_errors_total {}", self.discovery_errors.load(Ordering::Relaxed));
         out
     }
 }
 
 /// Escapes a label value (`\`, `"`, newline).
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -64,9 +64,7 @@ async fn respond(session: &mut Session, code: u16, content_type: &str, body: Str
     resp.insert_header("Content-Length", body.len().to_string())?;
     resp.insert_header("Cache-Control", "no-store")?;
     let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
+    session.write_response_header(Box::new(resp), head_only).await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }
@@ -82,24 +80,13 @@ impl Proxy {
                 respond(session, 200, "application/json", body).await
             }
             "/_lb/metrics" => {
-                let instances: Vec<(String, usize)> = snap
-                    .routes()
-                    .iter()
-                    .map(|r| (r.name.clone(), r.pool.backends().len()))
-                    .collect();
+                let instances: Vec<(String, usize)> =
+                    snap.routes().iter().map(|r| (r.name.clone(), r.pool.backends().len())).collect();
                 let body = self.shared.metrics.render(&instances);
                 respond(session, 200, "text/plain; version=0.0.4", body).await
             }
             "/_lb/health" => respond(session, 200, "text/plain", "ok\n".to_string()).await,
-            _ => {
-                respond(
-                    session,
-                    404,
-                    "text/plain",
-                    format!("lb: no such endpoint {path}\n"),
-                )
-                .await
-            }
+            _ => respond(session, 404, "text/plain", format!("lb: no such endpoint {path}\n")).await,
         }
     }
 
@@ -137,10 +124,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         if self.shared.draining.load(Ordering::Relaxed) && !session.is_http2() {
             session.set_keepalive(None);
         }
@@ -149,9 +133,7 @@ impl ProxyHttp for Proxy {
         let host = request_host(req).map(str::to_string);
         let path = req.uri.path().to_string();
         if path.starts_with(OWN_PREFIX)
-            && host
-                .as_deref()
-                .is_none_or(|h| parse_service_host(&host_only(h), snap.domain()).is_none())
+            && host.as_deref().is_none_or(|h| parse_service_host(&host_only(h), snap.domain()).is_none())
         {
             ctx.own = true;
             self.serve_own(session, &path).await?;
@@ -161,13 +143,7 @@ impl ProxyHttp for Proxy {
             Match::Route(route) => {
                 ctx.route = Some(route.clone());
                 if route.pool.is_empty() {
-                    respond(
-                        session,
-                        503,
-                        "text/plain",
-                        format!("lb: no healthy instance of {}\n", route.what),
-                    )
-                    .await?;
+                    respond(session, 503, "text/plain", format!("lb: no healthy instance of {}\n", route.what)).await?;
                     return Ok(true);
                 }
                 Ok(false)
@@ -192,15 +168,8 @@ impl ProxyHttp for Proxy {
         };
         let Some(b) = picked else {
             let tried: Vec<String> = ctx.tried.iter().map(|a| a.to_string()).collect();
-            ctx.failure = Some(format!(
-                "no instance of {} answered (tried {})",
-                route.what,
-                tried.join(", ")
-            ));
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(502),
-                "every instance failed",
-            ));
+            ctx.failure = Some(format!("no instance of {} answered (tried {})", route.what, tried.join(", ")));
+            return Err(Error::explain(ErrorType::HTTPStatus(502), "every instance failed"));
         };
         ctx.tried.push(b.addr);
         ctx.current = Some(b.stats.clone());
@@ -240,11 +209,7 @@ impl ProxyHttp for Proxy {
             }
         }
         if let Some(strip) = ctx.route.as_ref().and_then(|r| r.strip.as_deref()) {
-            let pq = upstream
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
+            let pq = upstream.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
             if let Some(new) = strip_path(pq, strip) {
                 match new.parse::<http::Uri>() {
                     Ok(uri) => upstream.set_uri(uri),
@@ -255,12 +220,7 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn upstream_response_filter(
-        &self,
-        _s: &mut Session,
-        _r: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
+    async fn upstream_response_filter(&self, _s: &mut Session, _r: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         if let Some(stats) = &ctx.current {
             stats.record_success();
         }
@@ -270,10 +230,7 @@ impl ProxyHttp for Proxy {
     /// A client that hangs up mid-request is routine, not an error worth a log line.
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
         e.esource() == &ErrorSource::Downstream
-            && matches!(
-                e.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+            && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError)
     }
 
     fn fail_to_connect(
@@ -333,11 +290,7 @@ impl ProxyHttp for Proxy {
             },
         };
         if code > 0 && session.response_written().is_none() {
-            let what = ctx
-                .route
-                .as_ref()
-                .map(|r| r.what.clone())
-                .unwrap_or_else(|| "the request".into());
+            let what = ctx.route.as_ref().map(|r| r.what.clone()).unwrap_or_else(|| "the request".into());
             let body = match &ctx.failure {
                 Some(f) => format!("lb: {f}\n"),
                 None => format!("lb: proxying to {what} failed: {}\n", e.etype().as_str()),
@@ -346,10 +299,7 @@ impl ProxyHttp for Proxy {
                 warn!("cannot send the error page: {err}");
             }
         }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -358,10 +308,7 @@ impl ProxyHttp for Proxy {
             return;
         }
         let took = ctx.start.elapsed();
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         match &ctx.route {
             Some(r) => r.metrics.request(status, took),
             None => self.shared.metrics.route("none").request(status, took),
@@ -370,16 +317,9 @@ impl ProxyHttp for Proxy {
             return;
         }
         let req = session.req_header();
-        let client = ctx
-            .client_ip
-            .map(|i| i.to_string())
-            .unwrap_or_else(|| "-".into());
+        let client = ctx.client_ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
         let route = ctx.route.as_ref().map(|r| r.name.as_str()).unwrap_or("-");
-        let upstream = ctx
-            .tried
-            .last()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".into());
+        let upstream = ctx.tried.last().map(|a| a.to_string()).unwrap_or_else(|| "-".into());
         info!(
             target: "lb::access",
             "{client} \"{} {} {:?}\" {status} {} route={route} upstream={upstream} tries={} {:.3}ms{}",

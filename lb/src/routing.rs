@@ -152,16 +152,8 @@ pub fn parse_service_host(host: &str, domain: &str) -> Option<ServiceHost> {
         return None;
     }
     match names {
-        [service] => Some(ServiceHost {
-            service: service.to_string(),
-            tag: None,
-            dc,
-        }),
-        [tag, service] => Some(ServiceHost {
-            service: service.to_string(),
-            tag: Some(tag.to_string()),
-            dc,
-        }),
+        [service] => Some(ServiceHost { service: service.to_string(), tag: None, dc }),
+        [tag, service] => Some(ServiceHost { service: service.to_string(), tag: Some(tag.to_string()), dc }),
         _ => None,
     }
 }
@@ -235,13 +227,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn backend(&self, addr: SocketAddr, weight: u32, node: &str, id: &str) -> Backend {
-        Backend {
-            addr,
-            weight,
-            node: node.to_string(),
-            id: id.to_string(),
-            stats: self.stats.get(addr),
-        }
+        Backend { addr, weight, node: node.to_string(), id: id.to_string(), stats: self.stats.get(addr) }
     }
 
     fn route(
@@ -254,56 +240,29 @@ impl Builder<'_> {
     ) -> Arc<Route> {
         let pool = Pool::new(backends, opts.policy, opts.bench());
         let metrics = self.metrics.route(&name);
-        Arc::new(Route {
-            agents: name == AGENTS_ROUTE,
-            name,
-            what,
-            pool,
-            opts: opts.clone(),
-            strip,
-            metrics,
-        })
+        Arc::new(Route { agents: name == AGENTS_ROUTE, name, what, pool, opts: opts.clone(), strip, metrics })
     }
 
-    fn service_backends<'e>(
-        &self,
-        entries: impl Iterator<Item = &'e ServiceEntry>,
-    ) -> Vec<Backend> {
-        entries
-            .filter_map(|e| {
-                Some(self.backend(entry_addr(e)?, weight(e), &e.node.node, &e.service.id))
-            })
-            .collect()
+    fn service_backends<'e>(&self, entries: impl Iterator<Item = &'e ServiceEntry>) -> Vec<Backend> {
+        entries.filter_map(|e| Some(self.backend(entry_addr(e)?, weight(e), &e.node.node, &e.service.id))).collect()
     }
 }
 
 impl Snapshot {
-    pub fn build(
-        cat: &Catalog,
-        cfg: &Config,
-        stats: &StatsRegistry,
-        metrics: &Metrics,
-        version: u64,
-    ) -> Snapshot {
+    pub fn build(cat: &Catalog, cfg: &Config, stats: &StatsRegistry, metrics: &Metrics, version: u64) -> Snapshot {
         let b = Builder { stats, metrics };
         let mut services = HashMap::new();
         let mut tagged = HashMap::new();
         // (host, prefix) → (strip, first service claiming it, instances of every claiming service)
         let mut prefix_members: BTreeMap<(Option<String>, String), PrefixSlot> = BTreeMap::new();
         let mut datacenter = None;
-        let known: HashMap<String, String> = cat
-            .services
-            .keys()
-            .chain(cat.health.keys())
-            .map(|n| (n.to_lowercase(), n.clone()))
-            .collect();
+        let known: HashMap<String, String> =
+            cat.services.keys().chain(cat.health.keys()).map(|n| (n.to_lowercase(), n.clone())).collect();
         // Prefix routes exist as long as a registered service claims them, even with no passing
         // instance: such a request must get a 503, not fall through to the agents.
         for (name, tags) in &cat.services {
             for p in tags.iter().filter_map(|t| parse_urlprefix(t)) {
-                prefix_members
-                    .entry((p.host, p.prefix))
-                    .or_insert_with(|| (p.strip, name.clone(), Vec::new()));
+                prefix_members.entry((p.host, p.prefix)).or_insert_with(|| (p.strip, name.clone(), Vec::new()));
             }
         }
 
@@ -311,25 +270,15 @@ impl Snapshot {
             let lname = name.to_lowercase();
             let opts = cfg.service(name);
             if datacenter.is_none() {
-                datacenter = entries
-                    .iter()
-                    .map(|e| e.node.datacenter.clone())
-                    .find(|d| !d.is_empty());
+                datacenter = entries.iter().map(|e| e.node.datacenter.clone()).find(|d| !d.is_empty());
             }
             let backends = b.service_backends(entries.iter());
             services.insert(
                 lname.clone(),
-                b.route(
-                    format!("service:{lname}"),
-                    format!("service {name:?}"),
-                    backends,
-                    opts,
-                    None,
-                ),
+                b.route(format!("service:{lname}"), format!("service {name:?}"), backends, opts, None),
             );
 
-            let mut tags: Vec<&String> =
-                entries.iter().flat_map(|e| e.service.tags.iter()).collect();
+            let mut tags: Vec<&String> = entries.iter().flat_map(|e| e.service.tags.iter()).collect();
             tags.sort();
             tags.dedup();
             for tag in tags {
@@ -339,19 +288,14 @@ impl Snapshot {
                         let slot = prefix_members
                             .entry((p.host.clone(), p.prefix.clone()))
                             .or_insert_with(|| (p.strip.clone(), name.clone(), Vec::new()));
-                        slot.2
-                            .push(b.backend(addr, weight(e), &e.node.node, &e.service.id));
+                        slot.2.push(b.backend(addr, weight(e), &e.node.node, &e.service.id));
                     }
                 }
                 // Consul DNS's `<tag>.<service>.service.consul`; tags that are not DNS labels
                 // (urlprefix routes, key=value) cannot appear in a Host header.
                 let ltag = tag.to_lowercase();
-                if ltag
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-                {
-                    let backends =
-                        b.service_backends(entries.iter().filter(|e| e.service.tags.contains(tag)));
+                if ltag.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+                    let backends = b.service_backends(entries.iter().filter(|e| e.service.tags.contains(tag)));
                     let route = b.route(
                         format!("service:{ltag}.{lname}"),
                         format!("service {name:?} with tag {tag:?}"),
@@ -368,27 +312,13 @@ impl Snapshot {
             .into_iter()
             .map(|((host, prefix), (strip, service, backends))| {
                 let src = format!("{}{}", host.as_deref().unwrap_or(""), prefix);
-                let route = b.route(
-                    format!("prefix:{src}"),
-                    format!("route {src}"),
-                    backends,
-                    cfg.service(&service),
-                    strip,
-                );
-                PrefixRoute {
-                    host,
-                    prefix,
-                    route,
-                }
+                let route =
+                    b.route(format!("prefix:{src}"), format!("route {src}"), backends, cfg.service(&service), strip);
+                PrefixRoute { host, prefix, route }
             })
             .collect();
         // Most specific first: a host-bound route beats a host-less one, a longer prefix a shorter.
-        prefixes.sort_by(|a, b| {
-            b.host
-                .is_some()
-                .cmp(&a.host.is_some())
-                .then(b.prefix.len().cmp(&a.prefix.len()))
-        });
+        prefixes.sort_by(|a, b| b.host.is_some().cmp(&a.host.is_some()).then(b.prefix.len().cmp(&a.prefix.len())));
 
         let alive: Vec<Backend> = cat
             .members
@@ -398,39 +328,17 @@ impl Snapshot {
             .filter_map(|m| Some(b.backend(agent_http_addr(m, &cat.seeds)?, 1, &m.name, &m.name)))
             .collect();
         if datacenter.is_none() {
-            datacenter = cat
-                .members
-                .iter()
-                .flatten()
-                .find_map(|m| m.tags.get("dc").cloned());
+            datacenter = cat.members.iter().flatten().find_map(|m| m.tags.get("dc").cloned());
         }
         // Before any agent has listed members (or if none is alive), the seeds are all we have.
         let agent_backends = if alive.is_empty() {
-            cat.seeds
-                .iter()
-                .map(|s| b.backend(*s, 1, "", &s.to_string()))
-                .collect()
+            cat.seeds.iter().map(|s| b.backend(*s, 1, "", &s.to_string())).collect()
         } else {
             alive
         };
-        let agents = b.route(
-            AGENTS_ROUTE.to_string(),
-            "agent".to_string(),
-            agent_backends,
-            &cfg.agents,
-            None,
-        );
+        let agents = b.route(AGENTS_ROUTE.to_string(), "agent".to_string(), agent_backends, &cfg.agents, None);
 
-        Snapshot {
-            services,
-            tagged,
-            prefixes,
-            agents,
-            known,
-            datacenter,
-            domain: cfg.domain.clone(),
-            version,
-        }
+        Snapshot { services, tagged, prefixes, agents, known, datacenter, domain: cfg.domain.clone(), version }
     }
 
     pub fn domain(&self) -> &str {
@@ -443,8 +351,7 @@ impl Snapshot {
 
     /// Every route, for the status page: services, tagged services, prefixes, agents.
     pub fn routes(&self) -> Vec<&Arc<Route>> {
-        let mut out: Vec<&Arc<Route>> =
-            self.services.values().chain(self.tagged.values()).collect();
+        let mut out: Vec<&Arc<Route>> = self.services.values().chain(self.tagged.values()).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out.extend(self.prefixes.iter().map(|p| &p.route));
         out.push(&self.agents);
@@ -468,9 +375,7 @@ impl Snapshot {
     fn lookup_service(&self, sh: &ServiceHost) -> Match<'_> {
         if let (Some(want), Some(ours)) = (&sh.dc, &self.datacenter) {
             if !want.eq_ignore_ascii_case(ours) {
-                return Match::Unknown(format!(
-                    "datacenter {want:?} is not served here (this is {ours:?})"
-                ));
+                return Match::Unknown(format!("datacenter {want:?} is not served here (this is {ours:?})"));
             }
         }
         let found = match &sh.tag {
@@ -480,12 +385,10 @@ impl Snapshot {
         match found {
             Some(r) if !r.pool.is_empty() => Match::Route(r),
             _ => match (&sh.tag, self.known.get(&sh.service)) {
-                (None, Some(name)) => {
-                    Match::Unknown(format!("no healthy instance of service {name:?}"))
+                (None, Some(name)) => Match::Unknown(format!("no healthy instance of service {name:?}")),
+                (Some(tag), Some(name)) => {
+                    Match::Unknown(format!("no healthy instance of service {name:?} with tag {tag:?}"))
                 }
-                (Some(tag), Some(name)) => Match::Unknown(format!(
-                    "no healthy instance of service {name:?} with tag {tag:?}"
-                )),
                 (_, None) => Match::Unknown(format!("service {:?} is not registered", sh.service)),
             },
         }
@@ -515,20 +418,13 @@ mod tests {
     #[test]
     fn service_hosts_parse_like_consul_dns_names() {
         let sh = |service: &str, tag: Option<&str>, dc: Option<&str>| {
-            Some(ServiceHost {
-                service: service.into(),
-                tag: tag.map(Into::into),
-                dc: dc.map(Into::into),
-            })
+            Some(ServiceHost { service: service.into(), tag: tag.map(Into::into), dc: dc.map(Into::into) })
         };
         let cases = [
             ("web.service.consul", sh("web", None, None)),
             ("web.service.dc1.consul", sh("web", None, Some("dc1"))),
             ("v2.web.service.consul", sh("web", Some("v2"), None)),
-            (
-                "v2.web.service.dc2.consul",
-                sh("web", Some("v2"), Some("dc2")),
-            ),
+            ("v2.web.service.dc2.consul", sh("web", Some("v2"), Some("dc2"))),
             ("web.node.consul", None),
             ("service.consul", None),
             ("a.b.c.service.consul", None),
@@ -540,33 +436,20 @@ mod tests {
         for (host, want) in cases {
             assert_eq!(parse_service_host(host, "consul"), want, "{host}");
         }
-        assert_eq!(
-            parse_service_host("web.service.corp.example", "corp.example"),
-            sh("web", None, None)
-        );
+        assert_eq!(parse_service_host("web.service.corp.example", "corp.example"), sh("web", None, None));
     }
 
     #[test]
     fn urlprefix_tags_follow_fabio() {
         let up = |host: Option<&str>, prefix: &str, strip: Option<&str>| {
-            Some(UrlPrefix {
-                host: host.map(Into::into),
-                prefix: prefix.into(),
-                strip: strip.map(Into::into),
-            })
+            Some(UrlPrefix { host: host.map(Into::into), prefix: prefix.into(), strip: strip.map(Into::into) })
         };
         let cases = [
             ("urlprefix-/api", up(None, "/api", None)),
             ("urlprefix-/api strip=/api", up(None, "/api", Some("/api"))),
-            (
-                "urlprefix-/api/ strip=/api/",
-                up(None, "/api/", Some("/api")),
-            ),
+            ("urlprefix-/api/ strip=/api/", up(None, "/api/", Some("/api"))),
             ("urlprefix-Example.com/", up(Some("example.com"), "/", None)),
-            (
-                "urlprefix-i.com/static proto=http",
-                up(Some("i.com"), "/static", None),
-            ),
+            ("urlprefix-i.com/static proto=http", up(Some("i.com"), "/static", None)),
             ("urlprefix-:3306 proto=tcp", None),
             ("urlprefix-/grpc proto=grpc", None),
             ("urlprefix-", None),
@@ -597,23 +480,12 @@ mod tests {
             addr: addr.into(),
             port: 8301,
             status,
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Default::default()
         }
     }
 
-    fn entry(
-        node: &str,
-        addr: &str,
-        port: u16,
-        id: &str,
-        name: &str,
-        tags: &[&str],
-        weight: i64,
-    ) -> ServiceEntry {
+    fn entry(node: &str, addr: &str, port: u16, id: &str, name: &str, tags: &[&str], weight: i64) -> ServiceEntry {
         let mut e: ServiceEntry = serde_json::from_value(serde_json::json!({
             "Node": {"Node": node, "Address": addr, "Datacenter": "dc1"},
             "Service": {"ID": id, "Service": name, "Port": port, "Tags": tags,
@@ -625,11 +497,7 @@ mod tests {
     }
 
     fn config() -> Config {
-        Config::from_args(Args {
-            consul_addr: vec!["127.0.0.11:8500".into()],
-            ..Default::default()
-        })
-        .unwrap()
+        Config::from_args(Args { consul_addr: vec!["127.0.0.11:8500".into()], ..Default::default() }).unwrap()
     }
 
     fn catalog() -> Catalog {
@@ -637,49 +505,14 @@ mod tests {
         health.insert(
             "web".to_string(),
             vec![
-                entry(
-                    "n1",
-                    "10.0.0.1",
-                    8080,
-                    "web1",
-                    "web",
-                    &["v1", "urlprefix-/web strip=/web"],
-                    3,
-                ),
-                entry(
-                    "n2",
-                    "10.0.0.2",
-                    8080,
-                    "web2",
-                    "web",
-                    &["v2", "urlprefix-/web strip=/web"],
-                    1,
-                ),
+                entry("n1", "10.0.0.1", 8080, "web1", "web", &["v1", "urlprefix-/web strip=/web"], 3),
+                entry("n2", "10.0.0.2", 8080, "web2", "web", &["v2", "urlprefix-/web strip=/web"], 1),
             ],
         );
-        health.insert(
-            "api".to_string(),
-            vec![entry(
-                "n1",
-                "10.0.0.1",
-                9000,
-                "api1",
-                "api",
-                &["urlprefix-/api/v2"],
-                1,
-            )],
-        );
+        health.insert("api".to_string(), vec![entry("n1", "10.0.0.1", 9000, "api1", "api", &["urlprefix-/api/v2"], 1)]);
         health.insert(
             "Admin".to_string(),
-            vec![entry(
-                "n3",
-                "10.0.0.3",
-                7000,
-                "adm",
-                "Admin",
-                &["urlprefix-admin.example.com/"],
-                1,
-            )],
+            vec![entry("n3", "10.0.0.3", 7000, "adm", "Admin", &["urlprefix-admin.example.com/"], 1)],
         );
         health.insert("down".to_string(), vec![]);
         Catalog {
@@ -692,11 +525,7 @@ mod tests {
             services: ["web", "api", "Admin", "down", "gone"]
                 .iter()
                 .map(|s| {
-                    let tags = if *s == "down" {
-                        vec!["urlprefix-/down".to_string()]
-                    } else {
-                        vec![]
-                    };
+                    let tags = if *s == "down" { vec!["urlprefix-/down".to_string()] } else { vec![] };
                     (s.to_string(), tags)
                 })
                 .collect(),
@@ -714,47 +543,21 @@ mod tests {
 
     #[test]
     fn requests_route_by_host_then_prefix_then_agents() {
-        let s = Snapshot::build(
-            &catalog(),
-            &config(),
-            &StatsRegistry::default(),
-            &Metrics::default(),
-            1,
-        );
+        let s = Snapshot::build(&catalog(), &config(), &StatsRegistry::default(), &Metrics::default(), 1);
         let cases = [
             (Some("web.service.consul"), "/anything", "service:web"),
             (Some("WEB.service.dc1.consul:88"), "/", "service:web"),
             (Some("v2.web.service.consul"), "/", "service:v2.web"),
             (Some("admin.service.consul"), "/", "service:admin"),
-            (
-                Some("web.service.dc9.consul"),
-                "/",
-                "unknown: datacenter \"dc9\" is not served here (this is \"dc1\")",
-            ),
-            (
-                Some("down.service.consul"),
-                "/",
-                "unknown: no healthy instance of service \"down\"",
-            ),
-            (
-                Some("nope.service.consul"),
-                "/",
-                "unknown: service \"nope\" is not registered",
-            ),
-            (
-                Some("v9.web.service.consul"),
-                "/",
-                "unknown: no healthy instance of service \"web\" with tag \"v9\"",
-            ),
+            (Some("web.service.dc9.consul"), "/", "unknown: datacenter \"dc9\" is not served here (this is \"dc1\")"),
+            (Some("down.service.consul"), "/", "unknown: no healthy instance of service \"down\""),
+            (Some("nope.service.consul"), "/", "unknown: service \"nope\" is not registered"),
+            (Some("v9.web.service.consul"), "/", "unknown: no healthy instance of service \"web\" with tag \"v9\""),
             (Some("lb.example.com"), "/web/x", "prefix:/web"),
             (None, "/web", "prefix:/web"),
             (Some("lb"), "/api/v2/users", "prefix:/api/v2"),
             (Some("lb"), "/api/v1/users", "agents"),
-            (
-                Some("admin.example.com"),
-                "/web/x",
-                "prefix:admin.example.com/",
-            ),
+            (Some("admin.example.com"), "/web/x", "prefix:admin.example.com/"),
             (Some("lb"), "/v1/catalog/services", "agents"),
             (Some("lb"), "/ui/", "agents"),
             (Some("lb"), "/down/x", "prefix:/down"),
@@ -767,85 +570,30 @@ mod tests {
 
     #[test]
     fn snapshot_carries_instances_weights_and_strip() {
-        let s = Snapshot::build(
-            &catalog(),
-            &config(),
-            &StatsRegistry::default(),
-            &Metrics::default(),
-            1,
-        );
-        let Match::Route(web) = s.lookup(Some("web.service.consul"), "/") else {
-            panic!("no web route")
-        };
-        let got: Vec<(String, u32)> = web
-            .pool
-            .backends()
-            .iter()
-            .map(|b| (b.addr.to_string(), b.weight))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("10.0.0.1:8080".to_string(), 3),
-                ("10.0.0.2:8080".to_string(), 1)
-            ]
-        );
-        let Match::Route(prefix) = s.lookup(None, "/web/") else {
-            panic!("no prefix route")
-        };
+        let s = Snapshot::build(&catalog(), &config(), &StatsRegistry::default(), &Metrics::default(), 1);
+        let Match::Route(web) = s.lookup(Some("web.service.consul"), "/") else { panic!("no web route") };
+        let got: Vec<(String, u32)> = web.pool.backends().iter().map(|b| (b.addr.to_string(), b.weight)).collect();
+        assert_eq!(got, vec![("10.0.0.1:8080".to_string(), 3), ("10.0.0.2:8080".to_string(), 1)]);
+        let Match::Route(prefix) = s.lookup(None, "/web/") else { panic!("no prefix route") };
         assert_eq!(prefix.strip.as_deref(), Some("/web"));
         assert_eq!(prefix.pool.backends().len(), 2);
-        let Match::Route(v1) = s.lookup(Some("v1.web.service.consul"), "/") else {
-            panic!("no tag route")
-        };
+        let Match::Route(v1) = s.lookup(Some("v1.web.service.consul"), "/") else { panic!("no tag route") };
         assert_eq!(v1.pool.backends().len(), 1);
         assert_eq!(s.datacenter(), Some("dc1"));
     }
 
     #[test]
     fn agents_come_from_alive_members_with_their_http_port() {
-        let s = Snapshot::build(
-            &catalog(),
-            &config(),
-            &StatsRegistry::default(),
-            &Metrics::default(),
-            1,
-        );
-        let Match::Route(agents) = s.lookup(None, "/v1/status/leader") else {
-            panic!()
-        };
-        let got: Vec<String> = agents
-            .pool
-            .backends()
-            .iter()
-            .map(|b| b.addr.to_string())
-            .collect();
-        assert_eq!(
-            got,
-            vec!["127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.14:9500"]
-        );
+        let s = Snapshot::build(&catalog(), &config(), &StatsRegistry::default(), &Metrics::default(), 1);
+        let Match::Route(agents) = s.lookup(None, "/v1/status/leader") else { panic!() };
+        let got: Vec<String> = agents.pool.backends().iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(got, vec!["127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.14:9500"]);
 
         // Nothing known about members yet: the seeds are the agent pool.
-        let cat = Catalog {
-            members: None,
-            ..catalog()
-        };
-        let s = Snapshot::build(
-            &cat,
-            &config(),
-            &StatsRegistry::default(),
-            &Metrics::default(),
-            1,
-        );
-        let Match::Route(agents) = s.lookup(None, "/v1/status/leader") else {
-            panic!()
-        };
-        let got: Vec<String> = agents
-            .pool
-            .backends()
-            .iter()
-            .map(|b| b.addr.to_string())
-            .collect();
+        let cat = Catalog { members: None, ..catalog() };
+        let s = Snapshot::build(&cat, &config(), &StatsRegistry::default(), &Metrics::default(), 1);
+        let Match::Route(agents) = s.lookup(None, "/v1/status/leader") else { panic!() };
+        let got: Vec<String> = agents.pool.backends().iter().map(|b| b.addr.to_string()).collect();
         assert_eq!(got, vec!["127.0.0.11:8500"]);
     }
 
@@ -856,30 +604,14 @@ mod tests {
             (None, s(60), Some(s(60))),
             (Some("recurse"), s(0), None),
             (Some("index=0&wait=10s"), s(60), Some(s(60))),
-            (
-                Some("index=7&wait=10s"),
-                s(1),
-                Some(s(10) + Duration::from_millis(625) + s(5)),
-            ),
+            (Some("index=7&wait=10s"), s(1), Some(s(10) + Duration::from_millis(625) + s(5))),
             (Some("index=7&wait=10s"), s(60), Some(s(60))),
             (Some("index=7"), s(60), Some(s(300) + s(300) / 16 + s(5))),
-            (
-                Some("index=7&wait=1h"),
-                s(60),
-                Some(s(600) + s(600) / 16 + s(5)),
-            ),
-            (
-                Some("wait=5s&index=3&stale"),
-                s(0),
-                Some(s(5) + s(5) / 16 + s(5)),
-            ),
+            (Some("index=7&wait=1h"), s(60), Some(s(600) + s(600) / 16 + s(5))),
+            (Some("wait=5s&index=3&stale"), s(0), Some(s(5) + s(5) / 16 + s(5))),
         ];
         for (query, configured, want) in cases {
-            assert_eq!(
-                agent_read_timeout(query, configured),
-                want,
-                "{query:?} {configured:?}"
-            );
+            assert_eq!(agent_read_timeout(query, configured), want, "{query:?} {configured:?}");
         }
     }
 
@@ -889,20 +621,10 @@ mod tests {
         let mut o = cfg.defaults.clone();
         o.policy = crate::balance::Policy::IpHash;
         cfg.services.insert("web".into(), o);
-        let s = Snapshot::build(
-            &catalog(),
-            &cfg,
-            &StatsRegistry::default(),
-            &Metrics::default(),
-            1,
-        );
-        let Match::Route(web) = s.lookup(Some("web.service.consul"), "/") else {
-            panic!()
-        };
+        let s = Snapshot::build(&catalog(), &cfg, &StatsRegistry::default(), &Metrics::default(), 1);
+        let Match::Route(web) = s.lookup(Some("web.service.consul"), "/") else { panic!() };
         assert_eq!(web.pool.policy, crate::balance::Policy::IpHash);
-        let Match::Route(prefix) = s.lookup(None, "/web") else {
-            panic!()
-        };
+        let Match::Route(prefix) = s.lookup(None, "/web") else { panic!() };
         assert_eq!(prefix.pool.policy, crate::balance::Policy::IpHash);
     }
 }

@@ -46,8 +46,7 @@ pub fn render(snap: &Snapshot, shared: &Shared) -> String {
         "Agents": shared.agents.addrs(),
         "Routes": routes,
     });
-    let mut s =
-        serde_json::to_string_pretty(&body).unwrap_or_else(|e| format!("{{\"Error\":\"{e}\"}}"));
+    let mut s = serde_json::to_string_pretty(&body).unwrap_or_else(|e| format!("{{\"Error\":\"{e}\"}}"));
     s.push('\n');
     s
 }

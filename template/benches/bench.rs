@@ -40,7 +40,9 @@ fn cpu_time() -> Duration {
 fn rss_now() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -108,7 +110,14 @@ async fn latency(agent: &Path) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let _agent = Proc(
         std::process::Command::new(agent)
-            .args(["agent", "-dev", "-node=bench", &format!("-bind={ip}"), &format!("-client={ip}"), &format!("-http-port={port}")])
+            .args([
+                "agent",
+                "-dev",
+                "-node=bench",
+                &format!("-bind={ip}"),
+                &format!("-client={ip}"),
+                &format!("-http-port={port}"),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -197,7 +206,14 @@ async fn startup(agent: &Path) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let _agent = Proc(
         std::process::Command::new(agent)
-            .args(["agent", "-dev", "-node=bench", &format!("-bind={ip}"), &format!("-client={ip}"), &format!("-http-port={port}")])
+            .args([
+                "agent",
+                "-dev",
+                "-node=bench",
+                &format!("-bind={ip}"),
+                &format!("-client={ip}"),
+                &format!("-http-port={port}"),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -241,7 +257,11 @@ async fn startup(agent: &Path) -> Result<()> {
     std::fs::write(&src, NGINX_ALL)?;
     let cfg = template::config::Config {
         consul_addrs: vec![addr],
-        templates: vec![template::config::TemplateConfig { source: Some(src), destination: Some(out.clone()), ..Default::default() }],
+        templates: vec![template::config::TemplateConfig {
+            source: Some(src),
+            destination: Some(out.clone()),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     let cpu0 = cpu_time();

@@ -22,8 +22,7 @@ pub async fn run(command: &str, timeout: Duration, env: &[(String, String)]) -> 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child =
-        cmd.spawn().map_err(|e| Error::Spawn { command: command.to_string(), message: e.to_string() })?;
+    let mut child = cmd.spawn().map_err(|e| Error::Spawn { command: command.to_string(), message: e.to_string() })?;
     let pid = child.id();
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),

@@ -206,11 +206,31 @@ pub fn parse_signal(s: &str) -> Result<i32, Error> {
 }
 
 const VALUE_FLAGS: &[&str] = &[
-    "template", "config", "consul-addr", "consul-token", "consul-token-file", "wait", "exec", "log-level",
-    "kill-signal", "reload-signal", "max-stale", "retry", "exec-kill-signal", "exec-kill-timeout",
-    "exec-reload-signal", "exec-splay", "pid-file", "default-left-delimiter", "default-right-delimiter",
-    "template-error-fatal", "consul-retry-attempts", "consul-retry-backoff", "consul-retry-max-backoff",
-    "consul-auth", "block-query-wait",
+    "template",
+    "config",
+    "consul-addr",
+    "consul-token",
+    "consul-token-file",
+    "wait",
+    "exec",
+    "log-level",
+    "kill-signal",
+    "reload-signal",
+    "max-stale",
+    "retry",
+    "exec-kill-signal",
+    "exec-kill-timeout",
+    "exec-reload-signal",
+    "exec-splay",
+    "pid-file",
+    "default-left-delimiter",
+    "default-right-delimiter",
+    "template-error-fatal",
+    "consul-retry-attempts",
+    "consul-retry-backoff",
+    "consul-retry-max-backoff",
+    "consul-auth",
+    "block-query-wait",
 ];
 const BOOL_FLAGS: &[&str] = &["once", "dry", "consul-retry", "parse-only", "syslog", "dedup", "consul-ssl"];
 
@@ -289,7 +309,9 @@ impl Config {
                 "exec-reload-signal" => {
                     self.exec.get_or_insert_with(default_exec).reload_signal = Some(parse_signal(v)?)
                 }
-                "exec-kill-timeout" => self.exec.get_or_insert_with(default_exec).kill_timeout = dur(v).map_err(|e| bad(f, v, e))?,
+                "exec-kill-timeout" => {
+                    self.exec.get_or_insert_with(default_exec).kill_timeout = dur(v).map_err(|e| bad(f, v, e))?
+                }
                 "exec-splay" => self.exec.get_or_insert_with(default_exec).splay = dur(v).map_err(|e| bad(f, v, e))?,
                 "log-level" => self.log_level = v.to_ascii_lowercase(),
                 "kill-signal" => self.kill_signal = parse_signal(v)?,
@@ -459,7 +481,9 @@ fn wait_value(v: &Value) -> Result<Wait, String> {
 fn perms_value(v: &Value) -> Result<u32, String> {
     match v {
         Value::Number(n) => n.as_u64().map(|n| n as u32).ok_or_else(|| format!("invalid perms {n}")),
-        Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| format!("invalid perms {s:?}")),
+        Value::String(s) => {
+            u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| format!("invalid perms {s:?}"))
+        }
         other => Err(format!("invalid perms {other}")),
     }
 }
@@ -518,7 +542,8 @@ pub fn read_config_path(path: &std::path::Path) -> Result<Vec<(String, Value)>, 
     let mut out = Vec::new();
     for f in files {
         let name = f.display().to_string();
-        let text = std::fs::read_to_string(&f).map_err(|e| Error::File { file: name.clone(), message: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(&f).map_err(|e| Error::File { file: name.clone(), message: e.to_string() })?;
         let v = if text.trim_start().starts_with('{') && f.extension().and_then(|e| e.to_str()) != Some("hcl") {
             serde_json::from_str(&text).map_err(|e| Error::File { file: name.clone(), message: e.to_string() })?
         } else {
@@ -554,11 +579,7 @@ mod tests {
 
     fn spec(s: &str) -> (Option<String>, Option<String>, Option<String>) {
         let t = TemplateConfig::parse_spec(s).unwrap();
-        (
-            t.source.map(|p| p.display().to_string()),
-            t.destination.map(|p| p.display().to_string()),
-            t.command,
-        )
+        (t.source.map(|p| p.display().to_string()), t.destination.map(|p| p.display().to_string()), t.command)
     }
 
     #[test]
@@ -644,7 +665,8 @@ exec { command = "app --serve" reload_signal = "SIGHUP" }
         assert_eq!(exec.command, "app --serve");
         assert_eq!(exec.reload_signal, Some(libc::SIGHUP));
 
-        let j: Value = serde_json::from_str(r#"{"template": {"contents": "x", "destination": "o", "perms": "0640"}}"#).unwrap();
+        let j: Value =
+            serde_json::from_str(r#"{"template": {"contents": "x", "destination": "o", "perms": "0640"}}"#).unwrap();
         let mut cfg = Config::default();
         cfg.apply_file("c.json", &j).unwrap();
         assert_eq!(cfg.templates[0].perms, Some(0o640));

@@ -57,7 +57,8 @@ static SERVICE_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
     .expect("static regex")
 });
 static KEY_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(r"^(?P<key>[^@]*?)(\?(?P<query>[[:word:]\-=&]+))?(@(?P<dc>[[:word:].\-]+))?$").expect("static regex")
+    regex::Regex::new(r"^(?P<key>[^@]*?)(\?(?P<query>[[:word:]\-=&]+))?(@(?P<dc>[[:word:].\-]+))?$")
+        .expect("static regex")
 });
 static CATALOG_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"^(\?(?P<query>[[:word:]\-=&]+))?(@(?P<dc>[[:word:].\-]+))?(~(?P<near>[[:word:]\-.]+))?$")
@@ -177,7 +178,12 @@ impl std::fmt::Display for Dep {
         let dc = |dc: &Option<String>| dc.as_ref().map(|d| format!("@{d}")).unwrap_or_default();
         match self {
             Dep::HealthService { name, tag, dc: d, near, filter } => {
-                write!(f, "health.service({}{name}{}", tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default(), dc(d))?;
+                write!(
+                    f,
+                    "health.service({}{name}{}",
+                    tag.as_ref().map(|t| format!("{t}.")).unwrap_or_default(),
+                    dc(d)
+                )?;
                 if let Some(n) = near {
                     write!(f, "~{n}")?;
                 }
@@ -348,7 +354,10 @@ mod tests {
         for (q, want) in cases {
             assert_eq!(&Dep::service(q, None).unwrap(), want, "{q}");
         }
-        assert_eq!(Dep::service("web", Some("warning,passing")).unwrap(), svc("web", None, None, &["passing", "warning"]));
+        assert_eq!(
+            Dep::service("web", Some("warning,passing")).unwrap(),
+            svc("web", None, None, &["passing", "warning"])
+        );
         assert!(Dep::service("web|bogus", None).is_err());
         assert!(Dep::service("", None).is_err());
         assert_eq!(Dep::service("web", None).unwrap(), Dep::service("web|passing", None).unwrap());

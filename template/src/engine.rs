@@ -155,7 +155,9 @@ fn compile_go(
         }
         t = t.func(fname, move |args: &[gotmpl::Value]| {
             let args: Vec<Json> = args.iter().map(to_json).collect();
-            funcs::call(fname, &args, &scope).map(|v| from_json(&v)).map_err(|e| gotmpl::TemplateError::Exec(e.to_string()))
+            funcs::call(fname, &args, &scope)
+                .map(|v| from_json(&v))
+                .map_err(|e| gotmpl::TemplateError::Exec(e.to_string()))
         });
     }
     // consul-template's executeTemplate: run a `{{define}}`d template and use its output.
@@ -172,7 +174,8 @@ fn compile_go(
     });
     let source = rewrite_scratch(source, &left, &right);
     t.parse(&source).map_err(|e| match e {
-        gotmpl::TemplateError::Parse { line, col, message, .. } | gotmpl::TemplateError::Lex { line, col, message, .. } => {
+        gotmpl::TemplateError::Parse { line, col, message, .. }
+        | gotmpl::TemplateError::Lex { line, col, message, .. } => {
             Error::Parse { name: name.to_string(), line, col, message }
         }
         other => Error::Syntax { name: name.to_string(), message: other.to_string() },
@@ -269,9 +272,9 @@ pub fn from_json(v: &Json) -> gotmpl::Value {
         }
         Json::String(s) => V::String(s.as_str().into()),
         Json::Array(a) => V::List(a.iter().map(from_json).collect::<Vec<_>>().into()),
-        Json::Object(m) => {
-            V::Map(Arc::new(m.iter().map(|(k, v)| (Arc::<str>::from(k.as_str()), from_json(v))).collect::<BTreeMap<_, _>>()))
-        }
+        Json::Object(m) => V::Map(Arc::new(
+            m.iter().map(|(k, v)| (Arc::<str>::from(k.as_str()), from_json(v))).collect::<BTreeMap<_, _>>(),
+        )),
     }
 }
 
@@ -289,7 +292,10 @@ mod tests {
                 {"Node": "n2", "Address": "10.0.0.2", "Port": 8081, "ID": "t2", "Name": "test", "Tags": [], "ServiceMeta": {}},
             ]),
         );
-        b.remember(Dep::services("").unwrap(), json!([{"Name": "consul", "Tags": []}, {"Name": "test", "Tags": ["a"]}]));
+        b.remember(
+            Dep::services("").unwrap(),
+            json!([{"Name": "consul", "Tags": []}, {"Name": "test", "Tags": ["a"]}]),
+        );
         b.remember(Dep::key("cfg/name").unwrap(), json!("demo"));
         b.remember(
             Dep::key_prefix("cfg").unwrap(),
@@ -346,7 +352,8 @@ mod tests {
 
     #[test]
     fn missing_data_is_reported_not_rendered_as_error() {
-        let t = Compiled::new("t", "{{ (index (service \"web\") 0).Address }}", Language::Go, &Options::default()).unwrap();
+        let t =
+            Compiled::new("t", "{{ (index (service \"web\") 0).Address }}", Language::Go, &Options::default()).unwrap();
         let r = t.render(Arc::new(Brain::default())).unwrap();
         assert_eq!(r.missing.len(), 1);
         assert!(r.used.contains(&Dep::service("web", None).unwrap()));
@@ -354,8 +361,13 @@ mod tests {
 
     #[test]
     fn parse_errors_carry_line_and_column() {
-        let e = Compiled::new("bad.ctmpl", "line one\n{{ range service \"x\" }}\n{{ end", Language::Go, &Options::default())
-            .unwrap_err();
+        let e = Compiled::new(
+            "bad.ctmpl",
+            "line one\n{{ range service \"x\" }}\n{{ end",
+            Language::Go,
+            &Options::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::Parse { line: 3, .. }), "{e:?}");
         let e = Compiled::new("bad.hbs", "ok\n{{#each (service \"x\")}}\n", Language::Handlebars, &Options::default())
             .unwrap_err();
@@ -368,7 +380,8 @@ mod tests {
 
     #[test]
     fn custom_delimiters_and_missing_key_errors() {
-        let opts = Options { left_delimiter: Some("[[".into()), right_delimiter: Some("]]".into()), ..Default::default() };
+        let opts =
+            Options { left_delimiter: Some("[[".into()), right_delimiter: Some("]]".into()), ..Default::default() };
         let t = Compiled::new("t", "{{x}} [[ key \"cfg/name\" ]]", Language::Go, &opts).unwrap();
         assert_eq!(t.render(brain_with_test_service()).unwrap().output, "{{x}} demo");
         let opts = Options { error_on_missing_key: true, ..Default::default() };

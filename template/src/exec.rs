@@ -81,6 +81,7 @@ impl Child {
 }
 
 fn rand_nanos(max: Duration) -> u64 {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     (seed as u64) % (max.as_nanos().max(1) as u64)
 }

@@ -137,8 +137,7 @@ impl FakeAgent {
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|e| {
-                    !passing_only
-                        || e["Checks"].as_array().into_iter().flatten().all(|c| c["Status"] == "passing")
+                    !passing_only || e["Checks"].as_array().into_iter().flatten().all(|c| c["Status"] == "passing")
                 })
                 .collect();
             return reply(200, index, Value::from(entries));
@@ -149,9 +148,7 @@ impl FakeAgent {
         }
         if let Some(key) = path.strip_prefix("/v1/kv/") {
             use base64::Engine;
-            let pair = |k: &String, v: &String| {
-                json!({"Key": k, "Value": base64::engine::general_purpose::STANDARD.encode(v), "ModifyIndex": index})
-            };
+            let pair = |k: &String, v: &String| json!({"Key": k, "Value": base64::engine::general_purpose::STANDARD.encode(v), "ModifyIndex": index});
             let found: Vec<Value> = if query.contains_key("recurse") {
                 kv.iter().filter(|(k, _)| k.starts_with(key)).map(|(k, v)| pair(k, v)).collect()
             } else {

@@ -49,7 +49,11 @@ impl Brain {
         self.data.get(dep).map(|e| &e.value)
     }
     /// The data of `dep` in the form `convert` makes, converted once and shared afterwards.
-    pub fn recall_as<T: std::any::Any + Send + Sync>(&self, dep: &Dep, convert: impl FnOnce(&Value) -> T) -> Option<Arc<T>> {
+    pub fn recall_as<T: std::any::Any + Send + Sync>(
+        &self,
+        dep: &Dep,
+        convert: impl FnOnce(&Value) -> T,
+    ) -> Option<Arc<T>> {
         let e = self.data.get(dep)?;
         let any = e.converted.get_or_init(|| Arc::new(convert(&e.value))).clone();
         any.downcast::<T>().ok()
@@ -95,20 +99,85 @@ impl Scope {
 /// Go-template source rewrite (see `engine`), which keeps columns unchanged.
 pub const NAMES: &[&str] = &[
     // API
-    "datacenters", "file", "key", "keyExists", "keyOrDefault", "ls", "safeLs", "node", "nodes", "service",
-    "services", "tree", "safeTree",
+    "datacenters",
+    "file",
+    "key",
+    "keyExists",
+    "keyOrDefault",
+    "ls",
+    "safeLs",
+    "node",
+    "nodes",
+    "service",
+    "services",
+    "tree",
+    "safeTree",
     // scratch
-    "scratch_Key", "scratch_Get", "scratch_Set", "scratch_SetX", "scratch_MapSet", "scratch_MapSetX",
+    "scratch_Key",
+    "scratch_Get",
+    "scratch_Set",
+    "scratch_SetX",
+    "scratch_MapSet",
+    "scratch_MapSetX",
     "scratch_MapValues",
     // helpers
-    "base64Decode", "base64Encode", "base64URLDecode", "base64URLEncode", "byKey", "byPort", "byTag", "byMeta",
-    "contains", "containsAll", "containsAny", "containsNone", "containsNotAll", "env", "mustEnv", "envOrDefault",
-    "explode", "explodeMap", "mergeMap", "mergeMapWithOverride", "in", "indent", "loop", "join", "trim",
-    "trimPrefix", "trimSuffix", "trimSpace", "parseBool", "parseFloat", "parseInt", "parseJSON", "parseUint",
-    "regexReplaceAll", "regexMatch", "replaceAll", "sha256Hex", "hmacSHA256Hex", "md5sum", "timestamp", "toLower", "toUpper", "toTitle",
-    "toJSON", "toJSONPretty", "toUnescapedJSON", "toUnescapedJSONPretty", "split", "splitToMap",
+    "base64Decode",
+    "base64Encode",
+    "base64URLDecode",
+    "base64URLEncode",
+    "byKey",
+    "byPort",
+    "byTag",
+    "byMeta",
+    "contains",
+    "containsAll",
+    "containsAny",
+    "containsNone",
+    "containsNotAll",
+    "env",
+    "mustEnv",
+    "envOrDefault",
+    "explode",
+    "explodeMap",
+    "mergeMap",
+    "mergeMapWithOverride",
+    "in",
+    "indent",
+    "loop",
+    "join",
+    "trim",
+    "trimPrefix",
+    "trimSuffix",
+    "trimSpace",
+    "parseBool",
+    "parseFloat",
+    "parseInt",
+    "parseJSON",
+    "parseUint",
+    "regexReplaceAll",
+    "regexMatch",
+    "replaceAll",
+    "sha256Hex",
+    "hmacSHA256Hex",
+    "md5sum",
+    "timestamp",
+    "toLower",
+    "toUpper",
+    "toTitle",
+    "toJSON",
+    "toJSONPretty",
+    "toUnescapedJSON",
+    "toUnescapedJSONPretty",
+    "split",
+    "splitToMap",
     // math
-    "add", "subtract", "multiply", "divide", "modulo", "minimum", "maximum",
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "modulo",
+    "minimum",
+    "maximum",
 ];
 
 fn failed(func: &str, message: impl std::fmt::Display) -> Error {
@@ -201,7 +270,11 @@ impl Scope {
     }
 
     /// [`Scope::recall`] for an engine's cached form of the data.
-    pub fn recall_as<T: std::any::Any + Send + Sync>(&mut self, dep: Dep, convert: impl FnOnce(&Value) -> T) -> Option<Arc<T>> {
+    pub fn recall_as<T: std::any::Any + Send + Sync>(
+        &mut self,
+        dep: Dep,
+        convert: impl FnOnce(&Value) -> T,
+    ) -> Option<Arc<T>> {
         let got = self.brain.recall_as(&dep, convert);
         if got.is_none() {
             self.missing.insert(dep.clone());
@@ -508,7 +581,9 @@ pub fn helper(name: &str, args: &[Value]) -> Result<Value, Error> {
         }
         "loop" => {
             arity(name, args, 1, 2)?;
-            let int = |v: &Value| v.as_i64().or_else(|| text(v).parse().ok()).ok_or_else(|| failed(name, "bad argument type"));
+            let int = |v: &Value| {
+                v.as_i64().or_else(|| text(v).parse().ok()).ok_or_else(|| failed(name, "bad argument type"))
+            };
             let (start, stop) = if args.len() == 1 { (0, int(&args[0])?) } else { (int(&args[0])?, int(&args[1])?) };
             // Go streams the numbers through a channel; a list has to fit in memory.
             if stop.saturating_sub(start) > 10_000_000 {
@@ -552,19 +627,25 @@ pub fn helper(name: &str, args: &[Value]) -> Result<Value, Error> {
         "parseFloat" => {
             n(1)?;
             let s = a(0);
-            let f: f64 = if s.is_empty() { 0.0 } else { s.parse().map_err(|_| failed(name, format!("invalid syntax {s:?}")))? };
+            let f: f64 = if s.is_empty() {
+                0.0
+            } else {
+                s.parse().map_err(|_| failed(name, format!("invalid syntax {s:?}")))?
+            };
             Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
         }
         "parseInt" => {
             n(1)?;
             let s = a(0);
-            let i: i64 = if s.is_empty() { 0 } else { s.parse().map_err(|_| failed(name, format!("invalid syntax {s:?}")))? };
+            let i: i64 =
+                if s.is_empty() { 0 } else { s.parse().map_err(|_| failed(name, format!("invalid syntax {s:?}")))? };
             json!(i)
         }
         "parseUint" => {
             n(1)?;
             let s = a(0);
-            let i: u64 = if s.is_empty() { 0 } else { s.parse().map_err(|_| failed(name, format!("invalid syntax {s:?}")))? };
+            let i: u64 =
+                if s.is_empty() { 0 } else { s.parse().map_err(|_| failed(name, format!("invalid syntax {s:?}")))? };
             json!(i)
         }
         "parseJSON" => {
@@ -689,8 +770,9 @@ fn hex(bytes: &[u8]) -> String {
 /// RFC 1321 MD5 (Go's `md5.Sum`); small enough not to be worth a dependency.
 fn md5(input: &[u8]) -> [u8; 16] {
     const S: [u32; 64] = [
-        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
-        4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14,
+        20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6,
+        10, 15, 21,
     ];
     let k: Vec<u32> = (0..64).map(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32).collect();
     let mut msg = input.to_vec();
@@ -867,8 +949,20 @@ pub fn go_time_format(unix: i64, layout: &str) -> String {
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (secs / 3600, secs % 3600 / 60, secs % 60);
     let weekday = (days + 4).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
-    const MONTHS: [&str; 12] =
-        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
     const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
     let month = MONTHS[(m - 1) as usize];
     let h12 = if hh % 12 == 0 { 12 } else { hh % 12 };
@@ -985,7 +1079,8 @@ mod tests {
         let by_meta = h("byMeta", &[json!("v"), svcs]);
         assert_eq!(by_meta["1"][0]["ID"], "a");
         assert_eq!(by_meta["_no_v_"][0]["ID"], "b");
-        let pairs = json!([{"Key": "redis/a/b", "Value": "3"}, {"Key": "es/a", "Value": "1"}, {"Key": "top", "Value": "x"}]);
+        let pairs =
+            json!([{"Key": "redis/a/b", "Value": "3"}, {"Key": "es/a", "Value": "1"}, {"Key": "top", "Value": "x"}]);
         let by_key = h("byKey", std::slice::from_ref(&pairs));
         assert_eq!(by_key["redis"]["a/b"]["Key"], "a/b");
         assert!(by_key.get("top").is_none());

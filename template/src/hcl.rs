@@ -258,7 +258,12 @@ impl Parser<'_> {
             lines.push(line);
         }
         if indent {
-            let min = lines.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
+            let min = lines
+                .iter()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.len() - l.trim_start().len())
+                .min()
+                .unwrap_or(0);
             for l in &mut lines {
                 *l = l.get(min..).unwrap_or("").to_string();
             }

@@ -17,17 +17,17 @@
 //! changed; one watch per distinct dependency; the runner never blocks on the agent (watch tasks
 //! do), and nothing but the runner writes files.
 
-pub mod dep;
-pub mod engine;
-pub mod funcs;
 pub mod command;
 pub mod config;
-pub mod hcl;
-pub mod write;
+pub mod dep;
+pub mod engine;
 pub mod exec;
 pub mod files;
+pub mod funcs;
+pub mod hcl;
 pub mod runner;
 pub mod watch;
+pub mod write;
 
 pub use runner::Runner;
 

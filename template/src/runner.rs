@@ -353,7 +353,9 @@ impl Runner {
                     template = %name, line, column = col, error = %message,
                     "template no longer parses; keeping the last good output"
                 ),
-                Err(e) => tracing::error!(template = %path.display(), error = %e, "template not reloaded; keeping the last good output"),
+                Err(e) => {
+                    tracing::error!(template = %path.display(), error = %e, "template not reloaded; keeping the last good output")
+                }
             }
         }
     }
@@ -431,7 +433,11 @@ impl Runner {
                 }
             } else {
                 let Some(dest) = &t.cfg.destination else { continue };
-                let opts = write::Options { perms: t.cfg.perms, backup: t.cfg.backup, create_dest_dirs: t.cfg.create_dest_dirs };
+                let opts = write::Options {
+                    perms: t.cfg.perms,
+                    backup: t.cfg.backup,
+                    create_dest_dirs: t.cfg.create_dest_dirs,
+                };
                 match write::atomic_write(dest, r.output.as_bytes(), opts) {
                     Ok(w) => {
                         if w {
@@ -538,7 +544,8 @@ mod tests {
     use crate::fake::{entry, read, wait_for, FakeAgent};
 
     const LIMIT: Duration = Duration::from_secs(15);
-    const SEED: &str = "upstream test-cluster { ip_hash;{{range service \"test\"}} server {{.Address}}:{{.Port}};{{end}} }";
+    const SEED: &str =
+        "upstream test-cluster { ip_hash;{{range service \"test\"}} server {{.Address}}:{{.Port}};{{end}} }";
 
     fn config(agent: &FakeAgent, templates: Vec<TemplateConfig>) -> Config {
         let mut cfg = Config { consul_addrs: vec![agent.addr.clone()], templates, ..Default::default() };
@@ -647,7 +654,12 @@ mod tests {
         let flag = dir.path().join("ok-to-reload");
         let log = dir.path().join("log");
         let cmd = format!("test -f {} && echo reloaded >> {}", flag.display(), log.display());
-        let t = tmpl(dir.path(), "app", "port={{key \"app/port\"}} other={{keyOrDefault \"app/other\" \"none\"}}", Some(cmd));
+        let t = tmpl(
+            dir.path(),
+            "app",
+            "port={{key \"app/port\"}} other={{keyOrDefault \"app/other\" \"none\"}}",
+            Some(cmd),
+        );
         let out = t.destination.clone().unwrap();
         let (stop, h) = start(config(&agent, vec![t]));
         wait_for(LIMIT, "render", || read(&out) == "port=80 other=none").await;
@@ -771,7 +783,12 @@ mod tests {
         agent.set_service("db", vec![entry("n1", "10.0.0.1", "db1", "db", 5432, "passing")]);
         let dir = tempfile::tempdir().unwrap();
         // Multi-phase: `services` first, then one `service` per name.
-        let t = tmpl(dir.path(), "all", "{{range services}}{{.Name}}:{{range service .Name}}{{.Port}}{{end}};{{end}}", None);
+        let t = tmpl(
+            dir.path(),
+            "all",
+            "{{range services}}{{.Name}}:{{range service .Name}}{{.Port}}{{end}};{{end}}",
+            None,
+        );
         let dest = t.destination.clone().unwrap();
         let mut cfg = config(&agent, vec![t]);
         cfg.once = true;
@@ -842,7 +859,11 @@ mod tests {
         agent.set_service("test", vec![entry("n1", "10.0.0.1", "test1", "test", 8080, "passing")]);
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("up.hbs");
-        std::fs::write(&src, "upstream test-cluster { ip_hash;{{#each (service \"test\")}} server {{Address}}:{{Port}};{{/each}} }").unwrap();
+        std::fs::write(
+            &src,
+            "upstream test-cluster { ip_hash;{{#each (service \"test\")}} server {{Address}}:{{Port}};{{/each}} }",
+        )
+        .unwrap();
         let out = dir.path().join("up.conf");
         let t = TemplateConfig { source: Some(src), destination: Some(out.clone()), ..Default::default() };
         let mut cfg = config(&agent, vec![t]);

@@ -39,10 +39,12 @@ async fn run(dep: Dep, opts: Options, tx: UnboundedSender<Update>) {
     match dep.clone() {
         Dep::HealthService { filter, near, .. } => {
             let keep_order = near.is_some();
-            blocking::<Vec<api::ServiceEntry>, _>(dep, opts, tx, move |v| dep::health_services(&v, &filter, keep_order)).await
+            blocking::<Vec<api::ServiceEntry>, _>(dep, opts, tx, move |v| dep::health_services(&v, &filter, keep_order))
+                .await
         }
         Dep::CatalogServices { .. } => {
-            blocking::<std::collections::BTreeMap<String, Vec<String>>, _>(dep, opts, tx, |v| dep::catalog_services(&v)).await
+            blocking::<std::collections::BTreeMap<String, Vec<String>>, _>(dep, opts, tx, |v| dep::catalog_services(&v))
+                .await
         }
         Dep::KvGet { .. } => blocking::<Vec<api::KvPair>, _>(dep, opts, tx, |v| dep::kv_get(&v)).await,
         Dep::KvList { prefix, .. } => {

@@ -303,25 +303,12 @@ pub(super) async fn operator(args: &[String]) -> i32 {
 /// `operator raft list-peers`: the configuration, with commit indexes from autopilot health
 /// (or the configuration's `LastIndex` where health is unavailable).
 pub(super) fn peers_table(conf: &RaftConfiguration, last_index: &BTreeMap<String, u64>) -> String {
-    let mut rows: Vec<Vec<String>> = vec![[
-        "Node",
-        "ID",
-        "Address",
-        "State",
-        "Voter",
-        "RaftProtocol",
-        "Commit Index",
-        "Trails Leader By",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()];
-    let leader_last = conf
-        .servers
-        .iter()
-        .find(|s| s.leader)
-        .and_then(|s| last_index.get(&s.id).copied())
-        .unwrap_or(0);
+    let mut rows: Vec<Vec<String>> =
+        vec![["Node", "ID", "Address", "State", "Voter", "RaftProtocol", "Commit Index", "Trails Leader By"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()];
+    let leader_last = conf.servers.iter().find(|s| s.leader).and_then(|s| last_index.get(&s.id).copied()).unwrap_or(0);
     for s in &conf.servers {
         let proto = if s.protocol_version.is_empty() { "<=1".to_string() } else { s.protocol_version.clone() };
         let state = if s.leader { "leader" } else { "follower" };
@@ -415,7 +402,8 @@ Command Options:
 }
 
 async fn autopilot_get(args: &[String]) -> i32 {
-    let usage = "Usage: agent operator autopilot get-config [options]\n\n  Displays the current Autopilot configuration.";
+    let usage =
+        "Usage: agent operator autopilot get-config [options]\n\n  Displays the current Autopilot configuration.";
     let p = parse_flags!(args, &[], &[], usage);
     let ctx = ctx_or_exit!(p);
     let conf: Value = match ctx.get("/v1/operator/autopilot/configuration", &[], true).await {
@@ -817,8 +805,8 @@ async fn stream_to_stdout(ctx: &Ctx, pq: &str) -> Result<(), CallError> {
     use http_body_util::{BodyExt, Empty};
     use std::io::Write;
     let url = ctx.url(pq);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<Bytes>>();
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut req = http::Request::builder().method(Method::GET).uri(&url);
     if let Some(t) = &ctx.token {
         req = req.header(api::query::HEADER_TOKEN, t);
@@ -890,7 +878,10 @@ mod tests {
         m.tags.insert("role".into(), "node".into());
         let ms = prepare_members(vec![m], &Regex::new(".*").unwrap(), true);
         let t = members_table(&ms, true);
-        assert_eq!(t, "Node  Address     Status  Tags\nn     [::1]:8301  alive   ap=default,role=node,segment=<default>");
+        assert_eq!(
+            t,
+            "Node  Address     Status  Tags\nn     [::1]:8301  alive   ap=default,role=node,segment=<default>"
+        );
         let t = members_table(&ms, false);
         assert!(t.lines().nth(1).unwrap().contains("< 0.3"));
     }
@@ -920,7 +911,10 @@ mod tests {
         li.insert("id-2".to_string(), 17u64);
         let t = peers_table(&conf, &li);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "Node  ID    Address          State     Voter  RaftProtocol  Commit Index  Trails Leader By");
+        assert_eq!(
+            lines[0],
+            "Node  ID    Address          State     Voter  RaftProtocol  Commit Index  Trails Leader By"
+        );
         assert_eq!(lines[1], "s1    id-1  127.0.0.11:8300  leader    true   3             20            _");
         assert_eq!(lines[2], "s2    id-2  127.0.0.12:8300  follower  true   3             17            3 Commits");
         li.insert("id-2".to_string(), 19u64);

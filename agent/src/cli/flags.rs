@@ -73,9 +73,8 @@ pub(super) fn parse(args: &[String], bools: &[&str], values: &[&str]) -> Result<
         if bools.contains(&name) || HTTP_BOOLS.contains(&name) {
             let v = match inline {
                 None => true,
-                Some(v) => parse_bool(v).ok_or_else(|| {
-                    FlagError::Bad(format!("invalid boolean value {v:?} for -{name}: parse error"))
-                })?,
+                Some(v) => parse_bool(v)
+                    .ok_or_else(|| FlagError::Bad(format!("invalid boolean value {v:?} for -{name}: parse error")))?,
             };
             p.vals.entry(name.to_string()).or_default().push(v.to_string());
         } else if values.contains(&name) || HTTP_VALUES.contains(&name) {
@@ -127,20 +126,14 @@ impl Parsed {
     pub fn u64(&self, name: &str) -> Result<Option<u64>, String> {
         match self.str(name) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("invalid value {v:?} for flag -{name}: parse error")),
+            Some(v) => v.parse().map(Some).map_err(|_| format!("invalid value {v:?} for flag -{name}: parse error")),
         }
     }
 
     pub fn i64(&self, name: &str) -> Result<Option<i64>, String> {
         match self.str(name) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("invalid value {v:?} for flag -{name}: parse error")),
+            Some(v) => v.parse().map(Some).map_err(|_| format!("invalid value {v:?} for flag -{name}: parse error")),
         }
     }
 
@@ -202,10 +195,7 @@ mod tests {
 
     #[test]
     fn errors_like_go() {
-        assert_eq!(
-            parse(&s(&["-nope"]), &[], &[]),
-            Err(FlagError::Bad("flag provided but not defined: -nope".into()))
-        );
+        assert_eq!(parse(&s(&["-nope"]), &[], &[]), Err(FlagError::Bad("flag provided but not defined: -nope".into())));
         assert_eq!(
             parse(&s(&["-separator"]), &[], &["separator"]),
             Err(FlagError::Bad("flag needs an argument: -separator".into()))
@@ -221,8 +211,12 @@ mod tests {
 
     #[test]
     fn repeated_and_typed_values() {
-        let p = parse(&s(&["-tag", "a", "-tag=b", "-port", "80", "-meta", "k=v", "-flags=x"]), &[], &["tag", "port", "meta", "flags"])
-            .unwrap();
+        let p = parse(
+            &s(&["-tag", "a", "-tag=b", "-port", "80", "-meta", "k=v", "-flags=x"]),
+            &[],
+            &["tag", "port", "meta", "flags"],
+        )
+        .unwrap();
         assert_eq!(p.all("tag"), s(&["a", "b"]));
         assert_eq!(p.u64("port"), Ok(Some(80)));
         assert_eq!(p.map("meta"), Ok(vec![("k".into(), "v".into())]));

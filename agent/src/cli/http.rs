@@ -194,9 +194,8 @@ impl Ctx {
         match self.send(Method::GET, path, extra, None, stale_ok, None).await {
             Ok(resp) => {
                 let index = resp.meta().last_index;
-                let v = serde_json::from_slice(&resp.body).map_err(|e| {
-                    CallError::Decode(format!("decoding the answer from {path}: {e}"))
-                })?;
+                let v = serde_json::from_slice(&resp.body)
+                    .map_err(|e| CallError::Decode(format!("decoding the answer from {path}: {e}")))?;
                 Ok(Some((v, index)))
             }
             Err(CallError::Status { code: 404, .. }) => Ok(None),
@@ -221,9 +220,8 @@ impl Ctx {
         match self.send(Method::GET, path, &pairs, None, false, timeout).await {
             Ok(resp) => {
                 let index = resp.meta().last_index;
-                let v = serde_json::from_slice(&resp.body).map_err(|e| {
-                    CallError::Decode(format!("decoding the answer from {path}: {e}"))
-                })?;
+                let v = serde_json::from_slice(&resp.body)
+                    .map_err(|e| CallError::Decode(format!("decoding the answer from {path}: {e}")))?;
                 Ok(Some((v, index)))
             }
             Err(CallError::Status { code: 404, .. }) => Ok(None),

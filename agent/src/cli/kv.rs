@@ -131,11 +131,8 @@ fn key_arg(args: &[String]) -> Result<String, String> {
 
 /// `kv get -detailed` (Go's tabwriter with six spaces of padding).
 pub(super) fn pretty_pair(pair: &KvPair, base64: bool) -> String {
-    let value = if base64 {
-        B64.encode(pair.value_bytes())
-    } else {
-        String::from_utf8_lossy(&pair.value_bytes()).into_owned()
-    };
+    let value =
+        if base64 { B64.encode(pair.value_bytes()) } else { String::from_utf8_lossy(&pair.value_bytes()).into_owned() };
     let session = pair.session.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
     let rows: Vec<Vec<String>> = vec![
         vec!["CreateIndex".into(), pair.create_index.to_string()],
@@ -277,12 +274,8 @@ pub(super) fn put_pairs(
 }
 
 async fn put(args: &[String]) -> i32 {
-    let p = parse_flags!(
-        args,
-        &["cas", "base64", "acquire", "release"],
-        &["flags", "modify-index", "session"],
-        PUT_USAGE
-    );
+    let p =
+        parse_flags!(args, &["cas", "base64", "acquire", "release"], &["flags", "modify-index", "session"], PUT_USAGE);
     let kvflags = match p.u64("flags") {
         Ok(v) => v.unwrap_or(0),
         Err(e) => {
@@ -488,10 +481,13 @@ async fn import(args: &[String]) -> i32 {
 
 /// Used by `lock` to read one key.
 pub(super) async fn read_key(ctx: &Ctx, key: &str) -> Result<Option<(KvPair, u64)>, CallError> {
-    Ok(ctx
-        .get::<Vec<KvPair>>(&format!("/v1/kv/{key}"), &[], false)
-        .await?
-        .and_then(|(mut v, i)| if v.is_empty() { None } else { Some((v.remove(0), i)) }))
+    Ok(ctx.get::<Vec<KvPair>>(&format!("/v1/kv/{key}"), &[], false).await?.and_then(|(mut v, i)| {
+        if v.is_empty() {
+            None
+        } else {
+            Some((v.remove(0), i))
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -519,7 +515,9 @@ mod tests {
             data_from_args(&s(&["k", &format!("@{}", f.display())]), &mut none),
             Ok(("k".into(), vec![0u8, 159, 146, 150]))
         );
-        assert!(data_from_args(&s(&["k", "@/nonexistent/file"]), &mut none).unwrap_err().starts_with("Failed to read file"));
+        assert!(data_from_args(&s(&["k", "@/nonexistent/file"]), &mut none)
+            .unwrap_err()
+            .starts_with("Failed to read file"));
         assert_eq!(data_from_args(&[], &mut none), Err("Missing KEY argument".into()));
         assert_eq!(
             data_from_args(&s(&["a", "b", "c"]), &mut none),
@@ -530,10 +528,7 @@ mod tests {
     #[test]
     fn put_pairs_and_base64() {
         assert_eq!(put_pairs(0, None, None, None), vec![]);
-        assert_eq!(
-            put_pairs(42, Some(0), None, None),
-            vec![("flags".into(), "42".into()), ("cas".into(), "0".into())]
-        );
+        assert_eq!(put_pairs(42, Some(0), None, None), vec![("flags".into(), "42".into()), ("cas".into(), "0".into())]);
         assert_eq!(put_pairs(0, None, Some("s1"), None), vec![("acquire".into(), "s1".into())]);
         assert_eq!(decode_base64(b"YmFy\n"), Ok(b"bar".to_vec()));
         assert!(decode_base64(b"!!").is_err());

@@ -31,9 +31,7 @@ pub(super) fn version_pretty() -> String {
     } else {
         String::new()
     };
-    s.push_str(&format!(
-        "Protocol {RPC_DEFAULT} spoken by default, understands {RPC_MIN} to {RPC_MAX}{supplement}\n"
-    ));
+    s.push_str(&format!("Protocol {RPC_DEFAULT} spoken by default, understands {RPC_MIN} to {RPC_MAX}{supplement}\n"));
     s
 }
 
@@ -134,9 +132,8 @@ pub(super) fn validate_doc(v: &Value) -> Result<(), String> {
             _ => vec![],
         };
         for d in defs {
-            let name = d
-                .as_object()
-                .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("name")).map(|(_, v)| v));
+            let name =
+                d.as_object().and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("name")).map(|(_, v)| v));
             match name {
                 Some(Value::String(n)) if !n.is_empty() => {}
                 _ => return Err(format!("{section}: service definition is missing a name: {d}")),
@@ -189,8 +186,7 @@ pub(super) fn validate_paths(paths: &[String]) -> Result<Vec<String>, String> {
                 }
             }
             let text = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let v: Value =
-                serde_json::from_slice(&text).map_err(|e| format!("Error parsing {}: {e}", f.display()))?;
+            let v: Value = serde_json::from_slice(&text).map_err(|e| format!("Error parsing {}: {e}", f.display()))?;
             validate_doc(&v).map_err(|e| format!("Error parsing {}: {e}", f.display()))?;
         }
     }
@@ -475,7 +471,8 @@ impl FlagService {
         merge_map("Meta", self.meta.iter().map(|(k, v)| (k.clone(), json!(v))).collect());
         merge_map("TaggedAddresses", self.tagged.clone());
         if !self.tags.is_empty() {
-            let existing = svc.keys().find(|k| k.eq_ignore_ascii_case("tags")).cloned().unwrap_or_else(|| "Tags".into());
+            let existing =
+                svc.keys().find(|k| k.eq_ignore_ascii_case("tags")).cloned().unwrap_or_else(|| "Tags".into());
             let entry = svc.entry(existing).or_insert_with(|| json!([]));
             if !entry.is_array() {
                 *entry = json!([]);

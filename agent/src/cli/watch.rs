@@ -30,10 +30,7 @@ Command Options:
 ";
 
 /// What a `-type` watches, from the watch flags; errors are Consul's `watch.Parse` messages.
-pub(super) fn watch_target(
-    kind: &str,
-    get: &dyn Fn(&str) -> Option<String>,
-) -> Result<Target, String> {
+pub(super) fn watch_target(kind: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<Target, String> {
     let some = |k: &str| get(k).filter(|v| !v.is_empty());
     let t = match kind {
         "key" => {
@@ -260,11 +257,15 @@ async fn acquire(ctx: &Ctx, key: &str, session: &str, timeout: Option<Duration>)
             }
         }
         let wait = match deadline {
-            Some(d) => LOCK_WAIT.min(d.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1))),
+            Some(d) => {
+                LOCK_WAIT.min(d.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1)))
+            }
             None => LOCK_WAIT,
         };
-        let got: Option<(Vec<KvPair>, u64)> =
-            ctx.get_blocking(&format!("/v1/kv/{key}"), &[], index, wait).await.map_err(|e| format!("failed to read lock: {e}"))?;
+        let got: Option<(Vec<KvPair>, u64)> = ctx
+            .get_blocking(&format!("/v1/kv/{key}"), &[], index, wait)
+            .await
+            .map_err(|e| format!("failed to read lock: {e}"))?;
         let pair = got.as_ref().and_then(|(v, _)| v.first().cloned());
         index = got.map(|(_, i)| i).unwrap_or(0);
         if let Some(p) = &pair {
@@ -277,11 +278,12 @@ async fn acquire(ctx: &Ctx, key: &str, session: &str, timeout: Option<Duration>)
                 _ => {}
             }
         }
-        let extra = vec![
-            ("acquire".to_string(), session.to_string()),
-            ("flags".to_string(), LOCK_FLAG_VALUE.to_string()),
-        ];
-        let resp = ctx.put(&format!("/v1/kv/{key}"), &extra, Some(Vec::new())).await.map_err(|e| format!("failed to acquire lock: {e}"))?;
+        let extra =
+            vec![("acquire".to_string(), session.to_string()), ("flags".to_string(), LOCK_FLAG_VALUE.to_string())];
+        let resp = ctx
+            .put(&format!("/v1/kv/{key}"), &extra, Some(Vec::new()))
+            .await
+            .map_err(|e| format!("failed to acquire lock: {e}"))?;
         if super::http::is_true(&resp) {
             return Ok(Acquire::Held);
         }
@@ -410,7 +412,8 @@ pub(super) async fn lock(args: &[String]) -> i32 {
     }))
     .unwrap_or_default();
     let session = match ctx.put("/v1/session/create", &[], Some(body)).await {
-        Ok(r) => match serde_json::from_slice::<Value>(&r.body).ok().and_then(|v| v["ID"].as_str().map(str::to_string)) {
+        Ok(r) => match serde_json::from_slice::<Value>(&r.body).ok().and_then(|v| v["ID"].as_str().map(str::to_string))
+        {
             Some(id) => id,
             None => fail!("Lock setup failed: session create returned no ID"),
         },
@@ -558,7 +561,10 @@ mod tests {
         assert_eq!(watch_target("checks", &flags(&[("service", "web")])).unwrap().path, "/v1/health/checks/web");
         assert_eq!(watch_target("services", &flags(&[])).unwrap().path, "/v1/catalog/services");
         assert_eq!(watch_target("nodes", &flags(&[])).unwrap().path, "/v1/catalog/nodes");
-        assert_eq!(watch_target("event", &flags(&[("name", "deploy")])).unwrap().extra, vec![("name".into(), "deploy".into())]);
+        assert_eq!(
+            watch_target("event", &flags(&[("name", "deploy")])).unwrap().extra,
+            vec![("name".into(), "deploy".into())]
+        );
         assert_eq!(watch_target("key", &flags(&[])).unwrap_err(), "Must specify a single key to watch");
         assert_eq!(watch_target("bogus", &flags(&[])).unwrap_err(), "Unsupported watch type: bogus");
         assert!(watch_target("checks", &flags(&[("service", "a"), ("state", "passing")])).is_err());

@@ -159,7 +159,12 @@ pub fn session(s: &Session) -> api::Session {
         service_checks: if s.service_checks.is_empty() {
             None
         } else {
-            Some(s.service_checks.iter().map(|id| api::ServiceCheck { id: id.clone(), namespace: String::new() }).collect())
+            Some(
+                s.service_checks
+                    .iter()
+                    .map(|id| api::ServiceCheck { id: id.clone(), namespace: String::new() })
+                    .collect(),
+            )
         },
         create_index: s.create_index,
         modify_index: s.modify_index,

@@ -222,7 +222,9 @@ pub async fn health(ctx: &Ctx, name: Option<&str>, id: Option<&str>) -> HttpResu
         let (s, c, st) = &entries[0];
         json!({"AggregatedStatus": st, "Service": s, "Checks": c})
     } else {
-        Value::Array(entries.iter().map(|(s, c, st)| json!({"AggregatedStatus": st, "Service": s, "Checks": c})).collect())
+        Value::Array(
+            entries.iter().map(|(s, c, st)| json!({"AggregatedStatus": st, "Service": s, "Checks": c})).collect(),
+        )
     };
     let mut reply = Reply::json(&body);
     reply.status = code;
@@ -297,8 +299,11 @@ fn sidecar_for(ctx: &Ctx, svc: &Service) -> Result<Option<Service>, HttpError> {
     let port = if given > 0 {
         given
     } else {
-        let used: Vec<u16> = ctx.agent.local.lock().services.values().filter(|s| s.service.id != id).map(|s| s.service.port).collect();
-        (21000..=21255).find(|p| !used.contains(p)).ok_or_else(|| HttpError::BadRequest("No sidecar proxy port available in 21000-21255".into()))?
+        let used: Vec<u16> =
+            ctx.agent.local.lock().services.values().filter(|s| s.service.id != id).map(|s| s.service.port).collect();
+        (21000..=21255)
+            .find(|p| !used.contains(p))
+            .ok_or_else(|| HttpError::BadRequest("No sidecar proxy port available in 21000-21255".into()))?
     };
     let proxy = json!({
         "DestinationServiceName": svc.service, "DestinationServiceID": svc.id,
@@ -352,7 +357,8 @@ pub async fn check_ttl(ctx: &Ctx, id: &str, status: Option<Status>) -> HttpResul
         None => {
             let v = ctx.normalized_body()?;
             let st = crate::defs::s(&v, "Status");
-            let status = Status::parse(&st).ok_or_else(|| HttpError::BadRequest(format!("Invalid check status: \"{st}\"")))?;
+            let status =
+                Status::parse(&st).ok_or_else(|| HttpError::BadRequest(format!("Invalid check status: \"{st}\"")))?;
             (status, crate::defs::s(&v, "Output"))
         }
     };

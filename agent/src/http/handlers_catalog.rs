@@ -137,28 +137,30 @@ pub async fn services(ctx: &Ctx) -> HttpResult {
     let mf = node_meta_filter(ctx);
     // `?filter` applies to each service instance before the name → tags summary is built.
     let filter = ctx.read_opts()?.filter;
-    let (headers, out, _) = ctx.read_value(|st, ws| {
-        ws.table(Table::Services);
-        ws.table(Table::Nodes);
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (node, svc) in st.all_services() {
-            if let Some(n) = st.nodes.get(node) {
-                if !meta_matches(n, &mf) {
-                    continue;
+    let (headers, out, _) = ctx
+        .read_value(|st, ws| {
+            ws.table(Table::Services);
+            ws.table(Table::Nodes);
+            let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (node, svc) in st.all_services() {
+                if let Some(n) = st.nodes.get(node) {
+                    if !meta_matches(n, &mf) {
+                        continue;
+                    }
                 }
-            }
-            if let (Some(f), Some(n)) = (&filter, st.nodes.get(node)) {
-                let v = serde_json::to_value(convert::catalog_service(n, svc)).unwrap_or_default();
-                if !f.matches(&v) {
-                    continue;
+                if let (Some(f), Some(n)) = (&filter, st.nodes.get(node)) {
+                    let v = serde_json::to_value(convert::catalog_service(n, svc)).unwrap_or_default();
+                    if !f.matches(&v) {
+                        continue;
+                    }
                 }
+                out.entry(svc.service.clone()).or_default().extend(svc.tags.iter().cloned());
             }
-            out.entry(svc.service.clone()).or_default().extend(svc.tags.iter().cloned());
-        }
-        let out: BTreeMap<String, Vec<String>> = out.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
-        (st.index.services, out)
-    })
-    .await?;
+            let out: BTreeMap<String, Vec<String>> =
+                out.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
+            (st.index.services, out)
+        })
+        .await?;
     Ok(Reply::json(&out).with_headers(headers))
 }
 
@@ -176,8 +178,10 @@ fn instances<'a>(st: &'a State, name: &'a str, connect: bool) -> Vec<(&'a Node, 
         .filter_map(|(node, s)| st.nodes.get(node).map(|n| (n, s)))
         .filter(|(_, s)| {
             let proxy_for = s.kind == "connect-proxy"
-                && s.proxy.as_ref().and_then(|p| p.get("DestinationServiceName")).and_then(|d| d.as_str()) == Some(name);
-            let native = s.service == name && s.connect.as_ref().and_then(|c| c.get("Native")).and_then(|n| n.as_bool()) == Some(true);
+                && s.proxy.as_ref().and_then(|p| p.get("DestinationServiceName")).and_then(|d| d.as_str())
+                    == Some(name);
+            let native = s.service == name
+                && s.connect.as_ref().and_then(|c| c.get("Native")).and_then(|n| n.as_bool()) == Some(true);
             proxy_for || native
         })
         .collect()
@@ -221,23 +225,29 @@ pub async fn node(ctx: &Ctx, name: &str, as_list: bool) -> HttpResult {
     let dc = ctx.agent.config.datacenter.clone();
     // `?filter` applies to the node's services, not to the document.
     let filter = ctx.read_opts()?.filter;
-    let keep = |s: &api::AgentService| filter.as_ref().is_none_or(|f| f.matches(&serde_json::to_value(s).unwrap_or_default()));
-    let (headers, v, _) = ctx.read_value(|st, ws| {
-        ws.node(name);
-        ws.table(Table::Nodes);
-        let index = st.index.nodes.max(st.index.services);
-        let Some(n) = st.nodes.get(name) else { return (index, Value::Null) };
-        let v = if as_list {
-            let services: Vec<api::AgentService> = st.node_services(name).map(|s| convert::service(s, &dc)).filter(|s| keep(s)).collect();
-            json!({"Node": convert::node(n), "Services": services})
-        } else {
-            let services: BTreeMap<String, api::AgentService> =
-                st.node_services(name).map(|s| (s.id.clone(), convert::service(s, &dc))).filter(|(_, s)| keep(s)).collect();
-            json!({"Node": convert::node(n), "Services": services})
-        };
-        (index, v)
-    })
-    .await?;
+    let keep =
+        |s: &api::AgentService| filter.as_ref().is_none_or(|f| f.matches(&serde_json::to_value(s).unwrap_or_default()));
+    let (headers, v, _) = ctx
+        .read_value(|st, ws| {
+            ws.node(name);
+            ws.table(Table::Nodes);
+            let index = st.index.nodes.max(st.index.services);
+            let Some(n) = st.nodes.get(name) else { return (index, Value::Null) };
+            let v = if as_list {
+                let services: Vec<api::AgentService> =
+                    st.node_services(name).map(|s| convert::service(s, &dc)).filter(|s| keep(s)).collect();
+                json!({"Node": convert::node(n), "Services": services})
+            } else {
+                let services: BTreeMap<String, api::AgentService> = st
+                    .node_services(name)
+                    .map(|s| (s.id.clone(), convert::service(s, &dc)))
+                    .filter(|(_, s)| keep(s))
+                    .collect();
+                json!({"Node": convert::node(n), "Services": services})
+            };
+            (index, v)
+        })
+        .await?;
     Ok(Reply::json(&v).with_headers(headers))
 }
 
@@ -265,7 +275,14 @@ pub async fn health_checks(ctx: &Ctx, service: &str) -> HttpResult {
     .await
 }
 
-pub fn service_entries(st: &State, name: &str, tags: &[&str], passing_only: bool, dc: &str, connect: bool) -> Vec<api::ServiceEntry> {
+pub fn service_entries(
+    st: &State,
+    name: &str,
+    tags: &[&str],
+    passing_only: bool,
+    dc: &str,
+    connect: bool,
+) -> Vec<api::ServiceEntry> {
     instances(st, name, connect)
         .into_iter()
         .filter(|(_, s)| has_tags(s, tags))
@@ -327,7 +344,8 @@ pub async fn ui_services(ctx: &Ctx) -> HttpResult {
         ws.table(Table::Services);
         ws.table(Table::Checks);
         ws.table(Table::Nodes);
-        let mut by_name: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>, usize, [usize; 3], String)> = BTreeMap::new();
+        let mut by_name: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>, usize, [usize; 3], String)> =
+            BTreeMap::new();
         for (node, svc) in st.all_services() {
             let e = by_name.entry(svc.service.clone()).or_default();
             e.0.insert(node.clone());
@@ -371,7 +389,8 @@ pub async fn ui_nodes(ctx: &Ctx, only: Option<&str>) -> HttpResult {
                 .filter(|n| only.is_none_or(|o| o == n.node))
                 .map(|n| {
                     let mut v = serde_json::to_value(convert::node(n)).unwrap_or_default();
-                    let services: Vec<api::AgentService> = st.node_services(&n.node).map(|s| convert::service(s, &dc)).collect();
+                    let services: Vec<api::AgentService> =
+                        st.node_services(&n.node).map(|s| convert::service(s, &dc)).collect();
                     let checks: Vec<api::HealthCheck> = st.node_checks(&n.node).map(convert::check).collect();
                     v["Services"] = json!(services);
                     v["Checks"] = json!(checks);

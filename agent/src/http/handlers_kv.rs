@@ -43,7 +43,11 @@ pub async fn get(ctx: &Ctx, key: &str) -> HttpResult {
             })
             .await?;
         if entries.is_empty() {
-            return Ok(Reply { status: 404, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" }, headers });
+            return Ok(Reply {
+                status: 404,
+                body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" },
+                headers,
+            });
         }
         return Ok(Reply { status: 200, body: Body::Json(serde_json::json!(entries)), headers });
     }
@@ -59,7 +63,11 @@ pub async fn get(ctx: &Ctx, key: &str) -> HttpResult {
         .await?;
     match entry {
         None => Ok(Reply { status: 404, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" }, headers }),
-        Some(e) if q.has("raw") => Ok(Reply { status: 200, body: Body::Raw { bytes: Bytes::from(e.value), content_type: "text/plain" }, headers }),
+        Some(e) if q.has("raw") => Ok(Reply {
+            status: 200,
+            body: Body::Raw { bytes: Bytes::from(e.value), content_type: "text/plain" },
+            headers,
+        }),
         Some(e) => Ok(Reply { status: 200, body: Body::Json(serde_json::json!([convert::kv(&e)])), headers }),
     }
 }
@@ -97,7 +105,14 @@ pub async fn put(ctx: &Ctx, key: &str) -> HttpResult {
         (None, None, Some(_)) => (KvOp::Cas, None),
         _ => (KvOp::Set, None),
     };
-    let req = KvRequest { op, key: key.to_string(), value: ctx.body.to_vec(), flags, session, modify_index: cas.unwrap_or(0) };
+    let req = KvRequest {
+        op,
+        key: key.to_string(),
+        value: ctx.body.to_vec(),
+        flags,
+        session,
+        modify_index: cas.unwrap_or(0),
+    };
     bool_reply(ctx.agent.write(Command::Kv(req)).await?)
 }
 
@@ -112,7 +127,8 @@ pub async fn delete(ctx: &Ctx, key: &str) -> HttpResult {
         (false, Some(_)) => KvOp::DeleteCas,
         (false, None) => KvOp::Delete,
     };
-    let req = KvRequest { op, key: key.to_string(), value: vec![], flags: 0, session: None, modify_index: cas.unwrap_or(0) };
+    let req =
+        KvRequest { op, key: key.to_string(), value: vec![], flags: 0, session: None, modify_index: cas.unwrap_or(0) };
     bool_reply(ctx.agent.write(Command::Kv(req)).await?)
 }
 
@@ -135,7 +151,14 @@ fn txn_op(v: &serde_json::Value, ctx: &Ctx) -> Result<TxnOp, HttpError> {
             )));
         }
         let session = Some(s(kv, "Session")).filter(|x| !x.is_empty());
-        return Ok(TxnOp::Kv { verb: s(kv, "Verb"), key: s(kv, "Key"), value, flags: u(kv, "Flags")?, index: u(kv, "Index")?, session });
+        return Ok(TxnOp::Kv {
+            verb: s(kv, "Verb"),
+            key: s(kv, "Key"),
+            value,
+            flags: u(kv, "Flags")?,
+            index: u(kv, "Index")?,
+            session,
+        });
     }
     if let Some(n) = v.get("Node") {
         let node_v = n.get("Node").cloned().unwrap_or_default();

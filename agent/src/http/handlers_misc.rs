@@ -50,13 +50,17 @@ pub async fn raft_remove_peer(ctx: &Ctx) -> HttpResult {
     let id = ctx.query.get("id").unwrap_or("");
     let address = ctx.query.get("address").unwrap_or("");
     if id.is_empty() && address.is_empty() {
-        return Err(HttpError::BadRequest("Must specify either ?id with the server's ID or ?address with IP:port of peer to remove".into()));
+        return Err(HttpError::BadRequest(
+            "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove".into(),
+        ));
     }
     let m = s.raft.metrics().borrow().clone();
     let mem = m.membership_config.membership().clone();
     let target = mem
         .nodes()
-        .find(|(rid, p)| (!id.is_empty() && (p.id == id || rid.to_string() == id)) || (!address.is_empty() && p.addr == address))
+        .find(|(rid, p)| {
+            (!id.is_empty() && (p.id == id || rid.to_string() == id)) || (!address.is_empty() && p.addr == address)
+        })
         .map(|(rid, _)| *rid);
     let Some(target) = target else {
         let what = if id.is_empty() { format!("address {address:?}") } else { format!("id {id:?}") };
@@ -117,7 +121,8 @@ pub async fn event_fire(ctx: &Ctx, name: &str) -> HttpResult {
         return Err(HttpError::BadRequest(format!("Event name {name:?} is reserved: names may not start with '_'")));
     }
     let q = &ctx.query;
-    let payload = if ctx.body.is_empty() { None } else { Some(base64::engine::general_purpose::STANDARD.encode(&ctx.body)) };
+    let payload =
+        if ctx.body.is_empty() { None } else { Some(base64::engine::general_purpose::STANDARD.encode(&ctx.body)) };
     let ev = api::UserEvent {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_string(),
@@ -183,12 +188,21 @@ pub async fn coordinate_node(ctx: &Ctx, node: &str) -> HttpResult {
     let reply = ctx
         .read(|st, ws| {
             ws.table(crate::state::Table::Nodes);
-            let list: Vec<Value> = st.nodes.get(node).map(|_| json!({"Node": node, "Segment": "", "Coord": coord()})).into_iter().collect();
+            let list: Vec<Value> = st
+                .nodes
+                .get(node)
+                .map(|_| json!({"Node": node, "Segment": "", "Coord": coord()}))
+                .into_iter()
+                .collect();
             (st.index.nodes, list)
         })
         .await?;
     if matches!(&reply.body, Body::Json(Value::Array(a)) if a.is_empty()) {
-        return Ok(Reply { status: 404, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" }, headers: reply.headers });
+        return Ok(Reply {
+            status: 404,
+            body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" },
+            headers: reply.headers,
+        });
     }
     Ok(reply)
 }
@@ -204,8 +218,12 @@ pub async fn snapshot_save(ctx: &Ctx) -> HttpResult {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&json).and_then(|_| Ok(())).map_err(|e| HttpError::Internal(e.to_string()))?;
     let bytes = gz.finish().map_err(|e| HttpError::Internal(e.to_string()))?;
-    Ok(Reply { status: 200, body: Body::Raw { bytes: Bytes::from(bytes), content_type: "application/x-gzip" }, headers: vec![] }
-        .header(api::query::HEADER_INDEX, index.to_string()))
+    Ok(Reply {
+        status: 200,
+        body: Body::Raw { bytes: Bytes::from(bytes), content_type: "application/x-gzip" },
+        headers: vec![],
+    }
+    .header(api::query::HEADER_INDEX, index.to_string()))
 }
 
 pub async fn snapshot_restore(ctx: &Ctx) -> HttpResult {
@@ -230,7 +248,14 @@ fn rss_bytes() -> u64 {
 pub async fn metrics(ctx: &Ctx) -> HttpResult {
     let (nodes, services, checks, kv, sessions, last) = {
         let st = ctx.agent.store.read();
-        (st.nodes.len(), st.all_services().count(), st.all_checks().count(), st.kv.len(), st.sessions.len(), st.last_index)
+        (
+            st.nodes.len(),
+            st.all_services().count(),
+            st.all_checks().count(),
+            st.kv.len(),
+            st.sessions.len(),
+            st.last_index,
+        )
     };
     let requests = ctx.agent.requests.load(std::sync::atomic::Ordering::Relaxed);
     let gauges: Vec<(&str, f64)> = vec![
@@ -257,7 +282,11 @@ pub async fn metrics(ctx: &Ctx) -> HttpResult {
             let n = name.replace('.', "_");
             out.push_str(&format!("# HELP {n} {name}\n# TYPE {n} counter\n{n} {v}\n"));
         }
-        return Ok(Reply { status: 200, body: Body::Raw { bytes: Bytes::from(out), content_type: "text/plain; version=0.0.4; charset=utf-8" }, headers: vec![] });
+        return Ok(Reply {
+            status: 200,
+            body: Body::Raw { bytes: Bytes::from(out), content_type: "text/plain; version=0.0.4; charset=utf-8" },
+            headers: vec![],
+        });
     }
     let ts = chrono_like_timestamp();
     Ok(Reply::json(&json!({

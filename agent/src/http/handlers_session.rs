@@ -38,7 +38,8 @@ pub async fn create(ctx: &Ctx) -> HttpResult {
     let ttl_dur = if ttl.is_empty() {
         Duration::ZERO
     } else {
-        let d = api::duration::parse(&ttl).map_err(|_| HttpError::BadRequest(format!("Request decode failed: time: invalid duration {ttl:?}")))?;
+        let d = api::duration::parse(&ttl)
+            .map_err(|_| HttpError::BadRequest(format!("Request decode failed: time: invalid duration {ttl:?}")))?;
         let min = ctx.agent.config.session_ttl_min;
         if d != Duration::ZERO && (d < min || d > MAX_TTL) {
             return Err(HttpError::BadRequest(format!(

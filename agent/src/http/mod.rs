@@ -162,15 +162,27 @@ pub struct Reply {
 
 impl Reply {
     pub fn json<T: Serialize>(v: &T) -> Reply {
-        Reply { status: 200, body: Body::Json(serde_json::to_value(v).unwrap_or(serde_json::Value::Null)), headers: vec![] }
+        Reply {
+            status: 200,
+            body: Body::Json(serde_json::to_value(v).unwrap_or(serde_json::Value::Null)),
+            headers: vec![],
+        }
     }
 
     pub fn text(status: u16, text: impl Into<String>) -> Reply {
-        Reply { status, body: Body::Raw { bytes: Bytes::from(text.into()), content_type: "text/plain; charset=utf-8" }, headers: vec![] }
+        Reply {
+            status,
+            body: Body::Raw { bytes: Bytes::from(text.into()), content_type: "text/plain; charset=utf-8" },
+            headers: vec![],
+        }
     }
 
     pub fn empty() -> Reply {
-        Reply { status: 200, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain; charset=utf-8" }, headers: vec![] }
+        Reply {
+            status: 200,
+            body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain; charset=utf-8" },
+            headers: vec![],
+        }
     }
 
     pub fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Reply {
@@ -218,7 +230,9 @@ impl Ctx {
             return Err(HttpError::BadRequest("Cannot specify ?stale with ?consistent, conflicting semantics.".into()));
         }
         if self.query.has("cached") && consistent {
-            return Err(HttpError::BadRequest("Cannot specify ?cached with ?consistent, conflicting semantics.".into()));
+            return Err(HttpError::BadRequest(
+                "Cannot specify ?cached with ?consistent, conflicting semantics.".into(),
+            ));
         }
         let consistency = if stale {
             Consistency::Stale
@@ -232,7 +246,12 @@ impl Ctx {
             Some(f) => Some(crate::filter::parse(f).map_err(HttpError::BadRequest)?),
         };
         let cfg = &self.agent.config;
-        Ok(ReadOpts { index, wait: effective_wait(wait, cfg.default_query_time, cfg.max_query_time), consistency, filter })
+        Ok(ReadOpts {
+            index,
+            wait: effective_wait(wait, cfg.default_query_time, cfg.max_query_time),
+            consistency,
+            filter,
+        })
     }
 
     pub fn json_body(&self) -> Result<serde_json::Value, HttpError> {
@@ -332,9 +351,15 @@ async fn dispatch(ctx: Ctx, endpoint: Endpoint) -> HttpResult {
         AgentServiceMaintenance(id) => Box::pin(handlers_agent::maintenance(&ctx, Some(&id))).await,
         AgentCheckRegister => Box::pin(handlers_agent::check_register(&ctx)).await,
         AgentCheckDeregister(id) => Box::pin(handlers_agent::check_deregister(&ctx, &id)).await,
-        AgentCheckPass(id) => Box::pin(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Passing))).await,
-        AgentCheckWarn(id) => Box::pin(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Warning))).await,
-        AgentCheckFail(id) => Box::pin(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Critical))).await,
+        AgentCheckPass(id) => {
+            Box::pin(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Passing))).await
+        }
+        AgentCheckWarn(id) => {
+            Box::pin(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Warning))).await
+        }
+        AgentCheckFail(id) => {
+            Box::pin(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Critical))).await
+        }
         AgentCheckUpdate(id) => Box::pin(handlers_agent::check_ttl(&ctx, &id, None)).await,
         AgentMetrics => Box::pin(handlers_misc::metrics(&ctx)).await,
         AgentMonitor => Box::pin(handlers_misc::monitor(&ctx)).await,
@@ -364,14 +389,21 @@ async fn dispatch(ctx: Ctx, endpoint: Endpoint) -> HttpResult {
         InternalUiNode(n) => Box::pin(handlers_catalog::ui_nodes(&ctx, Some(&n))).await,
         Ui(p) => ui::serve(&ctx, &p),
         Index => Ok(if ctx.agent.config.ui {
-            Reply { status: 301, body: Body::Raw { bytes: Bytes::new(), content_type: "text/html" }, headers: vec![("Location", "/ui/".into())] }
+            Reply {
+                status: 301,
+                body: Body::Raw { bytes: Bytes::new(), content_type: "text/html" },
+                headers: vec![("Location", "/ui/".into())],
+            }
         } else {
             Reply::text(200, "Consul Agent")
         }),
     }
 }
 
-fn into_response(reply: Reply, pretty: bool) -> hyper::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
+fn into_response(
+    reply: Reply,
+    pretty: bool,
+) -> hyper::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
     use http_body_util::BodyExt as _;
     let mut builder = hyper::Response::builder().status(reply.status);
     // Consul reports its ACL default even with ACLs off; clients read it.
@@ -381,7 +413,8 @@ fn into_response(reply: Reply, pretty: bool) -> hyper::Response<http_body_util::
     }
     let body = match reply.body {
         Body::Json(v) => {
-            let mut bytes = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap_or_default();
+            let mut bytes =
+                if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap_or_default();
             if pretty {
                 bytes.push(b'\n');
             }
@@ -405,7 +438,10 @@ fn into_response(reply: Reply, pretty: bool) -> hyper::Response<http_body_util::
     builder.body(body).unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-async fn handle(agent: Arc<Agent>, req: hyper::Request<Incoming>) -> hyper::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
+async fn handle(
+    agent: Arc<Agent>,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
     agent.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let path = percent_decode(parts.uri.path());
@@ -430,7 +466,14 @@ async fn handle(agent: Arc<Agent>, req: hyper::Request<Incoming>) -> hyper::Resp
                 })
             }
         };
-        let ctx = Ctx { agent: agent.clone(), method: parts.method.clone(), path: path.clone(), query, headers: parts.headers, body };
+        let ctx = Ctx {
+            agent: agent.clone(),
+            method: parts.method.clone(),
+            path: path.clone(),
+            query,
+            headers: parts.headers,
+            body,
+        };
         // Boxed so that the connection task holds a pointer, not the largest handler's state.
         Box::pin(dispatch(ctx, endpoint)).await
     }
@@ -513,7 +556,9 @@ mod size_tests {
         }
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let _guard = rt.enter();
-        let agent_cfg = crate::config::Config::from_flags(crate::config::AgentFlags { dev: true, ..Default::default() }).expect("config");
+        let agent_cfg =
+            crate::config::Config::from_flags(crate::config::AgentFlags { dev: true, ..Default::default() })
+                .expect("config");
         let agent = rt.block_on(crate::agent::Agent::start(agent_cfg)).expect("agent");
         let ctx = super::Ctx {
             agent,

@@ -115,7 +115,9 @@ impl Connection {
             call(&self.client, &self.peer.addr, path, req, option.hard_ttl()).await;
         match result {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new_with_node(self.target, self.peer.clone(), remote))),
+            Ok(Err(remote)) => {
+                Err(RPCError::RemoteError(RemoteError::new_with_node(self.target, self.peer.clone(), remote)))
+            }
             Err(CallError::Unreachable(e)) => Err(RPCError::Unreachable(Unreachable::new(&Failure(e)))),
             Err(CallError::Network(e)) => Err(RPCError::Network(NetworkError::new(&Failure(e)))),
         }

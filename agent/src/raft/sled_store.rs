@@ -243,7 +243,8 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
             let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
-            let db = Db::open(Some(dir.path())).map_err(|e| StorageIOError::write(&std::io::Error::other(e.to_string())))?;
+            let db =
+                Db::open(Some(dir.path())).map_err(|e| StorageIOError::write(&std::io::Error::other(e.to_string())))?;
             let sm = StateMachine::open(Arc::new(Store::new()), db.clone())?;
             Ok((dir, db.log_store(), sm))
         }

@@ -32,8 +32,8 @@ impl StateMachine {
     pub fn open(store: Arc<Store>, db: Db) -> Result<StateMachine, StorageError> {
         let mut sm = StateMachine { store, db, last_applied: None, membership: Default::default(), snapshot_seq: 0 };
         if let Some((_, data)) = sm.db.load_snapshot()? {
-            let snap: SnapshotData = serde_json::from_slice(&data)
-                .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+            let snap: SnapshotData =
+                serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
             sm.last_applied = snap.last_applied;
             sm.membership = snap.membership;
             sm.store.restore(snap.state);

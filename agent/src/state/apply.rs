@@ -61,12 +61,16 @@ fn touch_node_services(state: &mut State, node: &str, index: u64, ch: &mut Chang
 }
 
 fn same_node(a: &Node, b: &Node) -> bool {
-    a.id == b.id && a.address == b.address && a.datacenter == b.datacenter
-        && a.tagged_addresses == b.tagged_addresses && a.meta == b.meta
+    a.id == b.id
+        && a.address == b.address
+        && a.datacenter == b.datacenter
+        && a.tagged_addresses == b.tagged_addresses
+        && a.meta == b.meta
 }
 
 fn same_service(a: &Service, b: &Service) -> bool {
-    Service { create_index: 0, modify_index: 0, ..a.clone() } == Service { create_index: 0, modify_index: 0, ..b.clone() }
+    Service { create_index: 0, modify_index: 0, ..a.clone() }
+        == Service { create_index: 0, modify_index: 0, ..b.clone() }
 }
 
 fn same_check(a: &Check, b: &Check) -> bool {
@@ -94,7 +98,13 @@ pub(super) fn ensure_node(state: &mut State, index: u64, node: &Node, ch: &mut C
     Ok(())
 }
 
-pub(super) fn ensure_service(state: &mut State, index: u64, node: &str, svc: &Service, ch: &mut Changes) -> Result<(), String> {
+pub(super) fn ensure_service(
+    state: &mut State,
+    index: u64,
+    node: &str,
+    svc: &Service,
+    ch: &mut Changes,
+) -> Result<(), String> {
     if !state.nodes.contains_key(node) {
         return Err(format!("Missing node registration: {node}"));
     }
@@ -176,7 +186,8 @@ pub(super) fn ensure_check(
     c.create_index = existing.as_ref().map(|e| e.create_index).unwrap_or(index);
     c.modify_index = index;
     let went_critical = c.status() == Status::Critical;
-    let (node, id, service_id, service_name) = (c.node.clone(), c.check_id.clone(), c.service_id.clone(), c.service_name.clone());
+    let (node, id, service_id, service_name) =
+        (c.node.clone(), c.check_id.clone(), c.service_id.clone(), c.service_name.clone());
     state.checks.entry(node.clone()).or_default().insert(id.clone(), c);
     state.index.checks = index;
     ch.table(Table::Checks);
@@ -251,7 +262,8 @@ fn remove_service(state: &mut State, index: u64, node: &str, service_id: &str, n
     ch.table(Table::Services);
     ch.node(node);
     touch_service(state, &s.service, index, ch);
-    let ids: Vec<String> = state.node_checks(node).filter(|c| c.service_id == service_id).map(|c| c.check_id.clone()).collect();
+    let ids: Vec<String> =
+        state.node_checks(node).filter(|c| c.service_id == service_id).map(|c| c.check_id.clone()).collect();
     for id in ids {
         remove_check(state, index, node, &id, now, ch);
     }
@@ -277,7 +289,8 @@ fn deregister(state: &mut State, index: u64, r: &DeregisterRequest, now: u64, ch
                 ch.table(Table::Nodes);
                 ch.node(&r.node);
             }
-            let sessions: Vec<String> = state.sessions.values().filter(|s| s.node == r.node).map(|s| s.id.clone()).collect();
+            let sessions: Vec<String> =
+                state.sessions.values().filter(|s| s.node == r.node).map(|s| s.id.clone()).collect();
             for id in sessions {
                 session_invalidate(state, index, &id, now, ch);
             }
@@ -451,11 +464,21 @@ fn session_invalidate(state: &mut State, index: u64, id: &str, now: u64, ch: &mu
     state.lock_delays.retain(|_, until| *until > now);
 }
 
-fn invalidate_sessions_for_check(state: &mut State, index: u64, node: &str, check_id: &str, now: u64, ch: &mut Changes) {
+fn invalidate_sessions_for_check(
+    state: &mut State,
+    index: u64,
+    node: &str,
+    check_id: &str,
+    now: u64,
+    ch: &mut Changes,
+) {
     let ids: Vec<String> = state
         .sessions
         .values()
-        .filter(|s| s.node == node && (s.node_checks.iter().any(|c| c == check_id) || s.service_checks.iter().any(|c| c == check_id)))
+        .filter(|s| {
+            s.node == node
+                && (s.node_checks.iter().any(|c| c == check_id) || s.service_checks.iter().any(|c| c == check_id))
+        })
         .map(|s| s.id.clone())
         .collect();
     for id in ids {
@@ -496,7 +519,14 @@ fn without_value(e: Option<&KvEntry>) -> Option<KvEntry> {
 fn txn_op(s: &mut State, index: u64, op: &TxnOp, now: u64, ch: &mut Changes) -> Result<Option<TxnOpResult>, String> {
     match op {
         TxnOp::Kv { verb, key, value, flags, index: want, session } => {
-            let req = |op| KvRequest { op, key: key.clone(), value: value.clone(), flags: *flags, session: session.clone(), modify_index: *want };
+            let req = |op| KvRequest {
+                op,
+                key: key.clone(),
+                value: value.clone(),
+                flags: *flags,
+                session: session.clone(),
+                modify_index: *want,
+            };
             match verb.as_str() {
                 "set" => {
                     kv(s, index, &req(KvOp::Set), now, ch)?;
@@ -516,7 +546,9 @@ fn txn_op(s: &mut State, index: u64, op: &TxnOp, now: u64, ch: &mut Changes) -> 
                 }
                 "unlock" => {
                     if !kv(s, index, &req(KvOp::Unlock), now, ch)? {
-                        return Err(format!("failed to unlock key \"{key}\", lock isn't held, or is held by another session"));
+                        return Err(format!(
+                            "failed to unlock key \"{key}\", lock isn't held, or is held by another session"
+                        ));
                     }
                     Ok(Some(TxnOpResult::Kv(without_value(s.kv.get(key)))))
                 }
@@ -574,7 +606,12 @@ fn txn_op(s: &mut State, index: u64, op: &TxnOp, now: u64, ch: &mut Changes) -> 
                 ensure_node(s, index, node, ch)?;
                 Ok(s.nodes.get(&node.node).cloned().map(TxnOpResult::Node))
             }
-            "get" => s.nodes.get(&node.node).cloned().map(|n| Some(TxnOpResult::Node(n))).ok_or_else(|| format!("node \"{}\" doesn't exist", node.node)),
+            "get" => s
+                .nodes
+                .get(&node.node)
+                .cloned()
+                .map(|n| Some(TxnOpResult::Node(n)))
+                .ok_or_else(|| format!("node \"{}\" doesn't exist", node.node)),
             "delete" => {
                 deregister(s, index, &DeregisterRequest { node: node.node.clone(), ..Default::default() }, now, ch);
                 Ok(None)
@@ -604,7 +641,9 @@ fn txn_op(s: &mut State, index: u64, op: &TxnOp, now: u64, ch: &mut Changes) -> 
                     ensure_service(s, index, node, service, ch)?;
                     Ok(s.services.get(node).and_then(|m| m.get(&id)).cloned().map(TxnOpResult::Service))
                 }
-                "get" => current.map(|c| Some(TxnOpResult::Service(c))).ok_or_else(|| format!("service \"{id}\" on node \"{node}\" doesn't exist")),
+                "get" => current
+                    .map(|c| Some(TxnOpResult::Service(c)))
+                    .ok_or_else(|| format!("service \"{id}\" on node \"{node}\" doesn't exist")),
                 "delete" => {
                     remove_service(s, index, node, &id, now, ch);
                     Ok(None)
@@ -633,7 +672,9 @@ fn txn_op(s: &mut State, index: u64, op: &TxnOp, now: u64, ch: &mut Changes) -> 
                     ensure_check(s, index, check, now, ch)?;
                     Ok(s.checks.get(&check.node).and_then(|m| m.get(&check.check_id)).cloned().map(TxnOpResult::Check))
                 }
-                "get" => current.map(|c| Some(TxnOpResult::Check(c))).ok_or_else(|| format!("check \"{}\" doesn't exist", check.check_id)),
+                "get" => current
+                    .map(|c| Some(TxnOpResult::Check(c)))
+                    .ok_or_else(|| format!("check \"{}\" doesn't exist", check.check_id)),
                 "delete" => {
                     remove_check(s, index, &check.node, &check.check_id, now, ch);
                     Ok(None)

@@ -159,11 +159,7 @@ impl State {
 
     /// The index of one key: its ModifyIndex, the index that deleted it, else the table's.
     pub fn kv_key_index(&self, key: &str) -> u64 {
-        self.kv
-            .get(key)
-            .map(|e| e.modify_index)
-            .or_else(|| self.tombstones.get(key).copied())
-            .unwrap_or(self.index.kv)
+        self.kv.get(key).map(|e| e.modify_index).or_else(|| self.tombstones.get(key).copied()).unwrap_or(self.index.kv)
     }
 }
 

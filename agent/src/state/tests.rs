@@ -16,7 +16,12 @@ fn register_web(store: &Store, index: u64, status: Status) {
     let r = RegisterRequest {
         node: node("n1"),
         service: Some(Service { id: "web1".into(), service: "web".into(), port: 80, ..Default::default() }),
-        checks: vec![Check { check_id: "web-check".into(), service_id: "web1".into(), status: Some(status), ..Default::default() }],
+        checks: vec![Check {
+            check_id: "web-check".into(),
+            service_id: "web1".into(),
+            status: Some(status),
+            ..Default::default()
+        }],
         skip_node_update: false,
     };
     assert_eq!(store.apply(index, &req(0, Command::Register(r))), Response::Ok);
@@ -28,15 +33,36 @@ fn kv_set_get_cas_and_indexes() {
     assert_eq!(s.apply(5, &req(0, kv(KvOp::Set, "a/b", "1"))), Response::Bool(true));
     assert_eq!(s.read().kv["a/b"].create_index, 5);
     // CAS with a stale index fails and writes nothing.
-    let stale = Command::Kv(KvRequest { op: KvOp::Cas, key: "a/b".into(), value: b"2".to_vec(), flags: 0, session: None, modify_index: 4 });
+    let stale = Command::Kv(KvRequest {
+        op: KvOp::Cas,
+        key: "a/b".into(),
+        value: b"2".to_vec(),
+        flags: 0,
+        session: None,
+        modify_index: 4,
+    });
     assert_eq!(s.apply(6, &req(0, stale)), Response::Bool(false));
     assert_eq!(s.read().kv["a/b"].value, b"1");
-    let good = Command::Kv(KvRequest { op: KvOp::Cas, key: "a/b".into(), value: b"2".to_vec(), flags: 0, session: None, modify_index: 5 });
+    let good = Command::Kv(KvRequest {
+        op: KvOp::Cas,
+        key: "a/b".into(),
+        value: b"2".to_vec(),
+        flags: 0,
+        session: None,
+        modify_index: 5,
+    });
     assert_eq!(s.apply(7, &req(0, good)), Response::Bool(true));
     assert_eq!(s.read().kv["a/b"].modify_index, 7);
     assert_eq!(s.read().kv["a/b"].create_index, 5);
     // cas=0 creates only when absent.
-    let create = Command::Kv(KvRequest { op: KvOp::Cas, key: "a/b".into(), value: vec![], flags: 0, session: None, modify_index: 0 });
+    let create = Command::Kv(KvRequest {
+        op: KvOp::Cas,
+        key: "a/b".into(),
+        value: vec![],
+        flags: 0,
+        session: None,
+        modify_index: 0,
+    });
     assert_eq!(s.apply(8, &req(0, create)), Response::Bool(false));
     // A delete moves the prefix index forward through its tombstone.
     s.apply(9, &req(0, kv(KvOp::Delete, "a/b", "")));
@@ -50,7 +76,16 @@ fn locks_follow_sessions_and_lock_delay() {
     register_web(&s, 1, Status::Passing);
     let session = Session { id: "s1".into(), node: "n1".into(), lock_delay_ns: 15_000_000_000, ..Default::default() };
     assert_eq!(s.apply(2, &req(0, Command::SessionCreate(session))), Response::Ok);
-    let lock = |sess: &str| Command::Kv(KvRequest { op: KvOp::Lock, key: "l".into(), value: b"v".to_vec(), flags: 0, session: Some(sess.into()), modify_index: 0 });
+    let lock = |sess: &str| {
+        Command::Kv(KvRequest {
+            op: KvOp::Lock,
+            key: "l".into(),
+            value: b"v".to_vec(),
+            flags: 0,
+            session: Some(sess.into()),
+            modify_index: 0,
+        })
+    };
     assert_eq!(s.apply(3, &req(1_000, lock("s1"))), Response::Bool(true));
     assert_eq!(s.read().kv["l"].lock_index, 1);
     // Re-acquiring by the holder does not bump LockIndex.
@@ -79,7 +114,14 @@ fn critical_check_invalidates_sessions_with_delete_behavior() {
         ..Default::default()
     };
     s.apply(2, &req(0, Command::SessionCreate(session)));
-    let lock = Command::Kv(KvRequest { op: KvOp::Lock, key: "eph".into(), value: vec![], flags: 0, session: Some("s1".into()), modify_index: 0 });
+    let lock = Command::Kv(KvRequest {
+        op: KvOp::Lock,
+        key: "eph".into(),
+        value: vec![],
+        flags: 0,
+        session: Some("s1".into()),
+        modify_index: 0,
+    });
     assert_eq!(s.apply(3, &req(0, lock)), Response::Bool(true));
     register_web(&s, 4, Status::Critical);
     assert!(s.read().sessions.is_empty());

@@ -28,7 +28,11 @@ impl TestAgent {
         if dev {
             args.push("-dev".into());
         } else {
-            args.extend(["-server".into(), "-bootstrap-expect=1".into(), format!("-data-dir={}", dir.path().display())]);
+            args.extend([
+                "-server".into(),
+                "-bootstrap-expect=1".into(),
+                format!("-data-dir={}", dir.path().display()),
+            ]);
         }
         args.extend([
             format!("-node=node-{}", ip.replace('.', "-")),
@@ -82,7 +86,19 @@ impl TestAgent {
     pub fn restart_hard(mut self) -> TestAgent {
         self.kill9();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        let extra: Vec<String> = self.args.iter().skip(4).filter(|a| !a.starts_with("-node") && !a.starts_with("-bind") && !a.starts_with("-client") && !a.starts_with("-dns-port") && !a.starts_with("-log-level")).cloned().collect();
+        let extra: Vec<String> = self
+            .args
+            .iter()
+            .skip(4)
+            .filter(|a| {
+                !a.starts_with("-node")
+                    && !a.starts_with("-bind")
+                    && !a.starts_with("-client")
+                    && !a.starts_with("-dns-port")
+                    && !a.starts_with("-log-level")
+            })
+            .cloned()
+            .collect();
         let extra_ref: Vec<&str> = extra.iter().map(String::as_str).collect();
         TestAgent::start_in(&self.ip.clone(), false, &extra_ref, dir)
     }
@@ -99,7 +115,10 @@ impl TestAgent {
     }
 
     pub async fn delete(&self, path: &str) -> api::client::Response {
-        self.client.request(api::client::Method::DELETE, path, None, Some(Duration::from_secs(30))).await.expect("request")
+        self.client
+            .request(api::client::Method::DELETE, path, None, Some(Duration::from_secs(30)))
+            .await
+            .expect("request")
     }
 }
 
@@ -127,7 +146,8 @@ where
 }
 
 pub fn json(resp: &api::client::Response) -> serde_json::Value {
-    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&resp.body)))
+    serde_json::from_slice(&resp.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&resp.body)))
 }
 
 pub fn text(resp: &api::client::Response) -> String {

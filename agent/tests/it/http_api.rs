@@ -47,7 +47,10 @@ async fn kv_reads_writes_cas_and_errors() {
     assert_eq!(a.get("/v1/kv/app/config?index=abc").await.status, 400);
     assert_eq!(text(&a.get("/v1/kv/app/config?index=1&wait=forever").await), "Invalid wait time");
     let both = a.get("/v1/kv/app/config?stale&consistent").await;
-    assert_eq!((both.status, text(&both).as_str()), (400, "Cannot specify ?stale with ?consistent, conflicting semantics."));
+    assert_eq!(
+        (both.status, text(&both).as_str()),
+        (400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
+    );
     assert_eq!(a.get("/v1/kv/app/config?consistent").await.status, 200);
     let r = a.client.request(api::client::Method::PATCH, "/v1/kv/x", None, None).await.expect("patch");
     assert_eq!(r.status, 405);
@@ -88,12 +91,24 @@ async fn blocking_queries_wake_on_the_watched_write_and_time_out_otherwise() {
     assert_eq!(json(&r)[0]["Value"], "Mg==");
     assert!(woke >= wrote);
     // Health blocking: a check change wakes a service watcher.
-    a.put("/v1/agent/service/register", r#"{"Name":"web","ID":"web1","Port":80,"Check":{"CheckID":"web1-ttl","TTL":"30s"}}"#).await;
+    a.put(
+        "/v1/agent/service/register",
+        r#"{"Name":"web","ID":"web1","Port":80,"Check":{"CheckID":"web1-ttl","TTL":"30s"}}"#,
+    )
+    .await;
     let r = a.get("/v1/health/service/web").await;
     let index: u64 = r.headers["X-Consul-Index"].to_str().unwrap().parse().unwrap();
     let client = a.client.clone();
     let waiter = tokio::spawn(async move {
-        client.request(api::client::Method::GET, &format!("/v1/health/service/web?passing&index={index}&wait=30s"), None, None).await.expect("get")
+        client
+            .request(
+                api::client::Method::GET,
+                &format!("/v1/health/service/web?passing&index={index}&wait=30s"),
+                None,
+                None,
+            )
+            .await
+            .expect("get")
     });
     a.put("/v1/agent/check/pass/web1-ttl", "").await;
     let r = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken").expect("joined");
@@ -124,12 +139,18 @@ async fn agent_services_checks_and_health_follow_each_other() {
     a.put("/v1/agent/check/pass/api-ttl?note=ok", "").await;
     let entries = json(&a.get("/v1/health/service/api?passing=1").await);
     assert_eq!(entries[0]["Service"]["ID"], "api-1");
-    assert_eq!(entries[0]["Checks"].as_array().unwrap().iter().filter(|c| c["CheckID"] == "api-ttl").next().unwrap()["Output"], "ok");
+    assert_eq!(
+        entries[0]["Checks"].as_array().unwrap().iter().filter(|c| c["CheckID"] == "api-ttl").next().unwrap()["Output"],
+        "ok"
+    );
     let r = a.get("/v1/agent/health/service/name/api?format=text").await;
     assert_eq!((r.status, text(&r).as_str()), (200, "passing"));
     a.put("/v1/agent/check/update/api-ttl", r#"{"Status":"warning","Output":"slow"}"#).await;
     assert_eq!(a.get("/v1/agent/health/service/id/api-1").await.status, 429);
-    assert_eq!(text(&a.put("/v1/agent/check/update/api-ttl", r#"{"Status":"bogus"}"#).await), "Invalid check status: \"bogus\"");
+    assert_eq!(
+        text(&a.put("/v1/agent/check/update/api-ttl", r#"{"Status":"bogus"}"#).await),
+        "Invalid check status: \"bogus\""
+    );
     // Catalog views and tag filters.
     let services = json(&a.get("/v1/catalog/services").await);
     assert_eq!(services["api"], serde_json::json!(["primary", "v1"]));
@@ -139,17 +160,25 @@ async fn agent_services_checks_and_health_follow_each_other() {
     let filtered = json(&a.get("/v1/catalog/service/api?filter=ServiceMeta.Ver%20%3D%3D%20%221%22").await);
     assert_eq!(filtered.as_array().map(|a| a.len()), Some(1));
     // A script check runs and reports its exit code.
-    a.put("/v1/agent/check/register", r#"{"Name":"disk","Args":["sh","-c","echo full; exit 2"],"Interval":"100ms"}"#).await;
+    a.put("/v1/agent/check/register", r#"{"Name":"disk","Args":["sh","-c","echo full; exit 2"],"Interval":"100ms"}"#)
+        .await;
     wait_for(Duration::from_secs(10), "script check critical with output", || async {
         let c = json(&a.get("/v1/health/state/critical").await);
-        c.as_array()?.iter().find(|c| c["CheckID"] == "disk" && c["Output"].as_str().unwrap_or("").contains("full")).map(|_| ())
+        c.as_array()?
+            .iter()
+            .find(|c| c["CheckID"] == "disk" && c["Output"].as_str().unwrap_or("").contains("full"))
+            .map(|_| ())
     })
     .await;
     assert_eq!(a.get("/v1/health/state/bogus").await.status, 400);
     // Maintenance mode shows as Consul's special check.
     a.put("/v1/agent/service/maintenance/api-1?enable=true&reason=deploy", "").await;
     let c = json(&a.get("/v1/health/checks/api").await);
-    assert!(c.as_array().unwrap().iter().any(|c| c["CheckID"] == "_service_maintenance:api-1" && c["Notes"] == "deploy"));
+    assert!(c
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["CheckID"] == "_service_maintenance:api-1" && c["Notes"] == "deploy"));
     assert_eq!(a.put("/v1/agent/service/maintenance/api-1", "").await.status, 400);
     // Deregistering removes the service and its checks everywhere.
     assert_eq!(a.put("/v1/agent/service/deregister/api-1", "").await.status, 200);
@@ -187,7 +216,12 @@ async fn catalog_register_and_deregister_external_nodes() {
     assert_eq!(entries[0]["Node"]["Address"], "10.1.0.5");
     let r = a.put("/v1/catalog/register", r#"{"Node":"ext2"}"#).await;
     assert_eq!((r.status, text(&r).as_str()), (400, "Must provide address"));
-    let r = a.put("/v1/catalog/register", r#"{"Node":"ext","Address":"10.1.0.5","Check":{"CheckID":"c","ServiceID":"ghost"}}"#).await;
+    let r = a
+        .put(
+            "/v1/catalog/register",
+            r#"{"Node":"ext","Address":"10.1.0.5","Check":{"CheckID":"c","ServiceID":"ghost"}}"#,
+        )
+        .await;
     assert_eq!(r.status, 400);
     a.put("/v1/catalog/deregister", r#"{"Node":"ext","ServiceID":"db"}"#).await;
     assert!(json(&a.get("/v1/catalog/service/db").await).as_array().unwrap().is_empty());
@@ -199,7 +233,10 @@ async fn catalog_register_and_deregister_external_nodes() {
 async fn sessions_locks_and_transactions() {
     let a = TestAgent::start("127.0.0.105", true, &[]);
     a.ready().await;
-    let s1 = json(&a.put("/v1/session/create", r#"{"Name":"leader","TTL":"15s","LockDelay":"0s"}"#).await)["ID"].as_str().unwrap().to_string();
+    let s1 = json(&a.put("/v1/session/create", r#"{"Name":"leader","TTL":"15s","LockDelay":"0s"}"#).await)["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let s2 = json(&a.put("/v1/session/create", r#"{"Name":"other"}"#).await)["ID"].as_str().unwrap().to_string();
     let info = json(&a.get(&format!("/v1/session/info/{s1}")).await);
     assert_eq!(info[0]["TTL"], "15s");
@@ -222,7 +259,9 @@ async fn sessions_locks_and_transactions() {
     assert_eq!(r.status, 400, "{}", text(&r));
     assert_eq!(a.put("/v1/session/create", r#"{"Behavior":"explode"}"#).await.status, 400);
     // Transactions commit all or nothing; a failed one is 409 with per-op errors.
-    let ok = a.put("/v1/txn", r#"[{"KV":{"Verb":"set","Key":"t/a","Value":"YQ=="}},{"KV":{"Verb":"get","Key":"t/a"}}]"#).await;
+    let ok = a
+        .put("/v1/txn", r#"[{"KV":{"Verb":"set","Key":"t/a","Value":"YQ=="}},{"KV":{"Verb":"get","Key":"t/a"}}]"#)
+        .await;
     assert_eq!(ok.status, 200, "{}", text(&ok));
     assert_eq!(json(&ok)["Results"][1]["KV"]["Value"], "YQ==");
     let bad = a.put("/v1/txn", r#"[{"KV":{"Verb":"set","Key":"t/b","Value":"Yg=="}},{"KV":{"Verb":"check-index","Key":"t/a","Index":999}}]"#).await;
@@ -260,8 +299,19 @@ async fn status_events_operator_metrics_and_snapshots() {
     let snap = a.get("/v1/snapshot").await;
     assert_eq!(snap.status, 200);
     a.put("/v1/kv/snap", "after").await;
-    let r = a.client.request(api::client::Method::PUT, "/v1/snapshot", Some(snap.body.clone()), None).await.expect("restore");
+    let r = a
+        .client
+        .request(api::client::Method::PUT, "/v1/snapshot", Some(snap.body.clone()), None)
+        .await
+        .expect("restore");
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(text(&a.get("/v1/kv/snap?raw").await), "before");
-    assert_eq!(a.client.request(api::client::Method::PUT, "/v1/snapshot", Some("junk".into()), None).await.expect("junk").status, 400);
+    assert_eq!(
+        a.client
+            .request(api::client::Method::PUT, "/v1/snapshot", Some("junk".into()), None)
+            .await
+            .expect("junk")
+            .status,
+        400
+    );
 }

@@ -9,10 +9,16 @@ async fn kill9_and_restart_keeps_kv_catalog_sessions_and_local_services() {
     for i in 0..50 {
         assert_eq!(json(&a.put(&format!("/v1/kv/durable/{i}"), &format!("v{i}")).await), true);
     }
-    let r = a.put("/v1/agent/service/register", r#"{"Name":"web","ID":"web-1","Port":8080,"Check":{"CheckID":"web-ttl","TTL":"60s"}}"#).await;
+    let r = a
+        .put(
+            "/v1/agent/service/register",
+            r#"{"Name":"web","ID":"web-1","Port":8080,"Check":{"CheckID":"web-ttl","TTL":"60s"}}"#,
+        )
+        .await;
     assert_eq!(r.status, 200);
     a.put("/v1/agent/check/pass/web-ttl", "").await;
-    a.put("/v1/catalog/register", r#"{"Node":"ext","Address":"10.0.0.9","Service":{"Service":"db","Port":5432}}"#).await;
+    a.put("/v1/catalog/register", r#"{"Node":"ext","Address":"10.0.0.9","Service":{"Service":"db","Port":5432}}"#)
+        .await;
     let session = json(&a.put("/v1/session/create", r#"{"Name":"s"}"#).await)["ID"].as_str().unwrap().to_string();
     assert_eq!(json(&a.put(&format!("/v1/kv/held?acquire={session}"), "x").await), true);
 

@@ -20,11 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-type Handler = Arc<
-    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>
-        + Send
-        + Sync,
->;
+type Handler =
+    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>> + Send + Sync>;
 
 /// Serves HTTP/1.1 on `listener` until the returned task is aborted; aborting also closes every
 /// open connection (the JoinSet aborts its tasks when dropped), like a killed process.
@@ -41,9 +38,7 @@ fn serve(listener: TcpListener, handler: Handler) -> JoinHandle<()> {
                     let h = h.clone();
                     async move { Ok::<_, std::convert::Infallible>(h(req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
             });
             while conns.try_join_next().is_some() {}
         }
@@ -98,10 +93,7 @@ pub struct Cluster {
 impl Cluster {
     pub fn new() -> Arc<Cluster> {
         Arc::new(Cluster {
-            state: Mutex::new(State {
-                index: 1,
-                ..Default::default()
-            }),
+            state: Mutex::new(State { index: 1, ..Default::default() }),
             index: watch::channel(1).0,
             requests: AtomicU64::new(0),
         })
@@ -118,15 +110,7 @@ impl Cluster {
         self.register_addr(service, id, &b.ip, b.port, tags, weight);
     }
 
-    pub fn register_addr(
-        &self,
-        service: &str,
-        id: &str,
-        ip: &str,
-        port: u16,
-        tags: &[&str],
-        weight: i64,
-    ) {
+    pub fn register_addr(&self, service: &str, id: &str, ip: &str, port: u16, tags: &[&str], weight: i64) {
         let inst = Instance {
             service: service.into(),
             id: id.into(),
@@ -140,21 +124,11 @@ impl Cluster {
     }
 
     pub fn set_status(&self, id: &str, status: &str) {
-        self.change(|s| {
-            s.instances
-                .iter_mut()
-                .filter(|i| i.id == id)
-                .for_each(|i| i.status = status.into())
-        });
+        self.change(|s| s.instances.iter_mut().filter(|i| i.id == id).for_each(|i| i.status = status.into()));
     }
 
     pub fn set_member_status(&self, ip: &str, status: i32) {
-        self.change(|s| {
-            s.members
-                .iter_mut()
-                .filter(|m| m.ip == ip)
-                .for_each(|m| m.status = status)
-        });
+        self.change(|s| s.members.iter_mut().filter(|m| m.ip == ip).for_each(|m| m.status = status));
     }
 
     pub fn requests(&self) -> u64 {
@@ -235,9 +209,7 @@ impl FakeAgent {
     /// Starts agents on `ips`, all on one port (as real agents on different hosts are).
     pub async fn start_many(cluster: &Arc<Cluster>, ips: &[String]) -> Vec<FakeAgent> {
         let listeners = 'retry: loop {
-            let first = TcpListener::bind((ips[0].as_str(), 0))
-                .await
-                .expect("bind agent");
+            let first = TcpListener::bind((ips[0].as_str(), 0)).await.expect("bind agent");
             let port = first.local_addr().expect("local addr").port();
             let mut ls = vec![first];
             for ip in &ips[1..] {
@@ -251,12 +223,7 @@ impl FakeAgent {
         let mut out = Vec::new();
         for (ip, listener) in ips.iter().zip(listeners) {
             let port = listener.local_addr().expect("local addr").port();
-            cluster.change(|s| {
-                s.members.push(Member {
-                    ip: ip.clone(),
-                    status: 1,
-                })
-            });
+            cluster.change(|s| s.members.push(Member { ip: ip.clone(), status: 1 }));
             let c = cluster.clone();
             let me = ip.clone();
             let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -273,12 +240,7 @@ impl FakeAgent {
                     agent_answer(&c, &me, req).await
                 })
             });
-            out.push(FakeAgent {
-                ip: ip.clone(),
-                port,
-                task: Mutex::new(Some(serve(listener, handler))),
-                paused,
-            });
+            out.push(FakeAgent { ip: ip.clone(), port, task: Mutex::new(Some(serve(listener, handler))), paused });
         }
         out
     }
@@ -309,12 +271,9 @@ impl Drop for FakeAgent {
 fn json_response(body: &serde_json::Value, index: Option<u64>) -> Response<Full<Bytes>> {
     let mut b = Response::builder().header("Content-Type", "application/json");
     if let Some(i) = index {
-        b = b
-            .header("X-Consul-Index", i.to_string())
-            .header("X-Consul-KnownLeader", "true");
+        b = b.header("X-Consul-Index", i.to_string()).header("X-Consul-KnownLeader", "true");
     }
-    b.body(Full::new(Bytes::from(body.to_string())))
-        .expect("response")
+    b.body(Full::new(Bytes::from(body.to_string()))).expect("response")
 }
 
 async fn agent_answer(c: &Cluster, me: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -353,17 +312,8 @@ impl Backend {
         let handler: Handler = Arc::new(move |req| {
             let me = me.clone();
             Box::pin(async move {
-                let path = req
-                    .uri()
-                    .path_and_query()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default();
-                let xff = req
-                    .headers()
-                    .get("x-forwarded-for")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
+                let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 Response::builder()
                     .header("X-Seen-Path", path)
                     .header("X-Seen-Xff", xff)
@@ -371,12 +321,7 @@ impl Backend {
                     .expect("response")
             })
         });
-        Backend {
-            name: name.into(),
-            ip: ip.into(),
-            port,
-            task: Mutex::new(Some(serve(listener, handler))),
-        }
+        Backend { name: name.into(), ip: ip.into(), port, task: Mutex::new(Some(serve(listener, handler))) }
     }
 
     pub fn stop(&self) {
@@ -401,11 +346,7 @@ pub struct Lb {
 
 impl Lb {
     pub async fn start(ip: &str, agents: &[String], config: Option<&str>) -> Lb {
-        let port = std::net::TcpListener::bind((ip, 0))
-            .expect("probe port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = std::net::TcpListener::bind((ip, 0)).expect("probe port").local_addr().expect("addr").port();
         let lb = Lb::spawn(&format!("{ip}:{port}"), agents, config, &[]);
         lb.wait_ready().await;
         lb
@@ -415,9 +356,7 @@ impl Lb {
     pub fn spawn(addr: &str, agents: &[String], config: Option<&str>, extra: &[&str]) -> Lb {
         let ip = addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(addr);
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lb"));
-        cmd.arg(format!("-listen={addr}"))
-            .arg("-log-level=warn")
-            .arg("-threads=2");
+        cmd.arg(format!("-listen={addr}")).arg("-log-level=warn").arg("-threads=2");
         for a in agents {
             cmd.arg("-consul-addr").arg(a);
         }
@@ -429,26 +368,12 @@ impl Lb {
             path = Some(p);
         }
         // Separate upgrade sockets and pid files so parallel tests do not collide.
-        cmd.arg(format!(
-            "-upgrade-sock={}",
-            std::env::temp_dir()
-                .join(format!("lb-it-{ip}.sock"))
-                .display()
-        ));
-        cmd.arg(format!(
-            "-pid-file={}",
-            std::env::temp_dir()
-                .join(format!("lb-it-{ip}.pid"))
-                .display()
-        ));
+        cmd.arg(format!("-upgrade-sock={}", std::env::temp_dir().join(format!("lb-it-{ip}.sock")).display()));
+        cmd.arg(format!("-pid-file={}", std::env::temp_dir().join(format!("lb-it-{ip}.pid")).display()));
         cmd.args(extra);
         cmd.stdout(std::process::Stdio::null());
         let child = cmd.spawn().expect("start lb");
-        Lb {
-            addr: addr.to_string(),
-            child,
-            config: path,
-        }
+        Lb { addr: addr.to_string(), child, config: path }
     }
 
     pub async fn wait_ready(&self) {
@@ -486,10 +411,7 @@ impl Lb {
             if got == Some(n) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "route {route} never had {n} instances: {status}"
-            );
+            assert!(Instant::now() < deadline, "route {route} never had {n} instances: {status}");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -522,11 +444,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
     }
 }
 
@@ -541,15 +459,11 @@ pub async fn get(addr: &str, host: Option<&str>, path: &str) -> Resp {
 }
 
 pub async fn request(method: &str, addr: &str, host: Option<&str>, path: &str, body: &str) -> Resp {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
+    let mut b = Request::builder().method(method).uri(format!("http://{addr}{path}"));
     if let Some(h) = host {
         b = b.header("Host", h);
     }
-    let req = b
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
+    let req = b.body(Full::new(Bytes::from(body.to_string()))).expect("request");
     let fut = async {
         let resp = client().request(req).await.map_err(|e| format!("{e:?}"))?;
         let (parts, body) = resp.into_parts();
@@ -562,16 +476,8 @@ pub async fn request(method: &str, addr: &str, host: Option<&str>, path: &str, b
     };
     match tokio::time::timeout(Duration::from_secs(10), fut).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Resp {
-            status: 0,
-            headers: Default::default(),
-            body: e,
-        },
-        Err(_) => Resp {
-            status: 0,
-            headers: Default::default(),
-            body: "timed out".into(),
-        },
+        Ok(Err(e)) => Resp { status: 0, headers: Default::default(), body: e },
+        Err(_) => Resp { status: 0, headers: Default::default(), body: "timed out".into() },
     }
 }
 

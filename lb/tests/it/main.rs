@@ -52,10 +52,7 @@ async fn routes_by_host_prefix_and_falls_back_to_agents() {
     assert!(r.body.starts_with("web"), "{r:?}");
     assert_eq!(r.header("x-seen-path"), "/x?y=1");
     let r = get(&lb.addr, Some("lb.example"), "/api/users").await;
-    assert_eq!(
-        (r.body.as_str(), r.header("x-seen-path").as_str()),
-        ("api1", "/api/users")
-    );
+    assert_eq!((r.body.as_str(), r.header("x-seen-path").as_str()), ("api1", "/api/users"));
 
     // Everything else goes to an agent.
     let r = get(&lb.addr, Some("lb.example"), "/v1/status/leader").await;
@@ -65,31 +62,16 @@ async fn routes_by_host_prefix_and_falls_back_to_agents() {
     // Unknown and unhealthy services: 503 with a body that says why.
     let r = get(&lb.addr, Some("nope.service.consul"), "/").await;
     assert_eq!(r.status, 503);
-    assert!(
-        r.body.contains("service \"nope\" is not registered"),
-        "{r:?}"
-    );
+    assert!(r.body.contains("service \"nope\" is not registered"), "{r:?}");
 
     // lb's own endpoints.
     let r = get(&lb.addr, None, "/_lb/status").await;
     assert_eq!(r.status, 200);
     let status: serde_json::Value = serde_json::from_str(&r.body).expect("status is JSON");
-    assert!(
-        status["Routes"].as_array().is_some_and(|a| a.len() >= 4),
-        "{status}"
-    );
+    assert!(status["Routes"].as_array().is_some_and(|a| a.len() >= 4), "{status}");
     let r = get(&lb.addr, None, "/_lb/metrics").await;
-    assert!(
-        r.body
-            .contains("lb_requests_total{route=\"service:web\",code=\"200\"}"),
-        "{}",
-        r.body
-    );
-    assert!(
-        r.body.contains("lb_request_duration_seconds_bucket"),
-        "{}",
-        r.body
-    );
+    assert!(r.body.contains("lb_requests_total{route=\"service:web\",code=\"200\"}"), "{}", r.body);
+    assert!(r.body.contains("lb_request_duration_seconds_bucket"), "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,10 +113,7 @@ async fn failing_check_leaves_rotation_within_milliseconds() {
     lb.wait_instances("service:web", 0).await;
     let r = get(&lb.addr, Some("web.service.consul"), "/").await;
     assert_eq!(r.status, 503);
-    assert!(
-        r.body.contains("no healthy instance of service \"web\""),
-        "{r:?}"
-    );
+    assert!(r.body.contains("no healthy instance of service \"web\""), "{r:?}");
     // The prefix route stays, empty: a 503 rather than falling through to the agents.
     let r = get(&lb.addr, Some("lb"), "/w/x").await;
     assert_eq!(r.status, 503, "{r:?}");
@@ -171,10 +150,7 @@ async fn weights_and_client_affinity() {
 
     let first = get(&lb.addr, Some("sticky.service.consul"), "/").await.body;
     for _ in 0..50 {
-        assert_eq!(
-            get(&lb.addr, Some("sticky.service.consul"), "/").await.body,
-            first
-        );
+        assert_eq!(get(&lb.addr, Some("sticky.service.consul"), "/").await.body, first);
     }
 }
 
@@ -187,12 +163,7 @@ async fn failed_connects_retry_elsewhere_and_bench_the_instance() {
     let dead = Backend::start(&ip(22), "dead").await;
     cluster.register("web", "alive", &alive, &[], 1);
     cluster.register("web", "dead", &dead, &[], 1);
-    let lb = Lb::start(
-        &ip(1),
-        &[agents[0].addr()],
-        Some("[defaults]\nfail_timeout = \"30s\"\n"),
-    )
-    .await;
+    let lb = Lb::start(&ip(1), &[agents[0].addr()], Some("[defaults]\nfail_timeout = \"30s\"\n")).await;
     lb.wait_instances("service:web", 2).await;
     dead.stop();
 
@@ -203,19 +174,12 @@ async fn failed_connects_retry_elsewhere_and_bench_the_instance() {
     }
     let status = lb.status().await;
     let web = fake::route(&status, "service:web");
-    let benched: Vec<&serde_json::Value> = web["Instances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| !i["BenchedForMs"].is_null())
-        .collect();
+    let benched: Vec<&serde_json::Value> =
+        web["Instances"].as_array().into_iter().flatten().filter(|i| !i["BenchedForMs"].is_null()).collect();
     assert_eq!(benched.len(), 1, "{web}");
     assert_eq!(benched[0]["ID"], "dead");
     let metrics = get(&lb.addr, None, "/_lb/metrics").await.body;
-    assert!(
-        metrics.contains("lb_upstream_errors_total{route=\"service:web\",kind=\"connect\"} 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("lb_upstream_errors_total{route=\"service:web\",kind=\"connect\"} 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,9 +245,7 @@ async fn websocket_upgrade_is_passed_through() {
     let cluster = Cluster::new();
     let agents = FakeAgent::start_many(&cluster, &[ip(11)]).await;
     // A raw backend: answers the upgrade with 101, then echoes bytes.
-    let listener = tokio::net::TcpListener::bind((ip(21).as_str(), 0))
-        .await
-        .expect("bind ws backend");
+    let listener = tokio::net::TcpListener::bind((ip(21).as_str(), 0)).await.expect("bind ws backend");
     let port = listener.local_addr().expect("addr").port();
     let echo = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.expect("accept");
@@ -309,9 +271,7 @@ async fn websocket_upgrade_is_passed_through() {
     let lb = Lb::start(&ip(1), &[agents[0].addr()], None).await;
     lb.wait_instances("service:ws", 1).await;
 
-    let mut c = tokio::net::TcpStream::connect(&lb.addr)
-        .await
-        .expect("connect lb");
+    let mut c = tokio::net::TcpStream::connect(&lb.addr).await.expect("connect lb");
     c.write_all(
         b"GET /chat HTTP/1.1\r\nHost: ws.service.consul\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -325,14 +285,8 @@ async fn websocket_upgrade_is_passed_through() {
         assert!(n > 0, "lb closed: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
-    assert!(
-        got.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-    c.write_all(b"ping over the tunnel")
-        .await
-        .expect("send frame");
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    c.write_all(b"ping over the tunnel").await.expect("send frame");
     let mut echoed = vec![0u8; 20];
     c.read_exact(&mut echoed).await.expect("read echo");
     assert_eq!(&echoed, b"ping over the tunnel");
@@ -351,25 +305,16 @@ async fn http2_cleartext_clients_are_routed_by_authority() {
     lb.wait_instances("service:web", 1).await;
 
     // HTTP/2 with prior knowledge; `:authority` names the service, as a real h2 client sends it.
-    let tcp = tokio::net::TcpStream::connect(&lb.addr)
-        .await
-        .expect("connect lb");
+    let tcp = tokio::net::TcpStream::connect(&lb.addr).await.expect("connect lb");
     let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
     tokio::spawn(conn);
     let mut send = send.ready().await.expect("h2 ready");
     for path in ["/h2?x=1", "/again"] {
-        let req = http::Request::get(format!("http://web.service.consul{path}"))
-            .body(())
-            .expect("request");
+        let req = http::Request::get(format!("http://web.service.consul{path}")).body(()).expect("request");
         let (resp, _) = send.send_request(req, true).expect("send");
         let resp = resp.await.expect("h2 response");
         let status = resp.status();
-        let seen = resp
-            .headers()
-            .get("x-seen-path")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let seen = resp.headers().get("x-seen-path").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let mut body = resp.into_body();
         let mut bytes = Vec::new();
         while let Some(chunk) = body.data().await {
@@ -411,10 +356,8 @@ async fn graceful_upgrade_hands_over_the_socket_without_failed_requests() {
     // pingora's upgrade: the new process waits on the upgrade socket, SIGQUIT makes the old one
     // send its listening sockets over and drain.
     let new = Lb::spawn(&old.addr, &[agents[0].addr()], None, &["-upgrade"]);
-    let status = std::process::Command::new("kill")
-        .args(["-QUIT", &old.pid().to_string()])
-        .status()
-        .expect("send SIGQUIT");
+    let status =
+        std::process::Command::new("kill").args(["-QUIT", &old.pid().to_string()]).status().expect("send SIGQUIT");
     assert!(status.success());
     fake::wait_for("the old lb to exit", || old.exited()).await;
     new.wait_ready().await;

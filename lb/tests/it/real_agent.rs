@@ -11,13 +11,8 @@ fn agent_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("LB_IT_AGENT") {
         return (p != "none").then(|| PathBuf::from(p));
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target");
-    ["release", "debug"]
-        .iter()
-        .map(|p| root.join(p).join("agent"))
-        .find(|p| p.exists())
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target");
+    ["release", "debug"].iter().map(|p| root.join(p).join("agent")).find(|p| p.exists())
 }
 
 /// A `-dev` agent process, killed on drop.
@@ -34,11 +29,7 @@ impl Drop for DevAgent {
 }
 
 async fn start_dev_agent(bin: &PathBuf, ip: &str) -> DevAgent {
-    let port = std::net::TcpListener::bind((ip, 0))
-        .expect("probe port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = std::net::TcpListener::bind((ip, 0)).expect("probe port").local_addr().expect("addr").port();
     let child = std::process::Command::new(bin)
         .args(["agent", "-dev", "-node=lb-it"])
         .arg(format!("-client={ip}"))
@@ -48,10 +39,7 @@ async fn start_dev_agent(bin: &PathBuf, ip: &str) -> DevAgent {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start agent");
-    let agent = DevAgent {
-        child,
-        addr: format!("{ip}:{port}"),
-    };
+    let agent = DevAgent { child, addr: format!("{ip}:{port}") };
     let addr = agent.addr.clone();
     crate::fake::wait_for_async("the agent to elect itself", || {
         let addr = addr.clone();
@@ -80,14 +68,7 @@ async fn real_agent_health_changes_reach_routing() {
             "Tags": ["urlprefix-/web strip=/web"],
             "Check": {"CheckID": format!("ttl{}", i + 1), "TTL": "600s", "Status": "passing"},
         });
-        let r = request(
-            "PUT",
-            &agent.addr,
-            None,
-            "/v1/agent/service/register",
-            &def.to_string(),
-        )
-        .await;
+        let r = request("PUT", &agent.addr, None, "/v1/agent/service/register", &def.to_string()).await;
         assert_eq!(r.status, 200, "{r:?}");
     }
     // A short read timeout on the agent route: blocking queries must still get their wait.
@@ -106,18 +87,9 @@ async fn real_agent_health_changes_reach_routing() {
     let r = get(&lb.addr, None, "/v1/catalog/services").await;
     let index = r.header("x-consul-index");
     let t = Instant::now();
-    let r = get(
-        &lb.addr,
-        None,
-        &format!("/v1/catalog/services?index={index}&wait=1s"),
-    )
-    .await;
+    let r = get(&lb.addr, None, &format!("/v1/catalog/services?index={index}&wait=1s")).await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(
-        t.elapsed() >= Duration::from_millis(900),
-        "did not block: {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() >= Duration::from_millis(900), "did not block: {:?}", t.elapsed());
 
     let t0 = Instant::now();
     let r = request("PUT", &agent.addr, None, "/v1/agent/check/fail/ttl1", "").await;
@@ -127,9 +99,6 @@ async fn real_agent_health_changes_reach_routing() {
     eprintln!("real agent: failing check → out of rotation in {took:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
     for _ in 0..10 {
-        assert_eq!(
-            get(&lb.addr, Some("web.service.consul"), "/").await.body,
-            "web2"
-        );
+        assert_eq!(get(&lb.addr, Some("web.service.consul"), "/").await.body, "web2");
     }
 }

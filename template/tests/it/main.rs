@@ -14,7 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SEED: &str = "upstream test-cluster { ip_hash;{{range service \"test\"}} server {{.Address}}:{{.Port}};{{end}} }\n";
+const SEED: &str =
+    "upstream test-cluster { ip_hash;{{range service \"test\"}} server {{.Address}}:{{.Port}};{{end}} }\n";
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// A child process killed when the test ends, however it ends.
@@ -90,7 +91,8 @@ async fn backend(addr: SocketAddr, body: &'static str) -> Result<()> {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
-                let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let resp =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                 let _ = s.write_all(resp.as_bytes()).await;
             });
         }
@@ -158,8 +160,10 @@ async fn scenario(agent: &Path, dir: &Path) -> Result<()> {
     wait_for("a leader", || async { client.status_leader().await.map(|l| !l.is_empty()).unwrap_or(false) }).await?;
 
     // Two instances of "test" with TTL checks the test drives.
-    let backends: [(SocketAddr, &str); 2] =
-        [(format!("127.0.0.82:{}", free_port("127.0.0.82")).parse()?, "one"), (format!("127.0.0.83:{}", free_port("127.0.0.83")).parse()?, "two")];
+    let backends: [(SocketAddr, &str); 2] = [
+        (format!("127.0.0.82:{}", free_port("127.0.0.82")).parse()?, "one"),
+        (format!("127.0.0.83:{}", free_port("127.0.0.83")).parse()?, "two"),
+    ];
     for (i, (a, body)) in backends.iter().enumerate() {
         backend(*a, body).await?;
         let reg = serde_json::json!({
@@ -190,7 +194,12 @@ http {{ access_log off; client_body_temp_path tmp; proxy_temp_path tmp; fastcgi_
     )?;
     let reload_log = dir.join("reloads");
     let command = match &nginx {
-        Some(n) => format!("{} -p {} -c nginx.conf -s reload && echo reload >> {}", n.display(), prefix.display(), reload_log.display()),
+        Some(n) => format!(
+            "{} -p {} -c nginx.conf -s reload && echo reload >> {}",
+            n.display(),
+            prefix.display(),
+            reload_log.display()
+        ),
         None => format!("echo reload >> {}", reload_log.display()),
     };
     let _template = Proc(
@@ -205,7 +214,10 @@ http {{ access_log off; client_body_temp_path tmp; proxy_temp_path tmp; fastcgi_
     );
     let both = format!(
         "upstream test-cluster {{ ip_hash; server {}:{}; server {}:{}; }}\n",
-        backends[0].0.ip(), backends[0].0.port(), backends[1].0.ip(), backends[1].0.port()
+        backends[0].0.ip(),
+        backends[0].0.port(),
+        backends[1].0.ip(),
+        backends[1].0.port()
     );
     wait_for("the first render", || async { read(&conf) == both }).await?;
 
@@ -229,7 +241,8 @@ http {{ access_log off; client_body_temp_path tmp; proxy_temp_path tmp; fastcgi_
         .context("failing the check")?;
     let remaining = format!(
         "upstream test-cluster {{ ip_hash; server {}:{}; }}\n",
-        backends[other].0.ip(), backends[other].0.port()
+        backends[other].0.ip(),
+        backends[other].0.port()
     );
     wait_for("the file to drop the critical instance", || async { read(&conf) == remaining }).await?;
     wait_for("the reload command", || async { read(&reload_log).lines().count() >= 1 }).await?;
@@ -291,7 +304,13 @@ async fn reload_signal_rereads_the_configuration_file() -> Result<()> {
     client.kv_put("app/name", b"demo".to_vec(), &[]).await?;
     std::fs::write(d.join("a.ctmpl"), "a={{ key \"app/name\" }}")?;
     std::fs::write(d.join("b.hbs"), "b={{ key \"app/name\" }}")?;
-    let block = |name: &str, out: &str| format!("template {{\n  source = \"{}\"\n  destination = \"{}\"\n}}\n", d.join(name).display(), d.join(out).display());
+    let block = |name: &str, out: &str| {
+        format!(
+            "template {{\n  source = \"{}\"\n  destination = \"{}\"\n}}\n",
+            d.join(name).display(),
+            d.join(out).display()
+        )
+    };
     let cfg = d.join("config.hcl");
     std::fs::write(&cfg, format!("consul {{ address = \"{addr}\" }}\n{}", block("a.ctmpl", "a.conf")))?;
     let t = Proc(
@@ -301,12 +320,18 @@ async fn reload_signal_rereads_the_configuration_file() -> Result<()> {
             .spawn()?,
     );
     wait_for("a.conf", || async { read(&d.join("a.conf")) == "a=demo" }).await?;
-    std::fs::write(&cfg, format!("consul {{ address = \"{addr}\" }}\n{}{}", block("a.ctmpl", "a.conf"), block("b.hbs", "b.conf")))?;
+    std::fs::write(
+        &cfg,
+        format!("consul {{ address = \"{addr}\" }}\n{}{}", block("a.ctmpl", "a.conf"), block("b.hbs", "b.conf")),
+    )?;
     // SAFETY: kill(2) on the child we started.
     unsafe { libc::kill(t.0.id() as i32, libc::SIGHUP) };
     wait_for("b.conf after SIGHUP", || async { read(&d.join("b.conf")) == "b=demo" }).await?;
     client.kv_put("app/name", b"renamed".to_vec(), &[]).await?;
-    wait_for("both follow", || async { read(&d.join("a.conf")) == "a=renamed" && read(&d.join("b.conf")) == "b=renamed" }).await?;
+    wait_for("both follow", || async {
+        read(&d.join("a.conf")) == "a=renamed" && read(&d.join("b.conf")) == "b=renamed"
+    })
+    .await?;
     Ok(())
 }
 

@@ -17,10 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -121,14 +118,16 @@ async fn kv_put(args: &[String]) -> anyhow::Result<()> {
 }
 
 fn rss_kib(pid: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
     Ok(line.split_whitespace().nth(1).context("bad VmRSS")?.parse()?)
 }
 
 async fn watch_channels(addr: &str) -> anyhow::Result<u64> {
     let client = api::Client::new(addr)?;
-    let got: Option<(serde_json::Value, api::QueryMeta)> = client.query("/v1/agent/metrics", &[], &Default::default()).await?;
+    let got: Option<(serde_json::Value, api::QueryMeta)> =
+        client.query("/v1/agent/metrics", &[], &Default::default()).await?;
     let v = got.context("no metrics")?.0;
     let n = v["Gauges"]
         .as_array()
