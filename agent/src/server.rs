@@ -44,11 +44,55 @@ pub struct Server {
     pub peer: Peer,
     pub http: HttpClient,
     rpc_timeout: Duration,
+    proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
+}
+
+/// A write waiting for the proposer; `None` back means "not leader, take the slow path".
+type Proposal = (Request, tokio::sync::oneshot::Sender<Option<Response>>);
+
+/// Most writes one log entry carries.
+const MAX_BATCH: usize = 512;
+
+/// Group commit on the leader: openraft makes each proposal wait for its own fsync, so writes
+/// that arrive while one is in flight are gathered into the next single `Command::Batch` entry.
+async fn proposer(raft: Raft, mut rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if batch.len() == 1 {
+            let Some((req, reply)) = batch.pop() else { continue };
+            let _ = reply.send(raft.client_write(req).await.ok().map(|r| r.data));
+            continue;
+        }
+        let (requests, replies): (Vec<Request>, Vec<_>) = batch.into_iter().unzip();
+        let now_ms = requests.iter().map(|r| r.now_ms).max().unwrap_or(0);
+        let entry = Request { now_ms, command: Command::Batch(requests) };
+        match raft.client_write(entry).await.map(|r| r.data) {
+            Ok(Response::Batch(answers)) if answers.len() == replies.len() => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Some(answer));
+                }
+            }
+            _ => {
+                for reply in replies {
+                    let _ = reply.send(None);
+                }
+            }
+        }
+    }
 }
 
 impl Server {
+    /// Must be called inside a tokio runtime: it starts the leader's proposer task.
     pub fn new(raft: Raft, store: Arc<Store>, node_id: NodeId, peer: Peer, http: HttpClient) -> Server {
-        Server { raft, store, node_id, peer, http, rpc_timeout: Duration::from_secs(7) }
+        let (proposals, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(proposer(raft.clone(), rx));
+        Server { raft, store, node_id, peer, http, rpc_timeout: Duration::from_secs(7), proposals }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -81,6 +125,19 @@ impl Server {
     }
 
     pub async fn write_request(&self, req: Request) -> Result<Response, Error> {
+        if self.is_leader() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if self.proposals.send((req.clone(), tx)).is_ok() {
+                if let Ok(Some(answer)) = rx.await {
+                    return Ok(answer);
+                }
+            }
+        }
+        self.write_direct(req).await
+    }
+
+    /// One proposal on its own, forwarded to the leader when this server is not it.
+    async fn write_direct(&self, req: Request) -> Result<Response, Error> {
         // An election in progress is waited out for up to rpc_hold_timeout, as Consul does.
         let deadline = tokio::time::Instant::now() + self.rpc_timeout;
         loop {

@@ -268,6 +268,9 @@ pub enum Command {
     TombstoneReap {
         up_to: u64,
     },
+    /// Several writes that arrived together, applied in order at one Raft index (group commit:
+    /// one log entry and one fsync for all of them). Each keeps its own answer.
+    Batch(Vec<Request>),
 }
 
 /// A command plus the wall-clock time the proposer read, so that applying it reads no clock.
@@ -301,6 +304,8 @@ pub enum Response {
     Txn(TxnResult),
     /// The command was refused; the text is what the client sees.
     Error(String),
+    /// The answers of a `Command::Batch`, in order.
+    Batch(Vec<Response>),
 }
 
 pub fn now_ms() -> u64 {

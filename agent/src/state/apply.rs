@@ -35,6 +35,7 @@ pub(super) fn apply(state: &mut State, index: u64, req: &Request, ch: &mut Chang
             ch.all = true;
             Response::Ok
         }
+        Command::Batch(requests) => Response::Batch(requests.iter().map(|r| apply(state, index, r, ch)).collect()),
         Command::TombstoneReap { up_to } => {
             state.tombstones.retain(|_, i| *i > *up_to);
             Response::Ok

@@ -190,3 +190,27 @@ async fn a_write_wakes_a_watcher_of_its_key_but_not_of_others() {
     let b = tokio::time::timeout(std::time::Duration::from_millis(50), ws_b.changed()).await;
     assert!(b.is_err(), "b must stay asleep");
 }
+
+#[test]
+fn a_batch_applies_each_write_in_order_at_one_index_with_its_own_answer() {
+    let s = Store::new();
+    let cas_create = |key: &str| {
+        Command::Kv(KvRequest {
+            op: KvOp::Cas,
+            key: key.into(),
+            value: b"v".to_vec(),
+            flags: 0,
+            session: None,
+            modify_index: 0,
+        })
+    };
+    let batch = Command::Batch(vec![req(0, cas_create("a")), req(0, cas_create("a")), req(0, kv(KvOp::Set, "b", "2"))]);
+    match s.apply(9, &req(0, batch)) {
+        Response::Batch(answers) => {
+            assert_eq!(answers, vec![Response::Bool(true), Response::Bool(false), Response::Bool(true)])
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.read().kv["a"].modify_index, 9);
+    assert_eq!(s.read().kv["b"].modify_index, 9);
+}
