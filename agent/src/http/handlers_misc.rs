@@ -41,7 +41,8 @@ pub async fn raft_configuration(ctx: &Ctx) -> HttpResult {
             last_index: m.last_log_index.unwrap_or(0),
         })
         .collect();
-    let index = m.membership_config.log_id().map(|l| l.index).unwrap_or(0).max(1);
+    // The index of the log entry that set this configuration (0 for the bootstrap one).
+    let index = m.membership_config.log_id().map(|l| l.index).unwrap_or(0);
     Ok(Reply::json(&api::RaftConfiguration { servers, index }))
 }
 
@@ -362,4 +363,60 @@ pub async fn version(_ctx: &Ctx) -> HttpResult {
     Ok(Reply::json(&json!({
         "SHA": "agent-rs", "BuildDate": "", "HumanVersion": super::handlers_agent::CONSUL_VERSION, "FIPS": "",
     })))
+}
+
+/// `/v1/operator/usage`: counts of nodes, services and instances in this datacenter.
+pub async fn usage(ctx: &Ctx) -> HttpResult {
+    let dc = ctx.agent.config.datacenter.clone();
+    ctx.read(|st, ws| {
+        ws.table(crate::state::Table::Services);
+        ws.table(crate::state::Table::Nodes);
+        let instances = st.all_services().count();
+        let names: std::collections::BTreeSet<&str> = st.all_services().map(|(_, s)| s.service.as_str()).collect();
+        let connect = st.all_services().filter(|(_, s)| s.kind == "connect-proxy").count();
+        let usage = json!({
+            "Nodes": st.nodes.len(),
+            "Services": names.len(),
+            "ServiceInstances": instances,
+            "ConnectServiceInstances": {"connect-proxy": connect, "connect-native": 0},
+            "BillableServiceInstances": instances - connect,
+        });
+        (
+            st.catalog_index(),
+            json!({"Usage": {dc.clone(): usage}, "KnownLeader": true, "LastContact": 0, "Index": st.catalog_index()}),
+        )
+    })
+    .await
+}
+
+/// `/v1/operator/keyring`: the gossip keys. Without `-encrypt` there is no keyring, which
+/// Consul reports as a server error.
+pub async fn keyring(ctx: &Ctx) -> HttpResult {
+    let Some(key) = ctx.agent.config.encrypt.clone() else {
+        return Err(HttpError::Internal(
+            "keyring operations are not available: gossip encryption is not enabled".into(),
+        ));
+    };
+    if ctx.method != http::Method::GET {
+        return Err(HttpError::Internal(
+            "keyring changes are not supported yet; restart the agents with the new -encrypt key".into(),
+        ));
+    }
+    let dc = ctx.agent.config.datacenter.clone();
+    let keys = json!({ key.clone(): 1 });
+    Ok(Reply::json(&json!([
+        {"WAN": true, "Datacenter": dc, "Segment": "", "Keys": keys, "PrimaryKeys": keys, "NumNodes": 1},
+        {"WAN": false, "Datacenter": dc, "Segment": "", "Keys": keys, "PrimaryKeys": keys, "NumNodes": 1},
+    ])))
+}
+
+/// `/v1/operator/raft/transfer-leader`: needs another voter to hand leadership to.
+pub async fn transfer_leader(ctx: &Ctx) -> HttpResult {
+    let s = server(ctx)?;
+    let m = s.raft.metrics().borrow().clone();
+    let others = m.membership_config.membership().voter_ids().filter(|id| *id != s.node_id).count();
+    if others == 0 {
+        return Err(HttpError::Internal("cannot find peer to transfer leadership to".into()));
+    }
+    Err(HttpError::Internal("leadership transfer is not supported by this agent yet".into()))
 }
