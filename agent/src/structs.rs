@@ -271,6 +271,12 @@ pub enum Command {
     /// Several writes that arrived together, applied in order at one Raft index (group commit:
     /// one log entry and one fsync for all of them). Each keeps its own answer.
     Batch(Vec<Request>),
+    /// Sets the autopilot configuration (Consul's JSON object); with `cas`, only if the stored
+    /// configuration's ModifyIndex matches.
+    AutopilotSet {
+        config: serde_json::Value,
+        cas: Option<u64>,
+    },
 }
 
 /// A command plus the wall-clock time the proposer read, so that applying it reads no clock.

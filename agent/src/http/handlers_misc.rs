@@ -72,15 +72,49 @@ pub async fn raft_remove_peer(ctx: &Ctx) -> HttpResult {
     Ok(Reply::empty())
 }
 
-pub async fn autopilot_configuration(ctx: &Ctx) -> HttpResult {
-    if ctx.method == http::Method::PUT {
-        return Ok(Reply::json(&true));
-    }
-    Ok(Reply::json(&json!({
+fn autopilot_defaults() -> Value {
+    json!({
         "CleanupDeadServers": true, "LastContactThreshold": "200ms", "MaxTrailingLogs": 250, "MinQuorum": 0,
         "ServerStabilizationTime": "10s", "RedundancyZoneTag": "", "DisableUpgradeMigration": false,
-        "UpgradeVersionTag": "", "CreateIndex": 1, "ModifyIndex": 1
-    })))
+        "UpgradeVersionTag": "",
+    })
+}
+
+/// GET/PUT `/v1/operator/autopilot/configuration` (PUT takes `?cas=`), replicated through Raft.
+pub async fn autopilot_configuration(ctx: &Ctx) -> HttpResult {
+    if ctx.method == http::Method::PUT {
+        let body = ctx.normalized_body()?;
+        let Value::Object(given) = body else {
+            return Err(HttpError::BadRequest("Request decode failed: expected a configuration object".into()));
+        };
+        let cas = match ctx.query.get("cas") {
+            None => None,
+            Some(c) => {
+                Some(c.parse::<u64>().map_err(|_| HttpError::BadRequest(format!("Error parsing cas value: {c:?}")))?)
+            }
+        };
+        let mut config =
+            ctx.agent.store.read().autopilot.as_ref().map(|(c, _, _)| c.clone()).unwrap_or_else(autopilot_defaults);
+        if let Value::Object(m) = &mut config {
+            for (k, v) in given {
+                if !matches!(k.as_str(), "CreateIndex" | "ModifyIndex") {
+                    m.insert(k, v);
+                }
+            }
+        }
+        return match ctx.agent.write(Command::AutopilotSet { config, cas }).await? {
+            Response::Bool(b) => Ok(Reply::json(&b)),
+            other => Err(HttpError::Internal(format!("unexpected answer {other:?}"))),
+        };
+    }
+    ctx.read(|st, ws| {
+        ws.table(crate::state::Table::Nodes);
+        let (mut config, create, modify) = st.autopilot.clone().unwrap_or((autopilot_defaults(), 1, 1));
+        config["CreateIndex"] = json!(create);
+        config["ModifyIndex"] = json!(modify);
+        (modify, config)
+    })
+    .await
 }
 
 pub async fn autopilot_health(ctx: &Ctx) -> HttpResult {

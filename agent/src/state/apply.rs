@@ -36,6 +36,15 @@ pub(super) fn apply(state: &mut State, index: u64, req: &Request, ch: &mut Chang
             Response::Ok
         }
         Command::Batch(requests) => Response::Batch(requests.iter().map(|r| apply(state, index, r, ch)).collect()),
+        Command::AutopilotSet { config, cas } => {
+            let current = state.autopilot.as_ref().map(|(_, _, m)| *m).unwrap_or(0);
+            if cas.is_some_and(|c| c != current) {
+                return Response::Bool(false);
+            }
+            let create = state.autopilot.as_ref().map(|(_, c, _)| *c).unwrap_or(index);
+            state.autopilot = Some((config.clone(), create, index));
+            Response::Bool(true)
+        }
         Command::TombstoneReap { up_to } => {
             state.tombstones.retain(|_, i| *i > *up_to);
             Response::Ok

@@ -41,6 +41,9 @@ pub struct State {
     /// Service name → the last index that changed any of its instances or their health.
     pub service_index: BTreeMap<String, u64>,
     pub last_index: u64,
+    /// Operator-set autopilot configuration and (create, modify) indexes; `None` means defaults.
+    #[serde(default)]
+    pub autopilot: Option<(serde_json::Value, u64, u64)>,
 }
 
 pub type Snapshot = State;

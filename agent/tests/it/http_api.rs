@@ -315,3 +315,51 @@ async fn status_events_operator_metrics_and_snapshots() {
         400
     );
 }
+
+#[tokio::test]
+async fn concurrent_writes_are_batched_but_each_keeps_its_own_answer() {
+    let a = TestAgent::start("127.0.0.108", false, &[]);
+    a.ready().await;
+    a.put("/v1/kv/race", "start").await;
+    let index = json(&a.get("/v1/kv/race").await)[0]["ModifyIndex"].as_u64().unwrap();
+    // 40 writers race a CAS on one key with the same index: exactly one may win, even when
+    // their writes share a log entry. 100 plain writes to distinct keys all land.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let c = a.client.clone();
+        tasks.push(tokio::spawn(async move {
+            c.kv_put("race", format!("w{i}").into_bytes(), &[("cas".into(), index.to_string())]).await.expect("cas put")
+        }));
+    }
+    let mut plain = Vec::new();
+    for i in 0..100 {
+        let c = a.client.clone();
+        plain.push(tokio::spawn(async move { c.kv_put(&format!("many/{i}"), vec![b'x'], &[]).await.expect("put") }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.expect("join") {
+            wins += 1;
+        }
+    }
+    for t in plain {
+        assert!(t.await.expect("join"));
+    }
+    assert_eq!(wins, 1, "exactly one CAS wins");
+    assert_eq!(json(&a.get("/v1/kv/many/?keys").await).as_array().unwrap().len(), 100);
+    // The autopilot configuration is replicated with CAS too.
+    let cfg = json(&a.get("/v1/operator/autopilot/configuration").await);
+    let m = cfg["ModifyIndex"].as_u64().unwrap();
+    assert_eq!(
+        json(
+            &a.put(
+                &format!("/v1/operator/autopilot/configuration?cas={}", m + 1000),
+                r#"{"CleanupDeadServers":false}"#
+            )
+            .await
+        ),
+        false
+    );
+    assert_eq!(json(&a.put("/v1/operator/autopilot/configuration", r#"{"CleanupDeadServers":false}"#).await), true);
+    assert_eq!(json(&a.get("/v1/operator/autopilot/configuration").await)["CleanupDeadServers"], false);
+}
