@@ -306,7 +306,7 @@ pub async fn metrics(ctx: &Ctx) -> HttpResult {
     ];
     let counters: Vec<(&str, f64)> = vec![("consul.http.requests", requests as f64)];
     let wants_prom = ctx.query.get("format") == Some("prometheus")
-        || ctx.headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("openmetrics"));
+        || ctx.accept.as_deref().is_some_and(|a| a.contains("openmetrics"));
     if wants_prom {
         let mut out = String::new();
         for (name, v) in &gauges {

@@ -202,7 +202,9 @@ pub struct Ctx {
     pub method: http::Method,
     pub path: String,
     pub query: Query,
-    pub headers: http::HeaderMap,
+    /// The `Accept` header, the only one a handler reads (the rest are not kept: a parked
+    /// blocking query should hold as little as possible).
+    pub accept: Option<String>,
     pub body: Bytes,
 }
 
@@ -447,52 +449,62 @@ async fn handle(
 ) -> hyper::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
     agent.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (parts, body) = req.into_parts();
+    let method = parts.method;
     let path = percent_decode(parts.uri.path());
     let query = Query::parse(parts.uri.query());
+    let accept = parts.headers.get("accept").and_then(|v| v.to_str().ok()).map(str::to_string);
+    drop(parts.headers);
     let pretty = query.has("pretty") || agent.config.dev;
-    let result = async {
-        let endpoint = routes::route(&parts.method, &path)?;
-        if let Some(dc) = query.get("dc").filter(|d| !d.is_empty()) {
-            if !dc.eq_ignore_ascii_case(&agent.config.datacenter) {
-                return Err(HttpError::Internal("No path to datacenter".into()));
-            }
+    let result = match routes::route(&method, &path) {
+        Err(e) => Err(e),
+        // Boxed so that the connection task holds a pointer, not the body reader's or the
+        // largest handler's state, while a blocking query waits.
+        Ok(endpoint) => {
+            Box::pin(prepare_and_dispatch(agent.clone(), method.clone(), path.clone(), query, accept, body, endpoint))
+                .await
         }
-        // Bodies are capped at the largest thing Consul accepts; more is 413, not memory.
-        let limit = agent.config.kv_max_value_size.max(agent.config.txn_max_req_len) * 4 + 1024 * 1024;
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return Err(if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    HttpError::TooLarge(format!("Request body too large, max size: {limit} bytes"))
-                } else {
-                    HttpError::BadRequest(format!("reading request body: {e}"))
-                })
-            }
-        };
-        let ctx = Ctx {
-            agent: agent.clone(),
-            method: parts.method.clone(),
-            path: path.clone(),
-            query,
-            headers: parts.headers,
-            body,
-        };
-        // Boxed so that the connection task holds a pointer, not the largest handler's state.
-        Box::pin(dispatch(ctx, endpoint)).await
-    }
-    .await;
+    };
     let reply = match result {
         Ok(r) => r,
         Err(e) => {
             let status = e.status();
             if status >= 500 {
-                tracing::warn!(method = %parts.method, path = %path, error = %e, "request failed");
+                tracing::warn!(method = %method, path = %path, error = %e, "request failed");
             }
-            let text = e.to_string();
-            Reply::text(status, if text.is_empty() { String::new() } else { text })
+            Reply::text(status, e.to_string())
         }
     };
     into_response(reply, pretty)
+}
+
+async fn prepare_and_dispatch(
+    agent: Arc<Agent>,
+    method: http::Method,
+    path: String,
+    query: Query,
+    accept: Option<String>,
+    body: Incoming,
+    endpoint: Endpoint,
+) -> HttpResult {
+    if let Some(dc) = query.get("dc").filter(|d| !d.is_empty()) {
+        if !dc.eq_ignore_ascii_case(&agent.config.datacenter) {
+            return Err(HttpError::Internal("No path to datacenter".into()));
+        }
+    }
+    // Bodies are capped at the largest thing Consul accepts; more is 413, not memory.
+    let limit = agent.config.kv_max_value_size.max(agent.config.txn_max_req_len) * 4 + 1024 * 1024;
+    let body = match Box::pin(Limited::new(body, limit).collect()).await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                HttpError::TooLarge(format!("Request body too large, max size: {limit} bytes"))
+            } else {
+                HttpError::BadRequest(format!("reading request body: {e}"))
+            })
+        }
+    };
+    let ctx = Ctx { agent, method, path, query, accept, body };
+    Box::pin(dispatch(ctx, endpoint)).await
 }
 
 /// Serves the HTTP API on `listener` until shutdown.
@@ -568,7 +580,7 @@ mod size_tests {
             method: http::Method::GET,
             path: "/v1/kv/x".into(),
             query: super::Query::default(),
-            headers: http::HeaderMap::new(),
+            accept: None,
             body: bytes::Bytes::new(),
         };
         let fut = super::handlers_kv::get(&ctx, "x");
