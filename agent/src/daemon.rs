@@ -35,6 +35,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API on {addr}"))?;
         http_listeners.push(l);
     }
+    let dns = crate::dns::DnsServer::bind(&config, agent.store.clone()).await?;
     if let Some(server) = &agent.server {
         let addr = std::net::SocketAddr::new(config.bind_addr, config.ports.server.max(0) as u16);
         let rpc = crate::rpc::RpcServer::bind(server.clone(), addr)
@@ -45,6 +46,9 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     agent.bootstrap_if_alone().await.context("bootstrapping raft")?;
     for l in http_listeners {
         tokio::spawn(crate::http::serve(agent.clone(), l));
+    }
+    if let Some(dns) = dns {
+        tokio::spawn(dns.run(agent.shutdown.subscribe()));
     }
     agent.spawn_loops();
     println!("==> Starting Consul agent...");

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod defs;
+pub mod dns;
 pub mod filter;
 pub mod http;
 pub mod local;

@@ -1,0 +1,357 @@
+//! The DNS interface (Consul's port 8600): UDP and TCP listeners on the client addresses that
+//! answer `*.service`, `*.node`, `*.addr` names under the configured domain, and PTR names for node
+//! addresses, from the agent's local state store (a stale read, never Raft), and forward other
+//! names to the `-recursor`s. Wire format via `hickory-proto`.
+//!
+//! `names` parses a query name, `answer` builds records from `&State`; both are pure. This module
+//! does the IO: decoding, the read guard (taken and dropped inside one synchronous call), UDP size
+//! limits and truncation, and forwarding.
+
+pub mod answer;
+pub mod names;
+
+use crate::config::Config;
+use crate::state::Store;
+use answer::{Outcome, Settings};
+use anyhow::Context;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::watch;
+
+/// The UDP payload size without EDNS (RFC 1035).
+const DEFAULT_UDP_SIZE: usize = 512;
+/// How long to wait for one recursor.
+const RECURSOR_TIMEOUT: Duration = Duration::from_secs(2);
+/// A TCP connection idle this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+struct Shared {
+    store: Arc<Store>,
+    settings: Settings,
+    recursors: Vec<SocketAddr>,
+}
+
+pub struct DnsServer {
+    shared: Arc<Shared>,
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: Vec<TcpListener>,
+}
+
+/// `1.2.3.4`, `1.2.3.4:5353`, `::1` or `[::1]:53`.
+pub fn parse_recursor(s: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: IpAddr =
+        s.trim_start_matches('[').trim_end_matches(']').parse().with_context(|| format!("invalid recursor {s:?}"))?;
+    Ok(SocketAddr::new(ip, 53))
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on every client address at `ports.dns`; `None` when the port is negative.
+    pub async fn bind(config: &Config, store: Arc<Store>) -> anyhow::Result<Option<DnsServer>> {
+        if config.ports.dns < 0 {
+            return Ok(None);
+        }
+        let recursors = config.recursors.iter().map(|r| parse_recursor(r)).collect::<anyhow::Result<Vec<_>>>()?;
+        let settings = Settings {
+            domain: names::normalize_domain(&config.domain),
+            datacenter: config.datacenter.to_ascii_lowercase(),
+            dns: config.dns.clone(),
+            recursors: !recursors.is_empty(),
+        };
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for ip in &config.client_addrs {
+            let addr = SocketAddr::new(*ip, config.ports.dns as u16);
+            let u = UdpSocket::bind(addr).await.with_context(|| format!("binding the DNS server (UDP) on {addr}"))?;
+            let t = TcpListener::bind(addr).await.with_context(|| format!("binding the DNS server (TCP) on {addr}"))?;
+            udp.push(Arc::new(u));
+            tcp.push(t);
+        }
+        Ok(Some(DnsServer { shared: Arc::new(Shared { store, settings, recursors }), udp, tcp }))
+    }
+
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp.iter().filter_map(|u| u.local_addr().ok()).collect()
+    }
+
+    /// Serves until `shutdown` turns true (or its sender is dropped).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for sock in self.udp {
+            tasks.spawn(serve_udp(self.shared.clone(), sock));
+        }
+        for l in self.tcp {
+            tasks.spawn(serve_tcp(self.shared.clone(), l));
+        }
+        while !*shutdown.borrow_and_update() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        tasks.abort_all();
+    }
+}
+
+async fn serve_udp(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "dns: udp recv");
+                continue;
+            }
+        };
+        match respond(&sh, &buf[..n], true) {
+            Reply::None => {}
+            Reply::Bytes(b) => {
+                let _ = sock.send_to(&b, peer).await;
+            }
+            Reply::Forward(req) => {
+                let (sh, sock, query) = (sh.clone(), sock.clone(), buf[..n].to_vec());
+                tokio::spawn(async move {
+                    let b = forward(&sh, &query, &req).await;
+                    let _ = sock.send_to(&b, peer).await;
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tcp(sh: Arc<Shared>, l: TcpListener) {
+    loop {
+        match l.accept().await {
+            Ok((conn, _)) => {
+                tokio::spawn(serve_conn(sh.clone(), conn));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "dns: tcp accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_conn(sh: Arc<Shared>, mut conn: TcpStream) {
+    let mut buf = Vec::new();
+    loop {
+        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, conn.read_u16()).await else { return };
+        buf.resize(len as usize, 0);
+        if conn.read_exact(&mut buf).await.is_err() {
+            return;
+        }
+        let out = match respond(&sh, &buf, false) {
+            Reply::None => return,
+            Reply::Bytes(b) => b,
+            Reply::Forward(req) => forward(&sh, &buf, &req).await,
+        };
+        let mut framed = Vec::with_capacity(out.len() + 2);
+        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&out);
+        if conn.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}
+
+enum Reply {
+    None,
+    Bytes(Vec<u8>),
+    Forward(Message),
+}
+
+fn base_response(sh: &Shared, req: &Message, rcode: ResponseCode) -> Message {
+    let mut m = Message::response(req.metadata.id, req.metadata.op_code);
+    m.metadata.message_type = MessageType::Response;
+    m.metadata.recursion_desired = req.metadata.recursion_desired;
+    m.metadata.recursion_available = !sh.recursors.is_empty();
+    m.metadata.response_code = rcode;
+    m.queries = req.queries.clone();
+    if req.edns.is_some() {
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        m.edns = Some(e);
+    }
+    m
+}
+
+fn encode(m: &Message) -> Reply {
+    match m.to_vec() {
+        Ok(b) => Reply::Bytes(b),
+        Err(e) => {
+            tracing::warn!(error = %e, "dns: encoding a response");
+            Reply::None
+        }
+    }
+}
+
+fn serial() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
+}
+
+/// Answers one request from local state, or says it must be forwarded.
+fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
+    let req = match Message::from_vec(buf) {
+        Ok(m) => m,
+        Err(_) => {
+            if buf.len() >= 2 {
+                let mut m =
+                    Message::error_msg(u16::from_be_bytes([buf[0], buf[1]]), OpCode::Query, ResponseCode::FormErr);
+                m.metadata.message_type = MessageType::Response;
+                return encode(&m);
+            }
+            return Reply::None;
+        }
+    };
+    if req.metadata.message_type != MessageType::Query {
+        return Reply::None;
+    }
+    if req.metadata.op_code != OpCode::Query {
+        return encode(&base_response(sh, &req, ResponseCode::NotImp));
+    }
+    let Some(q) = req.queries.first() else {
+        return encode(&base_response(sh, &req, ResponseCode::FormErr));
+    };
+    let outcome = {
+        let state = sh.store.read();
+        answer::answer(&state, &sh.settings, &q.name, q.query_type, serial(), &mut rand::thread_rng())
+    };
+    let a = match outcome {
+        Outcome::Forward if sh.recursors.is_empty() => {
+            return encode(&base_response(sh, &req, ResponseCode::Refused));
+        }
+        Outcome::Forward => return Reply::Forward(req),
+        Outcome::Answer(a) => a,
+    };
+    let mut m = base_response(sh, &req, a.rcode);
+    m.metadata.authoritative = true;
+    m.answers = a.answers;
+    m.authorities = a.authorities;
+    m.additionals = a.additionals;
+    if udp {
+        let max =
+            req.edns.as_ref().map(|e| (e.max_payload() as usize).max(DEFAULT_UDP_SIZE)).unwrap_or(DEFAULT_UDP_SIZE);
+        let trimmed = trim_udp(&mut m, max, req.edns.is_some(), sh.settings.dns.udp_answer_limit);
+        if trimmed && sh.settings.dns.enable_truncate {
+            m.metadata.truncation = true;
+        }
+    }
+    encode(&m)
+}
+
+/// Drops additionals no remaining SRV answer points at.
+fn prune_additionals(m: &mut Message) {
+    let targets: Vec<_> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some(srv.target.clone()),
+            _ => None,
+        })
+        .collect();
+    m.additionals.retain(|r| {
+        !matches!(r.record_type(), RecordType::A | RecordType::AAAA) || targets.iter().any(|t| *t == r.name)
+    });
+}
+
+/// Consul's `trimUDPResponse`: without EDNS at most `answer_limit` answers, then drop answers (and
+/// their additionals) until the message fits `max` bytes. Returns whether anything was dropped.
+fn trim_udp(m: &mut Message, max: usize, edns: bool, answer_limit: usize) -> bool {
+    let before = m.answers.len();
+    if !edns && m.answers.len() > answer_limit {
+        m.answers.truncate(answer_limit);
+        prune_additionals(m);
+    }
+    while m.answers.len() > 1 && m.to_vec().map(|b| b.len()).unwrap_or(0) > max {
+        m.answers.pop();
+        prune_additionals(m);
+    }
+    if m.to_vec().map(|b| b.len()).unwrap_or(0) > max {
+        m.additionals.clear();
+    }
+    m.answers.len() < before
+}
+
+/// Sends the query to each recursor in turn (UDP, 2 s each); the first answer wins, else SERVFAIL.
+async fn forward(sh: &Shared, query: &[u8], req: &Message) -> Vec<u8> {
+    for r in &sh.recursors {
+        let local: SocketAddr =
+            if r.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+        let attempt = async {
+            let sock = UdpSocket::bind(local).await.ok()?;
+            sock.connect(r).await.ok()?;
+            sock.send(query).await.ok()?;
+            let mut buf = vec![0u8; 65535];
+            loop {
+                let n = sock.recv(&mut buf).await.ok()?;
+                if n >= 2 && buf[..2] == query[..2] {
+                    buf.truncate(n);
+                    return Some(buf);
+                }
+            }
+        };
+        match tokio::time::timeout(RECURSOR_TIMEOUT, attempt).await {
+            Ok(Some(b)) => return b,
+            _ => tracing::debug!(recursor = %r, "dns: recursor did not answer"),
+        }
+    }
+    base_response(sh, req, ResponseCode::ServFail).to_vec().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::rdata::{A, SRV};
+    use hickory_proto::rr::{Name, Record};
+
+    fn big_message(n: usize) -> Message {
+        let mut m = Message::response(1, OpCode::Query);
+        m.queries.push(Query::query(Name::from_ascii("web.service.consul.").unwrap(), RecordType::SRV));
+        for i in 0..n {
+            let target = Name::from_ascii(format!("node-with-a-long-name-{i}.node.dc1.consul.")).unwrap();
+            m.answers.push(Record::from_rdata(
+                Name::from_ascii("web.service.consul.").unwrap(),
+                0,
+                RData::SRV(SRV::new(1, 1, 80, target.clone())),
+            ));
+            m.additionals.push(Record::from_rdata(target, 0, RData::A(A(Ipv4Addr::new(10, 0, 0, i as u8)))));
+        }
+        m
+    }
+
+    #[test]
+    fn trim_without_edns_limits_answers() {
+        let mut m = big_message(5);
+        assert!(trim_udp(&mut m, 512, false, 3));
+        assert_eq!(m.answers.len(), 3);
+        assert_eq!(m.additionals.len(), 3);
+    }
+
+    #[test]
+    fn trim_by_size() {
+        let mut m = big_message(40);
+        assert!(trim_udp(&mut m, 512, true, 3));
+        assert!(m.to_vec().unwrap().len() <= 512);
+        assert!(m.answers.len() > 3);
+        assert_eq!(m.answers.len(), m.additionals.len());
+        let mut m = big_message(40);
+        assert!(!trim_udp(&mut m, 65535, true, 3));
+        assert_eq!(m.answers.len(), 40);
+    }
+
+    #[test]
+    fn recursor_addresses() {
+        assert_eq!(parse_recursor("8.8.8.8").unwrap(), "8.8.8.8:53".parse().unwrap());
+        assert_eq!(parse_recursor("127.0.0.1:5353").unwrap(), "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(parse_recursor("::1").unwrap(), "[::1]:53".parse().unwrap());
+        assert!(parse_recursor("nope").is_err());
+    }
+}
