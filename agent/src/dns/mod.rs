@@ -256,9 +256,7 @@ fn prune_additionals(m: &mut Message) {
             _ => None,
         })
         .collect();
-    m.additionals.retain(|r| {
-        !matches!(r.record_type(), RecordType::A | RecordType::AAAA) || targets.iter().any(|t| *t == r.name)
-    });
+    m.additionals.retain(|r| !matches!(r.record_type(), RecordType::A | RecordType::AAAA) || targets.contains(&r.name));
 }
 
 /// Consul's `trimUDPResponse`: without EDNS at most `answer_limit` answers, then drop answers (and

@@ -292,4 +292,21 @@ async fn dns_without_recursors_refuses_outside_names() {
     let m = ask("nope.node.example.").await.unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(m.authorities[0].name.to_ascii(), "example.");
+
+    // Same address, now with a recursor that never answers: RA set, SERVFAIL after its timeout.
+    drop(a);
+    let a = start_agent("127.0.0.110", &["-domain=example".into(), "-recursor=127.0.0.110:5399".into()]);
+    a.ready().await;
+    let m = wait_for(Duration::from_secs(20), "DNS up again", || async {
+        let q = query("example.com.", RecordType::A, false);
+        let sock = UdpSocket::bind("127.0.0.110:0").await.ok()?;
+        sock.send_to(&q.to_vec().unwrap(), "127.0.0.110:8600").await.ok()?;
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf)).await.ok()?.ok()?;
+        Some(Message::from_vec(&buf[..n]).unwrap())
+    })
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(m.metadata.recursion_available);
+    assert!(m.answers.is_empty());
 }
