@@ -530,9 +530,11 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
                 let agent = agent.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(agent, req).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Watchers multiplex many blocking queries over one HTTP/2 connection; a stream costs
+            // the same memory whichever connection carries it, so allow plenty per connection.
+            builder.http2().max_concurrent_streams(4096);
+            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
         });
     }
 }

@@ -4,7 +4,10 @@
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use tokio::sync::watch;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -52,69 +55,75 @@ impl Changes {
     }
 }
 
+type Channel = Arc<Notify>;
+
 #[derive(Default)]
 struct Channels {
-    kv_keys: HashMap<String, watch::Sender<()>>,
-    kv_prefixes: HashMap<String, watch::Sender<()>>,
-    services: HashMap<String, watch::Sender<()>>,
-    nodes: HashMap<String, watch::Sender<()>>,
+    kv_keys: HashMap<String, Channel>,
+    kv_prefixes: HashMap<String, Channel>,
+    services: HashMap<String, Channel>,
+    nodes: HashMap<String, Channel>,
 }
 
+/// One `Notify` per watched thing: a few dozen bytes each, created when a query first watches it
+/// and dropped once nobody does.
 pub struct Watches {
-    tables: HashMap<Table, watch::Sender<()>>,
+    tables: HashMap<Table, Channel>,
     channels: Mutex<Channels>,
 }
 
 impl Default for Watches {
     fn default() -> Self {
         Watches {
-            tables: TABLES.iter().map(|t| (*t, watch::channel(()).0)).collect(),
+            tables: TABLES.iter().map(|t| (*t, Arc::new(Notify::new()))).collect(),
             channels: Mutex::new(Channels::default()),
         }
     }
 }
 
-fn subscribe_in(map: &mut HashMap<String, watch::Sender<()>>, key: &str) -> watch::Receiver<()> {
-    if let Some(tx) = map.get(key) {
-        return tx.subscribe();
+fn channel_in(map: &mut HashMap<String, Channel>, key: &str) -> Channel {
+    if let Some(n) = map.get(key) {
+        return n.clone();
     }
-    let (tx, rx) = watch::channel(());
-    map.insert(key.to_string(), tx);
-    rx
+    let n = Arc::new(Notify::new());
+    map.insert(key.to_string(), n.clone());
+    n
 }
 
-/// Wakes the channel of `key` and forgets it when nobody is listening any more.
-fn fire_in(map: &mut HashMap<String, watch::Sender<()>>, key: &str) {
-    if let Some(tx) = map.get(key) {
-        tx.send_replace(());
-        if tx.receiver_count() == 0 {
-            map.remove(key);
-        }
+/// Wakes everyone waiting on `key` and forgets the channel: the woken re-subscribe if they wait
+/// again, and a channel nobody waits on must not linger.
+fn fire_in(map: &mut HashMap<String, Channel>, key: &str) {
+    if let Some(n) = map.remove(key) {
+        n.notify_waiters();
     }
+}
+
+fn idle(n: &Channel) -> bool {
+    Arc::strong_count(n) == 1
 }
 
 impl Watches {
     pub fn fire(&self, changes: &Changes) {
         if changes.all {
-            for tx in self.tables.values() {
-                tx.send_replace(());
+            for n in self.tables.values() {
+                n.notify_waiters();
             }
             let mut guard = self.channels.lock();
             let ch = &mut *guard;
             for map in [&mut ch.kv_keys, &mut ch.kv_prefixes, &mut ch.services, &mut ch.nodes] {
-                for tx in map.values() {
-                    tx.send_replace(());
+                for (_, n) in map.drain() {
+                    n.notify_waiters();
                 }
-                map.retain(|_, tx| tx.receiver_count() > 0);
             }
             return;
         }
         for t in &changes.tables {
-            if let Some(tx) = self.tables.get(t) {
-                tx.send_replace(());
+            if let Some(n) = self.tables.get(t) {
+                n.notify_waiters();
             }
         }
-        let mut ch = self.channels.lock();
+        let mut guard = self.channels.lock();
+        let ch = &mut *guard;
         for key in &changes.kv_keys {
             fire_in(&mut ch.kv_keys, key);
             if !ch.kv_prefixes.is_empty() {
@@ -134,12 +143,12 @@ impl Watches {
         }
     }
 
-    /// Drops channels nobody listens to (a query that timed out leaves its channel behind).
+    /// Drops channels nobody waits on (a query that timed out leaves its channel behind).
     pub fn sweep(&self) {
         let mut guard = self.channels.lock();
         let ch = &mut *guard;
         for map in [&mut ch.kv_keys, &mut ch.kv_prefixes, &mut ch.services, &mut ch.nodes] {
-            map.retain(|_, tx| tx.receiver_count() > 0);
+            map.retain(|_, n| !idle(n));
         }
     }
 
@@ -149,49 +158,54 @@ impl Watches {
     }
 }
 
-/// The channels one blocking query waits on.
+/// The channels one blocking query waits on. Each `OwnedNotified` is created while the query
+/// holds the store's read lock, and tokio guarantees a created `Notified` receives every later
+/// `notify_waiters()`, so a write that lands after the read always wakes the query.
 pub struct WatchSet<'a> {
     watches: &'a Watches,
-    receivers: Vec<watch::Receiver<()>>,
+    waiters: Vec<Pin<Box<OwnedNotified>>>,
 }
 
 impl<'a> WatchSet<'a> {
     pub fn new(watches: &'a Watches) -> WatchSet<'a> {
-        WatchSet { watches, receivers: Vec::new() }
+        WatchSet { watches, waiters: Vec::new() }
+    }
+
+    fn wait_on(&mut self, n: Channel) {
+        self.waiters.push(Box::pin(n.notified_owned()));
     }
 
     pub fn table(&mut self, t: Table) {
-        if let Some(tx) = self.watches.tables.get(&t) {
-            self.receivers.push(tx.subscribe());
+        if let Some(n) = self.watches.tables.get(&t) {
+            self.wait_on(n.clone());
         }
     }
 
     pub fn kv_key(&mut self, key: &str) {
-        let rx = subscribe_in(&mut self.watches.channels.lock().kv_keys, key);
-        self.receivers.push(rx);
+        let n = channel_in(&mut self.watches.channels.lock().kv_keys, key);
+        self.wait_on(n);
     }
 
     pub fn kv_prefix(&mut self, prefix: &str) {
-        let rx = subscribe_in(&mut self.watches.channels.lock().kv_prefixes, prefix);
-        self.receivers.push(rx);
+        let n = channel_in(&mut self.watches.channels.lock().kv_prefixes, prefix);
+        self.wait_on(n);
     }
 
     pub fn service(&mut self, name: &str) {
-        let rx = subscribe_in(&mut self.watches.channels.lock().services, name);
-        self.receivers.push(rx);
+        let n = channel_in(&mut self.watches.channels.lock().services, name);
+        self.wait_on(n);
     }
 
     pub fn node(&mut self, name: &str) {
-        let rx = subscribe_in(&mut self.watches.channels.lock().nodes, name);
-        self.receivers.push(rx);
+        let n = channel_in(&mut self.watches.channels.lock().nodes, name);
+        self.wait_on(n);
     }
 
     /// Resolves when any watched channel fires.
-    pub async fn changed(mut self) {
-        if self.receivers.is_empty() {
+    pub async fn changed(self) {
+        if self.waiters.is_empty() {
             return futures::future::pending().await;
         }
-        let futs = self.receivers.iter_mut().map(|rx| Box::pin(rx.changed()));
-        let _ = futures::future::select_all(futs).await;
+        let _ = futures::future::select_all(self.waiters).await;
     }
 }
