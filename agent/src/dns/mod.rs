@@ -85,7 +85,12 @@ impl DnsServer {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut tasks = tokio::task::JoinSet::new();
         for sock in self.udp {
-            tasks.spawn(serve_udp(self.shared.clone(), sock));
+            // One receive loop per core on the shared socket: a query is answered synchronously
+            // from memory, so loops scale with cores rather than with connections.
+            let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            for _ in 0..workers {
+                tasks.spawn(serve_udp(self.shared.clone(), sock.clone()));
+            }
         }
         for l in self.tcp {
             tasks.spawn(serve_tcp(self.shared.clone(), l));
@@ -267,11 +272,15 @@ fn trim_udp(m: &mut Message, max: usize, edns: bool, answer_limit: usize) -> boo
         m.answers.truncate(answer_limit);
         prune_additionals(m);
     }
-    while m.answers.len() > 1 && m.to_vec().map(|b| b.len()).unwrap_or(0) > max {
+    // Encoding is most of a query's cost: measure once, and again only after dropping something.
+    let size = |m: &Message| m.to_vec().map(|b| b.len()).unwrap_or(usize::MAX);
+    let mut len = size(m);
+    while m.answers.len() > 1 && len > max {
         m.answers.pop();
         prune_additionals(m);
+        len = size(m);
     }
-    if m.to_vec().map(|b| b.len()).unwrap_or(0) > max {
+    if len > max {
         m.additionals.clear();
     }
     m.answers.len() < before
