@@ -7,7 +7,6 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -16,32 +15,11 @@ const IP: &str = "127.0.0.109";
 const DNS: &str = "127.0.0.109:8600";
 const NODE: &str = "node-127-0-0-109";
 
-/// The harness's `-dev` agent, but with the DNS port on and our own flags (clap refuses a
-/// repeated `-dns-port`, so this spawns the process itself).
+/// The harness's `-dev` agent with the DNS port on and the test's own flags.
 fn start_agent(ip: &str, extra: &[String]) -> TestAgent {
-    let node = format!("node-{}", ip.replace('.', "-"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args: Vec<String> = vec![
-        "agent".into(),
-        "-dev".into(),
-        format!("-node={node}"),
-        format!("-bind={ip}"),
-        format!("-client={ip}"),
-        "-dns-port=8600".into(),
-        "-log-level=debug".into(),
-    ];
-    args.extend(extra.iter().cloned());
-    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
-    let child = Command::new(crate::harness::bin())
-        .args(&args)
-        .stdout(log.try_clone().expect("clone log"))
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn agent");
-    let http = format!("{ip}:8500");
-    let client = api::Client::new(&http).expect("client");
-    TestAgent { child, ip: ip.into(), http, client, dir, args }
+    let mut flags = vec!["-dns-port=8600"];
+    flags.extend(extra.iter().map(String::as_str));
+    TestAgent::start(ip, true, &flags)
 }
 
 fn query(name: &str, t: RecordType, edns: bool) -> Message {

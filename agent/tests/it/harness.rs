@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 pub struct TestAgent {
     pub child: Child,
     pub ip: String,
-    pub http: String,
     pub client: api::Client,
     pub dir: tempfile::TempDir,
     pub args: Vec<String>,
@@ -34,13 +33,16 @@ impl TestAgent {
                 format!("-data-dir={}", dir.path().display()),
             ]);
         }
-        args.extend([
+        let defaults = [
             format!("-node=node-{}", ip.replace('.', "-")),
             format!("-bind={ip}"),
             format!("-client={ip}"),
             "-dns-port=-1".into(),
             "-log-level=debug".into(),
-        ]);
+        ];
+        // A flag given in `extra` replaces the default of the same name (clap refuses repeats).
+        let name = |f: &str| f.split('=').next().unwrap_or(f).to_string();
+        args.extend(defaults.into_iter().filter(|d| !extra.iter().any(|e| name(e) == name(d))));
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
         let child = Command::new(bin())
@@ -52,7 +54,7 @@ impl TestAgent {
             .expect("spawn agent");
         let http = format!("{ip}:8500");
         let client = api::Client::new(&http).expect("client");
-        TestAgent { child, ip: ip.into(), http, client, dir, args }
+        TestAgent { child, ip: ip.into(), client, dir, args }
     }
 
     /// Waits until the agent has a leader and has registered itself in the catalog.
@@ -71,10 +73,6 @@ impl TestAgent {
             checks.iter().any(|c| c.check_id == "serfHealth").then_some(())
         })
         .await;
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
     pub fn kill9(&mut self) {
