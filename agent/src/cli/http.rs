@@ -38,6 +38,23 @@ pub(super) fn http_addr(flag: Option<&str>, env: Option<String>) -> String {
     raw.trim().trim_end_matches('/').trim_start_matches("http://").to_string()
 }
 
+/// A GET's answer as JSON with its index; a 404 is `None`.
+fn decode_answer<T: DeserializeOwned>(
+    path: &str,
+    sent: Result<Response, CallError>,
+) -> Result<Option<(T, u64)>, CallError> {
+    match sent {
+        Ok(resp) => {
+            let index = resp.meta().last_index;
+            let v = serde_json::from_slice(&resp.body)
+                .map_err(|e| CallError::Decode(format!("decoding the answer from {path}: {e}")))?;
+            Ok(Some((v, index)))
+        }
+        Err(CallError::Status { code: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn go_op(m: &Method) -> String {
     let s = m.as_str();
     let mut out = s[..1].to_string();
@@ -191,16 +208,7 @@ impl Ctx {
         extra: &[(String, String)],
         stale_ok: bool,
     ) -> Result<Option<(T, u64)>, CallError> {
-        match self.send(Method::GET, path, extra, None, stale_ok, None).await {
-            Ok(resp) => {
-                let index = resp.meta().last_index;
-                let v = serde_json::from_slice(&resp.body)
-                    .map_err(|e| CallError::Decode(format!("decoding the answer from {path}: {e}")))?;
-                Ok(Some((v, index)))
-            }
-            Err(CallError::Status { code: 404, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        decode_answer(path, self.send(Method::GET, path, extra, None, stale_ok, None).await)
     }
 
     /// A blocking GET (`?index=&wait=`), for `lock`'s monitors.
@@ -217,16 +225,7 @@ impl Ctx {
             pairs.push(("wait".into(), format!("{}ms", wait.as_millis())));
         }
         let timeout = Some(wait + wait / 16 + Duration::from_secs(5));
-        match self.send(Method::GET, path, &pairs, None, false, timeout).await {
-            Ok(resp) => {
-                let index = resp.meta().last_index;
-                let v = serde_json::from_slice(&resp.body)
-                    .map_err(|e| CallError::Decode(format!("decoding the answer from {path}: {e}")))?;
-                Ok(Some((v, index)))
-            }
-            Err(CallError::Status { code: 404, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        decode_answer(path, self.send(Method::GET, path, &pairs, None, false, timeout).await)
     }
 
     pub async fn put(

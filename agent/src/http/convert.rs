@@ -52,11 +52,17 @@ pub fn service(s: &Service, datacenter: &str) -> api::AgentService {
     }
 }
 
-/// A service as `/v1/agent/services` reports it: no indexes, a content hash.
-pub fn agent_service(s: &Service, datacenter: &str) -> api::AgentService {
+/// A service as the agent's listing reports it: no indexes, no content hash.
+pub fn agent_service_unhashed(s: &Service, datacenter: &str) -> api::AgentService {
     let mut out = service(s, datacenter);
     out.create_index = None;
     out.modify_index = None;
+    out
+}
+
+/// A service as `/v1/agent/service/:id` reports it: no indexes, a content hash.
+pub fn agent_service(s: &Service, datacenter: &str) -> api::AgentService {
+    let mut out = agent_service_unhashed(s, datacenter);
     out.content_hash = content_hash(&serde_json::to_vec(&out).unwrap_or_default());
     out
 }

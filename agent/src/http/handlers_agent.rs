@@ -110,18 +110,16 @@ pub async fn members(ctx: &Ctx) -> HttpResult {
     Ok(Reply::json(&vec![m]))
 }
 
-fn local_services(ctx: &Ctx) -> BTreeMap<String, api::AgentService> {
+/// The agent's services as `/v1/agent/service/:id` shows them (with `ContentHash`), or, when
+/// `hashed` is false, as the listing shows them (no hash, so none is computed).
+fn local_services(ctx: &Ctx, hashed: bool) -> BTreeMap<String, api::AgentService> {
     let dc = &ctx.agent.config.datacenter;
-    ctx.agent.local.lock().services.iter().map(|(k, s)| (k.clone(), convert::agent_service(&s.service, dc))).collect()
+    let convert = if hashed { convert::agent_service } else { convert::agent_service_unhashed };
+    ctx.agent.local.lock().services.iter().map(|(k, s)| (k.clone(), convert(&s.service, dc))).collect()
 }
 
 pub async fn services(ctx: &Ctx) -> HttpResult {
-    // The listing carries no ContentHash; only `/v1/agent/service/:id` does.
-    let mut services = local_services(ctx);
-    for s in services.values_mut() {
-        s.content_hash.clear();
-    }
-    let mut json = serde_json::to_value(services).unwrap_or_default();
+    let mut json = serde_json::to_value(local_services(ctx, false)).unwrap_or_default();
     if let Some(f) = ctx.read_opts()?.filter {
         super::apply_filter(&mut json, &f);
     }
@@ -135,7 +133,7 @@ pub async fn service(ctx: &Ctx, id: &str) -> HttpResult {
     let deadline = tokio::time::Instant::now() + opts.wait;
     let mut changed = ctx.agent.local_changed.subscribe();
     loop {
-        let svc = local_services(ctx).remove(id);
+        let svc = local_services(ctx, true).remove(id);
         let Some(svc) = svc else {
             return Err(HttpError::NotFound(format!("unknown service ID: {id}")));
         };
@@ -177,7 +175,7 @@ pub async fn checks(ctx: &Ctx) -> HttpResult {
 
 /// Local aggregated health of a service by name or ID (200 passing, 429 warning, 503 critical).
 pub async fn health(ctx: &Ctx, name: Option<&str>, id: Option<&str>) -> HttpResult {
-    let services = local_services(ctx);
+    let services = local_services(ctx, true);
     let checks = local_checks(ctx);
     let node_checks: Vec<api::HealthCheck> = checks.values().filter(|c| c.service_id.is_empty()).cloned().collect();
     let entries: Vec<(api::AgentService, Vec<api::HealthCheck>, &'static str)> = services

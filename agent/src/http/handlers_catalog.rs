@@ -82,9 +82,6 @@ pub async fn register(ctx: &Ctx) -> HttpResult {
             c.definition = crate::defs::check_definition(def).unwrap_or_default();
             c.check_type = c.definition.kind().to_string();
         }
-        if c.check_type.is_empty() {
-            c.check_type = String::new();
-        }
         checks.push(c);
     }
     let req = RegisterRequest { node, service, checks, skip_node_update: skip };
@@ -378,31 +375,29 @@ pub async fn ui_services(ctx: &Ctx) -> HttpResult {
 /// The UI's node dump: every node with its services and checks (or one node).
 pub async fn ui_nodes(ctx: &Ctx, only: Option<&str>) -> HttpResult {
     let dc = ctx.agent.config.datacenter.clone();
-    let reply = ctx
-        .read(|st, ws| {
-            ws.table(Table::Services);
-            ws.table(Table::Checks);
-            ws.table(Table::Nodes);
-            let dump: Vec<Value> = st
-                .nodes
-                .values()
-                .filter(|n| only.is_none_or(|o| o == n.node))
-                .map(|n| {
-                    let mut v = serde_json::to_value(convert::node(n)).unwrap_or_default();
-                    let services: Vec<api::AgentService> =
-                        st.node_services(&n.node).map(|s| convert::service(s, &dc)).collect();
-                    let checks: Vec<api::HealthCheck> = st.node_checks(&n.node).map(convert::check).collect();
-                    v["Services"] = json!(services);
-                    v["Checks"] = json!(checks);
-                    v
-                })
-                .collect();
-            let v = match only {
-                Some(_) => dump.into_iter().next().unwrap_or(Value::Null),
-                None => Value::Array(dump),
-            };
-            (st.catalog_index(), v)
-        })
-        .await?;
-    Ok(reply)
+    ctx.read(|st, ws| {
+        ws.table(Table::Services);
+        ws.table(Table::Checks);
+        ws.table(Table::Nodes);
+        let dump: Vec<Value> = st
+            .nodes
+            .values()
+            .filter(|n| only.is_none_or(|o| o == n.node))
+            .map(|n| {
+                let mut v = serde_json::to_value(convert::node(n)).unwrap_or_default();
+                let services: Vec<api::AgentService> =
+                    st.node_services(&n.node).map(|s| convert::service(s, &dc)).collect();
+                let checks: Vec<api::HealthCheck> = st.node_checks(&n.node).map(convert::check).collect();
+                v["Services"] = json!(services);
+                v["Checks"] = json!(checks);
+                v
+            })
+            .collect();
+        let v = match only {
+            Some(_) => dump.into_iter().next().unwrap_or(Value::Null),
+            None => Value::Array(dump),
+        };
+        (st.catalog_index(), v)
+    })
+    .await
 }

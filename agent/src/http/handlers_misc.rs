@@ -251,7 +251,7 @@ pub async fn snapshot_save(ctx: &Ctx) -> HttpResult {
     let index = state.last_index.max(1);
     let json = serde_json::to_vec(&state).map_err(|e| HttpError::Internal(e.to_string()))?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&json).and_then(|_| Ok(())).map_err(|e| HttpError::Internal(e.to_string()))?;
+    gz.write_all(&json).map_err(|e| HttpError::Internal(e.to_string()))?;
     let bytes = gz.finish().map_err(|e| HttpError::Internal(e.to_string()))?;
     Ok(Reply {
         status: 200,
