@@ -355,7 +355,7 @@ impl CheckTask {
             let mut msg = Vec::new();
             if !service.is_empty() {
                 msg.push(0x0a);
-                msg.push(service.len() as u8);
+                push_varint(&mut msg, service.len() as u64);
                 msg.extend_from_slice(service.as_bytes());
             }
             let mut frame = vec![0u8];
@@ -391,6 +391,15 @@ impl CheckTask {
     }
 }
 
+/// Protobuf's base-128 varint, the length prefix of a string field.
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
 /// Resolves a redirect's `Location` against the URL that answered with it.
 fn resolve_location(base: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
@@ -414,6 +423,19 @@ fn resolve_location(base: &str, location: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varints_encode_like_protobuf() {
+        let enc = |v| {
+            let mut b = Vec::new();
+            push_varint(&mut b, v);
+            b
+        };
+        assert_eq!(enc(5), vec![5]);
+        assert_eq!(enc(127), vec![0x7f]);
+        assert_eq!(enc(128), vec![0x80, 0x01]);
+        assert_eq!(enc(300), vec![0xac, 0x02]);
+    }
 
     #[test]
     fn redirect_locations_resolve_like_a_browser() {
