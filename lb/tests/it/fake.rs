@@ -25,12 +25,36 @@ type Handler =
 
 /// Serves HTTP/1.1 on `listener` until the returned task is aborted; aborting also closes every
 /// open connection (the JoinSet aborts its tasks when dropped), like a killed process.
-fn serve(listener: TcpListener, handler: Handler) -> JoinHandle<()> {
-    tokio::spawn(async move {
+/// A running server; `stop` closes the listener and every open connection before it returns.
+struct Serving {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Serving {
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn serve(listener: TcpListener, handler: Handler) -> Serving {
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
         let mut conns = JoinSet::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = tokio::select! {
+                _ = stopped.changed() => break,
+                r = listener.accept() => match r {
+                    Ok((stream, _)) => stream,
+                    Err(_) => continue,
+                },
             };
             let h = handler.clone();
             conns.spawn(async move {
@@ -42,7 +66,11 @@ fn serve(listener: TcpListener, handler: Handler) -> JoinHandle<()> {
             });
             while conns.try_join_next().is_some() {}
         }
-    })
+        // Like a killed process: no listener, and every connection gone before `stop` returns.
+        drop(listener);
+        conns.shutdown().await;
+    });
+    Serving { stop, task }
 }
 
 fn query_pairs(req: &Request<Incoming>) -> BTreeMap<String, String> {
@@ -201,7 +229,7 @@ impl Cluster {
 pub struct FakeAgent {
     pub ip: String,
     pub port: u16,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: Mutex<Option<Serving>>,
     paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -254,17 +282,12 @@ impl FakeAgent {
         self.paused.store(true, Ordering::SeqCst);
     }
 
-    /// Like kill -9: the listener and every connection close at once.
-    pub fn kill(&self) {
-        if let Some(t) = self.task.lock().unwrap().take() {
-            t.abort();
+    /// Like kill -9: the listener and every connection are closed when this returns.
+    pub async fn kill(&self) {
+        let serving = self.task.lock().unwrap().take();
+        if let Some(s) = serving {
+            s.stop().await;
         }
-    }
-}
-
-impl Drop for FakeAgent {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -301,7 +324,7 @@ pub struct Backend {
     pub name: String,
     pub ip: String,
     pub port: u16,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: Mutex<Option<Serving>>,
 }
 
 impl Backend {
@@ -324,16 +347,12 @@ impl Backend {
         Backend { name: name.into(), ip: ip.into(), port, task: Mutex::new(Some(serve(listener, handler))) }
     }
 
-    pub fn stop(&self) {
-        if let Some(t) = self.task.lock().unwrap().take() {
-            t.abort();
+    /// The listener and every connection are closed when this returns.
+    pub async fn stop(&self) {
+        let serving = self.task.lock().unwrap().take();
+        if let Some(s) = serving {
+            s.stop().await;
         }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -165,7 +165,7 @@ async fn failed_connects_retry_elsewhere_and_bench_the_instance() {
     cluster.register("web", "dead", &dead, &[], 1);
     let lb = Lb::start(&ip(1), &[agents[0].addr()], Some("[defaults]\nfail_timeout = \"30s\"\n")).await;
     lb.wait_instances("service:web", 2).await;
-    dead.stop();
+    dead.stop().await;
 
     // Consul still says "passing", but no request fails: the connect is retried on the other.
     for _ in 0..20 {
@@ -213,7 +213,7 @@ async fn entry_point_keeps_answering_while_agents_die() {
 
     for (i, agent) in agents.iter().take(2).enumerate() {
         let before = cluster.requests();
-        agent.kill();
+        agent.kill().await;
         // Let plenty of traffic hit the dead agent's slot before gossip would notice.
         cluster.wait_requests(before + 50).await;
         cluster.set_member_status(&agent.ip, 4);
@@ -232,7 +232,7 @@ async fn entry_point_keeps_answering_while_agents_die() {
     assert!(ok > 100);
 
     // The last agent dies too: a 502 that names what was tried, not a hang.
-    agents[2].kill();
+    agents[2].kill().await;
     let r = get(&lb.addr, Some("lb"), "/v1/status/leader").await;
     assert_eq!(r.status, 502, "{r:?}");
     assert!(r.body.contains("no instance of agent answered"), "{r:?}");
