@@ -68,6 +68,32 @@ pub struct Agent {
     pub requests: AtomicU64,
     /// Serializes anti-entropy writes so two syncs of one entry never race.
     sync_lock: tokio::sync::Mutex<()>,
+    /// The cluster's members as gossip reports them.
+    pub members: crate::cluster::Members,
+    /// HTTP/2 connections to servers for forwarded API requests.
+    pub forwarder: crate::forward::ForwardClient,
+    /// HTTP/1 connections to servers' `/rpc/*` (a client agent's writes and catalog reads).
+    rpc: network::HttpClient,
+    /// Set once this node's catalog record is known to match (full syncs compare it again).
+    node_synced: std::sync::atomic::AtomicBool,
+}
+
+/// The catalog's record of one node: what anti-entropy compares the local state with.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct NodeView {
+    pub node: Option<Node>,
+    pub services: Vec<Service>,
+    pub checks: Vec<Check>,
+}
+
+impl NodeView {
+    pub fn of(state: &crate::state::State, node: &str) -> NodeView {
+        NodeView {
+            node: state.nodes.get(node).cloned(),
+            services: state.node_services(node).cloned().collect(),
+            checks: state.node_checks(node).cloned().collect(),
+        }
+    }
 }
 
 fn ensure_node_id(cfg: &Config) -> String {
@@ -136,6 +162,10 @@ impl Agent {
             started: Instant::now(),
             requests: AtomicU64::new(0),
             sync_lock: tokio::sync::Mutex::new(()),
+            members: Default::default(),
+            forwarder: crate::forward::client(),
+            rpc: network::http_client(),
+            node_synced: Default::default(),
             config,
         });
         agent.load_config_definitions(&agent.config.services.clone(), &agent.config.checks.clone())?;
@@ -187,12 +217,50 @@ impl Agent {
         }
     }
 
-    fn server(&self) -> Result<&Server, server::Error> {
-        self.server.as_ref().ok_or(server::Error::NoServers)
+    /// A server for this client agent's next RPC.
+    pub fn pick_server(&self) -> Option<std::net::SocketAddr> {
+        self.members.servers(&self.config.datacenter, &self.config.node_name).into_iter().next()
     }
 
+    /// A replicated write: through Raft on a server; a client agent sends it to a server (the
+    /// next one when a server cannot be reached).
     pub async fn write(&self, command: Command) -> Result<Response, server::Error> {
-        self.server()?.write(command).await
+        if let Some(s) = &self.server {
+            return s.write(command).await;
+        }
+        let req = Request { now_ms: now_ms(), command };
+        self.client_rpc("/rpc/apply", &req).await?
+    }
+
+    /// The catalog's view of this node (a client agent asks a server; stale reads are fine).
+    pub async fn node_view(&self) -> Result<NodeView, server::Error> {
+        if self.server.is_some() {
+            return Ok(NodeView::of(&self.store.read(), &self.config.node_name));
+        }
+        self.client_rpc("/rpc/node", &self.config.node_name).await
+    }
+
+    async fn client_rpc<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<Resp, server::Error> {
+        let servers = self.members.servers(&self.config.datacenter, &self.config.node_name);
+        if servers.is_empty() {
+            return Err(server::Error::NoServers);
+        }
+        let mut last = String::new();
+        for addr in servers {
+            match network::post_json(&self.rpc, &addr.to_string(), path, req, Duration::from_secs(10)).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::warn!(server = %addr, error = %e, "rpc to server failed");
+                    self.members.bench(addr);
+                    last = e;
+                }
+            }
+        }
+        Err(server::Error::Rpc(last))
     }
 
     fn persist_local(&self) {
@@ -255,17 +323,17 @@ impl Agent {
         replace_existing_checks: bool,
     ) -> Result<(), AgentError> {
         let id = svc.id.clone();
+        let mut svc = svc;
+        // Tags edited in the catalog survive when the service allows it.
+        if svc.enable_tag_override {
+            let view = self.node_view().await?;
+            if let Some(existing) = view.services.iter().find(|s| s.id == id) {
+                svc.tags = existing.tags.clone();
+            }
+        }
         let stale: Vec<String>;
         {
             let mut local = self.local.lock();
-            let mut svc = svc;
-            // Tags edited in the catalog survive when the service allows it.
-            if svc.enable_tag_override {
-                if let Some(existing) = self.store.read().services.get(&self.config.node_name).and_then(|m| m.get(&id))
-                {
-                    svc.tags = existing.tags.clone();
-                }
-            }
             local.services.insert(id.clone(), LocalService { service: svc, from_config: false });
             let new_ids: Vec<&str> = checks.iter().map(|c| c.check_id.as_str()).collect();
             stale = if replace_existing_checks {
@@ -410,21 +478,17 @@ impl Agent {
     async fn check_results(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<CheckResult>) {
         while let Some(r) = rx.recv().await {
             let output = if self.config.discard_check_output { String::new() } else { r.output.clone() };
-            let changed = self.local.lock().update_check(&r.check_id, r.status, &output);
+            let (changed, had_output) = {
+                let mut local = self.local.lock();
+                let had = local.checks.get(&r.check_id).is_some_and(|c| !c.check.output.is_empty());
+                (local.update_check(&r.check_id, r.status, &output), had)
+            };
             self.local_changed.send_modify(|v| *v += 1);
             // A status change syncs at once. An output-only change syncs at once only the first
             // time (so a new check shows why it fails); after that the periodic anti-entropy
             // sync carries it, which keeps chatty outputs from flooding Raft (Consul's
             // check_update_interval).
-            let first_output = changed == Some(false)
-                && !output.is_empty()
-                && self
-                    .store
-                    .read()
-                    .checks
-                    .get(&self.config.node_name)
-                    .and_then(|m| m.get(&r.check_id))
-                    .is_some_and(|c| c.output.is_empty());
+            let first_output = changed == Some(false) && !output.is_empty() && !had_output;
             if changed == Some(true) || first_output {
                 if let Err(e) = self.sync_check(&r.check_id).await {
                     tracing::warn!(check = %r.check_id, error = %e, "syncing check status failed; anti-entropy will retry");
@@ -435,25 +499,35 @@ impl Agent {
 
     // ---- anti-entropy ----
 
-    /// Registers this node (if it changed) in the catalog.
-    async fn sync_node(&self) -> Result<(), server::Error> {
+    /// Registers this node in the catalog if the catalog's record (`current`, or this server's
+    /// store) differs. A client agent without a record at hand trusts its last sync.
+    async fn sync_node(&self, current: Option<&NodeView>) -> Result<(), server::Error> {
+        use std::sync::atomic::Ordering;
         let node = self.node();
-        let current = self.store.read().nodes.get(&node.node).cloned();
+        let current = match current {
+            Some(v) => v.node.clone(),
+            None if self.server.is_some() => self.store.read().nodes.get(&node.node).cloned(),
+            None if self.node_synced.load(Ordering::Relaxed) => return Ok(()),
+            None => self.node_view().await?.node,
+        };
         if let Some(c) = current {
             if c.id == node.id
                 && c.address == node.address
                 && c.tagged_addresses == node.tagged_addresses
                 && c.meta == node.meta
             {
+                self.node_synced.store(true, Ordering::Relaxed);
                 return Ok(());
             }
         }
-        self.write(Command::Register(RegisterRequest { node, ..Default::default() })).await.map(|_| ())
+        self.write(Command::Register(RegisterRequest { node, ..Default::default() })).await?;
+        self.node_synced.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     pub async fn sync_service(&self, id: &str) -> Result<(), server::Error> {
         let _guard = self.sync_lock.lock().await;
-        self.sync_node().await?;
+        self.sync_node(None).await?;
         let (svc, checks) = {
             let local = self.local.lock();
             (local.services.get(id).map(|s| s.service.clone()), local.service_checks(id))
@@ -476,7 +550,7 @@ impl Agent {
 
     pub async fn sync_check(&self, id: &str) -> Result<(), server::Error> {
         let _guard = self.sync_lock.lock().await;
-        self.sync_node().await?;
+        self.sync_node(None).await?;
         let check = self.local.lock().checks.get(id).map(|c| c.check.clone());
         let node = self.config.node_name.clone();
         let command = match check {
@@ -497,8 +571,8 @@ impl Agent {
     /// Makes the catalog's view of this node match the local state: registers what is missing or
     /// different, removes what the agent no longer has.
     pub async fn full_sync(&self) -> Result<(), server::Error> {
-        let node = self.config.node_name.clone();
-        self.sync_node().await?;
+        let view = self.node_view().await?;
+        self.sync_node(Some(&view)).await?;
         let (services, checks) = {
             let l = self.local.lock();
             (
@@ -506,13 +580,8 @@ impl Agent {
                 l.checks.values().map(|c| c.check.clone()).collect::<Vec<_>>(),
             )
         };
-        let (catalog_services, catalog_checks) = {
-            let st = self.store.read();
-            (
-                st.node_services(&node).map(|s| s.id.clone()).collect::<Vec<_>>(),
-                st.node_checks(&node).map(|c| c.check_id.clone()).collect::<Vec<_>>(),
-            )
-        };
+        let catalog_services: Vec<String> = view.services.iter().map(|s| s.id.clone()).collect();
+        let catalog_checks: Vec<String> = view.checks.iter().map(|c| c.check_id.clone()).collect();
         for id in &services {
             self.sync_service(id).await?;
         }
@@ -674,6 +743,8 @@ impl Agent {
         tokio::spawn(self.clone().leader_loop());
         tokio::spawn(self.clone().anti_entropy_loop());
         tokio::spawn(self.clone().session_expiry_loop());
+        tokio::spawn(crate::leader::bootstrap_expect(self.clone()));
+        tokio::spawn(crate::leader::reconcile_loop(self.clone()));
         let me = self.clone();
         tokio::spawn(async move {
             let mut shutdown = me.shutdown.subscribe();

@@ -36,9 +36,9 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         http_listeners.push(l);
     }
     let dns = crate::dns::DnsServer::bind(&config, agent.store.clone()).await?;
-    if let Some(server) = &agent.server {
+    if agent.server.is_some() {
         let addr = std::net::SocketAddr::new(config.bind_addr, config.ports.server.max(0) as u16);
-        let rpc = crate::rpc::RpcServer::bind(server.clone(), addr)
+        let rpc = crate::rpc::RpcServer::bind(agent.clone(), addr)
             .await
             .with_context(|| format!("binding the server port on {addr}"))?;
         tokio::spawn(rpc.run(agent.shutdown.subscribe()));

@@ -4,12 +4,15 @@
 pub mod agent;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod defs;
 pub mod dns;
 pub mod filter;
+pub mod forward;
 pub mod http;
+pub mod leader;
 pub mod local;
 pub mod raft;
 pub mod rpc;

@@ -1,5 +1,9 @@
-//! The server port (8300): Raft's RPCs from other servers and the forwarded writes and read
-//! barriers of followers. JSON over HTTP/1; only servers listen here.
+//! The server port (8300): Raft's RPCs from other servers, the forwarded writes and read
+//! barriers of followers, client agents' writes and catalog reads, and the HTTP API itself for
+//! forwarded requests (`/v1/...`, see `forward`). JSON over HTTP/1 or HTTP/2; only servers
+//! listen here.
+
+use crate::agent::{Agent, NodeView};
 
 use crate::raft::TypeConfig;
 use crate::server::{Error, Server};
@@ -11,17 +15,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::{de::DeserializeOwned, Serialize};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub struct RpcServer {
-    pub server: Server,
+    pub agent: Arc<Agent>,
     pub listener: TcpListener,
 }
 
 impl RpcServer {
-    pub async fn bind(server: Server, addr: SocketAddr) -> std::io::Result<RpcServer> {
-        Ok(RpcServer { server, listener: TcpListener::bind(addr).await? })
+    pub async fn bind(agent: Arc<Agent>, addr: SocketAddr) -> std::io::Result<RpcServer> {
+        Ok(RpcServer { agent, listener: TcpListener::bind(addr).await? })
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -34,15 +39,23 @@ impl RpcServer {
                 _ = shutdown.changed() => return,
             };
             let _ = stream.set_nodelay(true);
-            let server = self.server.clone();
+            let agent = self.agent.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let server = server.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(server, req).await) }
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let agent = agent.clone();
+                    async move {
+                        if req.uri().path().starts_with("/v1/") {
+                            return Ok::<_, std::convert::Infallible>(crate::http::handle(agent, req).await);
+                        }
+                        let Some(server) = agent.server.clone() else {
+                            return Ok(status(503, "not a server").map(|b| b.boxed()));
+                        };
+                        Ok(handle(server, &agent, req).await.map(|b| b.boxed()))
+                    }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http2().max_concurrent_streams(4096);
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
             });
         }
     }
@@ -66,7 +79,7 @@ async fn body<T: DeserializeOwned>(req: hyper::Request<Incoming>) -> Result<T, h
     serde_json::from_slice(&bytes).map_err(|e| status(400, &e.to_string()))
 }
 
-async fn handle(server: Server, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn handle(server: Server, agent: &Agent, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let result = async {
         Ok::<_, hyper::Response<Full<Bytes>>>(match path.as_str() {
@@ -85,6 +98,10 @@ async fn handle(server: Server, req: hyper::Request<Incoming>) -> hyper::Respons
             "/rpc/apply" => {
                 let r: Request = body(req).await?;
                 reply(&server.write_request(r).await)
+            }
+            "/rpc/node" => {
+                let node: String = body(req).await?;
+                reply(&NodeView::of(&agent.store.read(), &node))
             }
             "/rpc/barrier" => {
                 let result: Result<u64, Error> = match server.raft.ensure_linearizable().await {

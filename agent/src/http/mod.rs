@@ -150,8 +150,16 @@ pub fn percent_decode(s: &str) -> String {
 
 pub enum Body {
     Json(serde_json::Value),
-    Raw { bytes: Bytes, content_type: &'static str },
+    Raw {
+        bytes: Bytes,
+        content_type: &'static str,
+    },
     Stream(tokio::sync::mpsc::Receiver<Bytes>),
+    /// Another server's answer, passed on unchanged.
+    Forwarded {
+        bytes: Bytes,
+        content_type: Option<String>,
+    },
 }
 
 pub struct Reply {
@@ -432,6 +440,12 @@ fn into_response(
             }
             Full::new(bytes).boxed()
         }
+        Body::Forwarded { bytes, content_type } => {
+            if let Some(ct) = content_type {
+                builder = builder.header("Content-Type", ct);
+            }
+            Full::new(bytes).boxed()
+        }
         Body::Stream(rx) => {
             builder = builder.header("Content-Type", "text/plain; charset=utf-8");
             let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -443,7 +457,8 @@ fn into_response(
     builder.body(body).unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-async fn handle(
+/// Answers one request of the HTTP API (on the HTTP port, or forwarded to the server port).
+pub async fn handle(
     agent: Arc<Agent>,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
@@ -453,15 +468,17 @@ async fn handle(
     let path = percent_decode(parts.uri.path());
     let query = Query::parse(parts.uri.query());
     let accept = parts.headers.get("accept").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let hops = parts.headers.get(crate::forward::HEADER_HOPS).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
     drop(parts.headers);
+    let uri = parts.uri;
     let pretty = query.has("pretty") || agent.config.dev;
     let result = match routes::route(&method, &path) {
         Err(e) => Err(e),
         // Boxed so that the connection task holds a pointer, not the body reader's or the
         // largest handler's state, while a blocking query waits.
         Ok(endpoint) => {
-            Box::pin(prepare_and_dispatch(agent.clone(), method.clone(), path.clone(), query, accept, body, endpoint))
-                .await
+            let req = Head { method: method.clone(), path: path.clone(), query, accept, hops, uri };
+            Box::pin(prepare_and_dispatch(agent.clone(), req, body, endpoint)).await
         }
     };
     let reply = match result {
@@ -477,15 +494,18 @@ async fn handle(
     into_response(reply, pretty)
 }
 
-async fn prepare_and_dispatch(
-    agent: Arc<Agent>,
+/// What is kept of a request's head.
+struct Head {
     method: http::Method,
     path: String,
     query: Query,
     accept: Option<String>,
-    body: Incoming,
-    endpoint: Endpoint,
-) -> HttpResult {
+    hops: u8,
+    uri: http::Uri,
+}
+
+async fn prepare_and_dispatch(agent: Arc<Agent>, req: Head, body: Incoming, endpoint: Endpoint) -> HttpResult {
+    let Head { method, path, query, accept, hops, uri } = req;
     if let Some(dc) = query.get("dc").filter(|d| !d.is_empty()) {
         if !dc.eq_ignore_ascii_case(&agent.config.datacenter) {
             return Err(HttpError::Internal("No path to datacenter".into()));
@@ -503,6 +523,11 @@ async fn prepare_and_dispatch(
             })
         }
     };
+    if let Some(target) = crate::forward::target(&agent, &endpoint, &method, &query, hops)? {
+        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        return Box::pin(crate::forward::forward(&agent, target, &method, pq, body, hops)).await;
+    }
+    drop(uri);
     let ctx = Ctx { agent, method, path, query, accept, body };
     Box::pin(dispatch(ctx, endpoint)).await
 }

@@ -1,0 +1,187 @@
+//! Request forwarding, as Consul's RPC layer does it: a client agent sends every catalog, health,
+//! KV, session and operator request to a server; a follower sends what must be read or written on
+//! the leader (everything but `?stale` reads) to the leader. Requests travel as HTTP/2 over the
+//! target's server port (8300), which serves the same HTTP API; the answer comes back unchanged.
+
+use crate::agent::Agent;
+use crate::http::routes::Endpoint;
+use crate::http::{Body, HttpError, Query, Reply};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How many times a request has been forwarded (client → server → leader is the longest path).
+pub const HEADER_HOPS: &str = "x-consul-forward-hops";
+const MAX_HOPS: u8 = 2;
+
+/// Response headers passed back to the caller.
+const PASSED_HEADERS: &[&str] = &[
+    api::query::HEADER_INDEX,
+    api::query::HEADER_KNOWN_LEADER,
+    api::query::HEADER_LAST_CONTACT,
+    api::query::HEADER_CONTENT_HASH,
+    api::query::HEADER_EFFECTIVE_CONSISTENCY,
+    "X-Consul-Translate-Addresses",
+    "X-Consul-Results-Filtered-By-ACLs",
+    "Content-Disposition",
+];
+
+pub type ForwardClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> ForwardClient {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    c.set_connect_timeout(Some(Duration::from_secs(2)));
+    // HTTP/2: every parked blocking query of an agent shares one connection per server.
+    Client::builder(TokioExecutor::new()).http2_only(true).build(c)
+}
+
+/// Who may answer an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// This agent's own state: services, checks, members, events, the UI's files.
+    Agent,
+    /// Any server, from its own Raft view (`/v1/status/*`).
+    Server,
+    /// The leader, unless the read is `?stale`.
+    Leader,
+}
+
+fn scope(endpoint: &Endpoint) -> Scope {
+    use Endpoint::*;
+    match endpoint {
+        KvGet(_) | KvPut(_) | KvDelete(_) | Txn => Scope::Leader,
+        SessionCreate | SessionDestroy(_) | SessionRenew(_) | SessionInfo(_) | SessionNode(_) | SessionList => {
+            Scope::Leader
+        }
+        CatalogRegister
+        | CatalogDeregister
+        | CatalogNodes
+        | CatalogServices
+        | CatalogService(_)
+        | CatalogConnect(_)
+        | CatalogGatewayServices(_)
+        | CatalogNode(_)
+        | CatalogNodeServices(_) => Scope::Leader,
+        HealthConnect(_) | HealthIngress(_) | HealthNode(_) | HealthChecks(_) | HealthService(_) | HealthState(_) => {
+            Scope::Leader
+        }
+        CoordinateDatacenters | CoordinateNodes | CoordinateNode(_) => Scope::Leader,
+        OperatorRaftConfiguration
+        | OperatorRaftPeer
+        | OperatorAutopilotConfiguration
+        | OperatorAutopilotHealth
+        | OperatorUsage
+        | OperatorRaftTransferLeader => Scope::Leader,
+        SnapshotSave | SnapshotRestore | QueryList => Scope::Leader,
+        InternalUiServices | InternalUiNodes | InternalUiNode(_) => Scope::Leader,
+        StatusLeader | StatusPeers => Scope::Server,
+        _ => Scope::Agent,
+    }
+}
+
+/// Where a request is answered: here (`None`) or at the returned server address.
+pub fn target(
+    agent: &Agent,
+    endpoint: &Endpoint,
+    method: &http::Method,
+    query: &Query,
+    hops: u8,
+) -> Result<Option<SocketAddr>, HttpError> {
+    let scope = scope(endpoint);
+    if scope == Scope::Agent {
+        return Ok(None);
+    }
+    let Some(server) = &agent.server else {
+        return Ok(Some(agent.pick_server().ok_or_else(|| HttpError::Internal("No known Consul servers".into()))?));
+    };
+    let stale = method == http::Method::GET && query.has("stale");
+    if scope == Scope::Server || stale || hops >= MAX_HOPS || server.is_leader() {
+        return Ok(None);
+    }
+    // No known leader: answer here, which reports "No cluster leader" the way Consul does.
+    Ok(server.leader().and_then(|(_, peer)| peer.addr.parse().ok()))
+}
+
+/// Why a forwarded request got no answer.
+#[derive(Debug)]
+pub enum Failure {
+    /// The server could not be reached: another one may be tried.
+    Connect(String),
+    Other(String),
+}
+
+/// Sends the request to `addr` and returns its answer as this agent's reply.
+pub async fn send(
+    client: &ForwardClient,
+    addr: SocketAddr,
+    method: &http::Method,
+    path_and_query: &str,
+    body: Bytes,
+    hops: u8,
+) -> Result<Reply, Failure> {
+    let req = http::Request::builder()
+        .method(method.clone())
+        .uri(format!("http://{addr}{path_and_query}"))
+        .header(HEADER_HOPS, (hops + 1).to_string())
+        .body(Full::new(body))
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    // A blocking query may be parked for up to max_query_time plus jitter on the server.
+    let limit = if path_and_query.contains("index=") { Duration::from_secs(700) } else { Duration::from_secs(60) };
+    let resp = match tokio::time::timeout(limit, client.request(req)).await {
+        Err(_) => return Err(Failure::Other(format!("rpc to {addr} timed out"))),
+        Ok(Err(e)) if e.is_connect() => return Err(Failure::Connect(format!("rpc to {addr}: {e}"))),
+        Ok(Err(e)) => return Err(Failure::Other(format!("rpc to {addr}: {e}"))),
+        Ok(Ok(r)) => r,
+    };
+    let (parts, body) = resp.into_parts();
+    let bytes = match tokio::time::timeout(limit, body.collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return Err(Failure::Other(format!("rpc to {addr}: {e}"))),
+        Err(_) => return Err(Failure::Other(format!("rpc to {addr} timed out"))),
+    };
+    let headers = PASSED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let v = parts.headers.get(*name)?.to_str().ok()?;
+            Some((*name, v.to_string()))
+        })
+        .collect();
+    let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+    Ok(Reply { status: parts.status.as_u16(), body: Body::Forwarded { bytes, content_type }, headers })
+}
+
+/// Forwards to `first`, and for a client agent on to the other servers while they cannot be
+/// reached (a dead server is benched for a while).
+pub async fn forward(
+    agent: &Agent,
+    first: SocketAddr,
+    method: &http::Method,
+    path_and_query: &str,
+    body: Bytes,
+    hops: u8,
+) -> Result<Reply, HttpError> {
+    let mut target = first;
+    let mut tried = Vec::new();
+    loop {
+        match send(&agent.forwarder, target, method, path_and_query, body.clone(), hops).await {
+            Ok(r) => return Ok(r),
+            Err(Failure::Other(e)) => return Err(HttpError::Internal(e)),
+            Err(Failure::Connect(e)) => {
+                tracing::warn!(server = %target, error = %e, "server unreachable");
+                agent.members.bench(target);
+                tried.push(target);
+                if agent.server.is_some() {
+                    return Err(HttpError::Internal(e));
+                }
+                match agent.pick_server().filter(|s| !tried.contains(s)) {
+                    Some(next) => target = next,
+                    None => return Err(HttpError::Internal(format!("No known Consul servers reachable: {e}"))),
+                }
+            }
+        }
+    }
+}
