@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod defs;
 pub mod dns;
 pub mod filter;
+pub mod gossip;
 pub mod http;
 pub mod local;
 pub mod raft;
