@@ -11,6 +11,7 @@ pub mod defs;
 pub mod dns;
 pub mod filter;
 pub mod forward;
+pub mod gossip;
 pub mod http;
 pub mod leader;
 pub mod local;

@@ -2,6 +2,7 @@
 //! ports and data dirs. Each test owns its address, so they run in parallel.
 
 mod dns;
+mod gossip;
 mod harness;
 mod http_api;
 mod restart;

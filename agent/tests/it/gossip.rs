@@ -1,0 +1,180 @@
+//! The gossip layer over real UDP and TCP sockets: in-process `Gossip` instances on distinct
+//! loopback addresses in 127.0.80.0/24 .. 127.0.89.0/24 (one /24 per test), with fast timings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent::gossip::{Config, Event, Gossip, MemberStatus, Timing, UserEvent};
+
+async fn start(ip: &str, name: &str, key: Option<[u8; 32]>) -> Arc<Gossip> {
+    let addr: SocketAddr = format!("{ip}:8301").parse().expect("addr");
+    let tags = BTreeMap::from([("role".to_string(), "node".to_string()), ("dc".to_string(), "dc1".to_string())]);
+    let cfg = Config { node_name: name.into(), bind: addr, advertise: addr, tags, key, timing: Timing::dev() };
+    Gossip::start(cfg).await.expect("start gossip")
+}
+
+/// Polls `cond` until it holds, failing the test after `limit`.
+async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn status_of(g: &Gossip, name: &str) -> Option<MemberStatus> {
+    g.members().into_iter().find(|m| m.name == name).map(|m| m.status)
+}
+
+fn all_alive(g: &Gossip, n: usize) -> bool {
+    let members = g.members();
+    members.len() == n && members.iter().all(|m| m.status == MemberStatus::Alive)
+}
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn three_agents_join_then_one_fails_and_one_leaves() {
+    let a = start("127.0.80.1", "a", None).await;
+    let b = start("127.0.80.2", "b", None).await;
+    let c = start("127.0.80.3", "c", None).await;
+    let mut a_events = a.subscribe();
+    let mut a_changed = a.changed();
+    assert_eq!(b.join(&["127.0.80.1".into()]).await, Ok(1));
+    assert_eq!(c.join(&["127.0.80.1:8301".into()]).await, Ok(1));
+    for g in [&a, &b, &c] {
+        until("three alive members", LIMIT, || all_alive(g, 3)).await;
+    }
+    let seen_by_c = c.members().into_iter().find(|m| m.name == "a").expect("a on c");
+    assert_eq!(seen_by_c.addr, "127.0.80.1:8301".parse().unwrap());
+    assert_eq!(seen_by_c.tags["role"], "node");
+    assert!(a_changed.has_changed().unwrap());
+    assert_eq!(a.local().name, "a");
+    assert_eq!(a.stats().members, 3);
+
+    c.shutdown().await;
+    for g in [&a, &b] {
+        until("c failed", LIMIT, || status_of(g, "c") == Some(MemberStatus::Failed)).await;
+    }
+    b.leave(Duration::from_secs(2)).await;
+    until("b left", LIMIT, || status_of(&a, "b") == Some(MemberStatus::Left)).await;
+    let stats = a.stats();
+    assert_eq!((stats.members, stats.failed, stats.left), (3, 1, 1));
+
+    let mut seen = Vec::new();
+    while let Ok(ev) = a_events.try_recv() {
+        seen.push(match ev {
+            Event::Joined(m) => format!("joined {}", m.name),
+            Event::Failed(m) => format!("failed {}", m.name),
+            Event::Left(m) => format!("left {}", m.name),
+            other => format!("{other:?}"),
+        });
+    }
+    for want in ["joined b", "joined c", "failed c", "left b"] {
+        assert!(seen.iter().any(|s| s == want), "{want:?} missing from {seen:?}");
+    }
+    assert!(!seen.iter().any(|s| s == "failed b"), "a graceful leave is not a failure: {seen:?}");
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn tags_and_user_events_reach_every_member() {
+    let a = start("127.0.81.1", "a", None).await;
+    let b = start("127.0.81.2", "b", None).await;
+    let c = start("127.0.81.3", "c", None).await;
+    b.join(&["127.0.81.1".into()]).await.expect("b joins");
+    c.join(&["127.0.81.2".into()]).await.expect("c joins through b");
+    for g in [&a, &b, &c] {
+        until("three alive members", LIMIT, || all_alive(g, 3)).await;
+    }
+    let mut receivers = [a.subscribe(), b.subscribe(), c.subscribe()];
+    b.set_tags(BTreeMap::from([("role".into(), "consul".into()), ("port".into(), "8300".into())]));
+    for g in [&a, &c] {
+        let has_new_tags =
+            || g.members().iter().any(|m| m.name == "b" && m.tags.get("role").map(String::as_str) == Some("consul"));
+        until("b's new tags", LIMIT, has_new_tags).await;
+    }
+
+    a.fire_event(UserEvent { name: "deploy".into(), payload: b"v2".to_vec(), ..Default::default() });
+    let big = vec![7u8; 4000];
+    c.fire_event(UserEvent { name: "big".into(), payload: big.clone(), ..Default::default() });
+    for rx in &mut receivers {
+        let mut got = BTreeMap::new();
+        let deadline = Instant::now() + LIMIT;
+        while got.len() < 2 {
+            let ev = tokio::time::timeout_at(deadline.into(), rx.recv()).await.expect("events in time").expect("recv");
+            if let Event::User(ev) = ev {
+                assert!(got.insert(ev.name.clone(), ev).is_none(), "an event is delivered once");
+            }
+        }
+        assert_eq!(got["deploy"].payload, b"v2");
+        assert_eq!(got["big"].payload, big);
+        assert!(!got["deploy"].id.is_empty());
+    }
+    for g in [&a, &b, &c] {
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_agent_with_another_key_cannot_join() {
+    let a = start("127.0.82.1", "a", Some([1; 32])).await;
+    let b = start("127.0.82.2", "b", Some([2; 32])).await;
+    let plain = start("127.0.82.3", "plain", None).await;
+    let c = start("127.0.82.4", "c", Some([1; 32])).await;
+    let err = b.join(&["127.0.82.1".into()]).await.expect_err("another key");
+    assert!(err.starts_with("Failed to join 127.0.82.1: "), "{err}");
+    plain.join(&["127.0.82.1".into()]).await.expect_err("no key");
+    assert_eq!(c.join(&["127.0.82.1".into()]).await, Ok(1));
+    until("a and c see each other", LIMIT, || all_alive(&a, 2) && all_alive(&c, 2)).await;
+    assert!(a.stats().encrypted);
+    assert!(a.stats().dropped_packets >= 2, "{:?}", a.stats());
+    assert_eq!(b.members().len(), 1);
+    for g in [&a, &b, &plain, &c] {
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_member_that_restarts_is_alive_again_and_force_leave_prunes() {
+    let a = start("127.0.83.1", "a", None).await;
+    let b = start("127.0.83.2", "b", None).await;
+    b.join(&["127.0.83.1".into()]).await.expect("b joins");
+    until("two alive", LIMIT, || all_alive(&a, 2)).await;
+    b.shutdown().await;
+    until("b failed", LIMIT, || status_of(&a, "b") == Some(MemberStatus::Failed)).await;
+
+    let b = start("127.0.83.2", "b", None).await;
+    b.join(&["127.0.83.1".into()]).await.expect("b rejoins");
+    until("b alive again", LIMIT, || status_of(&a, "b") == Some(MemberStatus::Alive)).await;
+
+    assert!(a.force_leave("nobody", false).is_err());
+    b.shutdown().await;
+    until("b failed again", LIMIT, || status_of(&a, "b") == Some(MemberStatus::Failed)).await;
+    a.force_leave("b", false).expect("force-leave b");
+    until("b left", LIMIT, || status_of(&a, "b") == Some(MemberStatus::Left)).await;
+    a.force_leave("b", true).expect("prune b");
+    until("b forgotten", LIMIT, || status_of(&a, "b").is_none()).await;
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_datagrams_and_frames_are_dropped() {
+    let a = start("127.0.84.1", "a", None).await;
+    let junk = tokio::net::UdpSocket::bind("127.0.84.9:0").await.expect("bind");
+    for packet in [&[][..], &[0], &[0, 1, 2, 3], &[1; 64], &[0; 1500]] {
+        junk.send_to(packet, "127.0.84.1:8301").await.expect("send");
+    }
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect("127.0.84.1:8301").await.expect("connect");
+    tcp.write_all(&[0, 0, 0, 5, 0, 9, 9]).await.expect("write truncated frame");
+    drop(tcp);
+    let b = start("127.0.84.2", "b", None).await;
+    b.join(&["127.0.84.1".into()]).await.expect("still serving");
+    until("two alive", LIMIT, || all_alive(&a, 2)).await;
+    assert!(a.stats().dropped_packets >= 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
