@@ -70,6 +70,8 @@ pub struct Agent {
     sync_lock: tokio::sync::Mutex<()>,
     /// The cluster's members as gossip reports them.
     pub members: crate::cluster::Members,
+    /// Gossip, once started (`serf::start`).
+    pub gossip: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
     /// HTTP/2 connections to servers for forwarded API requests.
     pub forwarder: crate::forward::ForwardClient,
     /// HTTP/1 connections to servers' `/rpc/*` (a client agent's writes and catalog reads).
@@ -163,6 +165,7 @@ impl Agent {
             requests: AtomicU64::new(0),
             sync_lock: tokio::sync::Mutex::new(()),
             members: Default::default(),
+            gossip: Default::default(),
             forwarder: crate::forward::client(),
             rpc: network::http_client(),
             node_synced: Default::default(),
@@ -603,35 +606,6 @@ impl Agent {
 
     // ---- leader duties ----
 
-    /// On the leader: this server's own member record (node, `serfHealth`, the `consul` service).
-    async fn reconcile_self(&self) -> Result<(), server::Error> {
-        let node = self.node();
-        let serf = Check {
-            node: node.node.clone(),
-            check_id: SERF_CHECK_ID.into(),
-            name: SERF_CHECK_NAME.into(),
-            status: Some(Status::Passing),
-            output: SERF_ALIVE_OUTPUT.into(),
-            ..Default::default()
-        };
-        let consul = Service {
-            id: "consul".into(),
-            service: "consul".into(),
-            port: self.config.ports.server.max(0) as u16,
-            ..Default::default()
-        };
-        let req = RegisterRequest {
-            node,
-            service: self.config.server.then_some(consul),
-            checks: vec![serf],
-            skip_node_update: false,
-        };
-        match self.write(Command::Register(req)).await? {
-            Response::Error(e) => Err(server::Error::Rpc(e)),
-            _ => Ok(()),
-        }
-    }
-
     pub fn reset_session_timer(&self, id: &str, ttl: Duration) {
         if ttl.is_zero() {
             return;
@@ -678,7 +652,7 @@ impl Agent {
         }
     }
 
-    /// Watches leadership: a new leader registers itself and restarts every session's TTL timer.
+    /// Watches leadership: a new leader restarts every session's TTL timer.
     async fn leader_loop(self: Arc<Self>) {
         let Some(server) = self.server.clone() else { return };
         let mut metrics = server.raft.metrics();
@@ -687,16 +661,8 @@ impl Agent {
         loop {
             let is_leader = server.is_leader();
             if is_leader && !was_leader {
+                // The members, this server included, are registered by `leader::reconcile_loop`.
                 tracing::info!("cluster leadership acquired");
-                let mut attempt = 0u32;
-                while let Err(e) = self.reconcile_self().await {
-                    attempt += 1;
-                    tracing::warn!(error = %e, "registering the leader in the catalog failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt.min(20) as u64)).await;
-                    if !server.is_leader() {
-                        break;
-                    }
-                }
                 let sessions: Vec<(String, String)> =
                     self.store.read().sessions.values().map(|s| (s.id.clone(), s.ttl.clone())).collect();
                 for (id, ttl) in sessions {
@@ -759,9 +725,13 @@ impl Agent {
 
     // ---- events ----
 
+    /// Adds a user event to the buffer, once per ID.
     pub fn record_event(&self, mut ev: api::UserEvent) -> api::UserEvent {
         let idx = {
             let mut events = self.events.lock();
+            if let Some(seen) = events.list.iter().find(|e| e.id == ev.id) {
+                return seen.clone();
+            }
             events.ltime += 1;
             ev.ltime = events.ltime;
             events.list.push_back(ev.clone());
@@ -774,8 +744,20 @@ impl Agent {
         ev
     }
 
+    /// A graceful leave (`consul leave`, or SIGTERM on a client): the others see this agent
+    /// Left, not Failed, and the leader deregisters it; then the agent stops.
+    pub async fn leave(&self) {
+        if let Some(g) = self.gossip.get() {
+            g.leave(Duration::from_secs(5)).await;
+        }
+        self.shutdown().await;
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+        if let Some(g) = self.gossip.get() {
+            g.shutdown().await;
+        }
         self.runner.stop_all();
         if let Some(s) = &self.server {
             let _ = s.raft.shutdown().await;

@@ -8,48 +8,10 @@ use crate::state::State;
 use crate::structs::*;
 use parking_lot::RwLock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Serf's member status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Alive,
-    Leaving,
-    Left,
-    Failed,
-}
-
-impl Status {
-    /// Serf's integer code, as `/v1/agent/members` shows it.
-    pub fn code(self) -> u8 {
-        match self {
-            Status::Alive => 1,
-            Status::Leaving => 2,
-            Status::Left => 3,
-            Status::Failed => 4,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Alive => "alive",
-            Status::Leaving => "leaving",
-            Status::Left => "left",
-            Status::Failed => "failed",
-        }
-    }
-}
-
-/// One gossip member as the agent sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Member {
-    pub name: String,
-    pub addr: IpAddr,
-    pub port: u16,
-    pub tags: BTreeMap<String, String>,
-    pub status: Status,
-}
+pub use crate::gossip::{Member, MemberStatus};
 
 /// Tag names, as Consul's serf tags.
 pub mod tag {
@@ -80,7 +42,7 @@ impl Member {
     /// The server's RPC address (its IP and the `port` tag).
     pub fn rpc_addr(&self) -> Option<SocketAddr> {
         let port = self.tag(tag::PORT).parse::<u16>().ok()?;
-        Some(SocketAddr::new(self.addr, port))
+        Some(SocketAddr::new(self.addr.ip(), port))
     }
 
     pub fn raft_id(&self) -> NodeId {
@@ -128,7 +90,7 @@ impl Members {
             .list
             .read()
             .iter()
-            .filter(|m| m.is_server() && m.status == Status::Alive && m.tag(tag::DC) == dc)
+            .filter(|m| m.is_server() && m.status == MemberStatus::Alive && m.tag(tag::DC) == dc)
             .filter_map(|m| m.rpc_addr().map(|a| (m, a)))
             .map(|(m, a)| {
                 let out = benched.get(&a).is_some_and(|t| *t > now);
@@ -151,7 +113,7 @@ impl Members {
 pub fn bootstrap_peers(members: &[Member], me: &str, dc: &str, expect: u32) -> Option<BTreeMap<NodeId, Peer>> {
     let servers: Vec<&Member> = members
         .iter()
-        .filter(|m| m.is_server() && m.status == Status::Alive && m.tag(tag::DC) == dc)
+        .filter(|m| m.is_server() && m.status == MemberStatus::Alive && m.tag(tag::DC) == dc)
         .filter(|m| m.tag(tag::EXPECT).parse::<u32>().ok() == Some(expect))
         .collect();
     if servers.len() < expect as usize {
@@ -173,21 +135,21 @@ pub fn reconcile_catalog(members: &[Member], state: &State, dc: &str) -> Vec<Com
         seen.insert(m.name.as_str());
         let serf = state.checks.get(&m.name).and_then(|c| c.get(SERF_CHECK_ID));
         match m.status {
-            Status::Alive | Status::Leaving => {
+            MemberStatus::Alive | MemberStatus::Leaving => {
                 let node = state.nodes.get(&m.name);
-                let registered = node.is_some_and(|n| n.address == m.addr.to_string())
+                let registered = node.is_some_and(|n| n.address == m.addr.ip().to_string())
                     && serf.is_some_and(|c| c.status == Some(crate::structs::Status::Passing))
                     && (!m.is_server() || state.services.get(&m.name).is_some_and(|s| s.contains_key("consul")));
                 if !registered {
                     out.push(register_member(m, state, crate::structs::Status::Passing, SERF_ALIVE_OUTPUT));
                 }
             }
-            Status::Failed => {
+            MemberStatus::Failed => {
                 if serf.is_none_or(|c| c.status != Some(crate::structs::Status::Critical)) {
                     out.push(register_member(m, state, crate::structs::Status::Critical, SERF_FAILED_OUTPUT));
                 }
             }
-            Status::Left => {
+            MemberStatus::Left => {
                 if state.nodes.contains_key(&m.name) {
                     out.push(deregister(&m.name));
                 }
@@ -209,7 +171,7 @@ fn deregister(node: &str) -> Command {
 }
 
 fn register_member(m: &Member, state: &State, status: crate::structs::Status, output: &str) -> Command {
-    let address = m.addr.to_string();
+    let address = m.addr.ip().to_string();
     // The agent's own anti-entropy owns the node's metadata; keep what it wrote.
     let mut node = state.nodes.get(&m.name).cloned().unwrap_or_else(|| {
         let mut tagged = BTreeMap::new();
@@ -266,14 +228,14 @@ pub fn raft_changes(
         members.iter().filter(|m| m.is_server() && m.tag(tag::DC) == dc).map(|m| (m.raft_id(), m)).collect();
     let mut out = Vec::new();
     for (id, m) in &servers {
-        if m.status == Status::Alive && !voters.contains(id) && !learners.contains(id) {
+        if m.status == MemberStatus::Alive && !voters.contains(id) && !learners.contains(id) {
             if let Some(p) = m.peer() {
                 out.push(RaftChange::AddLearner(*id, p));
             }
         }
     }
     for id in learners {
-        let alive = servers.get(id).is_some_and(|m| m.status == Status::Alive);
+        let alive = servers.get(id).is_some_and(|m| m.status == MemberStatus::Alive);
         if alive && healthy_since.get(id).is_some_and(|t| now.duration_since(*t) >= stabilization) {
             out.push(RaftChange::Promote(*id));
         } else if !alive {
@@ -282,9 +244,9 @@ pub fn raft_changes(
     }
     // Left servers go at once; failed ones only while a healthy majority of voters remains
     // after their removal, so a partition never shrinks the quorum under the survivors.
-    let gone = |id: &NodeId, s: Status| servers.get(id).is_some_and(|m| m.status == s);
-    let left: Vec<NodeId> = voters.iter().filter(|id| gone(id, Status::Left)).copied().collect();
-    let failed: Vec<NodeId> = voters.iter().filter(|id| gone(id, Status::Failed)).copied().collect();
+    let gone = |id: &NodeId, s: MemberStatus| servers.get(id).is_some_and(|m| m.status == s);
+    let left: Vec<NodeId> = voters.iter().filter(|id| gone(id, MemberStatus::Left)).copied().collect();
+    let failed: Vec<NodeId> = voters.iter().filter(|id| gone(id, MemberStatus::Failed)).copied().collect();
     let remaining = voters.len() - left.len();
     let healthy = remaining - failed.len();
     out.extend(left.into_iter().map(RaftChange::Remove));
@@ -298,7 +260,7 @@ pub fn raft_changes(
 mod tests {
     use super::*;
 
-    fn member(name: &str, ip: u8, server: bool, status: Status) -> Member {
+    fn member(name: &str, ip: u8, server: bool, status: MemberStatus) -> Member {
         let mut tags = BTreeMap::new();
         tags.insert(tag::ROLE.into(), if server { tag::ROLE_SERVER } else { tag::ROLE_CLIENT }.into());
         tags.insert(tag::DC.into(), "dc1".into());
@@ -307,15 +269,15 @@ mod tests {
             tags.insert(tag::PORT.into(), "8300".into());
             tags.insert(tag::EXPECT.into(), "3".into());
         }
-        Member { name: name.into(), addr: IpAddr::from([10, 0, 0, ip]), port: 8301, tags, status }
+        Member { name: name.into(), addr: SocketAddr::from(([10, 0, 0, ip], 8301)), tags, status }
     }
 
     #[test]
     fn only_the_lowest_server_bootstraps_and_only_with_all_expected() {
-        let mut ms = vec![member("a", 1, true, Status::Alive), member("b", 2, true, Status::Alive)];
+        let mut ms = vec![member("a", 1, true, MemberStatus::Alive), member("b", 2, true, MemberStatus::Alive)];
         assert!(bootstrap_peers(&ms, "a", "dc1", 3).is_none());
-        ms.push(member("c", 3, true, Status::Alive));
-        ms.push(member("x", 9, false, Status::Alive));
+        ms.push(member("c", 3, true, MemberStatus::Alive));
+        ms.push(member("x", 9, false, MemberStatus::Alive));
         let lowest = ms.iter().filter(|m| m.is_server()).min_by_key(|m| m.raft_id()).expect("servers").name.clone();
         for name in ["a", "b", "c"] {
             let got = bootstrap_peers(&ms, name, "dc1", 3);
@@ -330,7 +292,7 @@ mod tests {
     #[test]
     fn catalog_follows_gossip() {
         let st = State::default();
-        let ms = vec![member("a", 1, true, Status::Alive), member("x", 9, false, Status::Failed)];
+        let ms = vec![member("a", 1, true, MemberStatus::Alive), member("x", 9, false, MemberStatus::Failed)];
         let cmds = reconcile_catalog(&ms, &st, "dc1");
         assert_eq!(cmds.len(), 2);
         let Command::Register(r) = &cmds[0] else { panic!("{cmds:?}") };
@@ -344,10 +306,10 @@ mod tests {
     #[test]
     fn autopilot_adds_promotes_and_prunes() {
         let now = Instant::now();
-        let a = member("a", 1, true, Status::Alive);
-        let b = member("b", 2, true, Status::Alive);
-        let c = member("c", 3, true, Status::Failed);
-        let d = member("d", 4, true, Status::Alive);
+        let a = member("a", 1, true, MemberStatus::Alive);
+        let b = member("b", 2, true, MemberStatus::Alive);
+        let c = member("c", 3, true, MemberStatus::Failed);
+        let d = member("d", 4, true, MemberStatus::Alive);
         let voters: BTreeSet<NodeId> = [a.raft_id(), b.raft_id(), c.raft_id()].into();
         let ms = vec![a.clone(), b.clone(), c.clone(), d.clone()];
         let stab = Duration::from_secs(10);
@@ -364,7 +326,7 @@ mod tests {
         let got = raft_changes(&ms, "dc1", &voters, &learners, &since, now + stab, stab);
         assert!(got.contains(&RaftChange::Promote(d.raft_id())));
         // Two of three voters failed: no pruning, the quorum is not shrunk under the survivor.
-        let ms = vec![a, member("b", 2, true, Status::Failed), c];
+        let ms = vec![a, member("b", 2, true, MemberStatus::Failed), c];
         let got = raft_changes(&ms, "dc1", &voters, &BTreeSet::new(), &none, now, stab);
         assert!(got.is_empty(), "{got:?}");
     }

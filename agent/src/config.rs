@@ -163,8 +163,23 @@ pub struct Config {
     pub discard_check_output: bool,
     /// `acl.enabled`: accepted for compatibility; ACLs are not enforced (see the README).
     pub acl_enabled: bool,
+    /// `gossip_lan` tuning; unset fields keep Consul's LAN defaults.
+    pub gossip_lan: GossipLan,
+    /// How long a failed member is kept before it is reaped (`reconnect_timeout`, 72h).
+    pub reconnect_timeout: Duration,
     /// The files and dirs it was loaded from, for `reload`.
     pub flags: AgentFlags,
+}
+
+/// Consul's `gossip_lan` block.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GossipLan {
+    pub probe_interval: Option<Duration>,
+    pub probe_timeout: Option<Duration>,
+    pub gossip_interval: Option<Duration>,
+    pub gossip_nodes: Option<usize>,
+    pub suspicion_mult: Option<u32>,
+    pub retransmit_mult: Option<u32>,
 }
 
 /// Top-level config keys we know (Consul's names). Others are warned about.
@@ -191,6 +206,7 @@ const KNOWN_KEYS: &[&str] = &[
     "enable_local_script_checks",
     "enable_script_checks",
     "encrypt",
+    "gossip_lan",
     "leave_on_terminate",
     "limits",
     "log_level",
@@ -521,6 +537,15 @@ impl Config {
             check_output_max_size: 4096,
             discard_check_output: get_bool(&f, &["discard_check_output"]).unwrap_or(false),
             acl_enabled: get_bool(&f, &["acl", "enabled"]).unwrap_or(false),
+            gossip_lan: GossipLan {
+                probe_interval: get_duration(&f, &["gossip_lan", "probe_interval"])?,
+                probe_timeout: get_duration(&f, &["gossip_lan", "probe_timeout"])?,
+                gossip_interval: get_duration(&f, &["gossip_lan", "gossip_interval"])?,
+                gossip_nodes: get_i64(&f, &["gossip_lan", "gossip_nodes"]).map(|v| v.max(1) as usize),
+                suspicion_mult: get_i64(&f, &["gossip_lan", "suspicion_mult"]).map(|v| v.max(1) as u32),
+                retransmit_mult: get_i64(&f, &["gossip_lan", "retransmit_mult"]).map(|v| v.max(1) as u32),
+            },
+            reconnect_timeout: get_duration(&f, &["reconnect_timeout"])?.unwrap_or(Duration::from_secs(72 * 3600)),
             flags,
         })
     }

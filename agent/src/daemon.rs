@@ -43,6 +43,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
             .with_context(|| format!("binding the server port on {addr}"))?;
         tokio::spawn(rpc.run(agent.shutdown.subscribe()));
     }
+    crate::serf::start(&agent).await.context("starting gossip")?;
     agent.bootstrap_if_alone().await.context("bootstrapping raft")?;
     for l in http_listeners {
         tokio::spawn(crate::http::serve(agent.clone(), l));
@@ -85,8 +86,16 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
                     tracing::error!(error = %e, "reload failed");
                 }
             }
-            _ = term.recv() => { tracing::info!("caught SIGTERM, shutting down"); break; }
-            _ = int.recv() => { tracing::info!("caught SIGINT, shutting down"); break; }
+            _ = term.recv() => {
+                tracing::info!("caught SIGTERM, shutting down");
+                if config.leave_on_terminate { agent.leave().await; }
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("caught SIGINT, shutting down");
+                if !config.skip_leave_on_interrupt { agent.leave().await; }
+                break;
+            }
             _ = stopped.changed() => { tracing::info!("agent left, shutting down"); break; }
         }
     }

@@ -17,6 +17,7 @@ pub mod leader;
 pub mod local;
 pub mod raft;
 pub mod rpc;
+pub mod serf;
 pub mod server;
 pub mod state;
 pub mod structs;

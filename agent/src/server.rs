@@ -45,6 +45,8 @@ pub struct Server {
     pub http: HttpClient,
     rpc_timeout: Duration,
     proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
+    /// The last term in which this server, as leader, passed a read barrier.
+    barrier_term: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A write waiting for the proposer; `None` back means "not leader, take the slow path".
@@ -92,7 +94,16 @@ impl Server {
     pub fn new(raft: Raft, store: Arc<Store>, node_id: NodeId, peer: Peer, http: HttpClient) -> Server {
         let (proposals, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(proposer(raft.clone(), rx));
-        Server { raft, store, node_id, peer, http, rpc_timeout: Duration::from_secs(7), proposals }
+        Server {
+            raft,
+            store,
+            node_id,
+            peer,
+            http,
+            rpc_timeout: Duration::from_secs(7),
+            proposals,
+            barrier_term: Default::default(),
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -205,6 +216,20 @@ impl Server {
         }
     }
 
+    /// A leader answers default reads only after one linearizable barrier in its term (Consul's
+    /// barrier on establishing leadership): a new leader, or one that resumed its term after a
+    /// restart, may not yet have applied writes that were acknowledged before.
+    async fn wait_leader_caught_up(&self) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        let term = self.raft.metrics().borrow().current_term;
+        if self.barrier_term.load(Ordering::Acquire) == term {
+            return Ok(());
+        }
+        self.barrier().await?;
+        self.barrier_term.store(term, Ordering::Release);
+        Ok(())
+    }
+
     /// Readiness for a read in the given mode.
     pub async fn prepare_read(&self, consistency: Consistency) -> Result<ReadMeta, Error> {
         match consistency {
@@ -213,6 +238,9 @@ impl Server {
             Consistency::Default => {
                 if self.leader().is_none() {
                     return Err(Error::NoLeader);
+                }
+                if self.is_leader() {
+                    self.wait_leader_caught_up().await?;
                 }
             }
         }

@@ -8,40 +8,30 @@ use std::collections::BTreeMap;
 
 pub const CONSUL_VERSION: &str = "1.20.0";
 
+/// This agent's own member record.
 pub fn member(ctx: &Ctx) -> api::AgentMember {
-    let cfg = &ctx.agent.config;
-    let mut tags = BTreeMap::new();
-    tags.insert("role".into(), if cfg.server { "consul" } else { "node" }.to_string());
-    tags.insert("dc".into(), cfg.datacenter.clone());
-    tags.insert("id".into(), ctx.agent.node_id.clone());
-    tags.insert("segment".into(), String::new());
-    tags.insert("vsn".into(), "2".into());
-    tags.insert("vsn_min".into(), "2".into());
-    tags.insert("vsn_max".into(), "3".into());
-    tags.insert("build".into(), format!("{CONSUL_VERSION}:agent-rs"));
-    if cfg.server {
-        tags.insert("port".into(), cfg.ports.server.to_string());
-        tags.insert("raft_vsn".into(), "3".into());
-        if cfg.bootstrap {
-            tags.insert("bootstrap".into(), "1".into());
-        }
-        if cfg.bootstrap_expect > 0 {
-            tags.insert("expect".into(), cfg.bootstrap_expect.to_string());
+    match ctx.agent.gossip.get() {
+        Some(g) => crate::serf::api_member(&g.local()),
+        None => {
+            let cfg = &ctx.agent.config;
+            crate::serf::api_member(&crate::gossip::Member {
+                name: cfg.node_name.clone(),
+                addr: std::net::SocketAddr::new(cfg.advertise_addr, cfg.ports.serf_lan.max(0) as u16),
+                tags: crate::serf::tags(cfg, &ctx.agent.node_id),
+                status: crate::gossip::MemberStatus::Alive,
+            })
         }
     }
-    api::AgentMember {
-        name: cfg.node_name.clone(),
-        addr: cfg.advertise_addr.to_string(),
-        port: cfg.ports.serf_lan.max(0) as u16,
-        tags,
-        status: 1,
-        protocol_min: 1,
-        protocol_max: 5,
-        protocol_cur: 2,
-        delegate_min: 2,
-        delegate_max: 5,
-        delegate_cur: 4,
-    }
+}
+
+fn serf_stats(a: &crate::agent::Agent) -> Value {
+    let s = a.gossip.get().map(|g| g.stats()).unwrap_or_default();
+    json!({
+        "members": s.members.max(1).to_string(), "encrypted": a.config.encrypt.is_some().to_string(),
+        "failed": s.failed.to_string(), "left": s.left.to_string(), "member_time": s.member_time.to_string(),
+        "event_time": s.event_time.to_string(), "health_score": "0", "intent_queue": "0", "event_queue": "0",
+        "query_queue": "0", "query_time": "1", "coordinate_resets": "0",
+    })
 }
 
 pub async fn agent_self(ctx: &Ctx) -> HttpResult {
@@ -89,7 +79,7 @@ pub async fn agent_self(ctx: &Ctx) -> HttpResult {
             "consul": {"bootstrap": cfg.bootstrap.to_string(), "known_datacenters": "1", "leader": a.server.as_ref().is_some_and(|s| s.is_leader()).to_string(), "leader_addr": leader, "server": cfg.server.to_string()},
             "raft": raft_stats,
             "runtime": {"arch": std::env::consts::ARCH, "os": std::env::consts::OS, "version": "rust", "cpu_count": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string()},
-            "serf_lan": {"members": "1", "encrypted": cfg.encrypt.is_some().to_string(), "failed": "0", "left": "0"},
+            "serf_lan": serf_stats(a),
         },
         "Meta": cfg.node_meta,
         "xDS": {"SupportedProxies": {"envoy": []}, "Port": -1, "Ports": {"Plaintext": -1, "TLS": -1}},
@@ -98,16 +88,22 @@ pub async fn agent_self(ctx: &Ctx) -> HttpResult {
 }
 
 pub async fn members(ctx: &Ctx) -> HttpResult {
-    let mut m = member(ctx);
     if ctx.query.flag("wan")? {
         if !ctx.agent.config.server {
             return Ok(Reply::json(&Vec::<api::AgentMember>::new()));
         }
-        // The WAN pool names servers `<node>.<dc>`.
+        // There is one datacenter and no WAN pool: the WAN view is this server, named
+        // `<node>.<dc>` as Consul names WAN members.
+        let mut m = member(ctx);
         m.name = format!("{}.{}", m.name, ctx.agent.config.datacenter);
         m.port = ctx.agent.config.ports.serf_wan.max(0) as u16;
+        return Ok(Reply::json(&vec![m]));
     }
-    Ok(Reply::json(&vec![m]))
+    let list: Vec<api::AgentMember> = match ctx.agent.gossip.get() {
+        Some(g) => g.members().iter().map(crate::serf::api_member).collect(),
+        None => vec![member(ctx)],
+    };
+    Ok(Reply::json(&list))
 }
 
 /// The agent's services as `/v1/agent/service/:id` shows them (with `ContentHash`), or, when
@@ -246,17 +242,19 @@ pub async fn maintenance(ctx: &Ctx, service: Option<&str>) -> HttpResult {
     Ok(Reply::empty())
 }
 
-pub async fn join(_ctx: &Ctx, addr: &str) -> HttpResult {
-    Err(HttpError::Internal(format!("joining {addr}: gossip membership is not available yet (single-server agent)")))
+pub async fn join(ctx: &Ctx, addr: &str) -> HttpResult {
+    if ctx.query.flag("wan")? {
+        return Err(HttpError::Internal(format!("joining {addr} over the WAN: this agent has no WAN pool")));
+    }
+    let g = ctx.agent.gossip.get().ok_or_else(|| HttpError::Internal("gossip is not running".into()))?;
+    g.join(&[addr.to_string()]).await.map_err(HttpError::Internal)?;
+    Ok(Reply::empty())
 }
 
 pub async fn leave(ctx: &Ctx) -> HttpResult {
     let agent = ctx.agent.clone();
-    // Answer first; the shutdown follows.
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        agent.shutdown().await;
-    });
+    // Answer first; the graceful leave and the shutdown follow.
+    tokio::spawn(async move { agent.leave().await });
     Ok(Reply::empty())
 }
 
@@ -264,10 +262,13 @@ pub async fn force_leave(ctx: &Ctx, node: &str) -> HttpResult {
     if node == ctx.agent.config.node_name {
         return Err(HttpError::BadRequest(format!("cannot force-leave the local node {node}")));
     }
-    if !ctx.agent.store.read().nodes.contains_key(node) {
-        return Err(HttpError::Internal(format!("agent: No node found with name '{node}'")));
+    let prune = ctx.query.flag("prune")?;
+    match ctx.agent.gossip.get() {
+        Some(g) => g
+            .force_leave(node, prune)
+            .map_err(|_| HttpError::Internal(format!("agent: No node found with name '{node}'")))?,
+        None => return Err(HttpError::Internal(format!("agent: No node found with name '{node}'"))),
     }
-    ctx.agent.write(Command::Deregister(DeregisterRequest { node: node.to_string(), ..Default::default() })).await?;
     Ok(Reply::empty())
 }
 

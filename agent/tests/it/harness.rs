@@ -23,16 +23,43 @@ impl TestAgent {
     }
 
     pub fn start_in(ip: &str, dev: bool, extra: &[&str], dir: tempfile::TempDir) -> TestAgent {
-        let mut args: Vec<String> = vec!["agent".into()];
-        if dev {
-            args.push("-dev".into());
+        let mode: Vec<String> = if dev {
+            vec!["-dev".into()]
         } else {
-            args.extend([
-                "-server".into(),
-                "-bootstrap-expect=1".into(),
-                format!("-data-dir={}", dir.path().display()),
-            ]);
+            vec!["-server".into(), "-bootstrap-expect=1".into(), format!("-data-dir={}", dir.path().display())]
+        };
+        TestAgent::spawn(ip, mode, extra, dir)
+    }
+
+    /// A member of a multi-agent cluster with fast timings (Raft multiplier 1, quick gossip
+    /// probes): a server expecting `expect` servers (`Some`), or a client (`None`), joining
+    /// `join` with `-retry-join`.
+    pub fn member(ip: &str, expect: Option<u32>, join: &[&str], extra: &[&str]) -> TestAgent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fast = dir.path().join("fast.json");
+        std::fs::write(
+            &fast,
+            r#"{"performance": {"raft_multiplier": 1},
+                "gossip_lan": {"probe_interval": "300ms", "probe_timeout": "200ms", "gossip_interval": "50ms",
+                               "suspicion_mult": 4}}"#,
+        )
+        .expect("write config");
+        let mut mode = vec![format!("-data-dir={}", dir.path().display()), format!("-config-file={}", fast.display())];
+        if let Some(n) = expect {
+            mode.extend(["-server".to_string(), format!("-bootstrap-expect={n}")]);
         }
+        for j in join {
+            mode.push(format!("-retry-join={j}"));
+        }
+        if !join.is_empty() {
+            mode.push("-retry-interval=200ms".into());
+        }
+        TestAgent::spawn(ip, mode, extra, dir)
+    }
+
+    fn spawn(ip: &str, mode: Vec<String>, extra: &[&str], dir: tempfile::TempDir) -> TestAgent {
+        let mut args: Vec<String> = vec!["agent".into()];
+        args.extend(mode);
         let defaults = [
             format!("-node=node-{}", ip.replace('.', "-")),
             format!("-bind={ip}"),
@@ -44,14 +71,7 @@ impl TestAgent {
         let name = |f: &str| f.split('=').next().unwrap_or(f).to_string();
         args.extend(defaults.into_iter().filter(|d| !extra.iter().any(|e| name(e) == name(d))));
         args.extend(extra.iter().map(|s| s.to_string()));
-        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
-        let child = Command::new(bin())
-            .args(&args)
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn agent");
+        let child = spawn_logged(&args, dir.path());
         let http = format!("{ip}:8500");
         let client = api::Client::new(&http).expect("client");
         TestAgent { child, ip: ip.into(), client, dir, args }
@@ -73,6 +93,18 @@ impl TestAgent {
             checks.iter().any(|c| c.check_id == "serfHealth").then_some(())
         })
         .await;
+    }
+
+    /// Starts the process again with the same flags and data dir (after `kill9` or a leave).
+    pub fn respawn(&mut self) {
+        self.kill9();
+        self.child = spawn_logged(&self.args, self.dir.path());
+    }
+
+    /// SIGSTOP or SIGCONT: a paused agent keeps its sockets but answers nothing.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill").success();
+        assert!(ok, "kill {sig} failed");
     }
 
     pub fn kill9(&mut self) {
@@ -125,6 +157,17 @@ impl Drop for TestAgent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_logged(args: &[String], dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).expect("log file");
+    Command::new(bin())
+        .args(args)
+        .stdout(log.try_clone().expect("clone log"))
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn agent")
 }
 
 /// Polls `probe` until it yields a value or the deadline passes (then panics with `what`).
