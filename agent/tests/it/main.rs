@@ -5,3 +5,4 @@ mod dns;
 mod harness;
 mod http_api;
 mod restart;
+mod ui;
