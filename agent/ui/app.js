@@ -85,19 +85,25 @@ function setLive(ok, text) {
   live.textContent = text;
 }
 
+// Resolves after `ms`, or at once when the page is left; either way it leaves no listener behind.
 function sleep(ms, signal) {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+    const done = () => (clearTimeout(t), signal.removeEventListener('abort', done), resolve());
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done);
   });
 }
 
 function whenVisible(signal) {
   if (!document.hidden) return Promise.resolve();
   return new Promise((resolve) => {
-    const go = () => (document.removeEventListener('visibilitychange', go), resolve());
+    const go = () => {
+      document.removeEventListener('visibilitychange', go);
+      signal.removeEventListener('abort', go);
+      resolve();
+    };
     document.addEventListener('visibilitychange', go);
-    signal.addEventListener('abort', go, { once: true });
+    signal.addEventListener('abort', go);
   });
 }
 
@@ -134,7 +140,7 @@ function watch(url, onData, signal, { notFound = false } = {}) {
         if (signal.aborted) return;
         failures += 1;
         const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** failures) * (0.75 + Math.random() / 2);
-        setLive(false, `Connection lost (${e.message || e}); retrying in ${Math.round(delay / 1000)} s`);
+        setLive(false, `Not live (${e.message || e}); retrying in ${Math.round(delay / 1000)} s`);
         index = 0;
         await sleep(delay, signal);
       }

@@ -22,7 +22,9 @@ const HEIGHT: u32 = 820;
 /// the fix in the message: CI must not pass these tests by skipping them.
 fn chromium() -> PathBuf {
     if let Some(p) = std::env::var_os("CHROME") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "CHROME={} is not a file: point it at a Chromium binary", p.display());
+        return p;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
@@ -114,7 +116,11 @@ async fn click(page: &Page, selector: &str) {
 
 /// Replaces a field's text by typing, as a person would after selecting all of it.
 async fn type_into(page: &Page, selector: &str, text: &str) {
-    eval(page, &format!("(() => {{ const e = document.querySelector({selector:?}); e.focus(); e.select(); return true }})()")).await;
+    eval(
+        page,
+        &format!("(() => {{ const e = document.querySelector({selector:?}); e.focus(); e.select(); return true }})()"),
+    )
+    .await;
     let el = page.find_element(selector).await.unwrap_or_else(|e| panic!("no element {selector}: {e}"));
     el.press_key("Delete").await.expect("clear");
     el.type_str(text).await.unwrap_or_else(|e| panic!("type into {selector}: {e}"));
@@ -172,7 +178,11 @@ async fn services_service_nodes_and_node_pages_show_health_and_follow_it_live() 
     let ttl = |id: &str, name: &str| serde_json::json!({"CheckID": id, "Name": name, "TTL": "10m"});
     register(&a, serde_json::json!({"Name": "web", "ID": "web-1", "Port": 8080, "Tags": ["v1", "primary"], "Check": ttl("web-1-http", "HTTP on 8080")})).await;
     register(&a, serde_json::json!({"Name": "web", "ID": "web-2", "Port": 8081, "Tags": ["v1"], "Check": ttl("web-2-http", "HTTP on 8081")})).await;
-    register(&a, serde_json::json!({"Name": "db", "ID": "db", "Port": 5432, "Check": ttl("db-lag", "Replication lag")})).await;
+    register(
+        &a,
+        serde_json::json!({"Name": "db", "ID": "db", "Port": 5432, "Check": ttl("db-lag", "Replication lag")}),
+    )
+    .await;
     register(&a, serde_json::json!({"Name": "api", "ID": "api", "Port": 9000, "Check": ttl("api-up", "API up")})).await;
     set_check(&a, "pass", "web-1-http", "HTTP GET http://127.0.90.1:8080/health: 200 OK").await;
     set_check(&a, "fail", "web-2-http", "dial tcp 127.0.90.1:8081: connection refused").await;
@@ -207,7 +217,8 @@ async fn services_service_nodes_and_node_pages_show_health_and_follow_it_live() 
     // Each count on the page is the agent's own count for that service.
     for s in json(&a.get("/v1/internal/ui/services").await).as_array().expect("services") {
         let name = s["Name"].as_str().expect("name");
-        for (col, field) in [("passing", "ChecksPassing"), ("warning", "ChecksWarning"), ("critical", "ChecksCritical")] {
+        for (col, field) in [("passing", "ChecksPassing"), ("warning", "ChecksWarning"), ("critical", "ChecksCritical")]
+        {
             assert_eq!(eval(&page, &row(name, col)).await, s[field].to_string(), "{name} {col}");
         }
     }
@@ -287,7 +298,12 @@ async fn services_service_nodes_and_node_pages_show_health_and_follow_it_live() 
     )
     .await
     .expect("narrow viewport");
-    until(&page, "narrow layout", "getComputedStyle(document.querySelector('table.services thead')).display === 'none'").await;
+    until(
+        &page,
+        "narrow layout",
+        "getComputedStyle(document.querySelector('table.services thead')).display === 'none'",
+    )
+    .await;
     let overflow = eval(&page, "document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
     assert!(overflow.as_i64().unwrap_or(1) <= 0, "the narrow page scrolls sideways by {overflow} px");
     screenshot(&page, "services-narrow.png").await;
@@ -314,7 +330,12 @@ async fn kv_folders_edit_create_delete_and_a_cas_conflict_through_the_page() {
 
     let ui = Ui::launch().await;
     let page = ui.open("http://127.0.90.2:8500/ui/#/kv/").await;
-    until(&page, "root listing", "document.querySelector('[data-key-row=\"app/\"]') && document.querySelector('[data-key-row=\"top-level\"]')").await;
+    until(
+        &page,
+        "root listing",
+        "document.querySelector('[data-key-row=\"app/\"]') && document.querySelector('[data-key-row=\"top-level\"]')",
+    )
+    .await;
     assert!(eval(&page, &text_of("[data-key-row=\"app/\"]")).await.as_str().unwrap_or("").contains("folder"));
 
     // Into the folder, as a tree.
@@ -343,7 +364,8 @@ async fn kv_folders_edit_create_delete_and_a_cas_conflict_through_the_page() {
     a.put("/v1/kv/app/config", "max_conns = 300").await;
     until(&page, "warned of the other write", &format!("{} === 'max_conns = 300'", text_of("#kv-current"))).await;
     click(&page, "#kv-edit button[type=submit]").await;
-    let conflict = until(&page, "conflict shown", &format!("{0}.startsWith('Conflict') && {0}", text_of("#kv-msg"))).await;
+    let conflict =
+        until(&page, "conflict shown", &format!("{0}.startsWith('Conflict') && {0}", text_of("#kv-msg"))).await;
     assert!(conflict.as_str().unwrap_or("").contains("Someone else changed app/config"), "{conflict}");
     assert_eq!(raw("app/config").await.as_deref(), Some("max_conns = 300"), "the conflicting save went through");
     assert_eq!(eval(&page, "document.querySelector('#kv-value').value").await, "max_conns = 500", "the edit was lost");
@@ -381,13 +403,31 @@ async fn kv_folders_edit_create_delete_and_a_cas_conflict_through_the_page() {
     ui.close().await;
 }
 
+/// A plain TCP forwarder on 127.0.90.4 to `to`, standing in for a reverse proxy: the page must
+/// work from another host and port, since it names only paths (`/ui/app.js`, `/v1/...`).
+async fn proxy(to: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.90.4:0").await.expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy addr");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
 #[tokio::test]
 async fn servers_page_marks_the_leader_and_members_page_lists_the_agent() {
-    let a = TestAgent::start("127.0.90.3", true, &["-ui"]);
+    let mut a = TestAgent::start("127.0.90.3", true, &["-ui"]);
     a.ready().await;
     let node = "node-127-0-90-3";
     let ui = Ui::launch().await;
-    let page = ui.open("http://127.0.90.3:8500/ui/#/servers").await;
+    let base = proxy("127.0.90.3:8500").await;
+    let page = ui.open(&format!("{base}/ui/#/servers")).await;
     until(&page, "servers table", "document.querySelector('table.servers tbody tr')").await;
     let config = json(&a.get("/v1/operator/raft/configuration").await);
     let servers = config["Servers"].as_array().expect("servers");
@@ -409,5 +449,10 @@ async fn servers_page_marks_the_leader_and_members_page_lists_the_agent() {
     assert_eq!(eval(&page, &m("status")).await, "alive");
     assert_eq!(eval(&page, &m("type")).await, "server");
     assert_eq!(eval(&page, &m("address")).await, "127.0.90.3:8301");
+
+    // The agent goes away: the page says it is not live and keeps retrying, with backoff.
+    assert_eq!(eval(&page, "document.getElementById('live').className").await, "ok");
+    a.kill9();
+    until(&page, "not-live notice", "document.getElementById('live').className === 'err' && document.getElementById('live').innerText.includes('retrying')").await;
     ui.close().await;
 }
