@@ -9,6 +9,7 @@
 const WAIT = '55s'; // below a proxy's usual 60 s read timeout
 const POLL_MS = 3000; // for endpoints without X-Consul-Index
 const MAX_BACKOFF_MS = 30000;
+const MIN_GAP_MS = 200; // between one watch's requests, so a flapping check cannot make a hot loop
 
 const main = document.getElementById('main');
 const live = document.getElementById('live');
@@ -115,8 +116,13 @@ function watch(url, onData, signal, { notFound = false } = {}) {
   let index = 0;
   let failures = 0;
   let first = true;
+  let started = 0;
   (async () => {
     while (!signal.aborted) {
+      const gap = started + MIN_GAP_MS - performance.now();
+      if (gap > 0) await sleep(gap, signal);
+      if (signal.aborted) return;
+      started = performance.now();
       const sep = url.includes('?') ? '&' : '?';
       const u = index > 0 ? `${url}${sep}index=${index}&wait=${WAIT}` : url;
       try {

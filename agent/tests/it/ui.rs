@@ -400,6 +400,31 @@ async fn kv_folders_edit_create_delete_and_a_cas_conflict_through_the_page() {
     assert_eq!(raw("app/db/pool").await, None);
     until(&page, "pool gone from list", "!document.querySelector('[data-key-row=\"app/db/pool\"]') && !!document.querySelector('[data-key-row=\"app/db/url\"]')").await;
 
+    // A folder is a key ending in "/": create one at the root, then delete a folder recursively.
+    page.evaluate("location.hash = '#/kv/'").await.expect("go to root");
+    until(&page, "root again", "document.querySelector('[data-key-row=\"top-level\"]')").await;
+    type_into(&page, "#kv-new-key", "releases/").await;
+    click(&page, "#kv-create button[type=submit]").await;
+    until(
+        &page,
+        "empty new folder",
+        &format!("location.hash === '#/kv/releases/' && {}.includes('empty')", text_of("#kv-list")),
+    )
+    .await;
+    assert_eq!(a.get("/v1/kv/releases/").await.status, 200, "folder key created");
+    page.evaluate("location.hash = '#/kv/app/db/'").await.expect("go to folder");
+    until(&page, "db folder to delete", "document.querySelector('[data-key-row=\"app/db/url\"]')").await;
+    click(&page, "#main > .tools button.danger").await;
+    click(&page, "#main > .tools button.danger").await; // "Yes, delete folder"
+    until(
+        &page,
+        "back in app/",
+        "location.hash === '#/kv/app/' && !!document.querySelector('[data-key-row=\"app/config\"]')",
+    )
+    .await;
+    assert_eq!(a.get("/v1/kv/app/db/?recurse").await.status, 404, "app/db/ deleted with its keys");
+    assert_eq!(raw("app/config").await.as_deref(), Some("max_conns = 500"), "siblings kept");
+
     ui.close().await;
 }
 
