@@ -492,7 +492,7 @@ function decodeValue(b64) {
 function kvKeyPage(signal, key) {
   const info = h('div', { id: 'kv-info' });
   const msg = h('div', { class: 'msg', role: 'alert', id: 'kv-msg' });
-  const editor = h('textarea', { id: 'kv-value', 'aria-label': 'Value' });
+  const editor = h('textarea', { id: 'kv-value' });
   const tools = h('div', { class: 'tools' });
   let current = null; // the KvPair last read
   // The ModifyIndex the editor's text is based on: undefined before the first read, null right
@@ -570,7 +570,7 @@ function kvKeyPage(signal, key) {
   const form = h(
     'form',
     { id: 'kv-edit', onsubmit: (ev) => (ev.preventDefault(), save(base != null ? base : current ? current.ModifyIndex : 0)) },
-    h('label', { for: 'kv-value' }, 'Value'),
+    h('label', { for: 'kv-value' }, 'Edit value'),
     editor,
     tools
   );
@@ -591,7 +591,7 @@ function kvKeyPage(signal, key) {
         h(
           'dl',
           null,
-          h('dt', null, 'Value'),
+          h('dt', null, 'Current value'),
           h('dd', null, v.binary ? h('span', null, `binary, ${v.size} bytes (base64 below)`) : null, h('pre', { class: 'value', id: 'kv-current' }, v.text || '(empty)')),
           h('dt', null, 'Flags'),
           h('dd', null, current.Flags),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const WIDTH: u32 = 1200;
-const HEIGHT: u32 = 820;
+const HEIGHT: u32 = 640;
 
 /// The Chromium to drive: `$CHROME`, else the first browser on `PATH`. Missing is a failure with
 /// the fix in the message: CI must not pass these tests by skipping them.
@@ -155,19 +155,20 @@ async fn requests_to(page: &Page, part: &str) -> u64 {
 }
 
 /// Prints the services page's first contentful paint, DOMContentLoaded and the time its table was
-/// filled from the API, in ms since navigation start.
-async fn print_paint(page: &Page, when: &str) {
+/// filled from the API, in ms since navigation start; returns the first contentful paint.
+async fn print_paint(page: &Page, when: &str) -> Option<f64> {
     until(page, "services table", "performance.getEntriesByName('ui:services-rendered').length > 0").await;
-    let ms = |v: Value| v.as_f64().map_or("n/a".into(), |v| format!("{v:.1}"));
+    let ms = |v: &Value| v.as_f64().map_or("n/a".into(), |v| format!("{v:.1}"));
     let fcp = eval(page, "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null").await;
     let dcl = eval(page, "performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd").await;
     let rendered = eval(page, "performance.getEntriesByName('ui:services-rendered')[0].startTime").await;
     println!(
         "ui: services page on loopback ({when}): first-contentful-paint {} ms, DOMContentLoaded {} ms, table filled {} ms",
-        ms(fcp),
-        ms(dcl),
-        ms(rendered)
+        ms(&fcp),
+        ms(&dcl),
+        ms(&rendered)
     );
+    fcp.as_f64()
 }
 
 #[tokio::test]
@@ -202,10 +203,20 @@ async fn services_service_nodes_and_node_pages_show_health_and_follow_it_live() 
     let cold = ui.open("http://127.0.90.1:8500/ui/").await;
     print_paint(&cold, "cold browser").await;
     cold.close().await.expect("close tab");
+    let mut paints = Vec::new();
+    for i in 1..=5 {
+        let tab = ui.open("http://127.0.90.1:8500/ui/").await;
+        paints.extend(print_paint(&tab, &format!("new tab {i}")).await);
+        tab.close().await.expect("close tab");
+    }
+    paints.sort_by(f64::total_cmp);
+    if let Some(median) = paints.get(paints.len() / 2) {
+        println!("ui: services page first-contentful-paint, median of {} new tabs: {median:.1} ms", paints.len());
+    }
     let page = ui.open("http://127.0.90.1:8500/ui/").await;
-    print_paint(&page, "new tab").await;
 
     // Services: counts and health at a glance, as the API reports them.
+    until(&page, "services table", "document.querySelector('tr[data-row=api]')").await;
     let row = |name: &str, col: &str| text_of(&format!("tr[data-row={name}] td[data-col={col}]"));
     assert_eq!(eval(&page, &row("web", "instances")).await, "2");
     assert_eq!(eval(&page, &row("web", "critical")).await, "1");
