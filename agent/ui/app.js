@@ -567,6 +567,10 @@ function kvKeyPage(signal, key) {
       say('error', String(e.message || e));
     }
   };
+  // Built once: a live update changes their state, never replaces them under a person's focus.
+  const saveButton = h('button', { type: 'submit', class: 'primary' }, 'Save');
+  const deleteBox = confirmButton('Delete', `Delete ${key}?`, remove);
+  tools.append(saveButton, deleteBox);
   const form = h(
     'form',
     { id: 'kv-edit', onsubmit: (ev) => (ev.preventDefault(), save(base != null ? base : current ? current.ModifyIndex : 0)) },
@@ -581,7 +585,9 @@ function kvKeyPage(signal, key) {
       current = list && list[0] ? list[0] : null;
       if (!current) {
         fill(info, h('p', { class: 'msg warn' }, `${key} does not exist (it may have been deleted).`));
-        fill(tools, h('button', { type: 'submit', class: 'primary' }, 'Create'));
+        saveButton.textContent = 'Create';
+        saveButton.disabled = false;
+        deleteBox.hidden = true;
         if (!saving) follow();
         return;
       }
@@ -602,7 +608,9 @@ function kvKeyPage(signal, key) {
           current.Session ? [h('dt', null, 'Locked by session'), h('dd', null, current.Session)] : null
         )
       );
-      fill(tools, h('button', { type: 'submit', class: 'primary', disabled: v.binary }, 'Save'), confirmButton('Delete', `Delete ${key}?`, remove));
+      saveButton.textContent = 'Save';
+      saveButton.disabled = v.binary;
+      deleteBox.hidden = false;
       if (!saving) follow();
     },
     signal,

@@ -364,10 +364,18 @@ async fn kv_folders_edit_create_delete_and_a_cas_conflict_through_the_page() {
     until(&page, "key page", &format!("{} === 'max_conns = 100'", text_of("#kv-current"))).await;
     assert_eq!(eval(&page, "document.querySelector('#kv-value').value").await, "max_conns = 100");
     type_into(&page, "#kv-value", "max_conns = 250").await;
-    click(&page, "#kv-edit button[type=submit]").await;
+    // By keyboard: Enter on the focused Save button.
+    let save = page.find_element("#kv-edit button[type=submit]").await.expect("save button");
+    save.focus().await.expect("focus save");
+    save.press_key("Enter").await.expect("enter");
     until(&page, "saved", &format!("{}.startsWith('Saved')", text_of("#kv-msg"))).await;
     assert_eq!(raw("app/config").await.as_deref(), Some("max_conns = 250"));
     until(&page, "new value shown", &format!("{} === 'max_conns = 250'", text_of("#kv-current"))).await;
+    assert_eq!(
+        eval(&page, "document.activeElement === document.querySelector('#kv-edit button[type=submit]')").await,
+        true,
+        "the live update took the keyboard focus away"
+    );
     screenshot(&page, "kv-key.png").await;
 
     // Someone else writes while this page holds an edit: the save is refused and says why.
