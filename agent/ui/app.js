@@ -332,8 +332,8 @@ function nodePage(signal, name) {
           h('dd', null, n.Address),
           h('dt', null, 'Datacenter'),
           h('dd', null, n.Datacenter),
-          h('dt', null, 'Health'),
-          h('dd', null, badge(worst(n.Checks.map((c) => c.Status))))
+          h('dt', null, 'Node health'),
+          h('dd', null, nodeChecks.length ? badge(worst(nodeChecks.map((c) => c.Status))) : 'no node checks')
         ),
         h('h2', null, 'Services'),
         table(
@@ -741,6 +741,8 @@ function route() {
 }
 
 window.addEventListener('hashchange', route);
+// The skip link moves focus without touching the hash, which is the router's.
+document.getElementById('skip').addEventListener('click', (ev) => (ev.preventDefault(), main.focus()));
 setLive(true, 'Live');
 route();
 fetch('/v1/agent/self')

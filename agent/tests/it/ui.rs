@@ -217,6 +217,11 @@ async fn services_service_nodes_and_node_pages_show_health_and_follow_it_live() 
 
     // Services: counts and health at a glance, as the API reports them.
     until(&page, "services table", "document.querySelector('tr[data-row=api]')").await;
+    eval(
+        &page,
+        "window.__csp = []; document.addEventListener('securitypolicyviolation', e => __csp.push(e.violatedDirective + ' ' + e.blockedURI)); true",
+    )
+    .await;
     let row = |name: &str, col: &str| text_of(&format!("tr[data-row={name}] td[data-col={col}]"));
     assert_eq!(eval(&page, &row("web", "instances")).await, "2");
     assert_eq!(eval(&page, &row("web", "critical")).await, "1");
@@ -234,6 +239,13 @@ async fn services_service_nodes_and_node_pages_show_health_and_follow_it_live() 
         }
     }
     assert!(eval(&page, &text_of("#summary")).await.as_str().unwrap_or("").contains("4 services, 1 with critical"));
+    // The first Tab reaches the skip link, and Enter on it lands in the content, on the same page.
+    let body = page.find_element("body").await.expect("body");
+    body.press_key("Tab").await.expect("tab");
+    until(&page, "skip link focused", "document.activeElement.id === 'skip'").await;
+    body.press_key("Enter").await.expect("enter");
+    until(&page, "content focused", "document.activeElement.id === 'main'").await;
+    assert_eq!(eval(&page, "location.hash").await, "", "the skip link changed the route");
     screenshot(&page, "services.png").await;
 
     // The filter narrows the list as one types.
@@ -318,6 +330,11 @@ async fn services_service_nodes_and_node_pages_show_health_and_follow_it_live() 
     let overflow = eval(&page, "document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
     assert!(overflow.as_i64().unwrap_or(1) <= 0, "the narrow page scrolls sideways by {overflow} px");
     screenshot(&page, "services-narrow.png").await;
+    assert_eq!(
+        eval(&page, "window.__csp").await,
+        serde_json::json!([]),
+        "the page broke its own Content-Security-Policy"
+    );
 
     ui.close().await;
 }
