@@ -223,6 +223,8 @@ mod tests {
             ("DELETE", "/v1/status/leader", Err(405)),
             ("GET", "/v1/nope", Err(404)),
             ("GET", "/ui/services", Ok(Endpoint::Ui("/services".into()))),
+            ("GET", "/ui/app.js", Ok(Endpoint::Ui("/app.js".into()))),
+            ("GET", "/ui", Ok(Endpoint::Ui("".into()))),
         ];
         for (m, p, want) in cases {
             let got = route(&m.parse().expect("method"), p).map_err(|e| e.status());

@@ -7,3 +7,4 @@ mod gossip;
 mod harness;
 mod http_api;
 mod restart;
+mod ui;
