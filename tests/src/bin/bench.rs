@@ -5,6 +5,9 @@
 //! `bench blocking --addr HOST:PORT --pid PID [--watchers 10000] [--conns 50]`
 //!   parks N blocking KV queries (HTTP/2 streams), then writes each watched key and measures the
 //!   time from the write to the watcher's answer, and the agent's memory per waiting query.
+//! `bench first-write --target agent|etcd --addrs A,B --since-ns NANOS [--limit-secs 30]`
+//!   writes through the given members in turn (short timeouts) until one write succeeds, and
+//!   prints the time since `--since-ns` (wall clock, ns since the epoch: when the leader was killed).
 
 use anyhow::{bail, Context};
 use base64::Engine;
@@ -79,13 +82,7 @@ async fn kv_put(args: &[String]) -> anyhow::Result<()> {
             while Instant::now() < deadline {
                 let key = format!("bench/{c}/{i}");
                 i += 1;
-                let req = if target == "etcd" {
-                    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-                    let body = serde_json::json!({"key": b64(key.as_bytes()), "value": b64(&value)});
-                    request("POST", &addr, "/v3/kv/put", serde_json::to_vec(&body)?)?
-                } else {
-                    request("PUT", &addr, &format!("/v1/kv/{key}"), value.clone())?
-                };
+                let req = put_request(&target, &addr, &key, &value)?;
                 let started = Instant::now();
                 send.ready().await?;
                 let resp = send.send_request(req).await?;
@@ -115,6 +112,50 @@ async fn kv_put(args: &[String]) -> anyhow::Result<()> {
         bail!("{errs} requests failed");
     }
     Ok(())
+}
+
+fn put_request(target: &str, addr: &str, key: &str, value: &[u8]) -> anyhow::Result<http::Request<Full<Bytes>>> {
+    if target == "etcd" {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let body = serde_json::json!({"key": b64(key.as_bytes()), "value": b64(value)});
+        request("POST", addr, "/v3/kv/put", serde_json::to_vec(&body)?)
+    } else {
+        request("PUT", addr, &format!("/v1/kv/{key}"), value.to_vec())
+    }
+}
+
+/// One write with a deadline over a fresh connection; true when it was acknowledged.
+async fn write_once(target: &str, addr: &str, limit: Duration) -> bool {
+    let attempt = async {
+        let mut send = h1(addr).await?;
+        let resp = send.send_request(put_request(target, addr, "bench/failover", b"x")?).await?;
+        let ok = resp.status().is_success();
+        let body = resp.into_body().collect().await?.to_bytes();
+        // The agent answers 200 "false" or 500 while it has no leader; etcd answers 200 with a header.
+        anyhow::Ok(ok && (target == "etcd" || body.as_ref() == b"true"))
+    };
+    matches!(tokio::time::timeout(limit, attempt).await, Ok(Ok(true)))
+}
+
+async fn first_write(args: &[String]) -> anyhow::Result<()> {
+    let target = arg(args, "--target", "agent");
+    let addrs: Vec<String> = arg(args, "--addrs", "").split(',').filter(|a| !a.is_empty()).map(String::from).collect();
+    let since: u128 = arg(args, "--since-ns", "0").parse()?;
+    let limit = Duration::from_secs(arg(args, "--limit-secs", "30").parse()?);
+    if addrs.is_empty() {
+        bail!("--addrs is required");
+    }
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < limit {
+        if write_once(&target, &addrs[i % addrs.len()], Duration::from_millis(500)).await {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+            println!("{:.0}", now.saturating_sub(since) as f64 / 1e6);
+            return Ok(());
+        }
+        i += 1;
+    }
+    bail!("no write succeeded within {limit:?}")
 }
 
 fn rss_kib(pid: &str) -> anyhow::Result<u64> {
@@ -234,6 +275,7 @@ async fn main() -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("kv-put") => kv_put(&args).await,
         Some("blocking") => blocking(&args).await,
-        _ => bail!("usage: bench kv-put|blocking [options] (see the source's header)"),
+        Some("first-write") => first_write(&args).await,
+        _ => bail!("usage: bench kv-put|blocking|first-write [options] (see the source's header)"),
     }
 }
