@@ -389,7 +389,7 @@ impl<R: Rng> Cx<'_, R> {
 
     /// Consul's `makeRecordFromFQDN`: SRV to the host name with its resolution in ADDITIONAL, or
     /// a CNAME followed by its resolution; resolved records take the service's TTL.
-    fn from_fqdn(
+    fn fqdn_records(
         &mut self,
         qname: &Name,
         qtype: RecordType,
@@ -427,7 +427,7 @@ impl<R: Rng> Cx<'_, R> {
     }
 
     /// An instance at an IP: SRV to `target` with the address in ADDITIONAL, or the address.
-    fn from_ip(
+    fn ip_records(
         qname: &Name,
         qtype: RecordType,
         target: Option<Name>,
@@ -473,17 +473,17 @@ impl<R: Rng> Cx<'_, R> {
         }
         let node_ip = n.address.parse::<IpAddr>().ok();
         match (svc_addr, node_ip) {
-            ("", Some(ip)) => Self::from_ip(qname, qtype, s.node_name(&n.node), ip, srv, ttl),
-            ("", None) => self.from_fqdn(qname, qtype, &n.address, srv, ttl, level),
+            ("", Some(ip)) => Self::ip_records(qname, qtype, s.node_name(&n.node), ip, srv, ttl),
+            ("", None) => self.fqdn_records(qname, qtype, &n.address, srv, ttl, level),
             (addr, _) if addr.parse::<IpAddr>().is_ok() => {
                 let ip: IpAddr = addr.parse().expect("checked above");
-                Self::from_ip(qname, qtype, s.addr_name(ip), ip, srv, ttl)
+                Self::ip_records(qname, qtype, s.addr_name(ip), ip, srv, ttl)
             }
             // A service whose address is the very name asked for is answered from its node.
             (addr, Some(ip)) if fqdn(addr).is_some_and(|f| f == *qname) => {
-                Self::from_ip(qname, qtype, s.node_name(&n.node), ip, srv, ttl)
+                Self::ip_records(qname, qtype, s.node_name(&n.node), ip, srv, ttl)
             }
-            (addr, _) => self.from_fqdn(qname, qtype, addr, srv, ttl, level),
+            (addr, _) => self.fqdn_records(qname, qtype, addr, srv, ttl, level),
         }
     }
 
