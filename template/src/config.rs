@@ -155,7 +155,8 @@ pub struct Config {
     pub retry: Duration,
     /// `-consul-retry`: off, the first failed query ends the run.
     pub consul_retry: bool,
-    /// `-consul-retry-attempts`: retries before the run ends with an error; 0 retries forever.
+    /// `-consul-retry-attempts`: retries before the run ends with an error; 0 (our default, where
+    /// consul-template's is 12) retries forever.
     pub consul_retry_attempts: u32,
     /// `-consul-retry-max-backoff`: the longest wait between retries; 0 is no limit.
     pub consul_retry_max_backoff: Duration,
@@ -183,7 +184,9 @@ impl Default for Config {
             max_stale: Duration::from_secs(2),
             retry: Duration::from_millis(250),
             consul_retry: true,
-            consul_retry_attempts: 12,
+            // consul-template's default is 12, then it exits; ours retries forever and keeps
+            // the last good files until the agent is back (README, "on purpose").
+            consul_retry_attempts: 0,
             consul_retry_max_backoff: Duration::from_secs(60),
             block_query_wait: Duration::from_secs(60),
             pid_file: None,
@@ -631,8 +634,8 @@ mod tests {
         let d = Config::default();
         assert_eq!(
             (d.consul_retry, d.consul_retry_attempts, d.retry, d.consul_retry_max_backoff, d.max_stale),
-            (true, 12, Duration::from_millis(250), Duration::from_secs(60), Duration::from_secs(2)),
-            "consul-template's defaults"
+            (true, 0, Duration::from_millis(250), Duration::from_secs(60), Duration::from_secs(2)),
+            "consul-template's defaults, but for retrying forever"
         );
         let args: Vec<String> = [
             "-consul-retry=false",
