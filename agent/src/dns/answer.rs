@@ -538,17 +538,14 @@ impl<R: Rng> Cx<'_, R> {
         } else {
             // Consul's `addServiceNodeRecordsToMessage`: addresses, deduplicated; a CNAME (the
             // first one, with its resolution) only when no instance has an address.
-            let mut seen = HashSet::new();
+            // (Comparing records, not their text as Consul does: the same test, no allocation.)
             let mut cname: Option<InstanceRecords> = None;
             for (n, svc, status) in instances {
                 let r = self.instance_records(qname, qtype, n, svc, weight(svc, status), ttl, level);
                 let Some(first) = r.answers.first() else { continue };
-                if !seen.insert(first.to_string()) {
-                    continue;
-                }
                 if first.record_type() == RecordType::CNAME {
                     cname.get_or_insert(r);
-                } else {
+                } else if !a.answers.contains(first) {
                     a.answers.extend(r.answers);
                 }
             }
