@@ -213,7 +213,8 @@ impl<T: DeserializeOwned + PartialEq + Clone + Default> Watcher<T> {
     pub async fn next(&mut self) -> Result<T, Error> {
         let mut consistent = false;
         loop {
-            let pause = self.pause(Instant::now());
+            // The re-read of a too-stale answer goes out at once; everything else is paced.
+            let pause = if consistent { Duration::ZERO } else { self.pause(Instant::now()) };
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }

@@ -44,12 +44,13 @@ async fn a_stale_answer_older_than_max_stale_is_read_again_from_the_leader() {
     .await;
     let mut w = Watcher::<Vec<String>>::new(vec![client(&fake.addr)], Target::new("/v1/kv/k"), WAIT)
         .unwrap()
-        .max_stale(Duration::from_secs(2))
-        .min_delay(Duration::ZERO);
+        .max_stale(Duration::from_secs(2));
     assert_eq!(w.next().await.unwrap(), vec!["new"]);
     assert_eq!(w.last_index(), 9);
     let paths = fake.paths();
     assert_eq!(paths.len(), 2, "{paths:?}");
+    let times = fake.times();
+    assert!(times[1] - times[0] < MIN_DELAY, "the re-read is not held back by the minimum delay");
     assert!(paths[0].contains("stale"), "first read is stale: {paths:?}");
     assert!(!paths[1].contains("stale") && !paths[1].contains("index=7"), "then the leader, same index: {paths:?}");
 
