@@ -116,6 +116,7 @@ pub struct DnsConfig {
     pub allow_stale: bool,
     pub enable_truncate: bool,
     pub udp_answer_limit: usize,
+    pub enable_additional_node_meta_txt: bool,
 }
 
 /// The validated configuration the agent runs with.
@@ -458,6 +459,8 @@ impl Config {
             allow_stale: get_bool(&f, &["dns_config", "allow_stale"]).unwrap_or(true),
             enable_truncate: get_bool(&f, &["dns_config", "enable_truncate"]).unwrap_or(false),
             udp_answer_limit: get_i64(&f, &["dns_config", "udp_answer_limit"]).unwrap_or(3).max(1) as usize,
+            enable_additional_node_meta_txt: get_bool(&f, &["dns_config", "enable_additional_node_meta_txt"])
+                .unwrap_or(true),
         };
         let mut recursors = flags.recursor.clone();
         recursors.extend(str_list(&f, "recursors"));

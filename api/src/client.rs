@@ -12,6 +12,12 @@ use std::time::Duration;
 
 pub use http::Method;
 
+/// How long a request that does not block may take before it is abandoned (a hung agent must
+/// not hang its caller), unless `Client::with_timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Added to a blocking query's wait (and its jitter) before the transport gives up on it.
+const BLOCKING_MARGIN: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid agent address {0:?}")]
@@ -26,6 +32,10 @@ pub enum Error {
     Decode { path: String, source: serde_json::Error },
     #[error("request to {path} timed out")]
     Timeout { path: String },
+    #[error("no agent to ask: the list of agent addresses is empty")]
+    NoAgents,
+    #[error("giving up after {attempts} failed requests: {last}")]
+    RetriesExhausted { attempts: u32, last: Box<Error> },
 }
 
 impl Error {
@@ -62,6 +72,7 @@ impl Response {
 pub struct Client {
     base: String,
     token: Option<String>,
+    timeout: Duration,
     http: HyperClient<HttpConnector, Full<Bytes>>,
 }
 
@@ -88,7 +99,18 @@ impl Client {
         connector.set_nodelay(true);
         let http =
             HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
-        Ok(Client { base, token: None, http })
+        Ok(Client { base, token: None, timeout: DEFAULT_TIMEOUT, http })
+    }
+
+    /// The time limit of calls that do not block (`query` without an index, `request_ok`, the
+    /// typed helpers). Blocking queries get their wait plus a margin instead.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn with_token(mut self, token: Option<String>) -> Client {
@@ -101,7 +123,8 @@ impl Client {
         self.base.trim_start_matches("http://")
     }
 
-    /// Sends one request; `path_and_query` starts with `/v1/`.
+    /// Sends one request; `path_and_query` starts with `/v1/`. `timeout: None` waits as long as
+    /// the agent takes (streams such as `/v1/agent/monitor`); the other methods set a limit.
     pub async fn request(
         &self,
         method: http::Method,
@@ -137,14 +160,14 @@ impl Client {
         }
     }
 
-    /// Sends a request and fails on any non-2xx answer.
+    /// Sends a request within the client's timeout and fails on any non-2xx answer.
     pub async fn request_ok(
         &self,
         method: http::Method,
         path_and_query: &str,
         body: Option<Bytes>,
     ) -> Result<Response, Error> {
-        let resp = self.request(method, path_and_query, body, None).await?;
+        let resp = self.request(method, path_and_query, body, Some(self.timeout)).await?;
         if !(200..300).contains(&resp.status) {
             return Err(Error::Status {
                 status: resp.status,
@@ -165,9 +188,14 @@ impl Client {
         pairs.extend(opts.to_pairs());
         let pq = format!("{}{}", query::encode_path(path), query::query_string(&pairs));
         // A blocking query may legitimately take wait + wait/16; give the transport a margin.
-        let timeout =
-            opts.wait.filter(|_| opts.index > 0).map(|w| w + w / query::JITTER_FRACTION + Duration::from_secs(5));
-        let resp = self.request(http::Method::GET, &pq, None, timeout).await?;
+        // Anything else gets the client's timeout.
+        let timeout = if opts.index > 0 {
+            let w = opts.wait.unwrap_or(query::DEFAULT_WAIT).min(query::MAX_WAIT);
+            w + w / query::JITTER_FRACTION + BLOCKING_MARGIN
+        } else {
+            self.timeout
+        };
+        let resp = self.request(http::Method::GET, &pq, None, Some(timeout)).await?;
         if resp.status == 404 {
             return Ok(None);
         }
@@ -247,6 +275,29 @@ impl Client {
         Ok(self.query("/v1/catalog/nodes", &[], opts).await?.unwrap_or_default())
     }
 
+    /// `GET /v1/catalog/datacenters`: every known datacenter, nearest first (not a blocking
+    /// endpoint).
+    pub async fn catalog_datacenters(&self) -> Result<Vec<String>, Error> {
+        let got: Option<(Vec<String>, QueryMeta)> =
+            self.query("/v1/catalog/datacenters", &[], &QueryOptions::default()).await?;
+        Ok(got.map(|(v, _)| v).unwrap_or_default())
+    }
+
+    /// `GET /v1/catalog/node/:node`: the node and its services; `None` for an unknown node
+    /// (Consul answers `null` there, older agents 404).
+    pub async fn catalog_node(
+        &self,
+        node: &str,
+        opts: &QueryOptions,
+    ) -> Result<(Option<CatalogNode>, QueryMeta), Error> {
+        let got: Option<(Option<CatalogNode>, QueryMeta)> =
+            self.query(&format!("/v1/catalog/node/{node}"), &[], opts).await?;
+        Ok(match got {
+            Some((n, meta)) => (n.filter(|n| n.node.is_some()), meta),
+            None => (None, QueryMeta::default()),
+        })
+    }
+
     pub async fn agent_members(&self) -> Result<Vec<AgentMember>, Error> {
         let got: Option<(Vec<AgentMember>, QueryMeta)> =
             self.query("/v1/agent/members", &[], &QueryOptions::default()).await?;
@@ -264,3 +315,6 @@ impl Client {
         Ok(got.map(|(v, _)| v).unwrap_or_default())
     }
 }
+
+#[cfg(test)]
+mod tests;

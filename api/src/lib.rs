@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod duration;
+#[cfg(test)]
+mod fake;
 pub mod query;
 pub mod types;
 pub mod watch;

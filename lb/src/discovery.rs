@@ -267,36 +267,41 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
     }
 }
 
-/// One blocking-query loop; rebuilt on a new client list when the agent set changed and the
-/// current agent fails.
+/// One blocking-query loop. When the agent set changes, the watcher is handed the new list
+/// (`Watcher::set_clients`): it keeps its agent and index if that agent is still listed, and can
+/// fail over to agents that joined since it started.
 async fn watch<T>(shared: Arc<Shared>, target: Target, tx: mpsc::Sender<Input>, wrap: impl Fn(T) -> Input)
 where
     T: DeserializeOwned + PartialEq + Clone + Default,
 {
     // Spread watchers over the agents instead of piling every blocking query on the first.
     let spread = target.path.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
-    loop {
+    let (mut gen, mut w) = loop {
         let (gen, clients) = shared.agents.rotated(spread);
-        if clients.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
         // Stale reads keep routing alive while the servers elect a leader.
-        let mut w = Watcher::<T>::new(clients, target.clone(), shared.config.wait).stale(true);
-        loop {
-            match w.next().await {
-                Ok(v) => {
-                    if tx.send(wrap(v)).await.is_err() {
-                        return;
-                    }
+        match Watcher::<T>::new(clients, target.clone(), shared.config.wait) {
+            Ok(w) => break (gen, w.stale(true)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    loop {
+        match w.next().await {
+            Ok(v) => {
+                if tx.send(wrap(v)).await.is_err() {
+                    return;
                 }
-                Err(e) => {
-                    shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(next_agent = w.agent(), "{}: {e}", target.path);
-                    if shared.agents.generation.load(Ordering::Acquire) != gen {
-                        break;
-                    }
-                }
+            }
+            Err(e) => {
+                shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(next_agent = w.agent(), "{}: {e}", target.path);
+            }
+        }
+        let now = shared.agents.generation.load(Ordering::Acquire);
+        if now != gen {
+            let (g, clients) = shared.agents.rotated(spread);
+            if w.set_clients(clients).is_ok() {
+                debug!(path = %target.path, agents = ?w.agents(), "agent list updated");
+                gen = g;
             }
         }
     }

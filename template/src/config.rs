@@ -151,7 +151,15 @@ pub struct Config {
     pub kill_signal: i32,
     pub reload_signal: i32,
     pub max_stale: Duration,
+    /// `-retry`/`-consul-retry-backoff`: the first retry's wait, doubled for each next one.
     pub retry: Duration,
+    /// `-consul-retry`: off, the first failed query ends the run.
+    pub consul_retry: bool,
+    /// `-consul-retry-attempts`: retries before the run ends with an error; 0 (our default, where
+    /// consul-template's is 12) retries forever.
+    pub consul_retry_attempts: u32,
+    /// `-consul-retry-max-backoff`: the longest wait between retries; 0 is no limit.
+    pub consul_retry_max_backoff: Duration,
     pub block_query_wait: Duration,
     pub pid_file: Option<PathBuf>,
     pub config_files: Vec<PathBuf>,
@@ -175,6 +183,11 @@ impl Default for Config {
             reload_signal: libc::SIGHUP,
             max_stale: Duration::from_secs(2),
             retry: Duration::from_millis(250),
+            consul_retry: true,
+            // consul-template's default is 12, then it exits; ours retries forever and keeps
+            // the last good files until the agent is back (README, "on purpose").
+            consul_retry_attempts: 0,
+            consul_retry_max_backoff: Duration::from_secs(60),
             block_query_wait: Duration::from_secs(60),
             pid_file: None,
             config_files: Vec::new(),
@@ -318,6 +331,9 @@ impl Config {
                 "reload-signal" => self.reload_signal = parse_signal(v)?,
                 "max-stale" => self.max_stale = dur(v).map_err(|e| bad(f, v, e))?,
                 "retry" | "consul-retry-backoff" => self.retry = dur(v).map_err(|e| bad(f, v, e))?,
+                "consul-retry" => self.consul_retry = bool_value(f, v)?,
+                "consul-retry-attempts" => self.consul_retry_attempts = v.parse().map_err(|e| bad(f, v, e))?,
+                "consul-retry-max-backoff" => self.consul_retry_max_backoff = dur(v).map_err(|e| bad(f, v, e))?,
                 "block-query-wait" => self.block_query_wait = dur(v).map_err(|e| bad(f, v, e))?,
                 "pid-file" => self.pid_file = Some(v.into()),
                 "default-left-delimiter" => self.default_left_delimiter = Some(v.clone()),
@@ -349,6 +365,19 @@ impl Config {
                         for r in c.get("retry").map(blocks).unwrap_or_default() {
                             if let Some(b) = r.get("backoff").and_then(Value::as_str) {
                                 self.retry = dur(b).map_err(&ferr)?;
+                            }
+                            if let Some(b) = r.get("max_backoff").and_then(Value::as_str) {
+                                self.consul_retry_max_backoff = dur(b).map_err(&ferr)?;
+                            }
+                            if let Some(e) = r.get("enabled").and_then(Value::as_bool) {
+                                self.consul_retry = e;
+                            }
+                            if let Some(a) = r.get("attempts") {
+                                let n = a.as_u64().or_else(|| a.as_str().and_then(|s| s.parse().ok()));
+                                let n = n.ok_or_else(|| {
+                                    ferr(format!("consul.retry.attempts: expected a number, got {a}"))
+                                })?;
+                                self.consul_retry_attempts = u32::try_from(n).unwrap_or(u32::MAX);
                             }
                         }
                     }
@@ -598,6 +627,41 @@ mod tests {
         // A drive letter stays with its path.
         assert_eq!(spec("C:\\t.ctmpl:D:\\t.conf"), (s("C:\\t.ctmpl"), s("D:\\t.conf"), None));
         assert!(TemplateConfig::parse_spec("").is_err());
+    }
+
+    #[test]
+    fn retry_flags_and_block_take_effect() {
+        let d = Config::default();
+        assert_eq!(
+            (d.consul_retry, d.consul_retry_attempts, d.retry, d.consul_retry_max_backoff, d.max_stale),
+            (true, 0, Duration::from_millis(250), Duration::from_secs(60), Duration::from_secs(2)),
+            "consul-template's defaults, but for retrying forever"
+        );
+        let args: Vec<String> = [
+            "-consul-retry=false",
+            "-consul-retry-attempts=3",
+            "-consul-retry-backoff=1s",
+            "-consul-retry-max-backoff=5s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (_, cfg) = load(&args).unwrap();
+        assert_eq!(
+            (cfg.consul_retry, cfg.consul_retry_attempts, cfg.retry, cfg.consul_retry_max_backoff),
+            (false, 3, Duration::from_secs(1), Duration::from_secs(5))
+        );
+        let (_, cfg) = load(&["-retry=2s".to_string(), "-max-stale=0".to_string()]).unwrap();
+        assert_eq!((cfg.retry, cfg.max_stale), (Duration::from_secs(2), Duration::ZERO));
+        assert!(load(&["-consul-retry-attempts=many".to_string()]).is_err());
+
+        let mut cfg = Config::default();
+        let file = serde_json::json!({"consul": {"retry": {"enabled": true, "attempts": 0, "backoff": "100ms", "max_backoff": "2s"}}});
+        cfg.apply_file("t.hcl", &file).unwrap();
+        assert_eq!(
+            (cfg.consul_retry, cfg.consul_retry_attempts, cfg.retry, cfg.consul_retry_max_backoff),
+            (true, 0, Duration::from_millis(100), Duration::from_secs(2))
+        );
     }
 
     #[test]

@@ -168,6 +168,9 @@ pub const NAMES: &[&str] = &[
     "toJSONPretty",
     "toUnescapedJSON",
     "toUnescapedJSONPretty",
+    "toYAML",
+    "toTOML",
+    "parseYAML",
     "split",
     "splitToMap",
     // math
@@ -725,6 +728,26 @@ pub fn helper(name: &str, args: &[Value]) -> Result<Value, Error> {
             let s = serde_json::to_string(&args[0]).map_err(|e| failed(name, e))?;
             json!(if name == "toJSON" { go_html_escape(&s) } else { s })
         }
+        "toYAML" => {
+            n(1)?;
+            if !args[0].is_object() {
+                return Err(failed(name, "expected a map (consul-template takes map[string]interface{})"));
+            }
+            json!(crate::encode::to_yaml(&args[0]))
+        }
+        "toTOML" => {
+            n(1)?;
+            json!(crate::encode::to_toml(&args[0]).map_err(|e| failed(name, e))?)
+        }
+        "parseYAML" => {
+            n(1)?;
+            let s = a(0);
+            if s.trim().is_empty() {
+                json!({})
+            } else {
+                serde_yaml::from_str::<Value>(&s).map_err(|e| failed(name, e))?
+            }
+        }
         "toJSONPretty" | "toUnescapedJSONPretty" => {
             n(1)?;
             let s = serde_json::to_string_pretty(&args[0]).map_err(|e| failed(name, e))?;
@@ -1092,6 +1115,17 @@ mod tests {
         assert_eq!(h("toJSON", &[json!({"a": "<b>"})]), json!("{\"a\":\"\\u003cb\\u003e\"}"));
         assert_eq!(h("parseJSON", &[json!("{\"a\": [1, 2]}")]), json!({"a": [1, 2]}));
         assert_eq!(h("parseJSON", &[json!("")]), json!({}));
+    }
+
+    #[test]
+    fn yaml_and_toml() {
+        assert_eq!(h("toYAML", &[json!({"b": ["x"], "a": "1"})]), json!("a: \"1\"\nb:\n- x"));
+        assert!(helper("toYAML", &[json!("str")]).is_err());
+        assert_eq!(h("toTOML", &[json!({"a": {"b": 1}})]), json!("[a]\n  b = 1"));
+        assert!(helper("toTOML", &[json!([1])]).is_err());
+        assert_eq!(h("parseYAML", &[json!("a: 1\nb: [x, y]\n")]), json!({"a": 1, "b": ["x", "y"]}));
+        assert_eq!(h("parseYAML", &[json!("")]), json!({}));
+        assert!(helper("parseYAML", &[json!("a: [")]).is_err());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! Map, from the bottom up (each module may use only those above it):
 //! - [`dep`]: the query grammar (`tag.name@dc|filter`) and Consul answers → consul-template's
 //!   output structures. Pure.
+//! - [`encode`]: `toYAML`/`toTOML` byte for byte as consul-template's Go libraries write them.
+//!   Pure.
 //! - [`funcs`]: the function library over JSON values, reading a [`funcs::Brain`] snapshot and
 //!   recording used/missing dependencies. Pure but for `env`.
 //! - [`engine`]: gotmpl (Go template syntax) and handlebars behind one `Compiled` type.
@@ -20,6 +22,7 @@
 pub mod command;
 pub mod config;
 pub mod dep;
+pub mod encode;
 pub mod engine;
 pub mod exec;
 pub mod files;

@@ -21,8 +21,11 @@ Options (single or double dash, -x=v or -x v):
   -kill-signal=<sig>        signal that stops template (default SIGINT)
   -reload-signal=<sig>      signal that reloads configuration (default SIGHUP)
   -log-level=<level>        trace, debug, info, warn, err (default warn)
-  -max-stale=<dur>          allow stale reads (default 2s; 0 disables)
-  -retry=<dur>              accepted for compatibility
+  -max-stale=<dur>          read stale, re-read from the leader if older than this (default 2s; 0 disables)
+  -consul-retry[=false]     retry failed queries (default true; false: the first failure is fatal)
+  -consul-retry-attempts=N  retries before giving up with an error (default 0: retry forever)
+  -consul-retry-backoff=<dur>  first retry wait, doubled each time, jittered (default 250ms; alias -retry)
+  -consul-retry-max-backoff=<dur>  longest retry wait (default 1m; 0 no limit)
   -pid-file=<path>          write the process id here
   -v, -version              print the version
 ";

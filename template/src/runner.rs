@@ -43,6 +43,8 @@ pub enum Error {
     Signal(std::io::Error),
     #[error("template {name}: {message}")]
     Render { name: String, message: String },
+    #[error("{dep}: {error}")]
+    Query { dep: String, error: String },
 }
 
 /// While templates wait for data: gather updates until none came for this long...
@@ -122,6 +124,8 @@ pub struct Runner {
     brain: Arc<Brain>,
     watches: HashMap<Dep, JoinHandle<()>>,
     failing: HashSet<Dep>,
+    /// A query whose retries ran out: the run ends with it, as consul-template's does.
+    fatal: Option<Error>,
     updates_tx: UnboundedSender<Update>,
     updates_rx: UnboundedReceiver<Update>,
     sources_tx: UnboundedSender<PathBuf>,
@@ -157,7 +161,13 @@ impl Runner {
             watch_opts: watch::Options {
                 clients,
                 wait: cfg.block_query_wait,
-                stale: !cfg.max_stale.is_zero(),
+                max_stale: cfg.max_stale,
+                retry: api::watch::Retry {
+                    enabled: cfg.consul_retry,
+                    attempts: cfg.consul_retry_attempts,
+                    backoff: cfg.retry,
+                    max_backoff: cfg.consul_retry_max_backoff,
+                },
                 poll: Duration::from_millis(500),
             },
             cfg,
@@ -167,6 +177,7 @@ impl Runner {
             brain: Arc::new(Brain::default()),
             watches: HashMap::new(),
             failing: HashSet::new(),
+            fatal: None,
             updates_tx,
             updates_rx,
             sources_tx,
@@ -285,6 +296,10 @@ impl Runner {
                 }
                 _ = &mut shutdown => return Ok(self.stop().await),
             }
+            if let Some(e) = self.fatal.take() {
+                self.stop().await;
+                return Err(e);
+            }
             if let Some(code) = self.pass().await? {
                 return Ok(code);
             }
@@ -326,6 +341,10 @@ impl Runner {
                         t.dirty = true;
                     }
                 }
+            }
+            Update::Fatal { dep, error } => {
+                tracing::error!(dep = %dep, %error, "query failed for good; stopping");
+                self.fatal.get_or_insert(Error::Query { dep: dep.to_string(), error });
             }
             Update::Error { dep, error } => {
                 if self.failing.insert(dep.clone()) {

@@ -14,8 +14,19 @@ use tokio::task::JoinHandle;
 /// What a dependency task reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    Data { dep: Dep, value: Value },
-    Error { dep: Dep, error: String },
+    Data {
+        dep: Dep,
+        value: Value,
+    },
+    Error {
+        dep: Dep,
+        error: String,
+    },
+    /// The retries ran out (`-consul-retry-attempts`): consul-template stops with an error.
+    Fatal {
+        dep: Dep,
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -23,8 +34,11 @@ pub struct Options {
     pub clients: Vec<Client>,
     /// `?wait=` of each blocking query.
     pub wait: Duration,
-    /// Allow stale reads (`max_stale` > 0).
-    pub stale: bool,
+    /// `-max-stale`: read with `?stale`, and again from the leader when the answer is older than
+    /// this; zero reads from the leader only.
+    pub max_stale: Duration,
+    /// `-consul-retry*`: backoff between failed queries, and when to give up.
+    pub retry: api::watch::Retry,
     /// How often non-blocking sources (datacenters, files) are polled.
     pub poll: Duration,
 }
@@ -92,10 +106,20 @@ where
     F: Fn(T) -> Value,
 {
     let Some(target) = target else { return };
-    let mut watcher: Watcher<T> = Watcher::new(opts.clients.clone(), target, opts.wait).stale(opts.stale);
+    let mut watcher: Watcher<T> = match Watcher::new(opts.clients.clone(), target, opts.wait) {
+        Ok(w) => w.max_stale(opts.max_stale).retry(opts.retry.clone()),
+        Err(e) => {
+            let _ = tx.send(Update::Fatal { dep, error: e.to_string() });
+            return;
+        }
+    };
     loop {
         let update = match watcher.next().await {
             Ok(v) => Update::Data { dep: dep.clone(), value: shape(v) },
+            Err(e @ api::Error::RetriesExhausted { .. }) => {
+                let _ = tx.send(Update::Fatal { dep: dep.clone(), error: e.to_string() });
+                return;
+            }
             // The watcher backs off before its next request; the runner keeps the last data.
             Err(e) => Update::Error { dep: dep.clone(), error: e.to_string() },
         };
@@ -110,11 +134,9 @@ async fn poll_datacenters(dep: Dep, opts: Options, tx: UnboundedSender<Update>) 
     let mut current = 0usize;
     loop {
         let client = &opts.clients[current % opts.clients.len()];
-        let got: Result<Option<(Vec<String>, api::QueryMeta)>, api::Error> =
-            client.query("/v1/catalog/datacenters", &[], &api::QueryOptions::default()).await;
-        let update = match got {
-            Ok(v) => {
-                let value = Value::from(v.map(|(d, _)| d).unwrap_or_default());
+        let update = match client.catalog_datacenters().await {
+            Ok(dcs) => {
+                let value = Value::from(dcs);
                 if last.as_ref() == Some(&value) {
                     None
                 } else {

@@ -173,8 +173,10 @@ pub(super) async fn watch(args: &[String]) -> i32 {
         fail!("Error querying Consul agent: {e}");
     }
     let handler = p.args.clone();
-    let mut watcher: Watcher<Value> =
-        Watcher::new(vec![ctx.client.clone()], target, Duration::from_secs(300)).stale(ctx.stale);
+    let mut watcher: Watcher<Value> = match Watcher::new(vec![ctx.client.clone()], target, Duration::from_secs(300)) {
+        Ok(w) => w.stale(ctx.stale),
+        Err(e) => fail!("{e}"),
+    };
     let mut seen_any = false;
     loop {
         let next = tokio::select! {

@@ -1,16 +1,28 @@
 //! Builds the records for one question from a `&State` and the DNS settings. Pure: no IO, no
-//! clock (the SOA serial comes in), randomness from the caller's RNG.
+//! clock (the SOA serial comes in), randomness from the caller's RNG. A CNAME target inside the
+//! domain is answered here; one outside it is left in [`Answer::pending`] for the IO layer to
+//! ask the recursors about (Consul's `resolveCNAME`).
+//!
+//! Where Consul's answer is an RPC error, ours is the rcode Consul maps that error to
+//! (`rCodeFromError`): another datacenter is "No path to datacenter" (we have no WAN
+//! federation) and an unknown prepared query is "query not found", both NXDOMAIN with the SOA.
 
 use super::names::{hex_ip, parse, Lookup};
 use crate::config::DnsConfig;
 use crate::state::State;
 use crate::structs::{Node, Service, Status};
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use std::collections::HashSet;
 use std::net::IpAddr;
+
+/// Consul's `maxRecursionLevelDefault`: how many CNAME hops inside the domain are followed.
+const MAX_RECURSION: u8 = 3;
+/// Consul's `maxRecurseRecords`: records kept from one CNAME target's resolution without EDNS.
+pub const MAX_RECURSE_RECORDS: usize = 5;
 
 /// What the DNS server needs from the configuration.
 #[derive(Debug, Clone)]
@@ -22,12 +34,32 @@ pub struct Settings {
     pub recursors: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Answer,
+    Additional,
+}
+
+/// A host name outside the domain that a CNAME or SRV record points at: the IO layer asks the
+/// recursors for its A records and appends them to `section`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub name: Name,
+    pub section: Section,
+    /// Replaces the recursor's TTLs and keeps only CNAME/A/AAAA records (a service's FQDN, as
+    /// Consul's `makeRecordFromFQDN`); `None` keeps the recursor's answer as it is (a node's).
+    pub ttl: Option<u32>,
+    /// At most this many records are kept.
+    pub limit: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub rcode: ResponseCode,
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub additionals: Vec<Record>,
+    pub pending: Vec<Pending>,
 }
 
 /// Either an answer of ours or "forward this to a recursor".
@@ -39,7 +71,13 @@ pub enum Outcome {
 
 impl Answer {
     fn empty() -> Answer {
-        Answer { rcode: ResponseCode::NoError, answers: Vec::new(), authorities: Vec::new(), additionals: Vec::new() }
+        Answer {
+            rcode: ResponseCode::NoError,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+            pending: Vec::new(),
+        }
     }
 }
 
@@ -98,6 +136,12 @@ impl Settings {
     fn dc_ok(&self, dc: &Option<String>) -> bool {
         dc.as_deref().is_none_or(|d| d.eq_ignore_ascii_case(&self.datacenter))
     }
+
+    /// Whether `name` is inside our domain (Consul resolves such CNAME targets itself).
+    fn inside(&self, name: &Name) -> bool {
+        let n = name.to_ascii().to_ascii_lowercase();
+        n.ends_with(&format!(".{}", self.domain))
+    }
 }
 
 fn ip_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
@@ -108,12 +152,49 @@ fn ip_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
     Record::from_rdata(name.clone(), ttl, data)
 }
 
-fn type_wants_ip(qtype: RecordType, ip: IpAddr) -> bool {
+/// Consul's `makeARecord`: an A record answers A, an AAAA record AAAA, and both go with SRV, ANY,
+/// NS and TXT questions.
+fn wants_ip(qtype: RecordType, ip: IpAddr) -> bool {
     match qtype {
         RecordType::A => ip.is_ipv4(),
         RecordType::AAAA => ip.is_ipv6(),
-        RecordType::ANY => true,
+        RecordType::SRV | RecordType::ANY | RecordType::NS | RecordType::TXT => true,
         _ => false,
+    }
+}
+
+/// A host name as a fully qualified DNS name (`db.example.com` → `db.example.com.`).
+fn fqdn(host: &str) -> Option<Name> {
+    let mut n = Name::from_ascii(host).ok()?;
+    n.set_fqdn(true);
+    Some(n)
+}
+
+/// RFC 1464 `key=value`, with Consul's escaping (`encodeKVasRFC1464`): backquote doubled, `=` in
+/// the key and the key's leading and trailing spaces backquoted.
+pub fn rfc1464(key: &str, value: &str) -> String {
+    let mut k = key.replace('`', "``").replace('=', "`=");
+    let lead = k.len() - k.trim_start_matches(' ').len();
+    k = format!("{}{}", "` ".repeat(lead), &k[lead..]);
+    let trail = k.len() - k.trim_end_matches(' ').len();
+    k = format!("{}{}", &k[..k.len() - trail], "` ".repeat(trail));
+    format!("{k}={}", value.replace('`', "``"))
+}
+
+/// Node meta as TXT records named `name`; `rfc1035-` keys give the bare value.
+fn meta_txt(name: &Name, n: &Node, ttl: u32) -> Vec<Record> {
+    n.meta
+        .iter()
+        .map(|(k, v)| {
+            let txt = if k.to_ascii_lowercase().starts_with("rfc1035-") { v.clone() } else { rfc1464(k, v) };
+            Record::from_rdata(name.clone(), ttl, RData::TXT(TXT::new(vec![txt])))
+        })
+        .collect()
+}
+
+fn push_unique(v: &mut Vec<Record>, r: Record) {
+    if !v.contains(&r) {
+        v.push(r);
     }
 }
 
@@ -122,158 +203,364 @@ pub fn instance_status(state: &State, node: &str, service_id: &str) -> Status {
     state.instance_checks(node, service_id).map(|c| c.status()).max().unwrap_or(Status::Passing)
 }
 
-/// Answers one question.
+/// Answers one question. `edns`: whether the request carried EDNS (it lifts the cap on records
+/// taken from resolving a CNAME target).
 pub fn answer<R: Rng>(
     state: &State,
     s: &Settings,
     qname: &Name,
     qtype: RecordType,
+    edns: bool,
     serial: u32,
     rng: &mut R,
 ) -> Outcome {
-    let lookup = parse(&qname.to_ascii(), &s.domain);
-    let a = match lookup {
-        Lookup::Outside => return Outcome::Forward,
-        Lookup::Unknown => s.nx(serial),
-        Lookup::Apex => {
-            let mut a = Answer::empty();
-            if matches!(qtype, RecordType::SOA | RecordType::ANY) {
-                a.answers.push(s.soa(serial));
-            } else {
-                a.authorities.push(s.soa(serial));
-            }
-            a
-        }
-        Lookup::Service { name, tag, dc } => {
-            if !s.dc_ok(&dc) {
-                s.nx(serial)
-            } else {
-                service(state, s, qname, qtype, &name, tag.as_deref(), serial, rng)
-            }
-        }
-        Lookup::Node { name, dc } => {
-            let node =
-                state.nodes.get(&name).or_else(|| state.nodes.values().find(|n| n.node.eq_ignore_ascii_case(&name)));
-            match node {
-                Some(n) if s.dc_ok(&dc) => node_answer(s, qname, qtype, n, serial),
-                _ => s.nx(serial),
-            }
-        }
-        Lookup::Addr { ip, dc } => {
-            if !s.dc_ok(&dc) {
-                s.nx(serial)
-            } else if type_wants_ip(qtype, ip) {
+    let mut cx = Cx { state, s, serial, edns, rng };
+    cx.answer(qname, qtype, MAX_RECURSION)
+}
+
+/// One question's context, threaded through the CNAME recursion.
+struct Cx<'a, R> {
+    state: &'a State,
+    s: &'a Settings,
+    serial: u32,
+    edns: bool,
+    rng: &'a mut R,
+}
+
+/// The records one service instance contributes (Consul's `makeNodeServiceRecords`).
+#[derive(Default)]
+struct InstanceRecords {
+    answers: Vec<Record>,
+    extra: Vec<Record>,
+    pending: Vec<Pending>,
+}
+
+impl<R: Rng> Cx<'_, R> {
+    fn answer(&mut self, qname: &Name, qtype: RecordType, level: u8) -> Outcome {
+        let s = self.s;
+        let serial = self.serial;
+        let lookup = parse(&qname.to_ascii(), &s.domain);
+        let a = match lookup {
+            Lookup::Outside => return Outcome::Forward,
+            Lookup::Unknown => s.nx(serial),
+            Lookup::Apex => {
                 let mut a = Answer::empty();
-                a.answers.push(ip_record(qname, s.node_ttl(), ip));
+                if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                    a.answers.push(s.soa(serial));
+                } else {
+                    a.authorities.push(s.soa(serial));
+                }
                 a
-            } else {
-                s.nodata(serial)
+            }
+            // Prepared queries do not exist yet: every name is Consul's "query not found".
+            Lookup::Query { .. } => s.nx(serial),
+            Lookup::Service { dc, .. } | Lookup::Node { dc, .. } | Lookup::Addr { dc, .. } if !s.dc_ok(&dc) => {
+                s.nx(serial)
+            }
+            Lookup::Service { name, tag, .. } => self.service(qname, qtype, &name, tag.as_deref(), level),
+            Lookup::Node { name, .. } => {
+                let st = self.state;
+                let node =
+                    st.nodes.get(&name).or_else(|| st.nodes.values().find(|n| n.node.eq_ignore_ascii_case(&name)));
+                match node {
+                    Some(n) => self.node_answer(qname, qtype, n, level),
+                    None => s.nx(serial),
+                }
+            }
+            Lookup::Addr { ip, .. } => {
+                // Consul puts the address in ADDITIONAL when the type does not match.
+                let mut a = Answer::empty();
+                let r = ip_record(qname, s.node_ttl(), ip);
+                let matching = matches!(
+                    (qtype, ip),
+                    (RecordType::A, IpAddr::V4(_)) | (RecordType::AAAA, IpAddr::V6(_)) | (RecordType::ANY, _)
+                );
+                if matching {
+                    a.answers.push(r);
+                } else {
+                    a.additionals.push(r);
+                }
+                a
+            }
+            Lookup::Ptr(ip) => {
+                let a = self.ptr(qname, qtype, ip);
+                if a.answers.is_empty() {
+                    // Not one of ours: a recursor may know it.
+                    if s.recursors {
+                        return Outcome::Forward;
+                    }
+                    return Outcome::Answer(s.nx(serial));
+                }
+                a
+            }
+        };
+        Outcome::Answer(a)
+    }
+
+    /// Consul's `handlePtr`: the first node with this address, else the first service instance
+    /// with it as its own address.
+    fn ptr(&mut self, qname: &Name, qtype: RecordType, ip: IpAddr) -> Answer {
+        let s = self.s;
+        let mut a = Answer::empty();
+        if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            return a;
+        }
+        let is_ip = |addr: &str| addr.parse::<IpAddr>().ok() == Some(ip);
+        let target = match self.state.nodes.values().find(|n| is_ip(&n.address)) {
+            Some(n) => s.node_name(&n.node),
+            None => self.state.all_services().find(|(_, svc)| is_ip(&svc.address)).and_then(|(_, svc)| {
+                Name::from_ascii(format!("{}.service.{}.{}", svc.service, s.datacenter, s.domain)).ok()
+            }),
+        };
+        if let Some(t) = target {
+            a.answers.push(Record::from_rdata(qname.clone(), s.node_ttl(), RData::PTR(PTR(t))));
+        }
+        a
+    }
+
+    /// Consul's `resolveCNAME`: a target inside the domain is answered here as an ANY question
+    /// one level deeper; one outside is left for the recursors (returned as a name), if any.
+    fn resolve(&mut self, target: &Name, level: u8) -> (Vec<Record>, Vec<Name>) {
+        if self.s.inside(target) {
+            if level == 0 {
+                tracing::warn!(name = %target, "dns: CNAME recursion too deep, not resolving");
+                return (Vec::new(), Vec::new());
+            }
+            return match self.answer(target, RecordType::ANY, level - 1) {
+                Outcome::Answer(a) => (a.answers, a.pending.into_iter().map(|p| p.name).collect()),
+                Outcome::Forward => (Vec::new(), Vec::new()),
+            };
+        }
+        if self.s.recursors {
+            (Vec::new(), vec![target.clone()])
+        } else {
+            (Vec::new(), Vec::new())
+        }
+    }
+
+    /// Consul's `makeRecordFromNode`: the address record, or a CNAME to the node's host name
+    /// followed by what that name resolves to.
+    fn node_records(&mut self, qname: &Name, qtype: RecordType, n: &Node, ttl: u32, level: u8) -> InstanceRecords {
+        let mut out = InstanceRecords::default();
+        match n.address.parse::<IpAddr>() {
+            Ok(ip) => {
+                if wants_ip(qtype, ip) {
+                    out.answers.push(ip_record(qname, ttl, ip));
+                }
+            }
+            Err(_) => {
+                let Some(target) = fqdn(&n.address) else { return out };
+                out.answers.push(Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(target.clone()))));
+                let (more, outside) = self.resolve(&target, level);
+                out.answers.extend(more);
+                out.pending.extend(outside.into_iter().map(|name| Pending {
+                    name,
+                    section: Section::Answer,
+                    ttl: None,
+                    limit: usize::MAX,
+                }));
             }
         }
-        Lookup::Ptr(ip) => {
-            let mut a = Answer::empty();
-            if matches!(qtype, RecordType::PTR | RecordType::ANY) {
-                for n in state.nodes.values() {
-                    if n.address.parse::<IpAddr>().ok() == Some(ip) {
-                        if let Some(target) = s.node_name(&n.node) {
-                            a.answers.push(Record::from_rdata(qname.clone(), s.node_ttl(), RData::PTR(PTR(target))));
+        out
+    }
+
+    /// Consul's `handleNodeQuery`.
+    fn node_answer(&mut self, qname: &Name, qtype: RecordType, n: &Node, level: u8) -> Answer {
+        let mut a = Answer::empty();
+        // Other types: NOERROR and nothing else, as Consul.
+        if !matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY | RecordType::TXT) {
+            return a;
+        }
+        let ttl = self.s.node_ttl();
+        if qtype != RecordType::TXT {
+            let r = self.node_records(qname, qtype, n, ttl, level);
+            a.answers = r.answers;
+            a.pending = r.pending;
+        }
+        let meta = meta_txt(qname, n, ttl);
+        if matches!(qtype, RecordType::TXT | RecordType::ANY) {
+            a.answers.extend(meta);
+        } else if self.s.dns.enable_additional_node_meta_txt {
+            a.additionals.extend(meta);
+        }
+        // A node without the asked-for address type is NOERROR with no SOA, as Consul.
+        a
+    }
+
+    /// Consul's `makeRecordFromFQDN`: SRV to the host name with its resolution in ADDITIONAL, or
+    /// a CNAME followed by its resolution; resolved records take the service's TTL.
+    fn fqdn_records(
+        &mut self,
+        qname: &Name,
+        qtype: RecordType,
+        host: &str,
+        srv: (u16, u16),
+        ttl: u32,
+        level: u8,
+    ) -> InstanceRecords {
+        let mut out = InstanceRecords::default();
+        let Some(target) = fqdn(host) else { return out };
+        let limit = if self.edns { usize::MAX } else { MAX_RECURSE_RECORDS };
+        let (more, outside) = self.resolve(&target, level);
+        let resolved: Vec<Record> = more
+            .into_iter()
+            .filter(|r| matches!(r.record_type(), RecordType::CNAME | RecordType::A | RecordType::AAAA))
+            .take(limit)
+            .map(|mut r| {
+                r.ttl = ttl;
+                r
+            })
+            .collect();
+        let section = if qtype == RecordType::SRV { Section::Additional } else { Section::Answer };
+        let rest = limit - resolved.len();
+        if rest > 0 {
+            out.pending.extend(outside.into_iter().map(|name| Pending { name, section, ttl: Some(ttl), limit: rest }));
+        }
+        if qtype == RecordType::SRV {
+            out.answers.push(Record::from_rdata(qname.clone(), ttl, RData::SRV(SRV::new(1, srv.0, srv.1, target))));
+            out.extra = resolved;
+        } else {
+            out.answers.push(Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(target))));
+            out.answers.extend(resolved);
+        }
+        out
+    }
+
+    /// An instance at an IP: SRV to `target` with the address in ADDITIONAL, or the address.
+    fn ip_records(
+        qname: &Name,
+        qtype: RecordType,
+        target: Option<Name>,
+        ip: IpAddr,
+        srv: (u16, u16),
+        ttl: u32,
+    ) -> InstanceRecords {
+        let mut out = InstanceRecords::default();
+        if !wants_ip(qtype, ip) {
+            return out;
+        }
+        if qtype == RecordType::SRV {
+            let Some(target) = target else { return out };
+            out.answers.push(Record::from_rdata(
+                qname.clone(),
+                ttl,
+                RData::SRV(SRV::new(1, srv.0, srv.1, target.clone())),
+            ));
+            out.extra.push(ip_record(&target, ttl, ip));
+        } else {
+            out.answers.push(ip_record(qname, ttl, ip));
+        }
+        out
+    }
+
+    /// Consul's `makeNodeServiceRecords`. A service address equal to its node's counts as none.
+    #[allow(clippy::too_many_arguments)]
+    fn instance_records(
+        &mut self,
+        qname: &Name,
+        qtype: RecordType,
+        n: &Node,
+        svc: &Service,
+        weight: u16,
+        ttl: u32,
+        level: u8,
+    ) -> InstanceRecords {
+        let s = self.s;
+        let srv = (weight, svc.port);
+        let svc_addr = if svc.address == n.address { "" } else { svc.address.as_str() };
+        if svc_addr.is_empty() && n.address.is_empty() {
+            return InstanceRecords::default();
+        }
+        let node_ip = n.address.parse::<IpAddr>().ok();
+        match (svc_addr, node_ip) {
+            ("", Some(ip)) => Self::ip_records(qname, qtype, s.node_name(&n.node), ip, srv, ttl),
+            ("", None) => self.fqdn_records(qname, qtype, &n.address, srv, ttl, level),
+            (addr, _) if addr.parse::<IpAddr>().is_ok() => {
+                let ip: IpAddr = addr.parse().expect("checked above");
+                Self::ip_records(qname, qtype, s.addr_name(ip), ip, srv, ttl)
+            }
+            // A service whose address is the very name asked for is answered from its node.
+            (addr, Some(ip)) if fqdn(addr).is_some_and(|f| f == *qname) => {
+                Self::ip_records(qname, qtype, s.node_name(&n.node), ip, srv, ttl)
+            }
+            (addr, _) => self.fqdn_records(qname, qtype, addr, srv, ttl, level),
+        }
+    }
+
+    fn service(&mut self, qname: &Name, qtype: RecordType, name: &str, tag: Option<&str>, level: u8) -> Answer {
+        let (state, s) = (self.state, self.s);
+        let mut instances: Vec<(&Node, &Service, Status)> = state
+            .all_services()
+            .filter(|(_, svc)| svc.service.eq_ignore_ascii_case(name))
+            .filter(|(_, svc)| tag.is_none_or(|t| svc.tags.iter().any(|x| x.eq_ignore_ascii_case(t))))
+            .filter_map(|(node, svc)| {
+                let n = state.nodes.get(node)?;
+                let status = instance_status(state, node, &svc.id);
+                let ok = match status {
+                    Status::Passing => true,
+                    Status::Warning => !s.dns.only_passing,
+                    Status::Critical => false,
+                };
+                ok.then_some((n, svc, status))
+            })
+            .collect();
+        if instances.is_empty() {
+            return s.nx(self.serial);
+        }
+        instances.shuffle(self.rng);
+        let ttl = s.service_ttl(name);
+        let mut a = Answer::empty();
+        let weight = |svc: &Service, status| {
+            let w = if status == Status::Warning { svc.weights.warning } else { svc.weights.passing };
+            w.clamp(0, u16::MAX as i64) as u16
+        };
+        if qtype == RecordType::SRV {
+            // Consul's `addServiceSRVRecordsToMessage`: one SRV per node, address and port.
+            let mut seen = HashSet::new();
+            for (n, svc, status) in instances {
+                if !seen.insert((n.node.as_str(), svc.address.as_str(), svc.port)) {
+                    continue;
+                }
+                let r = self.instance_records(qname, qtype, n, svc, weight(svc, status), ttl, level);
+                a.answers.extend(r.answers);
+                for x in r.extra {
+                    push_unique(&mut a.additionals, x);
+                }
+                a.pending.extend(r.pending);
+                if s.dns.enable_additional_node_meta_txt {
+                    if let Some(node_name) = s.node_name(&n.node) {
+                        for x in meta_txt(&node_name, n, ttl) {
+                            push_unique(&mut a.additionals, x);
                         }
                     }
                 }
             }
-            if a.answers.is_empty() {
-                // Not one of ours: a recursor may know it.
-                if s.recursors {
-                    return Outcome::Forward;
+        } else {
+            // Consul's `addServiceNodeRecordsToMessage`: addresses, deduplicated; a CNAME (the
+            // first one, with its resolution) only when no instance has an address.
+            // (Comparing records, not their text as Consul does: the same test, no allocation.)
+            let mut cname: Option<InstanceRecords> = None;
+            for (n, svc, status) in instances {
+                let r = self.instance_records(qname, qtype, n, svc, weight(svc, status), ttl, level);
+                let Some(first) = r.answers.first() else { continue };
+                if first.record_type() == RecordType::CNAME {
+                    cname.get_or_insert(r);
+                } else if !a.answers.contains(first) {
+                    a.answers.extend(r.answers);
                 }
-                return Outcome::Answer(s.nx(serial));
             }
-            a
-        }
-    };
-    Outcome::Answer(a)
-}
-
-fn node_answer(s: &Settings, qname: &Name, qtype: RecordType, n: &Node, serial: u32) -> Answer {
-    let mut a = Answer::empty();
-    let ttl = s.node_ttl();
-    if let Ok(ip) = n.address.parse::<IpAddr>() {
-        if type_wants_ip(qtype, ip) {
-            a.answers.push(ip_record(qname, ttl, ip));
-        }
-    }
-    if matches!(qtype, RecordType::TXT | RecordType::ANY) {
-        for (k, v) in &n.meta {
-            a.answers.push(Record::from_rdata(qname.clone(), ttl, RData::TXT(TXT::new(vec![format!("{k}={v}")]))));
-        }
-    }
-    if a.answers.is_empty() {
-        return s.nodata(serial);
-    }
-    a
-}
-
-#[allow(clippy::too_many_arguments)]
-fn service<R: Rng>(
-    state: &State,
-    s: &Settings,
-    qname: &Name,
-    qtype: RecordType,
-    name: &str,
-    tag: Option<&str>,
-    serial: u32,
-    rng: &mut R,
-) -> Answer {
-    let mut instances: Vec<(&Node, &Service, Status)> = state
-        .all_services()
-        .filter(|(_, svc)| svc.service.eq_ignore_ascii_case(name))
-        .filter(|(_, svc)| tag.is_none_or(|t| svc.tags.iter().any(|x| x.eq_ignore_ascii_case(t))))
-        .filter_map(|(node, svc)| {
-            let n = state.nodes.get(node)?;
-            let status = instance_status(state, node, &svc.id);
-            let ok = match status {
-                Status::Passing => true,
-                Status::Warning => !s.dns.only_passing,
-                Status::Critical => false,
-            };
-            ok.then_some((n, svc, status))
-        })
-        .collect();
-    if instances.is_empty() {
-        return s.nx(serial);
-    }
-    instances.shuffle(rng);
-    let ttl = s.service_ttl(name);
-    let mut a = Answer::empty();
-    for (n, svc, status) in instances {
-        let own = !svc.address.is_empty() && svc.address != n.address;
-        let addr = if own { &svc.address } else { &n.address };
-        let Ok(ip) = addr.parse::<IpAddr>() else { continue };
-        if qtype == RecordType::SRV {
-            let target = if own { s.addr_name(ip) } else { s.node_name(&n.node) };
-            let Some(target) = target else { continue };
-            let w = if status == Status::Warning { svc.weights.warning } else { svc.weights.passing };
-            let weight = w.clamp(0, u16::MAX as i64) as u16;
-            a.answers.push(Record::from_rdata(
-                qname.clone(),
-                ttl,
-                RData::SRV(SRV::new(1, weight, svc.port, target.clone())),
-            ));
-            let extra = ip_record(&target, ttl, ip);
-            if !a.additionals.contains(&extra) {
-                a.additionals.push(extra);
-            }
-        } else if type_wants_ip(qtype, ip) {
-            let r = ip_record(qname, ttl, ip);
-            if !a.answers.contains(&r) {
-                a.answers.push(r);
+            if a.answers.is_empty() {
+                if let Some(r) = cname {
+                    a.answers = r.answers;
+                    a.pending = r.pending;
+                }
             }
         }
+        if a.answers.is_empty() {
+            return s.nodata(self.serial);
+        }
+        a
     }
-    if a.answers.is_empty() {
-        return s.nodata(serial);
-    }
-    a
 }
 
 #[cfg(test)]
@@ -295,6 +582,7 @@ mod tests {
                 allow_stale: true,
                 enable_truncate: false,
                 udp_answer_limit: 3,
+                enable_additional_node_meta_txt: true,
             },
             recursors: false,
         }
@@ -339,7 +627,7 @@ mod tests {
 
     fn ask(st: &State, s: &Settings, q: &str, t: RecordType) -> Answer {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        match answer(st, s, &Name::from_ascii(q).unwrap(), t, 42, &mut rng) {
+        match answer(st, s, &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng) {
             Outcome::Answer(a) => a,
             Outcome::Forward => panic!("forwarded {q}"),
         }
@@ -377,6 +665,19 @@ mod tests {
                 "_web._tcp.service.consul. 5 1 2 8080 c0a80009.addr.dc1.consul.",
             ]
         );
+        // Node meta as TXT in ADDITIONAL, named by the node (enable_additional_node_meta_txt).
+        assert_eq!(
+            sorted(&a.additionals),
+            vec![
+                "c0a80009.addr.dc1.consul. 5 192.168.0.9",
+                "n1.node.dc1.consul. 5 10.0.0.1",
+                "n1.node.dc1.consul. 5 rack=n1",
+                "n2.node.dc1.consul. 5 rack=n2",
+            ]
+        );
+        let mut s = settings();
+        s.dns.enable_additional_node_meta_txt = false;
+        let a = ask(&state(), &s, "_web._tcp.service.consul.", RecordType::SRV);
         assert_eq!(
             sorted(&a.additionals),
             vec!["c0a80009.addr.dc1.consul. 5 192.168.0.9", "n1.node.dc1.consul. 5 10.0.0.1"]
@@ -423,8 +724,27 @@ mod tests {
             sorted(&ask(&st, &s, "n1.node.consul.", RecordType::ANY).answers),
             vec!["n1.node.consul. 10 10.0.0.1", "n1.node.consul. 10 rack=n1"]
         );
+        // A and AAAA carry the meta in ADDITIONAL; a missing type is NOERROR without SOA, as Consul.
+        assert_eq!(
+            sorted(&ask(&st, &s, "n1.node.consul.", RecordType::A).additionals),
+            vec!["n1.node.consul. 10 rack=n1"]
+        );
         let nodata = ask(&st, &s, "n1.node.consul.", RecordType::AAAA);
-        assert_eq!((nodata.rcode, nodata.answers.len(), nodata.authorities.len()), (ResponseCode::NoError, 0, 1));
+        assert_eq!((nodata.rcode, nodata.answers.len(), nodata.authorities.len()), (ResponseCode::NoError, 0, 0));
+        assert_eq!(sorted(&nodata.additionals), vec!["n1.node.consul. 10 rack=n1"]);
+        let mut quiet = settings();
+        quiet.dns.enable_additional_node_meta_txt = false;
+        assert!(ask(&st, &quiet, "n1.node.consul.", RecordType::A).additionals.is_empty());
+        assert_eq!(
+            sorted(&ask(&st, &quiet, "n1.node.consul.", RecordType::TXT).answers),
+            vec!["n1.node.consul. 10 rack=n1"],
+            "a TXT question is answered whatever the setting"
+        );
+        let other = ask(&st, &s, "n1.node.consul.", RecordType::MX);
+        assert_eq!(
+            (other.rcode, other.answers.len(), other.authorities.len(), other.additionals.len()),
+            (ResponseCode::NoError, 0, 0, 0)
+        );
         assert_eq!(
             sorted(&ask(&st, &s, "0a000001.addr.consul.", RecordType::A).answers),
             vec!["0a000001.addr.consul. 10 10.0.0.1"]
@@ -434,6 +754,159 @@ mod tests {
             vec!["2.0.0.10.in-addr.arpa. 10 n2.node.dc1.consul."]
         );
         assert_eq!(ask(&st, &s, "9.9.9.9.in-addr.arpa.", RecordType::PTR).rcode, ResponseCode::NXDomain);
+    }
+
+    /// Nodes and services with host names instead of IPs; IPv6 nodes and their PTR names.
+    fn hostname_state() -> State {
+        let mut st = state();
+        let mut meta = BTreeMap::new();
+        meta.insert("rfc1035-note".to_string(), "plain".to_string());
+        meta.insert(" a=b ".to_string(), "x`y".to_string());
+        for (name, addr) in [("ext", "db.example.com"), ("v6", "2001:db8::7"), ("inner", "n1.node.consul")] {
+            st.nodes.insert(
+                name.into(),
+                Node {
+                    node: name.into(),
+                    address: addr.into(),
+                    datacenter: "dc1".into(),
+                    meta: meta.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        let svc = |id: &str, name: &str, addr: &str| Service {
+            id: id.into(),
+            service: name.into(),
+            address: addr.into(),
+            port: 5432,
+            weights: Weights { passing: 1, warning: 1 },
+            ..Default::default()
+        };
+        // `pg` lives on an external host (node address); `cache` has its own host name;
+        // `alias` points inside the domain; `mixed` has one IP instance and one host name.
+        st.services.entry("ext".into()).or_default().insert("pg".into(), svc("pg", "pg", ""));
+        st.services.entry("n1".into()).or_default().insert("cache".into(), svc("cache", "cache", "cache.example.net"));
+        st.services.entry("n1".into()).or_default().insert("alias".into(), svc("alias", "alias", "n2.node.consul"));
+        st.services.entry("n1".into()).or_default().insert("m1".into(), svc("m1", "mixed", "mixed.example.org"));
+        st.services.entry("n2".into()).or_default().insert("m2".into(), svc("m2", "mixed", ""));
+        st.services.entry("v6".into()).or_default().insert("ipv6".into(), svc("ipv6", "ipv6", ""));
+        st.services.entry("n1".into()).or_default().insert("own".into(), svc("own", "own", "192.168.7.7"));
+        st
+    }
+
+    #[test]
+    fn service_host_names_give_cnames() {
+        let st = hostname_state();
+        let s = settings();
+        // No recursors: the CNAME alone, nothing pending.
+        let a = ask(&st, &s, "pg.service.consul.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert_eq!(sorted(&a.answers), vec!["pg.service.consul. 5 db.example.com."]);
+        assert_eq!(a.answers[0].record_type(), RecordType::CNAME);
+        assert!(a.pending.is_empty() && a.additionals.is_empty());
+        // With recursors: the target is left for them, in ANSWER, with the service TTL, at most 5.
+        let mut rs = settings();
+        rs.recursors = true;
+        let a = ask(&st, &rs, "cache.service.consul.", RecordType::A);
+        assert_eq!(sorted(&a.answers), vec!["cache.service.consul. 5 cache.example.net."]);
+        assert_eq!(
+            a.pending,
+            vec![Pending {
+                name: Name::from_ascii("cache.example.net.").unwrap(),
+                section: Section::Answer,
+                ttl: Some(5),
+                limit: MAX_RECURSE_RECORDS
+            }]
+        );
+        // SRV: the host name is the target; its resolution goes to ADDITIONAL.
+        let a = ask(&st, &rs, "_cache._tcp.service.consul.", RecordType::SRV);
+        assert_eq!(sorted(&a.answers), vec!["_cache._tcp.service.consul. 5 1 1 5432 cache.example.net."]);
+        assert_eq!(a.pending[0].section, Section::Additional);
+        assert_eq!(sorted(&a.additionals), vec!["n1.node.dc1.consul. 5 rack=n1"]);
+        // A target inside the domain is resolved here, with the service's TTL.
+        let a = ask(&st, &s, "alias.service.consul.", RecordType::A);
+        assert_eq!(sorted(&a.answers), vec!["alias.service.consul. 5 n2.node.consul.", "n2.node.consul. 5 10.0.0.2"]);
+        let a = ask(&st, &s, "alias.service.consul.", RecordType::SRV);
+        assert_eq!(sorted(&a.answers), vec!["alias.service.consul. 5 1 1 5432 n2.node.consul."]);
+        assert!(sorted(&a.additionals).contains(&"n2.node.consul. 5 10.0.0.2".to_string()));
+        // An instance with an address wins over one with a host name (Consul keeps CNAMEs back).
+        let a = ask(&st, &s, "mixed.service.consul.", RecordType::A);
+        assert_eq!(sorted(&a.answers), vec!["mixed.service.consul. 5 10.0.0.2"]);
+        let a = ask(&st, &s, "mixed.service.consul.", RecordType::SRV);
+        assert_eq!(
+            sorted(&a.answers),
+            vec![
+                "mixed.service.consul. 5 1 1 5432 mixed.example.org.",
+                "mixed.service.consul. 5 1 1 5432 n2.node.dc1.consul."
+            ]
+        );
+        // IPv6 instances: AAAA answers, no A.
+        let a = ask(&st, &s, "ipv6.service.consul.", RecordType::AAAA);
+        assert_eq!(sorted(&a.answers), vec!["ipv6.service.consul. 5 2001:db8::7"]);
+        let a = ask(&st, &s, "ipv6.service.consul.", RecordType::A);
+        assert_eq!((a.rcode, a.answers.len(), a.authorities.len()), (ResponseCode::NoError, 0, 1));
+    }
+
+    #[test]
+    fn node_host_names_give_cnames() {
+        let st = hostname_state();
+        let s = settings();
+        let a = ask(&st, &s, "ext.node.consul.", RecordType::A);
+        assert_eq!(sorted(&a.answers), vec!["ext.node.consul. 10 db.example.com."]);
+        assert_eq!(a.answers[0].record_type(), RecordType::CNAME);
+        let mut rs = settings();
+        rs.recursors = true;
+        let a = ask(&st, &rs, "ext.node.consul.", RecordType::A);
+        assert_eq!(a.pending.len(), 1);
+        assert_eq!((a.pending[0].section, a.pending[0].ttl), (Section::Answer, None));
+        // Inside the domain: followed here as an ANY question, all of whose answers are kept
+        // (Consul's `makeRecordFromNode`).
+        let a = ask(&st, &s, "inner.node.consul.", RecordType::A);
+        assert_eq!(
+            sorted(&a.answers),
+            vec!["inner.node.consul. 10 n1.node.consul.", "n1.node.consul. 10 10.0.0.1", "n1.node.consul. 10 rack=n1"]
+        );
+        // TXT: RFC 1464 escaping, and `rfc1035-` keys give the bare value.
+        let a = ask(&st, &s, "ext.node.consul.", RecordType::TXT);
+        assert_eq!(sorted(&a.answers), vec!["ext.node.consul. 10 ` a`=b` =x``y", "ext.node.consul. 10 plain"]);
+    }
+
+    #[test]
+    fn ptr_v6_and_service_addresses() {
+        let st = hostname_state();
+        let s = settings();
+        let v6 = crate::dns::names::reverse_name("2001:db8::7".parse().unwrap());
+        let a = ask(&st, &s, &v6, RecordType::PTR);
+        assert_eq!(sorted(&a.answers), vec![format!("{v6} 10 v6.node.dc1.consul.")]);
+        // No node at the address: the service instance that has it.
+        let a = ask(&st, &s, "7.7.168.192.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(sorted(&a.answers), vec!["7.7.168.192.in-addr.arpa. 10 own.service.dc1.consul."]);
+        let unknown = crate::dns::names::reverse_name("2001:db8::9".parse().unwrap());
+        assert_eq!(ask(&st, &s, &unknown, RecordType::PTR).rcode, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn other_datacenters_and_prepared_queries_are_nxdomain() {
+        for q in [
+            "web.service.dc2.consul.",
+            "n1.node.dc2.consul.",
+            "0a000001.addr.dc2.consul.",
+            "db.query.consul.",
+            "db.query.dc1.consul.",
+            "_db._tcp.query.consul.",
+        ] {
+            for t in [RecordType::A, RecordType::SRV] {
+                let a = ask(&state(), &settings(), q, t);
+                assert_eq!((a.rcode, a.answers.len(), a.authorities.len()), (ResponseCode::NXDomain, 0, 1), "{q} {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn rfc1464_escaping() {
+        assert_eq!(rfc1464("rack", "r1"), "rack=r1");
+        assert_eq!(rfc1464("a=b", "c=d"), "a`=b=c=d");
+        assert_eq!(rfc1464("  k ", "`v"), "` ` k` =``v");
     }
 
     #[test]
@@ -450,7 +923,15 @@ mod tests {
     #[test]
     fn outside_forwards() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let o = answer(&state(), &settings(), &Name::from_ascii("example.com.").unwrap(), RecordType::A, 1, &mut rng);
+        let o = answer(
+            &state(),
+            &settings(),
+            &Name::from_ascii("example.com.").unwrap(),
+            RecordType::A,
+            false,
+            1,
+            &mut rng,
+        );
         assert_eq!(o, Outcome::Forward);
     }
 }

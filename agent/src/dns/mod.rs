@@ -4,18 +4,20 @@
 //! names to the `-recursor`s. Wire format via `hickory-proto`.
 //!
 //! `names` parses a query name, `answer` builds records from `&State`; both are pure. This module
-//! does the IO: decoding, the read guard (taken and dropped inside one synchronous call), UDP size
-//! limits and truncation, and forwarding.
+//! does the IO: decoding, the read guard (taken and dropped inside one synchronous call), asking
+//! the recursors about CNAME targets outside the domain, UDP size limits and truncation, and
+//! forwarding.
 
 pub mod answer;
 pub mod names;
 
 use crate::config::Config;
 use crate::state::Store;
-use answer::{Outcome, Settings};
+use answer::{Answer, Outcome, Section, Settings};
 use anyhow::Context;
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +128,15 @@ async fn serve_udp(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
                     let _ = sock.send_to(&b, peer).await;
                 });
             }
+            Reply::Resolve(req, a) => {
+                let (sh, sock) = (sh.clone(), sock.clone());
+                tokio::spawn(async move {
+                    let a = resolve_pending(&sh, *a).await;
+                    if let Reply::Bytes(b) = finish(&sh, &req, a, true) {
+                        let _ = sock.send_to(&b, peer).await;
+                    }
+                });
+            }
         }
     }
 }
@@ -156,6 +167,13 @@ async fn serve_conn(sh: Arc<Shared>, mut conn: TcpStream) {
             Reply::None => return,
             Reply::Bytes(b) => b,
             Reply::Forward(req) => forward(&sh, &buf, &req).await,
+            Reply::Resolve(req, a) => {
+                let a = resolve_pending(&sh, *a).await;
+                match finish(&sh, &req, a, false) {
+                    Reply::Bytes(b) => b,
+                    _ => return,
+                }
+            }
         };
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
@@ -170,6 +188,8 @@ enum Reply {
     None,
     Bytes(Vec<u8>),
     Forward(Message),
+    /// Our answer, once the recursors have resolved the CNAME targets it names.
+    Resolve(Message, Box<Answer>),
 }
 
 fn base_response(sh: &Shared, req: &Message, rcode: ResponseCode) -> Message {
@@ -226,16 +246,23 @@ fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
     };
     let outcome = {
         let state = sh.store.read();
-        answer::answer(&state, &sh.settings, &q.name, q.query_type, serial(), &mut rand::thread_rng())
+        let edns = req.edns.is_some();
+        answer::answer(&state, &sh.settings, &q.name, q.query_type, edns, serial(), &mut rand::thread_rng())
     };
     let a = match outcome {
         Outcome::Forward if sh.recursors.is_empty() => {
             return encode(&base_response(sh, &req, ResponseCode::Refused));
         }
         Outcome::Forward => return Reply::Forward(req),
+        Outcome::Answer(a) if !a.pending.is_empty() => return Reply::Resolve(req, Box::new(a)),
         Outcome::Answer(a) => a,
     };
-    let mut m = base_response(sh, &req, a.rcode);
+    finish(sh, &req, a, udp)
+}
+
+/// The response message for our answer: flags, sections, and UDP trimming.
+fn finish(sh: &Shared, req: &Message, a: Answer, udp: bool) -> Reply {
+    let mut m = base_response(sh, req, a.rcode);
     m.metadata.authoritative = true;
     m.answers = a.answers;
     m.authorities = a.authorities;
@@ -251,33 +278,52 @@ fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
     encode(&m)
 }
 
-/// Drops additionals no remaining SRV answer points at.
-fn prune_additionals(m: &mut Message) {
-    let targets: Vec<_> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::SRV(srv) => Some(srv.target.clone()),
-            _ => None,
-        })
-        .collect();
-    m.additionals.retain(|r| !matches!(r.record_type(), RecordType::A | RecordType::AAAA) || targets.contains(&r.name));
+/// Consul's `syncExtra`, run once answers were dropped: ADDITIONAL becomes, for each remaining
+/// SRV target, the first additional record with that name, following CNAMEs. (So a trimmed
+/// answer keeps each target's address and drops the node-meta TXT records.)
+fn prune_additionals(m: &mut Message, index: &HashMap<Name, Record>) {
+    let mut extra = Vec::new();
+    let mut resolved = Vec::new();
+    for r in &m.answers {
+        let RData::SRV(srv) = &r.data else { continue };
+        let mut target = srv.target.to_lowercase();
+        while !resolved.contains(&target) {
+            resolved.push(target.clone());
+            let Some(x) = index.get(&target) else { break };
+            extra.push(x.clone());
+            match &x.data {
+                RData::CNAME(c) => target = c.0.to_lowercase(),
+                _ => break,
+            }
+        }
+    }
+    m.additionals = extra;
+}
+
+/// The first additional record of each (lowercased) name.
+fn index_additionals(m: &Message) -> HashMap<Name, Record> {
+    let mut index = HashMap::new();
+    for r in &m.additionals {
+        index.entry(r.name.to_lowercase()).or_insert_with(|| r.clone());
+    }
+    index
 }
 
 /// Consul's `trimUDPResponse`: without EDNS at most `answer_limit` answers, then drop answers (and
 /// their additionals) until the message fits `max` bytes. Returns whether anything was dropped.
 fn trim_udp(m: &mut Message, max: usize, edns: bool, answer_limit: usize) -> bool {
     let before = m.answers.len();
+    let index = index_additionals(m);
     if !edns && m.answers.len() > answer_limit {
         m.answers.truncate(answer_limit);
-        prune_additionals(m);
+        prune_additionals(m, &index);
     }
     // Encoding is most of a query's cost: measure once, and again only after dropping something.
     let size = |m: &Message| m.to_vec().map(|b| b.len()).unwrap_or(usize::MAX);
     let mut len = size(m);
     while m.answers.len() > 1 && len > max {
         m.answers.pop();
-        prune_additionals(m);
+        prune_additionals(m, &index);
         len = size(m);
     }
     if len > max {
@@ -288,6 +334,47 @@ fn trim_udp(m: &mut Message, max: usize, edns: bool, answer_limit: usize) -> boo
 
 /// Sends the query to each recursor in turn (UDP, 2 s each); the first answer wins, else SERVFAIL.
 async fn forward(sh: &Shared, query: &[u8], req: &Message) -> Vec<u8> {
+    match exchange(sh, query).await {
+        Some(b) => b,
+        None => base_response(sh, req, ResponseCode::ServFail).to_vec().unwrap_or_default(),
+    }
+}
+
+/// Asks the recursors for the A records of each pending CNAME target (Consul's `resolveCNAME`:
+/// the first recursor that answers wins; none answering leaves the CNAME unresolved).
+async fn resolve_pending(sh: &Shared, mut a: Answer) -> Answer {
+    for p in std::mem::take(&mut a.pending) {
+        let mut q = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+        q.metadata.recursion_desired = true;
+        q.add_query(Query::query(p.name.clone(), RecordType::A));
+        let Ok(bytes) = q.to_vec() else { continue };
+        let Some(resp) = exchange(sh, &bytes).await.and_then(|b| Message::from_vec(&b).ok()) else {
+            tracing::debug!(name = %p.name, "dns: no recursor resolved a CNAME target");
+            continue;
+        };
+        let records = resp
+            .answers
+            .into_iter()
+            .filter(|r| {
+                p.ttl.is_none() || matches!(r.record_type(), RecordType::CNAME | RecordType::A | RecordType::AAAA)
+            })
+            .take(p.limit)
+            .map(|mut r| {
+                if let Some(ttl) = p.ttl {
+                    r.ttl = ttl;
+                }
+                r
+            });
+        match p.section {
+            Section::Answer => a.answers.extend(records),
+            Section::Additional => a.additionals.extend(records),
+        }
+    }
+    a
+}
+
+/// One query to each recursor in turn (UDP, 2 s each): the first reply with the query's ID.
+async fn exchange(sh: &Shared, query: &[u8]) -> Option<Vec<u8>> {
     for r in &sh.recursors {
         let local: SocketAddr =
             if r.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
@@ -305,11 +392,11 @@ async fn forward(sh: &Shared, query: &[u8], req: &Message) -> Vec<u8> {
             }
         };
         match tokio::time::timeout(RECURSOR_TIMEOUT, attempt).await {
-            Ok(Some(b)) => return b,
+            Ok(Some(b)) => return Some(b),
             _ => tracing::debug!(recursor = %r, "dns: recursor did not answer"),
         }
     }
-    base_response(sh, req, ResponseCode::ServFail).to_vec().unwrap_or_default()
+    None
 }
 
 #[cfg(test)]

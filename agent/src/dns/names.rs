@@ -12,8 +12,11 @@ pub enum Lookup {
     Node { name: String, dc: Option<String> },
     /// `<hex>.addr[.<dc>]`.
     Addr { ip: IpAddr, dc: Option<String> },
-    /// `<d>.<c>.<b>.<a>.in-addr.arpa.`
+    /// `<d>.<c>.<b>.<a>.in-addr.arpa.` or the 32 reversed nibbles of an IPv6 address under
+    /// `ip6.arpa.`
     Ptr(IpAddr),
+    /// `<query>.query[.<dc>]` or `_<query>._<proto>.query[.<dc>]`: a prepared query by name or ID.
+    Query { name: String, dc: Option<String> },
     /// Inside the domain but not a name we know: NXDOMAIN.
     Unknown,
     /// Outside the domain: forwarded to a recursor, if any.
@@ -42,6 +45,12 @@ pub fn parse(qname: &str, domain: &str) -> Lookup {
             None => Lookup::Outside,
         };
     }
+    if let Some(rest) = q.strip_suffix(".ip6.arpa.") {
+        return match parse_reverse_v6(rest) {
+            Some(ip) => Lookup::Ptr(IpAddr::V6(ip)),
+            None => Lookup::Outside,
+        };
+    }
     if q == domain {
         return Lookup::Apex;
     }
@@ -53,7 +62,8 @@ pub fn parse(qname: &str, domain: &str) -> Lookup {
         return Lookup::Unknown;
     }
     // RFC 2782: _<service>._<tag|tcp>[.service][.<dc>]
-    if labels.len() >= 2 && labels[0].starts_with('_') && labels[1].starts_with('_') {
+    if labels.len() >= 2 && labels[0].starts_with('_') && labels[1].starts_with('_') && labels.get(2) != Some(&"query")
+    {
         let dc = match &labels[2..] {
             [] | ["service"] => None,
             [dc] | ["service", dc] => Some(dc.to_string()),
@@ -80,6 +90,12 @@ pub fn parse(qname: &str, domain: &str) -> Lookup {
         ("service", [name]) => Lookup::Service { name: name.to_string(), tag: None, dc },
         ("service", [tag, name]) => Lookup::Service { name: name.to_string(), tag: Some(tag.to_string()), dc },
         ("node", parts) if !parts.is_empty() => Lookup::Node { name: parts.join("."), dc },
+        // Consul: `_<name>._<proto>.query` is an RFC 2782 spelling whose last label is ignored.
+        ("query", [first, .., last]) if first.starts_with('_') && last.starts_with('_') => {
+            let name = parts[..parts.len() - 1].join(".");
+            Lookup::Query { name: name[1..].to_string(), dc }
+        }
+        ("query", parts) if !parts.is_empty() => Lookup::Query { name: parts.join("."), dc },
         ("addr", [hex]) => match parse_hex_ip(hex) {
             Some(ip) => Lookup::Addr { ip, dc },
             None => Lookup::Unknown,
@@ -89,7 +105,43 @@ pub fn parse(qname: &str, domain: &str) -> Lookup {
 }
 
 fn is_kind(label: &str) -> bool {
-    matches!(label, "service" | "node" | "addr")
+    matches!(label, "service" | "node" | "addr" | "query")
+}
+
+/// `b.a.9.8. ... .0.ip6.arpa.` without the suffix: exactly 32 single hex nibbles, least
+/// significant first.
+fn parse_reverse_v6(rest: &str) -> Option<Ipv6Addr> {
+    let nibbles: Vec<u8> = rest
+        .split('.')
+        .map(|l| if l.len() == 1 { u8::from_str_radix(l, 16).ok() } else { None })
+        .collect::<Option<_>>()?;
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, pair) in nibbles.rchunks(2).enumerate() {
+        // `rchunks` walks from the most significant end: [low, high] of byte i.
+        bytes[i] = (pair[1] << 4) | pair[0];
+    }
+    Some(Ipv6Addr::from(bytes))
+}
+
+/// The reverse-lookup name of an address (`4.3.2.1.in-addr.arpa.`, `...ip6.arpa.`).
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let mut s = String::with_capacity(73);
+            for b in v6.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+            }
+            s.push_str("ip6.arpa.");
+            s
+        }
+    }
 }
 
 fn parse_reverse_v4(rest: &str) -> Option<Ipv4Addr> {
@@ -159,6 +211,16 @@ mod tests {
             ("zz000001.addr.consul.", Lookup::Unknown),
             ("7f0001.addr.consul.", Lookup::Unknown),
             ("4.3.2.1.in-addr.arpa.", Lookup::Ptr(v4(1, 2, 3, 4))),
+            (
+                "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
+                Lookup::Ptr("2001:db8::1".parse().unwrap()),
+            ),
+            ("1.0.0.2.ip6.arpa.", Lookup::Outside),
+            ("10.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", Lookup::Outside),
+            ("db.query.consul.", Lookup::Query { name: "db".into(), dc: None }),
+            ("db.query.dc2.consul.", Lookup::Query { name: "db".into(), dc: Some("dc2".into()) }),
+            ("_db._tcp.query.consul.", Lookup::Query { name: "db".into(), dc: None }),
+            ("query.consul.", Lookup::Unknown),
             ("example.com.", Lookup::Outside),
             ("consul.com.", Lookup::Outside),
             ("foo.consul.", Lookup::Unknown),
@@ -179,5 +241,14 @@ mod tests {
         assert_eq!(parse("web.service.consul.", "example."), Lookup::Outside);
         assert_eq!(hex_ip("127.0.0.1".parse().unwrap()), "7f000001");
         assert_eq!(hex_ip("2001:db8::1".parse().unwrap()), "20010db8000000000000000000000001");
+    }
+
+    #[test]
+    fn reverse_names_round_trip() {
+        for ip in ["10.1.2.3", "2001:db8::1", "fe80::1:abcd", "::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(parse(&reverse_name(ip), "consul."), Lookup::Ptr(ip), "{ip}");
+        }
+        assert_eq!(reverse_name("10.1.2.3".parse().unwrap()), "3.2.1.10.in-addr.arpa.");
     }
 }

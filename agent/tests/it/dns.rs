@@ -145,10 +145,16 @@ async fn dns_names_records_flags_and_sections() {
                 &format!("{name} 5 SRV 1 2 8081 0a010203.addr.dc1.consul."),
             ])
         );
+        // The node's meta follows as TXT records named by the node (Consul's default
+        // `enable_additional_node_meta_txt`); exactly the catalog's meta, checked below.
+        let additionals = set(&m.additionals);
+        let (txt, addrs): (BTreeSet<String>, BTreeSet<String>) =
+            additionals.into_iter().partition(|r| r.contains(" TXT "));
         assert_eq!(
-            set(&m.additionals),
+            addrs,
             strs(&[&format!("{NODE}.node.dc1.consul. 5 A 127.0.0.109"), "0a010203.addr.dc1.consul. 5 A 10.1.2.3"])
         );
+        assert!(txt.contains(&format!("{NODE}.node.dc1.consul. 5 TXT rack=r1")), "{txt:?}");
         assert!(m.edns.is_some(), "EDNS echoed");
     }
 
@@ -178,9 +184,9 @@ async fn dns_names_records_flags_and_sections() {
         set(&udp(&dc_name, RecordType::A, false).await.unwrap().answers),
         strs(&[&format!("{dc_name} 10 A 127.0.0.109")])
     );
-    // The name exists but has no AAAA: NOERROR, no answers, SOA.
+    // The name exists but has no AAAA: NOERROR, no answers and, as Consul, no SOA.
     let m = udp(&name, RecordType::AAAA, false).await.unwrap();
-    assert_eq!((m.metadata.response_code, m.answers.len(), m.authorities.len()), (ResponseCode::NoError, 0, 1));
+    assert_eq!((m.metadata.response_code, m.answers.len(), m.authorities.len()), (ResponseCode::NoError, 0, 0));
 
     // addr and PTR.
     let m = udp("7f00006d.addr.consul.", RecordType::A, false).await.unwrap();
@@ -287,4 +293,223 @@ async fn dns_without_recursors_refuses_outside_names() {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert!(m.metadata.recursion_available);
     assert!(m.answers.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host names, node-meta TXT, IPv6 PTR, other datacenters and prepared queries, asked through
+// hickory-net's DNS client (its own UDP and TCP exchanges, ID matching and decoding) of an agent
+// on 127.0.96.1, with a fake recursor on 127.0.96.2.
+
+mod client {
+    use hickory_net::client::{Client, ClientHandle};
+    use hickory_net::runtime::TokioRuntimeProvider;
+    use hickory_net::tcp::TcpClientStream;
+    use hickory_net::udp::UdpClientStream;
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::{DNSClass, Name, RecordType};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub const SERVER: &str = "127.0.96.1:8600";
+
+    fn server() -> SocketAddr {
+        SERVER.parse().unwrap()
+    }
+
+    /// One question over UDP, with or without EDNS; `None` if no answer came.
+    pub async fn udp(name: &str, t: RecordType, edns: bool) -> Option<Message> {
+        let stream = UdpClientStream::builder(server(), TokioRuntimeProvider::default())
+            .with_bind_addr(Some("127.0.96.1:0".parse().unwrap()))
+            .with_timeout(Some(Duration::from_secs(3)))
+            .build();
+        let (mut c, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
+        tokio::spawn(bg);
+        if !edns {
+            c.disable_edns();
+        }
+        let resp = c.query(Name::from_ascii(name).unwrap(), DNSClass::IN, t).await.ok()?;
+        Some(resp.into_message())
+    }
+
+    /// One question over TCP.
+    pub async fn tcp(name: &str, t: RecordType) -> Message {
+        let (connect, sender) = TcpClientStream::new(
+            server(),
+            Some("127.0.96.1:0".parse().unwrap()),
+            Some(Duration::from_secs(3)),
+            TokioRuntimeProvider::default(),
+        );
+        let stream = connect.await.expect("tcp connect");
+        let (mut c, bg) = Client::<TokioRuntimeProvider>::new(stream, sender);
+        tokio::spawn(bg);
+        match c.query(Name::from_ascii(name).unwrap(), DNSClass::IN, t).await {
+            Ok(r) => r.into_message(),
+            Err(e) => panic!("tcp {name} {t}: {e:?}"),
+        }
+    }
+}
+
+/// A recursor on `addr` that answers every A question with 192.0.2.7 and others with no records.
+async fn fake_recursor_on(addr: &str) {
+    let sock = UdpSocket::bind(addr).await.expect("bind fake recursor");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else { return };
+            let Ok(req) = Message::from_vec(&buf[..n]) else { continue };
+            let mut resp = Message::response(req.metadata.id, OpCode::Query);
+            resp.metadata.recursion_available = true;
+            resp.queries = req.queries.clone();
+            let q = &req.queries[0];
+            if q.query_type == RecordType::A {
+                resp.answers.push(Record::from_rdata(q.name.clone(), 60, RData::A(A(Ipv4Addr::new(192, 0, 2, 7)))));
+            }
+            let _ = sock.send_to(&resp.to_vec().unwrap(), peer).await;
+        }
+    });
+}
+
+fn nxdomain_with_soa(m: &Message, what: &str) {
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{what}");
+    assert!(m.metadata.authoritative, "{what}");
+    assert!(m.answers.is_empty() && m.additionals.is_empty(), "{what}");
+    assert_eq!(m.authorities.len(), 1, "{what}");
+    let soa = &m.authorities[0];
+    let RData::SOA(s) = &soa.data else { panic!("{what}: not an SOA: {soa}") };
+    assert_eq!(soa.name.to_ascii(), "consul.", "{what}");
+    assert_eq!((s.mname.to_ascii(), s.rname.to_ascii()), ("ns.consul.".into(), "hostmaster.consul.".into()), "{what}");
+}
+
+#[tokio::test]
+async fn dns_host_names_meta_txt_ipv6_ptr_and_other_datacenters() {
+    use client::{tcp, udp};
+    const IP: &str = "127.0.96.1";
+    const NODE: &str = "node-127-0-96-1";
+    fake_recursor_on("127.0.96.2:5353").await;
+    let cfg = tempfile::tempdir().unwrap();
+    let file = cfg.path().join("dns.json");
+    std::fs::write(&file, r#"{"dns_config": {"node_ttl": "10s", "service_ttl": {"*": "5s"}}}"#).unwrap();
+    let a = start_agent(
+        IP,
+        &[format!("-config-file={}", file.display()), "-recursor=127.0.96.2:5353".into(), "-node-meta=rack:r1".into()],
+    );
+    a.ready().await;
+
+    for body in [
+        // An external database known by host name, a service aliasing a name inside the domain,
+        // and a plain one.
+        r#"{"ID":"pg","Name":"pg","Address":"db.example.com","Port":5432}"#,
+        r#"{"ID":"alias","Name":"alias","Address":"node-127-0-96-1.node.consul","Port":80}"#,
+        r#"{"ID":"web","Name":"web","Port":8080}"#,
+    ] {
+        assert_eq!(a.put("/v1/agent/service/register", body).await.status, 200, "{body}");
+    }
+    // Nodes registered in the catalog: one at a host name, one at an IPv6 address.
+    for body in [
+        r#"{"Node":"ext","Address":"ext.example.org","NodeMeta":{"rfc1035-note":"bare"},"Service":{"ID":"legacy","Service":"legacy","Port":21}}"#,
+        r#"{"Node":"six","Address":"2001:db8::5","Service":{"ID":"v6","Service":"v6","Port":443}}"#,
+    ] {
+        assert_eq!(a.put("/v1/catalog/register", body).await.status, 200, "{body}");
+    }
+    wait_for(Duration::from_secs(20), "services in DNS", || async {
+        let m = udp("web.service.consul.", RecordType::A, false).await?;
+        let m2 = udp("pg.service.consul.", RecordType::A, false).await?;
+        (!m.answers.is_empty() && !m2.answers.is_empty()).then_some(())
+    })
+    .await;
+    let node_meta = json(&a.get(&format!("/v1/catalog/node/{NODE}")).await)["Node"]["Meta"].clone();
+    let meta = node_meta.as_object().unwrap();
+    assert_eq!(meta["rack"], "r1");
+    let txt = |name: &str, ttl: u32| -> Vec<String> {
+        meta.iter().map(|(k, v)| format!("{name} {ttl} TXT {k}={}", v.as_str().unwrap())).collect()
+    };
+
+    // A service at a host name: CNAME, then what the recursor says of the name, with the
+    // service's TTL; over UDP and TCP alike.
+    let want = strs(&["pg.service.consul. 5 CNAME db.example.com.", "db.example.com. 5 A 192.0.2.7"]);
+    for m in
+        [udp("pg.service.consul.", RecordType::A, false).await.unwrap(), tcp("pg.service.consul.", RecordType::A).await]
+    {
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative && m.metadata.recursion_available);
+        assert_eq!(set(&m.answers), want);
+        assert_eq!(m.answers[0].record_type(), RecordType::CNAME, "the CNAME comes first");
+        assert!(m.authorities.is_empty() && m.additionals.is_empty());
+    }
+    // SRV: the host name is the target; its address and the node's meta are in ADDITIONAL.
+    let m = udp("_pg._tcp.service.consul.", RecordType::SRV, true).await.unwrap();
+    assert_eq!(set(&m.answers), strs(&["_pg._tcp.service.consul. 5 SRV 1 1 5432 db.example.com."]));
+    let mut want: BTreeSet<String> = strs(&["db.example.com. 5 A 192.0.2.7"]);
+    want.extend(txt(&format!("{NODE}.node.dc1.consul."), 5));
+    assert_eq!(set(&m.additionals), want);
+    // A name inside the domain is followed by the agent itself.
+    let m = udp("alias.service.consul.", RecordType::A, false).await.unwrap();
+    assert_eq!(
+        set(&m.answers),
+        strs(&[
+            "alias.service.consul. 5 CNAME node-127-0-96-1.node.consul.",
+            "node-127-0-96-1.node.consul. 5 A 127.0.96.1"
+        ])
+    );
+
+    // Node meta: TXT in ADDITIONAL of SRV answers (named by the node) and of node A answers.
+    let m = udp("web.service.consul.", RecordType::SRV, true).await.unwrap();
+    assert_eq!(set(&m.answers), strs(&[&format!("web.service.consul. 5 SRV 1 1 8080 {NODE}.node.dc1.consul.")]));
+    let mut want = strs(&[&format!("{NODE}.node.dc1.consul. 5 A 127.0.96.1")]);
+    want.extend(txt(&format!("{NODE}.node.dc1.consul."), 5));
+    assert_eq!(set(&m.additionals), want);
+    let name = format!("{NODE}.node.consul.");
+    let m = udp(&name, RecordType::A, false).await.unwrap();
+    assert_eq!(set(&m.answers), strs(&[&format!("{name} 10 A 127.0.96.1")]));
+    assert_eq!(set(&m.additionals), txt(&name, 10).into_iter().collect());
+    // A TXT question: the meta as the answer, nothing else.
+    let m = tcp(&name, RecordType::TXT).await;
+    assert_eq!(set(&m.answers), txt(&name, 10).into_iter().collect());
+    assert!(m.additionals.is_empty());
+    // No AAAA for an IPv4 node: NOERROR, nothing in ANSWER or AUTHORITY, the meta in ADDITIONAL.
+    let m = udp(&name, RecordType::AAAA, false).await.unwrap();
+    assert_eq!((m.metadata.response_code, m.answers.len(), m.authorities.len()), (ResponseCode::NoError, 0, 0));
+    assert_eq!(set(&m.additionals), txt(&name, 10).into_iter().collect());
+
+    // A node at a host name: CNAME plus the recursor's answer as it came (its TTL); an
+    // `rfc1035-` meta key gives the bare value.
+    let m = udp("ext.node.consul.", RecordType::A, false).await.unwrap();
+    assert_eq!(
+        set(&m.answers),
+        strs(&["ext.node.consul. 10 CNAME ext.example.org.", "ext.example.org. 60 A 192.0.2.7"])
+    );
+    assert_eq!(set(&m.additionals), strs(&["ext.node.consul. 10 TXT bare"]));
+    // A catalog service on that node: its SRV target is the node's host name.
+    let m = udp("legacy.service.consul.", RecordType::SRV, false).await.unwrap();
+    assert_eq!(set(&m.answers), strs(&["legacy.service.consul. 5 SRV 1 1 21 ext.example.org."]));
+    assert_eq!(set(&m.additionals), strs(&["ext.example.org. 5 A 192.0.2.7", "ext.node.dc1.consul. 5 TXT bare"]));
+
+    // IPv6: AAAA for the node and its service, and the ip6.arpa PTR back to the node.
+    let m = udp("six.node.consul.", RecordType::AAAA, false).await.unwrap();
+    assert_eq!(set(&m.answers), strs(&["six.node.consul. 10 AAAA 2001:db8::5"]));
+    let m = udp("v6.service.consul.", RecordType::AAAA, false).await.unwrap();
+    assert_eq!(set(&m.answers), strs(&["v6.service.consul. 5 AAAA 2001:db8::5"]));
+    let ptr = "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.";
+    let m = udp(ptr, RecordType::PTR, false).await.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    assert_eq!(set(&m.answers), strs(&[&format!("{ptr} 10 PTR six.node.dc1.consul.")]));
+    let m = tcp("96.0.127.in-addr.arpa.", RecordType::PTR).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "not ours: the recursor's answer (none)");
+    assert!(m.answers.is_empty());
+
+    // Another datacenter ("No path to datacenter") and prepared queries ("query not found"):
+    // NXDOMAIN with the SOA, as Consul.
+    for (q, t) in [
+        ("web.service.dc2.consul.", RecordType::A),
+        ("_web._tcp.service.dc2.consul.", RecordType::SRV),
+        (&*format!("{NODE}.node.dc2.consul."), RecordType::A),
+        ("web.query.consul.", RecordType::A),
+        ("web.query.dc1.consul.", RecordType::SRV),
+        ("_web._tcp.query.consul.", RecordType::SRV),
+    ] {
+        let m = udp(q, t, true).await.unwrap();
+        nxdomain_with_soa(&m, q);
+        assert!(m.edns.is_some(), "{q}: EDNS echoed");
+    }
 }

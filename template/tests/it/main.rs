@@ -405,3 +405,42 @@ async fn catalog_and_kv_functions_read_the_real_agent() -> Result<()> {
     assert_eq!(stdout, want);
     Ok(())
 }
+
+/// `-consul-retry-attempts` and `-consul-retry=false` take effect: against an address nothing
+/// listens on (127.0.98.1:1), the run ends with an error once the retries are spent.
+#[test]
+fn retries_that_run_out_end_the_run_with_an_error() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("kv.ctmpl");
+    std::fs::write(&src, "{{ key \"k\" }}\n")?;
+    let spec = format!("{}:{}", src.display(), dir.path().join("out").display());
+    for (flags, attempts) in [
+        (vec!["-consul-retry-attempts=2", "-consul-retry-backoff=20ms", "-consul-retry-max-backoff=40ms"], 3),
+        (vec!["-consul-retry=false"], 1),
+    ] {
+        let started = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_template"))
+            .arg("-consul-addr=127.0.98.1:1")
+            .args(["-template", &spec])
+            .args(&flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                bail!("template {flags:?} still running after 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut stderr)?;
+        assert!(!status.success(), "{flags:?}: {stderr}");
+        assert!(stderr.contains(&format!("giving up after {attempts} failed requests")), "{flags:?}: {stderr}");
+        assert!(!dir.path().join("out").exists(), "no data, no file");
+    }
+    Ok(())
+}
