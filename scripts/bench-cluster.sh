@@ -92,13 +92,13 @@ for t in $(seq "$trials"); do
   l=$(wait_for agent_leader); n=$(index_of "$l" "${A[@]}")
   port=8500; rest=$(others "$l" "${A[@]}")
   t0=$(now); kill -9 "${pid[a$n]}"
-  ms=$(target/release/bench first-write --target agent --addrs "$rest" --since-ns "$t0")
+  ms=$(target/release/bench first-write --target agent --addrs "$rest" --since-ns "$t0" --attempt-ms 10000)
   echo "agent trial $t: leader s$n killed, first write after $ms ms"; echo "$ms" >>"$work/agent.ms"
   start_agent "$n"
   l=$(wait_for etcd_leader); n=$(index_of "$l" "${E[@]}")
   port=2379; rest=$(others "$l" "${E[@]}")
   t0=$(now); kill -9 "${pid[e$n]}"
-  ms=$(target/release/bench first-write --target etcd --addrs "$rest" --since-ns "$t0")
+  ms=$(target/release/bench first-write --target etcd --addrs "$rest" --since-ns "$t0" --attempt-ms 500)
   echo "etcd  trial $t: leader e$n killed, first write after $ms ms"; echo "$ms" >>"$work/etcd.ms"
   start_etcd "$n"
 done

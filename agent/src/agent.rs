@@ -243,7 +243,8 @@ impl Agent {
         self.client_rpc("/rpc/node", &self.config.node_name).await
     }
 
-    async fn client_rpc<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    /// A client agent's RPC to a server (the next one when a server cannot be reached).
+    pub async fn client_rpc<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         req: &Req,
@@ -256,11 +257,13 @@ impl Agent {
         for addr in servers {
             match network::post_json(&self.rpc, &addr.to_string(), path, req, Duration::from_secs(10)).await {
                 Ok(v) => return Ok(v),
-                Err(e) => {
-                    tracing::warn!(server = %addr, error = %e, "rpc to server failed");
+                // Only a request that was never sent moves to the next server.
+                Err(network::PostError::Unreachable(e)) => {
+                    tracing::warn!(server = %addr, error = %e, "server unreachable");
                     self.members.bench(addr);
                     last = e;
                 }
+                Err(e) => return Err(server::Error::Rpc(e.to_string())),
             }
         }
         Err(server::Error::Rpc(last))

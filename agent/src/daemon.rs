@@ -35,10 +35,23 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API on {addr}"))?;
         http_listeners.push(l);
     }
-    let dns = crate::dns::DnsServer::bind(&config, agent.store.clone()).await?;
+    let resolver = crate::dns::Resolver::new(&config, agent.store.clone())?;
+    if agent.server.is_none() {
+        // A client agent has no catalog: a server answers its DNS queries.
+        let weak = std::sync::Arc::downgrade(&agent);
+        resolver.set_remote(Box::new(move |query, udp| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let agent = weak.upgrade()?;
+                let answer: Result<Option<Vec<u8>>, _> = agent.client_rpc("/rpc/dns", &(query, udp)).await;
+                answer.map_err(|e| tracing::warn!(error = %e, "dns: asking a server failed")).ok().flatten()
+            })
+        }));
+    }
+    let dns = crate::dns::DnsServer::bind(&config, resolver.clone()).await?;
     if agent.server.is_some() {
         let addr = std::net::SocketAddr::new(config.bind_addr, config.ports.server.max(0) as u16);
-        let rpc = crate::rpc::RpcServer::bind(agent.clone(), addr)
+        let rpc = crate::rpc::RpcServer::bind(agent.clone(), resolver, addr)
             .await
             .with_context(|| format!("binding the server port on {addr}"))?;
         tokio::spawn(rpc.run(agent.shutdown.subscribe()));

@@ -83,15 +83,16 @@ fn scope(endpoint: &Endpoint) -> Scope {
     }
 }
 
-/// Where a request is answered: here (`None`) or at the returned server address.
-pub fn target(
+/// Where a request is answered: here (`None`) or at the returned server address. A follower
+/// without a known leader waits for one up to the RPC hold time (Consul's rpc_hold_timeout), so
+/// that requests made during an election succeed once it ends.
+async fn target(
     agent: &Agent,
-    endpoint: &Endpoint,
+    scope: Scope,
     method: &http::Method,
     query: &Query,
     hops: u8,
 ) -> Result<Option<SocketAddr>, HttpError> {
-    let scope = scope(endpoint);
     if scope == Scope::Agent {
         return Ok(None);
     }
@@ -102,9 +103,56 @@ pub fn target(
     if scope == Scope::Server || stale || hops >= MAX_HOPS || server.is_leader() {
         return Ok(None);
     }
-    // No known leader: answer here, which reports "No cluster leader" the way Consul does.
-    Ok(server.leader().and_then(|(_, peer)| peer.addr.parse().ok()))
+    // Still no leader after the hold time: answered here, which reports "No cluster leader".
+    let leader = server.wait_for_leader().await;
+    Ok(leader.filter(|(id, _)| *id != server.node_id).and_then(|(_, peer)| peer.addr.parse().ok()))
 }
+
+/// Answers the request elsewhere when it belongs to another agent: `None` means "answer here".
+/// A client agent moves to the next server when one cannot be reached; a follower whose leader
+/// cannot be reached waits for the next leader, within the hold time.
+pub async fn route(
+    agent: &Agent,
+    endpoint: &Endpoint,
+    method: &http::Method,
+    query: &Query,
+    path_and_query: &str,
+    body: &Bytes,
+    hops: u8,
+) -> Option<Result<Reply, HttpError>> {
+    let scope = scope(endpoint);
+    let deadline = tokio::time::Instant::now() + HOLD;
+    let mut tried = Vec::new();
+    loop {
+        let addr = match target(agent, scope, method, query, hops).await {
+            Ok(None) => return None,
+            Ok(Some(a)) if agent.server.is_none() && tried.contains(&a) => {
+                let e = format!("No known Consul servers reachable (tried {tried:?})");
+                return Some(Err(HttpError::Internal(e)));
+            }
+            Ok(Some(a)) => a,
+            Err(e) => return Some(Err(e)),
+        };
+        match send(&agent.forwarder, addr, method, path_and_query, body.clone(), hops).await {
+            Ok(r) => return Some(Ok(r)),
+            Err(Failure::Other(e)) => return Some(Err(HttpError::Internal(e))),
+            Err(Failure::Connect(e)) => {
+                tracing::warn!(server = %addr, error = %e, "server unreachable");
+                agent.members.bench(addr);
+                tried.push(addr);
+                if agent.server.is_some() {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Some(Err(HttpError::Internal(e)));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+/// How long a request waits for a leader during an election (Consul's rpc_hold_timeout).
+const HOLD: Duration = Duration::from_secs(7);
 
 /// Why a forwarded request got no answer.
 #[derive(Debug)]
@@ -152,36 +200,4 @@ pub async fn send(
         .collect();
     let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
     Ok(Reply { status: parts.status.as_u16(), body: Body::Forwarded { bytes, content_type }, headers })
-}
-
-/// Forwards to `first`, and for a client agent on to the other servers while they cannot be
-/// reached (a dead server is benched for a while).
-pub async fn forward(
-    agent: &Agent,
-    first: SocketAddr,
-    method: &http::Method,
-    path_and_query: &str,
-    body: Bytes,
-    hops: u8,
-) -> Result<Reply, HttpError> {
-    let mut target = first;
-    let mut tried = Vec::new();
-    loop {
-        match send(&agent.forwarder, target, method, path_and_query, body.clone(), hops).await {
-            Ok(r) => return Ok(r),
-            Err(Failure::Other(e)) => return Err(HttpError::Internal(e)),
-            Err(Failure::Connect(e)) => {
-                tracing::warn!(server = %target, error = %e, "server unreachable");
-                agent.members.bench(target);
-                tried.push(target);
-                if agent.server.is_some() {
-                    return Err(HttpError::Internal(e));
-                }
-                match agent.pick_server().filter(|s| !tried.contains(s)) {
-                    Some(next) => target = next,
-                    None => return Err(HttpError::Internal(format!("No known Consul servers reachable: {e}"))),
-                }
-            }
-        }
-    }
 }

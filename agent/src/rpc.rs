@@ -4,6 +4,7 @@
 //! listen here.
 
 use crate::agent::{Agent, NodeView};
+use crate::dns::Resolver;
 
 use crate::raft::TypeConfig;
 use crate::server::{Error, Server};
@@ -21,12 +22,13 @@ use tokio::sync::watch;
 
 pub struct RpcServer {
     pub agent: Arc<Agent>,
+    pub dns: Arc<Resolver>,
     pub listener: TcpListener,
 }
 
 impl RpcServer {
-    pub async fn bind(agent: Arc<Agent>, addr: SocketAddr) -> std::io::Result<RpcServer> {
-        Ok(RpcServer { agent, listener: TcpListener::bind(addr).await? })
+    pub async fn bind(agent: Arc<Agent>, dns: Arc<Resolver>, addr: SocketAddr) -> std::io::Result<RpcServer> {
+        Ok(RpcServer { agent, dns, listener: TcpListener::bind(addr).await? })
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -40,9 +42,11 @@ impl RpcServer {
             };
             let _ = stream.set_nodelay(true);
             let agent = self.agent.clone();
+            let dns = self.dns.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let agent = agent.clone();
+                    let dns = dns.clone();
                     async move {
                         if req.uri().path().starts_with("/v1/") {
                             return Ok::<_, std::convert::Infallible>(crate::http::handle(agent, req).await);
@@ -50,7 +54,7 @@ impl RpcServer {
                         let Some(server) = agent.server.clone() else {
                             return Ok(status(503, "not a server").map(|b| b.boxed()));
                         };
-                        Ok(handle(server, &agent, req).await.map(|b| b.boxed()))
+                        Ok(handle(server, &agent, &dns, req).await.map(|b| b.boxed()))
                     }
                 });
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -79,7 +83,12 @@ async fn body<T: DeserializeOwned>(req: hyper::Request<Incoming>) -> Result<T, h
     serde_json::from_slice(&bytes).map_err(|e| status(400, &e.to_string()))
 }
 
-async fn handle(server: Server, agent: &Agent, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn handle(
+    server: Server,
+    agent: &Agent,
+    dns: &Resolver,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let result = async {
         Ok::<_, hyper::Response<Full<Bytes>>>(match path.as_str() {
@@ -102,6 +111,10 @@ async fn handle(server: Server, agent: &Agent, req: hyper::Request<Incoming>) ->
             "/rpc/node" => {
                 let node: String = body(req).await?;
                 reply(&NodeView::of(&agent.store.read(), &node))
+            }
+            "/rpc/dns" => {
+                let (query, udp): (Vec<u8>, bool) = body(req).await?;
+                reply(&dns.answer(&query, udp).await)
             }
             "/rpc/barrier" => {
                 let result: Result<u64, Error> = match server.raft.ensure_linearizable().await {

@@ -2,7 +2,7 @@
 //! Raft (forwarded to the leader over the server port when this server is not it), reads in
 //! Consul's consistency modes, and the one blocking-query mechanism.
 
-use crate::raft::network::{post_json, HttpClient};
+use crate::raft::network::{post_json, HttpClient, PostError};
 use crate::raft::{NodeId, Peer, Raft};
 use crate::state::{State, Store, WatchSet};
 use crate::structs::{now_ms, Command, Request, Response};
@@ -118,6 +118,21 @@ impl Server {
         Some((id, peer))
     }
 
+    /// The leader, waiting for an election in progress up to the RPC hold time.
+    pub async fn wait_for_leader(&self) -> Option<(NodeId, Peer)> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + self.rpc_timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return Some(l);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
     pub fn read_meta(&self) -> ReadMeta {
         let m = self.raft.metrics().borrow().clone();
         let known_leader = m.current_leader.is_some();
@@ -161,7 +176,7 @@ impl Server {
                     leader_node: Some(peer),
                     ..
                 })) => {
-                    return post_json::<_, Result<Response, Error>>(
+                    match post_json::<_, Result<Response, Error>>(
                         &self.http,
                         &peer.addr,
                         "/rpc/apply",
@@ -169,7 +184,14 @@ impl Server {
                         self.rpc_timeout,
                     )
                     .await
-                    .map_err(Error::Rpc)?;
+                    {
+                        Ok(answer) => return answer,
+                        // The leader is gone: wait for the next one within the hold time.
+                        Err(PostError::Unreachable(e)) if tokio::time::Instant::now() < deadline => {
+                            tracing::debug!(leader = %peer, error = %e, "forwarding a write failed; retrying")
+                        }
+                        Err(e) => return Err(Error::Rpc(e.to_string())),
+                    }
                 }
                 RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {}
                 RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
@@ -194,7 +216,7 @@ impl Server {
                 ..
             }))) => post_json::<_, Result<u64, Error>>(&self.http, &peer.addr, "/rpc/barrier", &(), self.rpc_timeout)
                 .await
-                .map_err(Error::Rpc)??,
+                .map_err(|e| Error::Rpc(e.to_string()))??,
             Err(RaftError::APIError(_)) => return Err(Error::NoLeader),
             Err(RaftError::Fatal(e)) => return Err(Error::Rpc(e.to_string())),
         };

@@ -6,7 +6,8 @@
 //! `names` parses a query name, `answer` builds records from `&State`; both are pure. This module
 //! does the IO: decoding, the read guard (taken and dropped inside one synchronous call), asking
 //! the recursors about CNAME targets outside the domain, UDP size limits and truncation, and
-//! forwarding.
+//! forwarding. A client agent has no state store: its [`Resolver`] sends each query to a server
+//! (`/rpc/dns`), which answers it from its own store.
 
 pub mod answer;
 pub mod names;
@@ -32,10 +33,55 @@ const RECURSOR_TIMEOUT: Duration = Duration::from_secs(2);
 /// A TCP connection idle this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
-struct Shared {
+/// Asks a server to answer a query (the raw message, and whether it came over UDP).
+pub type Remote = Box<dyn Fn(Vec<u8>, bool) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> + Send + Sync>;
+
+/// Answers DNS messages: from the local store, or through a server on a client agent.
+pub struct Resolver {
     store: Arc<Store>,
     settings: Settings,
     recursors: Vec<SocketAddr>,
+    remote: std::sync::OnceLock<Remote>,
+}
+
+type Shared = Resolver;
+
+impl Resolver {
+    pub fn new(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<Resolver>> {
+        let recursors = config.recursors.iter().map(|r| parse_recursor(r)).collect::<anyhow::Result<Vec<_>>>()?;
+        let settings = Settings {
+            domain: names::normalize_domain(&config.domain),
+            datacenter: config.datacenter.to_ascii_lowercase(),
+            dns: config.dns.clone(),
+            recursors: !recursors.is_empty(),
+        };
+        Ok(Arc::new(Resolver { store, settings, recursors, remote: Default::default() }))
+    }
+
+    /// Makes every query go through `remote` (a client agent's servers).
+    pub fn set_remote(&self, remote: Remote) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The response to one query message, as bytes (`None`: no answer is due).
+    pub async fn answer(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
+        match respond(self, query, udp) {
+            Reply::None => None,
+            Reply::Bytes(b) => Some(b),
+            Reply::Forward(req) => Some(forward(self, query, &req).await),
+            Reply::Resolve(req, a) => {
+                let a = resolve_pending(self, *a).await;
+                match finish(self, &req, a, udp) {
+                    Reply::Bytes(b) => Some(b),
+                    _ => None,
+                }
+            }
+            Reply::Remote => match self.remote.get() {
+                Some(remote) => remote(query.to_vec(), udp).await,
+                None => None,
+            },
+        }
+    }
 }
 
 pub struct DnsServer {
@@ -56,17 +102,10 @@ pub fn parse_recursor(s: &str) -> anyhow::Result<SocketAddr> {
 
 impl DnsServer {
     /// Binds UDP and TCP on every client address at `ports.dns`; `None` when the port is negative.
-    pub async fn bind(config: &Config, store: Arc<Store>) -> anyhow::Result<Option<DnsServer>> {
+    pub async fn bind(config: &Config, resolver: Arc<Resolver>) -> anyhow::Result<Option<DnsServer>> {
         if config.ports.dns < 0 {
             return Ok(None);
         }
-        let recursors = config.recursors.iter().map(|r| parse_recursor(r)).collect::<anyhow::Result<Vec<_>>>()?;
-        let settings = Settings {
-            domain: names::normalize_domain(&config.domain),
-            datacenter: config.datacenter.to_ascii_lowercase(),
-            dns: config.dns.clone(),
-            recursors: !recursors.is_empty(),
-        };
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for ip in &config.client_addrs {
@@ -76,7 +115,7 @@ impl DnsServer {
             udp.push(Arc::new(u));
             tcp.push(t);
         }
-        Ok(Some(DnsServer { shared: Arc::new(Shared { store, settings, recursors }), udp, tcp }))
+        Ok(Some(DnsServer { shared: resolver, udp, tcp }))
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -121,18 +160,11 @@ async fn serve_udp(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
             Reply::Bytes(b) => {
                 let _ = sock.send_to(&b, peer).await;
             }
-            Reply::Forward(req) => {
+            Reply::Forward(_) | Reply::Resolve(..) | Reply::Remote => {
+                // Answers that wait on another server run on their own.
                 let (sh, sock, query) = (sh.clone(), sock.clone(), buf[..n].to_vec());
                 tokio::spawn(async move {
-                    let b = forward(&sh, &query, &req).await;
-                    let _ = sock.send_to(&b, peer).await;
-                });
-            }
-            Reply::Resolve(req, a) => {
-                let (sh, sock) = (sh.clone(), sock.clone());
-                tokio::spawn(async move {
-                    let a = resolve_pending(&sh, *a).await;
-                    if let Reply::Bytes(b) = finish(&sh, &req, a, true) {
+                    if let Some(b) = sh.answer(&query, true).await {
                         let _ = sock.send_to(&b, peer).await;
                     }
                 });
@@ -163,18 +195,7 @@ async fn serve_conn(sh: Arc<Shared>, mut conn: TcpStream) {
         if conn.read_exact(&mut buf).await.is_err() {
             return;
         }
-        let out = match respond(&sh, &buf, false) {
-            Reply::None => return,
-            Reply::Bytes(b) => b,
-            Reply::Forward(req) => forward(&sh, &buf, &req).await,
-            Reply::Resolve(req, a) => {
-                let a = resolve_pending(&sh, *a).await;
-                match finish(&sh, &req, a, false) {
-                    Reply::Bytes(b) => b,
-                    _ => return,
-                }
-            }
-        };
+        let Some(out) = sh.answer(&buf, false).await else { return };
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
@@ -190,6 +211,8 @@ enum Reply {
     Forward(Message),
     /// Our answer, once the recursors have resolved the CNAME targets it names.
     Resolve(Message, Box<Answer>),
+    /// A server answers it (client agents).
+    Remote,
 }
 
 fn base_response(sh: &Shared, req: &Message, rcode: ResponseCode) -> Message {
@@ -223,6 +246,9 @@ fn serial() -> u32 {
 
 /// Answers one request from local state, or says it must be forwarded.
 fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
+    if sh.remote.get().is_some() {
+        return Reply::Remote;
+    }
     let req = match Message::from_vec(buf) {
         Ok(m) => m,
         Err(_) => {

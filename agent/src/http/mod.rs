@@ -523,9 +523,9 @@ async fn prepare_and_dispatch(agent: Arc<Agent>, req: Head, body: Incoming, endp
             })
         }
     };
-    if let Some(target) = crate::forward::target(&agent, &endpoint, &method, &query, hops)? {
-        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        return Box::pin(crate::forward::forward(&agent, target, &method, pq, body, hops)).await;
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Some(answer) = Box::pin(crate::forward::route(&agent, &endpoint, &method, &query, pq, &body, hops)).await {
+        return answer;
     }
     drop(uri);
     let ctx = Ctx { agent, method, path, query, accept, body };

@@ -56,12 +56,15 @@ pub fn node_id_from(uuid: &str) -> NodeId {
 /// clusters that want fast failover). `dev` uses Consul's very short dev-mode timings.
 pub fn config(raft_multiplier: u64, dev: bool) -> openraft::Config {
     let m = raft_multiplier.clamp(1, 10);
-    let (heartbeat, election_min) = if dev { (20, 50) } else { (100 * m, 500 * m) };
+    // openraft lets a follower start an election only after the leader lease, which is
+    // election_timeout_max, has passed without a heartbeat: a dead leader is replaced within
+    // about max + a random timeout in [min, max).
+    let (heartbeat, election_min, election_max) = if dev { (20, 50, 100) } else { (100 * m, 300 * m, 500 * m) };
     openraft::Config {
         cluster_name: "consul".into(),
         heartbeat_interval: heartbeat,
         election_timeout_min: election_min,
-        election_timeout_max: election_min * 2,
+        election_timeout_max: election_max,
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(16_384),
         max_in_snapshot_log_to_keep: 1_000,

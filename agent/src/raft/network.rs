@@ -51,6 +51,17 @@ enum CallError {
     Network(String),
 }
 
+/// Why a `post_json` got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PostError {
+    /// Nothing was sent: the request may be tried elsewhere.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Sent, but the answer is unknown: retrying could apply it twice.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Posts `body` as JSON to `http://addr/path` and decodes the JSON answer.
 pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
     client: &HttpClient,
@@ -58,11 +69,11 @@ pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
     path: &str,
     body: &Req,
     timeout: std::time::Duration,
-) -> Result<Resp, String> {
-    match call(client, addr, path, body, timeout).await {
-        Ok(v) => Ok(v),
-        Err(CallError::Unreachable(e)) | Err(CallError::Network(e)) => Err(e),
-    }
+) -> Result<Resp, PostError> {
+    call(client, addr, path, body, timeout).await.map_err(|e| match e {
+        CallError::Unreachable(e) => PostError::Unreachable(e),
+        CallError::Network(e) => PostError::Failed(e),
+    })
 }
 
 async fn call<Req: Serialize, Resp: DeserializeOwned>(

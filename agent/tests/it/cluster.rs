@@ -71,6 +71,28 @@ async fn raw(a: &TestAgent, path: &str) -> Option<String> {
     (r.status == 200).then(|| String::from_utf8_lossy(&r.body).to_string())
 }
 
+/// The A records a DNS server gives for `name` (over UDP).
+async fn dns_a(server: &str, name: &str) -> Option<Vec<String>> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut q = Message::query();
+    q.add_query(Query::query(Name::from_ascii(name).ok()?, RecordType::A));
+    let sock = tokio::net::UdpSocket::bind((server.split(':').next()?, 0)).await.ok()?;
+    sock.send_to(&q.to_vec().ok()?, server).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await.ok()?.ok()?;
+    let m = Message::from_vec(&buf[..n]).ok()?;
+    Some(
+        m.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 fn by_rpc_addr<'a>(agents: &'a mut [TestAgent], addr: &str) -> &'a mut TestAgent {
     let ip = addr.split(':').next().unwrap_or_default().to_string();
     agents.iter_mut().find(|a| a.ip == ip).unwrap_or_else(|| panic!("no agent at {addr}"))
@@ -183,7 +205,7 @@ async fn a_client_whose_server_dies_moves_to_another() {
         TestAgent::member(&ip(2), Some(3), &[&ip(1)], &[]),
         TestAgent::member(&ip(3), Some(3), &[&ip(1)], &[]),
     ];
-    let client = TestAgent::member(&ip(11), None, &[&ip(1)], &[]);
+    let client = TestAgent::member(&ip(11), None, &[&ip(1)], &["-dns-port=8600"]);
     wait_members(&[&servers[0], &servers[1], &servers[2], &client], 4).await;
     wait_leader(&servers.iter().collect::<Vec<_>>(), None).await;
     assert!(put_ok(&client, "c/before", "1").await);
@@ -202,6 +224,13 @@ async fn a_client_whose_server_dies_moves_to_another() {
         (v.as_array()?.len() == 1).then_some(())
     })
     .await;
+    // The client has no catalog of its own: a server answers its DNS queries.
+    let addrs = wait_for(LONG, "api.service.consul through the client's DNS", || async {
+        let a = dns_a(&format!("{}:8600", ip(11)), "api.service.consul.").await?;
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(addrs, vec![ip(11)]);
     // The dead server is failed in gossip and critical in the catalog.
     wait_for(LONG, "the dead server's serfHealth critical", || async {
         let v: serde_json::Value = serde_json::from_str(&raw(&client, "/v1/health/state/critical").await?).ok()?;

@@ -5,8 +5,8 @@
 //! `bench blocking --addr HOST:PORT --pid PID [--watchers 10000] [--conns 50]`
 //!   parks N blocking KV queries (HTTP/2 streams), then writes each watched key and measures the
 //!   time from the write to the watcher's answer, and the agent's memory per waiting query.
-//! `bench first-write --target agent|etcd --addrs A,B --since-ns NANOS [--limit-secs 30]`
-//!   writes through the given members in turn (short timeouts) until one write succeeds, and
+//! `bench first-write --target agent|etcd --addrs A,B --since-ns NANOS [--attempt-ms 500] [--limit-secs 30]`
+//!   writes through the given members in turn until one write succeeds, and
 //!   prints the time since `--since-ns` (wall clock, ns since the epoch: when the leader was killed).
 
 use anyhow::{bail, Context};
@@ -142,13 +142,17 @@ async fn first_write(args: &[String]) -> anyhow::Result<()> {
     let addrs: Vec<String> = arg(args, "--addrs", "").split(',').filter(|a| !a.is_empty()).map(String::from).collect();
     let since: u128 = arg(args, "--since-ns", "0").parse()?;
     let limit = Duration::from_secs(arg(args, "--limit-secs", "30").parse()?);
+    // Each attempt's timeout, as the system's own clients use it: the agent holds a write during
+    // an election and answers when it ends; etcd's server fails it after its request timeout, so
+    // etcd's clients retry with short timeouts.
+    let attempt = Duration::from_millis(arg(args, "--attempt-ms", "500").parse()?);
     if addrs.is_empty() {
         bail!("--addrs is required");
     }
     let started = Instant::now();
     let mut i = 0;
     while started.elapsed() < limit {
-        if write_once(&target, &addrs[i % addrs.len()], Duration::from_millis(500)).await {
+        if write_once(&target, &addrs[i % addrs.len()], attempt).await {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
             println!("{:.0}", now.saturating_sub(since) as f64 / 1e6);
             return Ok(());
