@@ -122,24 +122,38 @@ pub async fn autopilot_health(ctx: &Ctx) -> HttpResult {
     let m = s.raft.metrics().borrow().clone();
     let mem = m.membership_config.membership();
     let voters: Vec<u64> = mem.voter_ids().collect();
-    let healthy_ids: Vec<u64> = match &m.replication {
-        Some(r) => r.iter().filter(|(_, l)| l.is_some()).map(|(id, _)| *id).collect(),
-        None => vec![s.node_id],
-    };
+    let max_trailing = ctx
+        .agent
+        .store
+        .read()
+        .autopilot
+        .as_ref()
+        .and_then(|(c, _, _)| c.get("MaxTrailingLogs").and_then(Value::as_u64))
+        .unwrap_or(250);
+    let last = m.last_log_index.unwrap_or(0);
+    let members = ctx.agent.members.all();
     let servers: Vec<Value> = mem
         .nodes()
         .map(|(id, p)| {
+            let serf = members.iter().find(|mb| mb.name == p.name).map(|mb| mb.status.as_str()).unwrap_or("none");
+            let leader = m.current_leader == Some(*id);
+            // The leader knows how far each server's log matches its own.
+            let matched = match &m.replication {
+                Some(r) => r.get(id).copied().flatten().map(|l| l.index),
+                None => Some(last),
+            };
+            let healthy = serf == "alive" && (leader || matched.is_some_and(|i| i + max_trailing >= last));
             json!({
-                "ID": p.id, "Name": p.name, "Address": p.addr, "SerfStatus": "alive", "Version": super::handlers_agent::CONSUL_VERSION,
-                "Leader": m.current_leader == Some(*id), "LastContact": "0s", "LastTerm": m.current_term,
-                "LastIndex": m.last_log_index.unwrap_or(0), "Healthy": healthy_ids.contains(id) || m.current_leader == Some(*id),
-                "Voter": voters.contains(id), "StableSince": "",
+                "ID": p.id, "Name": p.name, "Address": p.addr, "SerfStatus": serf,
+                "Version": super::handlers_agent::CONSUL_VERSION, "Leader": leader, "LastContact": "0s",
+                "LastTerm": m.current_term, "LastIndex": if leader { last } else { matched.unwrap_or(0) },
+                "Healthy": healthy, "Voter": voters.contains(id), "StableSince": "",
             })
         })
         .collect();
     let healthy_voters = servers.iter().filter(|v| v["Healthy"] == true && v["Voter"] == true).count();
     let quorum = voters.len() / 2 + 1;
-    let healthy = healthy_voters >= quorum;
+    let healthy = healthy_voters >= quorum && servers.iter().all(|v| v["Healthy"] == true);
     let mut reply = Reply::json(&json!({
         "Healthy": healthy,
         "FailureTolerance": healthy_voters.saturating_sub(quorum),
