@@ -4,7 +4,7 @@
 //! reconcile loop turns membership into catalog writes.
 //!
 //! - `core` is sans-IO: foca plus Serf's rules (names, tags, leave intents, user events). No clock,
-//!   no socket, no task.
+//!   no socket, no task. `sim` drives many cores on a virtual clock over a simulated network.
 //! - `runtime` is the one tokio task that owns the core, the UDP socket, the TCP listener and the
 //!   timer heap; `Gossip` is the handle the agent holds.
 //! - `wire` is the encoding (postcard) and the AES-256-GCM seal of every datagram and frame.
@@ -42,6 +42,7 @@
 
 mod core;
 mod runtime;
+pub mod sim;
 mod wire;
 
 use std::collections::BTreeMap;
