@@ -36,6 +36,8 @@ pub enum Timer {
     },
     /// Exchange whole views with a random member (memberlist's push-pull anti-entropy).
     PushPull,
+    /// One extra push-pull, a few gossip rounds after we join (see `on_notification`).
+    SyncAfterJoin,
 }
 
 #[derive(Debug)]
@@ -177,7 +179,13 @@ impl Core {
                 Ok(())
             }
             Timer::PushPull => {
-                self.push_pull();
+                self.push_pull_with_random_member();
+                let after = push_pull_interval(&self.timing, self.foca.num_members() + 1);
+                self.outputs.push(Output::Schedule { after, timer: Timer::PushPull });
+                Ok(())
+            }
+            Timer::SyncAfterJoin => {
+                self.push_pull_with_random_member();
                 Ok(())
             }
         };
@@ -222,9 +230,10 @@ impl Core {
         self.pump();
     }
 
-    /// Custom broadcasts (tags, intents, events) still waiting to be sent.
-    pub fn pending_broadcasts(&self) -> usize {
-        self.foca.custom_broadcast_backlog()
+    /// Whether a leave intent still has somewhere to go: custom broadcasts (tags, intents,
+    /// events) wait to be sent and there are members to send them to.
+    pub fn is_broadcasting(&self) -> bool {
+        self.foca.custom_broadcast_backlog() > 0 && self.foca.num_members() > 0
     }
 
     pub fn leave(&mut self) -> Result<(), Error> {
@@ -332,7 +341,15 @@ impl Core {
                 self.members.insert(id.name.clone(), (id, MemberStatus::Alive));
                 self.member_time += 1;
             }
-            OwnedNotification::Active | OwnedNotification::Idle | OwnedNotification::Defunct => {}
+            OwnedNotification::Active => {
+                // foca fixes an update's retransmission count when it is queued, so updates queued
+                // while a joiner's view was still small (a join storm) are gossiped fewer times than
+                // memberlist, which scales the count at send time, would. One push-pull a few
+                // rounds after joining fills what this agent missed meanwhile.
+                let after = self.timing.gossip_interval * 5;
+                self.outputs.push(Output::Schedule { after, timer: Timer::SyncAfterJoin });
+            }
+            OwnedNotification::Idle | OwnedNotification::Defunct => {}
         }
     }
 
@@ -430,17 +447,14 @@ impl Core {
         }
     }
 
-    fn push_pull(&mut self) {
-        let me = self.id().addr;
+    fn push_pull_with_random_member(&mut self) {
         let n = self.foca.num_members();
         if n > 0 {
             let pick = self.rng.random_range(0..n);
-            if let Some(to) = self.foca.iter_members().map(|m| m.id().addr).filter(|a| *a != me).nth(pick) {
+            if let Some(to) = self.foca.iter_members().map(|m| m.id().addr).nth(pick) {
                 self.outputs.push(Output::Frame { to, data: self.push_pull_request() });
             }
         }
-        let after = push_pull_interval(&self.timing, n + 1);
-        self.outputs.push(Output::Schedule { after, timer: Timer::PushPull });
     }
 
     fn state(&self) -> State {
@@ -615,5 +629,26 @@ impl Dedup {
         self.order.push_back(id.to_string());
         self.seen.insert(id.to_string());
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lan_timings_scale_with_the_cluster_like_memberlist() {
+        let t = Timing::lan();
+        // (members, retransmissions = 4 × ⌈log10(n+1)⌉, suspicion = 4 × max(1, log10 n) × 1 s)
+        for (n, transmissions, suspicion) in [(1, 4, 4.0), (10, 8, 4.0), (100, 12, 8.0), (1000, 16, 12.0)] {
+            let c = foca_config(&t, n);
+            assert_eq!(c.max_transmissions.get(), transmissions, "n={n}");
+            assert!((c.suspect_to_down_after.as_secs_f64() - suspicion).abs() < 0.01, "n={n}: {c:?}");
+            assert_eq!((c.probe_period, c.probe_rtt), (t.probe_interval, t.probe_timeout));
+            let gossip = c.periodic_gossip.expect("periodic gossip");
+            assert_eq!((gossip.frequency, gossip.num_members.get()), (t.gossip_interval, 3));
+        }
+        assert_eq!(push_pull_interval(&t, 32), t.push_pull_interval);
+        assert_eq!(push_pull_interval(&t, 1000), t.push_pull_interval * 6);
     }
 }

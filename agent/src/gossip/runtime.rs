@@ -249,7 +249,7 @@ impl Task {
         loop {
             self.flush();
             if let Some((deadline, _)) = &self.leaving {
-                if *deadline <= Instant::now() || self.core.pending_broadcasts() == 0 {
+                if *deadline <= Instant::now() || !self.core.is_broadcasting() {
                     self.finish_leave();
                     return;
                 }

@@ -41,7 +41,7 @@ async fn three_agents_join_then_one_fails_and_one_leaves() {
     let b = start("127.0.80.2", "b", None).await;
     let c = start("127.0.80.3", "c", None).await;
     let mut a_events = a.subscribe();
-    let mut a_changed = a.changed();
+    let a_changed = a.changed();
     assert_eq!(b.join(&["127.0.80.1".into()]).await, Ok(1));
     assert_eq!(c.join(&["127.0.80.1:8301".into()]).await, Ok(1));
     for g in [&a, &b, &c] {
