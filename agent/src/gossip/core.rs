@@ -112,7 +112,9 @@ impl Core {
         core.members.insert(id.name.clone(), (id.clone(), MemberStatus::Alive));
         // Tags outlive restarts: a later generation starts from a higher version.
         core.announce_tags(tags, id.generation.saturating_add(1));
-        let after = core.timing.push_pull_interval;
+        // memberlist staggers the first push-pull at random within the interval, so that a pool
+        // started at once does not sync in lockstep and an agent missing a member waits less.
+        let after = core.timing.push_pull_interval.mul_f64(core.rng.random::<f64>());
         core.outputs.push(Output::Schedule { after, timer: Timer::PushPull });
         core
     }
@@ -289,7 +291,7 @@ impl Core {
                 break;
             }
         }
-        self.rescale();
+        self.rescale(self.foca.num_members() + 1);
     }
 
     fn on_notification(&mut self, n: OwnedNotification<Id>) {
@@ -485,11 +487,16 @@ impl Core {
         // A member the peer saw down but we see up is left to our own probes (memberlist merges a
         // remote "dead" as "suspect" for the same reason: one view is not proof).
         let me = self.id().addr;
+        let size = self.foca.num_members().max(state.members.len());
         let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         let updates = state
             .members
             .into_iter()
             .filter(|m| m.id().addr == me || m.state() != foca::State::Down || !active.contains(&m.id().addr));
+        // What we learn here is re-gossiped as often as the cluster we are about to know needs:
+        // scaled for our current size, a joiner's updates would be sent too few times to reach
+        // everyone (foca fixes the count when an update is queued; memberlist scales at send).
+        self.rescale(size);
         if let Err(e) = self.foca.apply_many(updates, true, &mut self.runtime) {
             tracing::debug!(error = %e, "gossip: push-pull merge");
         }
@@ -500,8 +507,7 @@ impl Core {
     }
 
     /// Re-derives foca's retransmission count and suspicion timeout when the cluster size moves.
-    fn rescale(&mut self) {
-        let n = self.foca.num_members() + 1;
+    fn rescale(&mut self, n: usize) {
         if n == self.scaled_for {
             return;
         }

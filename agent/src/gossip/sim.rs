@@ -418,6 +418,28 @@ mod tests {
     }
 
     #[test]
+    fn failed_and_left_members_are_reaped_after_reap_after() {
+        let timing = Timing { reap_after: MINUTE, ..Timing::lan() };
+        let mut sim = Sim::new(7, Network::lan(), timing);
+        for i in 0..10 {
+            sim.add();
+            if i > 0 {
+                sim.join(i, 0);
+            }
+        }
+        assert!(sim.run_until(MINUTE, Sim::converged).is_some(), "seed 7: converged");
+        sim.kill(3);
+        sim.leave(4);
+        let gone = |s: &Sim| s.all_see(3, MemberStatus::Failed) && s.all_see(4, MemberStatus::Left);
+        assert!(sim.run_until(MINUTE, gone).is_some(), "seed 7: failed and left");
+        let reaped = |s: &Sim| {
+            (0..10).filter(|&i| s.is_running(i)).all(|i| s.status(i, 3).is_none() && s.status(i, 4).is_none())
+        };
+        let took = sim.run_until(2 * MINUTE, reaped).expect("seed 7: reaped");
+        assert!(took <= MINUTE, "seed 7: reaped after {took:?}");
+    }
+
+    #[test]
     fn a_graceful_leave_is_left_not_failed() {
         let mut sim = cluster(3, 20, Network::lan());
         sim.leave(4);
