@@ -20,7 +20,8 @@ use super::{Event, Member, MemberStatus, Stats, Timing, UserEvent};
 
 /// The largest foca message; sealed, it stays under a 1400-byte UDP payload.
 pub const MAX_PACKET: usize = 1400 - wire::SEAL_OVERHEAD;
-/// User events larger than this are sent over streams rather than piggybacked on datagrams.
+/// User events whose encoding is larger than this are sent over streams rather than piggybacked
+/// on datagrams.
 const MAX_BROADCAST: usize = 512;
 /// How many event ids are remembered for deduplication (Serf keeps a 512-slot event buffer).
 const EVENT_IDS: usize = 1024;
@@ -142,7 +143,7 @@ impl Core {
             encrypted: self.is_encrypted,
             member_time: self.member_time,
             event_time: self.event_time,
-            dropped_packets: 0,
+            dropped_packets: 0, // counted by the transport, which sees them
         }
     }
 

@@ -49,8 +49,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+/// A `consul event`, as the HTTP API has it (`Payload` base64). The sender's `fire_event` sets
+/// `ltime`, and `id` when it is empty.
+pub use api::UserEvent;
 pub use runtime::Gossip;
 
 /// Consul's default `serf_lan` port, used when a join address has none.
@@ -164,19 +165,6 @@ pub enum Event {
     /// A Left or Failed member forgotten after `reap_after` (or force-left with prune).
     Reaped(String),
     User(UserEvent),
-}
-
-/// A `consul event`. The sender's `fire_event` sets `ltime`, and `id` when it is empty.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct UserEvent {
-    pub id: String,
-    pub name: String,
-    pub payload: Vec<u8>,
-    pub node_filter: String,
-    pub service_filter: String,
-    pub tag_filter: String,
-    pub version: u32,
-    pub ltime: u64,
 }
 
 /// The `serf_lan` section of `agent info`.

@@ -463,7 +463,8 @@ mod tests {
         let net = Network { loss: 0.1, ..Network::lan() };
         let mut sim = cluster(5, 30, net);
         sim.fire_event(3, UserEvent { id: "e1".into(), name: "deploy".into(), ..Default::default() });
-        let big = UserEvent { id: "e2".into(), name: "big".into(), payload: vec![1; 3000], ..Default::default() };
+        let big =
+            UserEvent { id: "e2".into(), name: "big".into(), payload: Some("a".repeat(3000)), ..Default::default() };
         sim.fire_event(4, big);
         sim.set_tags(5, BTreeMap::from([("role".into(), "consul".into())]));
         let everywhere = |s: &Sim| {
