@@ -214,8 +214,7 @@ impl Core {
             let _ = self.foca.broadcast(&mut self.runtime);
         } else {
             let frame = wire::encode(&Frame::Event(ev.clone()));
-            let me = self.id().addr;
-            for m in self.foca.iter_members().filter(|m| m.id().addr != me) {
+            for m in self.foca.iter_members() {
                 self.outputs.push(Output::Frame { to: m.id().addr, data: frame.clone() });
             }
             self.deliver(ev);
