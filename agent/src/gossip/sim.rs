@@ -477,6 +477,14 @@ mod tests {
     }
 
     #[test]
+    fn datagram_loss_makes_no_false_failures() {
+        // Indirect probes and refuted suspicions are what keep a lossy network from flapping.
+        let mut sim = cluster(8, 50, Network { loss: 0.05, ..Network::lan() });
+        let any_failed = |s: &Sim| (0..50).any(|a| (0..50).any(|b| s.status(a, b) == Some(MemberStatus::Failed)));
+        assert_eq!(sim.run_until(2 * MINUTE, any_failed), None, "seed 8: a live agent was marked failed");
+    }
+
+    #[test]
     fn the_same_seed_gives_the_same_run() {
         let run = |seed| {
             let mut sim = cluster(seed, 10, Network { loss: 0.05, ..Network::lan() });
