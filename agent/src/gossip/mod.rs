@@ -21,6 +21,9 @@
 //! gossip.shutdown().await                              stop without leaving: others see Failed
 //! ```
 //!
+//! Beyond the brief's interface: `Timing::push_pull_interval`, `Stats::dropped_packets`,
+//! `MemberStatus::as_str`, and `UserEvent` is `api::UserEvent` (payload as base64 text).
+//!
 //! Membership. foca's identity is `(name, advertised address, generation)`; foca keys members by
 //! address and a higher generation wins, so a restarted agent (generation = wall-clock millis at
 //! start) replaces its old self, and an agent declared down while alive renews itself (foca's
@@ -32,8 +35,9 @@
 //! Transport. foca's messages are UDP datagrams of at most 1400 bytes sealed. A join is a TCP
 //! push-pull with the seed: both sides send their whole view (members, tags, who left) as one
 //! length-prefixed frame, so a new agent knows the cluster after one round trip; every
-//! `push_pull_interval` (scaled up beyond 32 members as memberlist does) a random member is
-//! synced the same way. User events up to 512 encoded bytes ride on datagrams; larger ones are
+//! `push_pull_interval` (scaled up beyond 32 members as memberlist does, the first one at a
+//! random point) and once a second after joining, a random member is synced the same way.
+//! User events up to 512 encoded bytes ride on datagrams; larger ones are
 //! sent over TCP to each alive member by the sender. With a key, every datagram and frame is
 //! `1 | nonce | AES-256-GCM`; packets that do not open are dropped and counted, so an agent
 //! with another key (or none) cannot join.
