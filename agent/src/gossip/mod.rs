@@ -36,7 +36,7 @@
 //! push-pull with the seed: both sides send their whole view (members, tags, who left) as one
 //! length-prefixed frame, so a new agent knows the cluster after one round trip; every
 //! `push_pull_interval` (scaled up beyond 32 members as memberlist does, the first one at a
-//! random point) and once a second after joining, a random member is synced the same way.
+//! random point) and a few gossip rounds after joining, a random member is synced the same way.
 //! User events up to 512 encoded bytes ride on datagrams; larger ones are
 //! sent over TCP to each alive member by the sender. With a key, every datagram and frame is
 //! `1 | nonce | AES-256-GCM`; packets that do not open are dropped and counted, so an agent
