@@ -182,6 +182,7 @@ pub struct Stats {
     pub member_time: u64,
     /// Lamport clock of user events (max seen + 1).
     pub event_time: u64,
-    /// Datagrams and frames that did not open or decode.
+    /// Datagrams and frames that did not open (another key, no key, garbage), and frames that
+    /// did not decode. Datagrams that open but foca rejects are only logged.
     pub dropped_packets: u64,
 }
