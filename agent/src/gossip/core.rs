@@ -20,7 +20,8 @@ use super::{Event, Member, MemberStatus, Stats, Timing, UserEvent};
 
 /// The largest foca message; sealed, it stays under a 1400-byte UDP payload.
 pub const MAX_PACKET: usize = 1400 - wire::SEAL_OVERHEAD;
-/// User events larger than this are sent over streams rather than piggybacked on datagrams.
+/// User events whose encoding is larger than this are sent over streams rather than piggybacked
+/// on datagrams.
 const MAX_BROADCAST: usize = 512;
 /// How many event ids are remembered for deduplication (Serf keeps a 512-slot event buffer).
 const EVENT_IDS: usize = 1024;
@@ -36,6 +37,8 @@ pub enum Timer {
     },
     /// Exchange whole views with a random member (memberlist's push-pull anti-entropy).
     PushPull,
+    /// One extra push-pull, a few gossip rounds after we join (see `on_notification`).
+    SyncAfterJoin,
 }
 
 #[derive(Debug)]
@@ -110,7 +113,9 @@ impl Core {
         core.members.insert(id.name.clone(), (id.clone(), MemberStatus::Alive));
         // Tags outlive restarts: a later generation starts from a higher version.
         core.announce_tags(tags, id.generation.saturating_add(1));
-        let after = core.timing.push_pull_interval;
+        // memberlist staggers the first push-pull at random within the interval, so that a pool
+        // started at once does not sync in lockstep and an agent missing a member waits less.
+        let after = core.timing.push_pull_interval.mul_f64(core.rng.random::<f64>());
         core.outputs.push(Output::Schedule { after, timer: Timer::PushPull });
         core
     }
@@ -138,7 +143,7 @@ impl Core {
             encrypted: self.is_encrypted,
             member_time: self.member_time,
             event_time: self.event_time,
-            dropped_packets: 0,
+            dropped_packets: 0, // counted by the transport, which sees them
         }
     }
 
@@ -177,7 +182,13 @@ impl Core {
                 Ok(())
             }
             Timer::PushPull => {
-                self.push_pull();
+                self.push_pull_with_random_member();
+                let after = push_pull_interval(&self.timing, self.foca.num_members() + 1);
+                self.outputs.push(Output::Schedule { after, timer: Timer::PushPull });
+                Ok(())
+            }
+            Timer::SyncAfterJoin => {
+                self.push_pull_with_random_member();
                 Ok(())
             }
         };
@@ -203,8 +214,7 @@ impl Core {
             let _ = self.foca.broadcast(&mut self.runtime);
         } else {
             let frame = wire::encode(&Frame::Event(ev.clone()));
-            let me = self.id().addr;
-            for m in self.foca.iter_members().filter(|m| m.id().addr != me) {
+            for m in self.foca.iter_members() {
                 self.outputs.push(Output::Frame { to: m.id().addr, data: frame.clone() });
             }
             self.deliver(ev);
@@ -222,9 +232,10 @@ impl Core {
         self.pump();
     }
 
-    /// Custom broadcasts (tags, intents, events) still waiting to be sent.
-    pub fn pending_broadcasts(&self) -> usize {
-        self.foca.custom_broadcast_backlog()
+    /// Whether a leave intent still has somewhere to go: custom broadcasts (tags, intents,
+    /// events) wait to be sent and there are members to send them to.
+    pub fn is_broadcasting(&self) -> bool {
+        self.foca.custom_broadcast_backlog() > 0 && self.foca.num_members() > 0
     }
 
     pub fn leave(&mut self) -> Result<(), Error> {
@@ -280,7 +291,7 @@ impl Core {
                 break;
             }
         }
-        self.rescale();
+        self.rescale(self.foca.num_members() + 1);
     }
 
     fn on_notification(&mut self, n: OwnedNotification<Id>) {
@@ -332,7 +343,15 @@ impl Core {
                 self.members.insert(id.name.clone(), (id, MemberStatus::Alive));
                 self.member_time += 1;
             }
-            OwnedNotification::Active | OwnedNotification::Idle | OwnedNotification::Defunct => {}
+            OwnedNotification::Active => {
+                // foca fixes an update's retransmission count when it is queued, so updates queued
+                // while a joiner's view was still small (a join storm) are gossiped fewer times than
+                // memberlist, which scales the count at send time, would. One push-pull a few
+                // rounds after joining fills what this agent missed meanwhile.
+                let after = self.timing.gossip_interval * 5;
+                self.outputs.push(Output::Schedule { after, timer: Timer::SyncAfterJoin });
+            }
+            OwnedNotification::Idle | OwnedNotification::Defunct => {}
         }
     }
 
@@ -430,17 +449,14 @@ impl Core {
         }
     }
 
-    fn push_pull(&mut self) {
-        let me = self.id().addr;
+    fn push_pull_with_random_member(&mut self) {
         let n = self.foca.num_members();
         if n > 0 {
             let pick = self.rng.random_range(0..n);
-            if let Some(to) = self.foca.iter_members().map(|m| m.id().addr).filter(|a| *a != me).nth(pick) {
+            if let Some(to) = self.foca.iter_members().map(|m| m.id().addr).nth(pick) {
                 self.outputs.push(Output::Frame { to, data: self.push_pull_request() });
             }
         }
-        let after = push_pull_interval(&self.timing, n + 1);
-        self.outputs.push(Output::Schedule { after, timer: Timer::PushPull });
     }
 
     fn state(&self) -> State {
@@ -471,11 +487,16 @@ impl Core {
         // A member the peer saw down but we see up is left to our own probes (memberlist merges a
         // remote "dead" as "suspect" for the same reason: one view is not proof).
         let me = self.id().addr;
+        let size = self.foca.num_members().max(state.members.len());
         let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         let updates = state
             .members
             .into_iter()
             .filter(|m| m.id().addr == me || m.state() != foca::State::Down || !active.contains(&m.id().addr));
+        // What we learn here is re-gossiped as often as the cluster we are about to know needs:
+        // scaled for our current size, a joiner's updates would be sent too few times to reach
+        // everyone (foca fixes the count when an update is queued; memberlist scales at send).
+        self.rescale(size);
         if let Err(e) = self.foca.apply_many(updates, true, &mut self.runtime) {
             tracing::debug!(error = %e, "gossip: push-pull merge");
         }
@@ -486,8 +507,7 @@ impl Core {
     }
 
     /// Re-derives foca's retransmission count and suspicion timeout when the cluster size moves.
-    fn rescale(&mut self) {
-        let n = self.foca.num_members() + 1;
+    fn rescale(&mut self, n: usize) {
         if n == self.scaled_for {
             return;
         }
@@ -615,5 +635,26 @@ impl Dedup {
         self.order.push_back(id.to_string());
         self.seen.insert(id.to_string());
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lan_timings_scale_with_the_cluster_like_memberlist() {
+        let t = Timing::lan();
+        // (members, retransmissions = 4 × ⌈log10(n+1)⌉, suspicion = 4 × max(1, log10 n) × 1 s)
+        for (n, transmissions, suspicion) in [(1, 4, 4.0), (10, 8, 4.0), (100, 12, 8.0), (1000, 16, 12.0)] {
+            let c = foca_config(&t, n);
+            assert_eq!(c.max_transmissions.get(), transmissions, "n={n}");
+            assert!((c.suspect_to_down_after.as_secs_f64() - suspicion).abs() < 0.01, "n={n}: {c:?}");
+            assert_eq!((c.probe_period, c.probe_rtt), (t.probe_interval, t.probe_timeout));
+            let gossip = c.periodic_gossip.expect("periodic gossip");
+            assert_eq!((gossip.frequency, gossip.num_members.get()), (t.gossip_interval, 3));
+        }
+        assert_eq!(push_pull_interval(&t, 32), t.push_pull_interval);
+        assert_eq!(push_pull_interval(&t, 1000), t.push_pull_interval * 6);
     }
 }

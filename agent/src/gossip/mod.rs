@@ -4,7 +4,7 @@
 //! reconcile loop turns membership into catalog writes.
 //!
 //! - `core` is sans-IO: foca plus Serf's rules (names, tags, leave intents, user events). No clock,
-//!   no socket, no task.
+//!   no socket, no task. `sim` drives many cores on a virtual clock over a simulated network.
 //! - `runtime` is the one tokio task that owns the core, the UDP socket, the TCP listener and the
 //!   timer heap; `Gossip` is the handle the agent holds.
 //! - `wire` is the encoding (postcard) and the AES-256-GCM seal of every datagram and frame.
@@ -21,6 +21,9 @@
 //! gossip.shutdown().await                              stop without leaving: others see Failed
 //! ```
 //!
+//! Beyond the brief's interface: `Timing::push_pull_interval`, `Stats::dropped_packets`,
+//! `MemberStatus::as_str`, and `UserEvent` is `api::UserEvent` (payload as base64 text).
+//!
 //! Membership. foca's identity is `(name, advertised address, generation)`; foca keys members by
 //! address and a higher generation wins, so a restarted agent (generation = wall-clock millis at
 //! start) replaces its old self, and an agent declared down while alive renews itself (foca's
@@ -32,8 +35,9 @@
 //! Transport. foca's messages are UDP datagrams of at most 1400 bytes sealed. A join is a TCP
 //! push-pull with the seed: both sides send their whole view (members, tags, who left) as one
 //! length-prefixed frame, so a new agent knows the cluster after one round trip; every
-//! `push_pull_interval` (scaled up beyond 32 members as memberlist does) a random member is
-//! synced the same way. User events up to 512 encoded bytes ride on datagrams; larger ones are
+//! `push_pull_interval` (scaled up beyond 32 members as memberlist does, the first one at a
+//! random point) and a few gossip rounds after joining, a random member is synced the same way.
+//! User events up to 512 encoded bytes ride on datagrams; larger ones are
 //! sent over TCP to each alive member by the sender. With a key, every datagram and frame is
 //! `1 | nonce | AES-256-GCM`; packets that do not open are dropped and counted, so an agent
 //! with another key (or none) cannot join.
@@ -42,14 +46,16 @@
 
 mod core;
 mod runtime;
+pub mod sim;
 mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+/// A `consul event`, as the HTTP API has it (`Payload` base64). The sender's `fire_event` sets
+/// `ltime`, and `id` when it is empty.
+pub use api::UserEvent;
 pub use runtime::Gossip;
 
 /// Consul's default `serf_lan` port, used when a join address has none.
@@ -165,19 +171,6 @@ pub enum Event {
     User(UserEvent),
 }
 
-/// A `consul event`. The sender's `fire_event` sets `ltime`, and `id` when it is empty.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct UserEvent {
-    pub id: String,
-    pub name: String,
-    pub payload: Vec<u8>,
-    pub node_filter: String,
-    pub service_filter: String,
-    pub tag_filter: String,
-    pub version: u32,
-    pub ltime: u64,
-}
-
 /// The `serf_lan` section of `agent info`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
@@ -189,6 +182,7 @@ pub struct Stats {
     pub member_time: u64,
     /// Lamport clock of user events (max seen + 1).
     pub event_time: u64,
-    /// Datagrams and frames that did not open or decode.
+    /// Datagrams and frames that did not open (another key, no key, garbage), and frames that
+    /// did not decode. Datagrams that open but foca rejects are only logged.
     pub dropped_packets: u64,
 }

@@ -23,8 +23,8 @@ use super::{Config, Event, Member, Stats, UserEvent, DEFAULT_PORT};
 
 /// How long a TCP push-pull or event frame may take (memberlist's `TCPTimeout`).
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
-/// Larger frames are refused: a view of thousands of members is well under this.
-const MAX_FRAME: usize = 32 << 20;
+/// Larger frames are refused: the view of a 5,000-member pool is about 1.5 MB.
+const MAX_FRAME: usize = 8 << 20;
 
 /// The agent's handle on the gossip task.
 pub struct Gossip {
@@ -249,7 +249,7 @@ impl Task {
         loop {
             self.flush();
             if let Some((deadline, _)) = &self.leaving {
-                if *deadline <= Instant::now() || self.core.pending_broadcasts() == 0 {
+                if *deadline <= Instant::now() || !self.core.is_broadcasting() {
                     self.finish_leave();
                     return;
                 }
@@ -463,8 +463,12 @@ async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     if len > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
     }
-    let mut data = vec![0; len];
-    stream.read_exact(&mut data).await?;
+    // Grow with what actually arrives: the length comes from an unauthenticated peer.
+    let mut data = Vec::new();
+    (&mut *stream).take(len as u64).read_to_end(&mut data).await?;
+    if data.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(data)
 }
 
