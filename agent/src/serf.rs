@@ -96,17 +96,7 @@ async fn follow(agent: Arc<Agent>, g: Arc<Gossip>) {
         };
         match ev {
             Ok(Event::User(ev)) => {
-                agent.record_event(api::UserEvent {
-                    id: ev.id,
-                    name: ev.name,
-                    payload: (!ev.payload.is_empty())
-                        .then(|| base64::engine::general_purpose::STANDARD.encode(&ev.payload)),
-                    node_filter: ev.node_filter,
-                    service_filter: ev.service_filter,
-                    tag_filter: ev.tag_filter,
-                    version: ev.version as _,
-                    ltime: ev.ltime,
-                });
+                agent.record_event(ev);
             }
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => agent.members.set(g.members()),
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

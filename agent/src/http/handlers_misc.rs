@@ -172,23 +172,13 @@ pub async fn event_fire(ctx: &Ctx, name: &str) -> HttpResult {
     let q = &ctx.query;
     let payload =
         if ctx.body.is_empty() { None } else { Some(base64::engine::general_purpose::STANDARD.encode(&ctx.body)) };
-    let ev = crate::gossip::UserEvent {
+    let answer = api::UserEvent {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_string(),
-        payload: ctx.body.to_vec(),
+        payload,
         node_filter: q.get("node").unwrap_or("").to_string(),
         service_filter: q.get("service").unwrap_or("").to_string(),
         tag_filter: q.get("tag").unwrap_or("").to_string(),
-        version: 1,
-        ltime: 0,
-    };
-    let answer = api::UserEvent {
-        id: ev.id.clone(),
-        name: ev.name.clone(),
-        payload,
-        node_filter: ev.node_filter.clone(),
-        service_filter: ev.service_filter.clone(),
-        tag_filter: ev.tag_filter.clone(),
         version: 1,
         // Consul answers with LTime 0: the Lamport time is assigned when the event is gossiped.
         ltime: 0,
@@ -197,7 +187,7 @@ pub async fn event_fire(ctx: &Ctx, name: &str) -> HttpResult {
     // duplicate is dropped).
     ctx.agent.record_event(answer.clone());
     if let Some(g) = ctx.agent.gossip.get() {
-        g.fire_event(ev);
+        g.fire_event(answer.clone());
     }
     Ok(Reply::json(&answer))
 }
