@@ -373,3 +373,24 @@ async fn a_follower_cut_off_and_healed_catches_up() {
     })
     .await;
 }
+
+/// With `-encrypt`, agents sharing the key form a cluster; an agent with another key cannot join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_encryption_keeps_out_agents_with_another_key() {
+    let ip = net(106);
+    let key = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+    let other = "Ep2Cq4Ft3bT1xZ6kJ9mN0pQrStUvWxYzAbCdEfGhIjk=";
+    let server = TestAgent::member(&ip(1), Some(1), &[], &[&format!("-encrypt={key}")]);
+    let friend = TestAgent::member(&ip(2), None, &[&ip(1)], &[&format!("-encrypt={key}")]);
+    let stranger = TestAgent::member(&ip(3), None, &[&ip(1)], &[&format!("-encrypt={other}")]);
+    wait_members(&[&server, &friend], 2).await;
+    let info = json(&server.get("/v1/agent/self").await);
+    assert_eq!(info["Stats"]["serf_lan"]["encrypted"], "true");
+    // The stranger keeps trying (-retry-join every 200ms) and stays alone; nobody sees it.
+    wait_for(LONG, "the stranger to have tried to join a few times", || async {
+        (stranger.log().matches("join failed").count() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(alive(&stranger).await.map(|m| m.len()), Some(1));
+    assert_eq!(alive(&server).await.map(|m| m.len()), Some(2));
+}
