@@ -136,6 +136,26 @@ async fn walkthrough_three_servers_three_clients() {
     })
     .await;
 
+    // `agent members` shows everybody with Consul's columns.
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["members", &format!("-http-addr={}:8500", ip(12))])
+        .output()
+        .expect("agent members");
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(table.starts_with("Node"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains(" alive ") && l.contains(" server ")).count(), 3, "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains(" alive ") && l.contains(" client ")).count(), 3, "{table}");
+
+    // A user event fired on a client reaches every agent.
+    assert_eq!(clients[0].put("/v1/event/fire/deploy", "v2").await.status, 200);
+    for a in servers.iter().chain(clients.iter()) {
+        wait_for(LONG, &format!("the event on {}", a.ip), || async {
+            let v: serde_json::Value = serde_json::from_str(&raw(a, "/v1/event/list?name=deploy").await?).ok()?;
+            (v.as_array()?.len() == 1 && v[0]["Payload"] == "djI=").then_some(())
+        })
+        .await;
+    }
+
     // A write on one server is read on the others and through a client.
     assert!(put_ok(&servers[0], "walk/one", "1").await);
     for a in servers.iter().skip(1).chain(clients.iter()) {
