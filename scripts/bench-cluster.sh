@@ -27,8 +27,9 @@ now() { date +%s%N; }
 
 start_agent() { # index
   local n=$1
+  # Every server is given every server to join, as deployments do (a restarted one finds the others).
   target/release/agent agent -server -bootstrap-expect=3 -node="s$n" -bind="${A[$n]}" -client="${A[$n]}" \
-    -retry-join="${A[0]}" -retry-interval=200ms -data-dir="$work/a$n" -config-file="$work/fast.json" \
+    -retry-join="${A[0]}" -retry-join="${A[1]}" -retry-join="${A[2]}" -retry-interval=200ms -data-dir="$work/a$n" -config-file="$work/fast.json" \
     -dns-port=-1 -log-level=warn >>"$work/a$n.log" 2>&1 &
   pid[a$n]=$!
 }
@@ -107,7 +108,8 @@ echo "etcd  failover: $(summary <"$work/etcd.ms")"
 
 echo "== Failure detection of a killed client agent (Consul's LAN gossip timings)"
 for t in 1 2 3; do
-  target/release/agent agent -node=client -bind=$C -client=$C -retry-join="${A[0]}" -retry-interval=200ms \
+  target/release/agent agent -node=client -bind=$C -client=$C -retry-join="${A[0]}" -retry-join="${A[1]}" \
+    -retry-join="${A[2]}" -retry-interval=200ms \
     -data-dir="$work/c$t" -dns-port=-1 -log-level=warn >>"$work/c.log" 2>&1 &
   pid[c]=$!
   l=$(wait_for agent_leader)
