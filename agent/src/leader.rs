@@ -73,12 +73,17 @@ pub async fn reconcile_loop(agent: Arc<Agent>) {
     let Some(server) = agent.server.clone() else { return };
     let mut shutdown = agent.shutdown.subscribe();
     let mut healthy_since: HashMap<NodeId, Instant> = HashMap::new();
+    let mut metrics = server.raft.metrics();
+    let mut was_leader = false;
     loop {
+        // A new leader reconciles at once; otherwise on member changes and every tick.
         tokio::select! {
             _ = agent.members.changed() => {}
             _ = tokio::time::sleep(TICK) => {}
+            r = metrics.changed(), if !was_leader => if r.is_err() { return },
             _ = shutdown.changed() => return,
         }
+        was_leader = server.is_leader();
         if !server.is_leader() {
             healthy_since.clear();
             continue;
