@@ -238,16 +238,23 @@ impl Server {
         }
     }
 
-    /// A leader answers default reads only after one linearizable barrier in its term (Consul's
-    /// barrier on establishing leadership): a new leader, or one that resumed its term after a
-    /// restart, may not yet have applied writes that were acknowledged before.
+    /// A leader answers default reads only once, in its term, it has applied its whole log
+    /// (Consul's barrier on establishing leadership). A new leader, or one that resumed its term
+    /// after a restart (openraft keeps a restarted leader leading, with a commit index that may
+    /// lag), may not yet have applied writes that were acknowledged before; every acknowledged
+    /// write is in the leader's log, so applying all of it covers them.
     async fn wait_leader_caught_up(&self) -> Result<(), Error> {
         use std::sync::atomic::Ordering;
-        let term = self.raft.metrics().borrow().current_term;
+        let (term, last) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_term, m.last_log_index.unwrap_or(0))
+        };
         if self.barrier_term.load(Ordering::Acquire) == term {
             return Ok(());
         }
         self.barrier().await?;
+        self.wait_applied(last).await?;
         self.barrier_term.store(term, Ordering::Release);
         Ok(())
     }

@@ -149,11 +149,16 @@ async fn walkthrough_three_servers_three_clients() {
     // A user event fired on a client reaches every agent.
     assert_eq!(clients[0].put("/v1/event/fire/deploy", "v2").await.status, 200);
     for a in servers.iter().chain(clients.iter()) {
-        wait_for(LONG, &format!("the event on {}", a.ip), || async {
-            let v: serde_json::Value = serde_json::from_str(&raw(a, "/v1/event/list?name=deploy").await?).ok()?;
-            (v.as_array()?.len() == 1 && v[0]["Payload"] == "djI=").then_some(())
-        })
-        .await;
+        let deadline = Instant::now() + LONG;
+        loop {
+            let list = raw(a, "/v1/event/list?name=deploy").await;
+            let v: serde_json::Value = list.as_deref().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+            if v.as_array().is_some_and(|l| l.len() == 1) && v[0]["Payload"] == "djI=" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the event never reached {}; last list: {list:?}", a.ip);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     // A write on one server is read on the others and through a client.
