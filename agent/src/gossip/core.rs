@@ -39,6 +39,8 @@ pub enum Timer {
     PushPull,
     /// One extra push-pull, a few gossip rounds after we join (see `on_notification`).
     SyncAfterJoin,
+    /// Push-pull with a random Failed member, if the dice say so (Serf's `reconnect`).
+    Reconnect,
 }
 
 #[derive(Debug)]
@@ -117,6 +119,8 @@ impl Core {
         // started at once does not sync in lockstep and an agent missing a member waits less.
         let after = core.timing.push_pull_interval.mul_f64(core.rng.random::<f64>());
         core.outputs.push(Output::Schedule { after, timer: Timer::PushPull });
+        let after = core.timing.reconnect_interval;
+        core.outputs.push(Output::Schedule { after, timer: Timer::Reconnect });
         core
     }
 
@@ -189,6 +193,12 @@ impl Core {
             }
             Timer::SyncAfterJoin => {
                 self.push_pull_with_random_member();
+                Ok(())
+            }
+            Timer::Reconnect => {
+                self.reconnect();
+                let after = self.timing.reconnect_interval;
+                self.outputs.push(Output::Schedule { after, timer: Timer::Reconnect });
                 Ok(())
             }
         };
@@ -457,6 +467,30 @@ impl Core {
                 self.outputs.push(Output::Frame { to, data: self.push_pull_request() });
             }
         }
+    }
+
+    /// Serf's `reconnect`: push-pull with one random Failed member, with probability
+    /// failed / alive (always, when we are alone). foca's own announces to down members stop
+    /// when it sees no member up, and a restarted agent that joined nobody (or only itself)
+    /// never contacts the pool; this is what finds either again.
+    fn reconnect(&mut self) {
+        let me = self.id().name.clone();
+        let failed: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .filter(|(name, (_, s))| **name != me && *s == MemberStatus::Failed)
+            .map(|(_, (id, _))| id.addr)
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        let gone = self.members.values().filter(|(_, s)| matches!(s, MemberStatus::Failed | MemberStatus::Left)).count();
+        let alive = self.members.len().saturating_sub(gone).max(1);
+        if self.rng.random::<f64>() > failed.len() as f64 / alive as f64 {
+            return;
+        }
+        let to = failed[self.rng.random_range(0..failed.len())];
+        self.outputs.push(Output::Frame { to, data: self.push_pull_request() });
     }
 
     fn state(&self) -> State {

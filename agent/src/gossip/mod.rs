@@ -88,6 +88,9 @@ pub struct Timing {
     pub push_pull_interval: Duration,
     /// How long Left and Failed members are kept before they are forgotten (`reconnect_timeout`).
     pub reap_after: Duration,
+    /// How often Serf tries to reach a random Failed member again (`reconnect_interval`), so that
+    /// an agent restarted without joining anyone in particular is found again.
+    pub reconnect_interval: Duration,
 }
 
 impl Timing {
@@ -102,6 +105,7 @@ impl Timing {
             retransmit_mult: 4,
             push_pull_interval: Duration::from_secs(30),
             reap_after: Duration::from_secs(72 * 3600),
+            reconnect_interval: Duration::from_secs(30),
         }
     }
 
@@ -116,6 +120,7 @@ impl Timing {
             retransmit_mult: 4,
             push_pull_interval: Duration::from_secs(2),
             reap_after: Duration::from_secs(3600),
+            reconnect_interval: Duration::from_secs(1),
         }
     }
 }
