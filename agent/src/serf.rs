@@ -111,6 +111,12 @@ async fn retry_join(agent: Arc<Agent>, g: Arc<Gossip>) {
     let mut attempt = 0u32;
     loop {
         match g.join(&cfg.retry_join).await {
+            Ok(0) => {
+                // Every address is our own: nothing to join; the others reach us (they join us,
+                // or reconnect to us while they see us Failed).
+                tracing::info!("join: only this agent's own address; waiting to be joined");
+                return;
+            }
             Ok(n) => {
                 tracing::info!(joined = n, "join completed");
                 return;

@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! Gossip::start(Config) -> io::Result<Arc<Gossip>>     binds UDP+TCP on `bind`, spawns the task
-//! gossip.join(&["10.0.0.1", "10.0.0.2:8301"]).await    push-pull over TCP with each; Ok(answered)
+//! gossip.join(&["10.0.0.1", "10.0.0.2:8301"]).await    push-pull over TCP with each other agent;
+//!                                                      Ok(others answered), our own address skipped
 //! gossip.members() / local() / stats()                 a snapshot, self included, until reaped
 //! gossip.subscribe() -> broadcast::Receiver<Event>     Joined/Updated/Failed/Left/Reaped/User
 //! gossip.changed() -> watch::Receiver<u64>             bumped on every membership change

@@ -33,6 +33,8 @@ pub struct Gossip {
     events: broadcast::Sender<Event>,
     changed: watch::Receiver<u64>,
     seal: Arc<Seal>,
+    /// The bound and the advertised address: a join through either is a join with ourselves.
+    own: [SocketAddr; 2],
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -99,28 +101,46 @@ impl Gossip {
         let span = tracing::info_span!("gossip", node = %cfg.node_name);
         let task = tokio::spawn(task.run().instrument(span));
         tracing::info!(node = %cfg.node_name, %bound, %advertise, encrypted = seal.is_encrypted(), "gossip: started");
-        Ok(Arc::new(Gossip { commands, view, events, changed, seal, task: Mutex::new(Some(task)) }))
+        let own = [bound, advertise];
+        Ok(Arc::new(Gossip { commands, view, events, changed, seal, own, task: Mutex::new(Some(task)) }))
     }
 
     /// Joins the cluster through each address (`host` or `host:port`, port 8301 by default) with a
-    /// TCP push-pull. Returns how many answered; an error when none did.
+    /// TCP push-pull. Our own address is skipped, as memberlist ignores itself: joining only
+    /// ourselves is `Ok(0)`, so that `-retry-join` with a list holding every server, this one
+    /// included, keeps trying the others. Returns how many other agents answered; an error when
+    /// some were tried and none did.
     pub async fn join(&self, addrs: &[String]) -> Result<usize, String> {
         let mut joined = 0;
         let mut errors = Vec::new();
         for addr in addrs {
             match self.join_one(addr).await {
-                Ok(()) => joined += 1,
+                Ok(true) => joined += 1,
+                Ok(false) => tracing::debug!(%addr, "gossip: join skips our own address"),
                 Err(e) => errors.push(format!("Failed to join {addr}: {e}")),
             }
         }
-        if joined == 0 && !addrs.is_empty() {
+        if joined == 0 && !errors.is_empty() {
             return Err(errors.join("; "));
         }
         Ok(joined)
     }
 
-    async fn join_one(&self, addr: &str) -> Result<(), String> {
+    /// Whether `to` reaches this agent's own gossip port.
+    fn is_own(&self, to: SocketAddr) -> bool {
+        let [bound, advertise] = self.own;
+        let wildcard = bound.ip().is_unspecified()
+            && to.port() == bound.port()
+            && (to.ip().is_loopback() || to.ip() == advertise.ip());
+        to == bound || to == advertise || wildcard
+    }
+
+    /// Ok(false) when `addr` is our own: nothing to exchange.
+    async fn join_one(&self, addr: &str) -> Result<bool, String> {
         let to = resolve(addr).await?;
+        if self.is_own(to) {
+            return Ok(false);
+        }
         let (tx, rx) = oneshot::channel();
         self.send(Command::PushPullRequest(tx));
         let request = rx.await.map_err(|_| "gossip stopped".to_string())?;
@@ -128,7 +148,7 @@ impl Gossip {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Frame { data: reply, reply: tx });
         rx.await.map_err(|_| "gossip stopped".to_string())?;
-        Ok(())
+        Ok(true)
     }
 
     pub fn members(&self) -> Vec<Member> {
