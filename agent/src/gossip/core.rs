@@ -138,6 +138,11 @@ impl Core {
         self.member(&id.name, id, status)
     }
 
+    /// The generation of `name` this core knows, with its status.
+    pub fn known(&self, name: &str) -> Option<(u64, MemberStatus)> {
+        self.members.get(name).map(|(id, status)| (id.generation, status.clone()))
+    }
+
     pub fn stats(&self) -> Stats {
         let count = |s: MemberStatus| self.members.values().filter(|(_, st)| *st == s).count();
         Stats {

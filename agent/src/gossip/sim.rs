@@ -214,6 +214,15 @@ impl Sim {
         self.nodes[at].view[of].clone()
     }
 
+    /// The generation of `of` that `at` knows (each restart is one more), with its status.
+    pub fn known(&self, at: usize, of: usize) -> Option<(u64, MemberStatus)> {
+        self.nodes[at].core.as_ref()?.known(&Sim::name(of))
+    }
+
+    pub fn generation(&self, i: usize) -> u64 {
+        self.nodes[i].generation
+    }
+
     pub fn user_events(&self, i: usize) -> &[UserEvent] {
         &self.nodes[i].user_events
     }
@@ -560,6 +569,36 @@ mod tests {
                     assert!(took.is_some(), "seed {seed} round {round}: no convergence{}", sim.views());
                 }
             }
+        }
+    }
+
+    /// A restarted agent's new generation replaces the old one in every view by dissemination,
+    /// not only at the member it pushed-pulled with: push-pull is out of reach (30 s), and the
+    /// restart comes before or after the old one is detected.
+    #[test]
+    fn a_restart_replaces_the_old_generation_everywhere_by_gossip() {
+        let timing = Timing { push_pull_interval: Duration::from_secs(30), ..Timing::dev() };
+        for (seed, wait_failed) in [(31, false), (32, true), (33, false), (34, true)] {
+            let mut sim = Sim::new(seed, Network::lan(), timing.clone());
+            for i in 0..20 {
+                sim.add();
+                sim.join(i, 0);
+            }
+            assert!(sim.run_until(MINUTE, Sim::converged).is_some(), "seed {seed}: converged");
+            sim.kill(7);
+            if wait_failed {
+                assert!(sim.run_until(MINUTE, |s| s.all_see(7, MemberStatus::Failed)).is_some(), "seed {seed}");
+            }
+            sim.restart(7, 3);
+            let new = sim.generation(7);
+            let everywhere = |s: &Sim| (0..20).filter(|&i| i != 7).all(|i| s.known(i, 7) == Some((new, MemberStatus::Alive)));
+            let took = sim.run_until(Duration::from_secs(20), everywhere);
+            let views: Vec<_> = (0..20).map(|i| sim.known(i, 7)).collect();
+            assert!(took.is_some(), "seed {seed}: generation {new} not everywhere: {views:?}");
+            assert!(took < Some(Duration::from_secs(10)), "seed {seed}: took {took:?}");
+            // The old generation's probes time out meanwhile; that must not touch the new one.
+            let broken = |s: &Sim| !everywhere(s);
+            assert_eq!(sim.run_until(MINUTE / 2, broken), None, "seed {seed}: the new generation did not stay");
         }
     }
 
