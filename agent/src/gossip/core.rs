@@ -489,7 +489,8 @@ impl Core {
         if failed.is_empty() {
             return;
         }
-        let gone = self.members.values().filter(|(_, s)| matches!(s, MemberStatus::Failed | MemberStatus::Left)).count();
+        let gone =
+            self.members.values().filter(|(_, s)| matches!(s, MemberStatus::Failed | MemberStatus::Left)).count();
         let alive = self.members.len().saturating_sub(gone).max(1);
         if self.rng.random::<f64>() > failed.len() as f64 / alive as f64 {
             return;

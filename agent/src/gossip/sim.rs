@@ -535,7 +535,11 @@ mod tests {
                 sim.restart(victim, 0);
                 let limit = timing.reconnect_interval * 10 + MINUTE / 2;
                 let took = sim.run_until(limit, Sim::converged);
-                assert!(took.is_some(), "seed {seed} round {round}: n{victim} restarted, no convergence{}", sim.views());
+                assert!(
+                    took.is_some(),
+                    "seed {seed} round {round}: n{victim} restarted, no convergence{}",
+                    sim.views()
+                );
             }
         }
     }
@@ -560,8 +564,13 @@ mod tests {
             for (round, victim) in [0, 2, 1, 0, 2, 1, 0, 2, 1, 0].into_iter().enumerate() {
                 sim.kill(victim);
                 // Nobody sees it alive any more (some may not know it at all).
-                let gone = |s: &Sim| (0..3).all(|i| !s.is_running(i) || s.status(i, victim) != Some(MemberStatus::Alive));
-                assert!(sim.run_until(MINUTE, gone).is_some(), "seed {seed} round {round}: n{victim} failed{}", sim.views());
+                let gone =
+                    |s: &Sim| (0..3).all(|i| !s.is_running(i) || s.status(i, victim) != Some(MemberStatus::Alive));
+                assert!(
+                    sim.run_until(MINUTE, gone).is_some(),
+                    "seed {seed} round {round}: n{victim} failed{}",
+                    sim.views()
+                );
                 sim.restart(victim, 0);
                 if round % 2 == 1 {
                     // Four push-pull intervals: whatever foca's own announces could heal, they have.
@@ -591,7 +600,8 @@ mod tests {
             }
             sim.restart(7, 3);
             let new = sim.generation(7);
-            let everywhere = |s: &Sim| (0..20).filter(|&i| i != 7).all(|i| s.known(i, 7) == Some((new, MemberStatus::Alive)));
+            let everywhere =
+                |s: &Sim| (0..20).filter(|&i| i != 7).all(|i| s.known(i, 7) == Some((new, MemberStatus::Alive)));
             let took = sim.run_until(Duration::from_secs(20), everywhere);
             let views: Vec<_> = (0..20).map(|i| sim.known(i, 7)).collect();
             assert!(took.is_some(), "seed {seed}: generation {new} not everywhere: {views:?}");
