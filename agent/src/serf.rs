@@ -73,6 +73,8 @@ pub async fn start(agent: &Arc<Agent>) -> anyhow::Result<Arc<Gossip>> {
         tags: tags(cfg, &agent.node_id),
         key,
         timing: timing(cfg),
+        // Serf's place for it; `-dev` keeps nothing on disk.
+        snapshot: cfg.data_dir.as_ref().filter(|_| !cfg.dev).map(|d| d.join("serf").join("local.snapshot")),
     })
     .await?;
     let _ = agent.gossip.set(g.clone());

@@ -22,7 +22,8 @@
 //! gossip.shutdown().await                              stop without leaving: others see Failed
 //! ```
 //!
-//! Beyond the brief's interface: `Timing::push_pull_interval`, `Stats::dropped_packets`,
+//! Beyond the brief's interface: `Timing::push_pull_interval`, `Timing::reconnect_interval`,
+//! `Config::snapshot`, `Stats::dropped_packets`,
 //! `MemberStatus::as_str`, and `UserEvent` is `api::UserEvent` (payload as base64 text).
 //!
 //! Membership. foca's identity is `(name, advertised address, generation)`; foca keys members by
@@ -52,6 +53,7 @@ mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A `consul event`, as the HTTP API has it (`Payload` base64). The sender's `fire_event` sets
@@ -74,6 +76,11 @@ pub struct Config {
     /// Consul's `-encrypt` key, already decoded from base64.
     pub key: Option<[u8; 32]>,
     pub timing: Timing,
+    /// Serf's snapshot (the agent uses `<data_dir>/serf/local.snapshot`): the other members
+    /// alive, rewritten when they change, and pushed-pulled with again in the background at
+    /// start, so that a restarted agent finds its pool even when its join list names only
+    /// itself. `None`: no snapshot.
+    pub snapshot: Option<PathBuf>,
 }
 
 /// Consul's gossip tuning (`gossip_lan`). `core::foca_config` maps it to foca's knobs.

@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +20,7 @@ use tracing::Instrument;
 
 use super::core::{Core, Output, Timer};
 use super::wire::{Id, Seal};
-use super::{Config, Event, Member, Stats, UserEvent, DEFAULT_PORT};
+use super::{Config, Event, Member, MemberStatus, Stats, UserEvent, DEFAULT_PORT};
 
 /// How long a TCP push-pull or event frame may take (memberlist's `TCPTimeout`).
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,6 +79,17 @@ impl Gossip {
         let generation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64);
         let id = Id { name: cfg.node_name.clone(), addr: advertise, generation };
         let seal = Arc::new(Seal::new(cfg.key));
+        let previous = match &cfg.snapshot {
+            Some(path) => match tokio::fs::read_to_string(path).await {
+                Ok(text) => read_snapshot(&text),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "gossip: snapshot not read");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
         let core = Core::new(id, cfg.tags, cfg.timing, seal.is_encrypted(), rand::random());
         let view = Arc::new(Mutex::new(View { members: core.members(), local: core.local(), stats: core.stats() }));
         let (commands, rx) = mpsc::unbounded_channel();
@@ -97,6 +109,7 @@ impl Gossip {
             changed: changed_tx,
             dropped: Arc::new(AtomicU64::new(0)),
             leaving: None,
+            snapshot: cfg.snapshot.clone().map(|path| (path, previous)),
         };
         let span = tracing::info_span!("gossip", node = %cfg.node_name);
         let task = tokio::spawn(task.run().instrument(span));
@@ -241,6 +254,8 @@ struct Task {
     changed: watch::Sender<u64>,
     dropped: Arc<AtomicU64>,
     leaving: Option<(Instant, oneshot::Sender<()>)>,
+    /// The snapshot file and the members last written to it.
+    snapshot: Option<(PathBuf, Vec<(String, SocketAddr)>)>,
 }
 
 /// A timer in the heap; ordered by deadline and sequence only.
@@ -264,7 +279,62 @@ impl Ord for Pending {
 }
 
 impl Task {
+    /// Sends one frame to `to` on its own task; the reply, if any, comes back as a command.
+    fn exchange(&self, to: SocketAddr, data: Vec<u8>) {
+        let (seal, tx) = (self.seal.clone(), self.self_tx.clone());
+        tokio::spawn(
+            async move {
+                match exchange(&seal, to, &data).await {
+                    Ok(Some(reply)) => {
+                        let (rtx, _) = oneshot::channel();
+                        let _ = tx.send(Command::Frame { data: reply, reply: rtx });
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(%to, error = %e, "gossip: stream"),
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Serf's rejoin from its snapshot: a push-pull with every member alive when we stopped.
+    fn rejoin(&self) {
+        let Some((_, previous)) = &self.snapshot else { return };
+        let me = self.core.id();
+        let bound = self.socket.local_addr().ok();
+        for (name, to) in previous {
+            if *name == me.name || *to == me.addr || Some(*to) == bound {
+                continue;
+            }
+            tracing::info!(member = %name, %to, "gossip: rejoining a member from the snapshot");
+            self.exchange(*to, self.core.push_pull_request());
+        }
+    }
+
+    /// Rewrites the snapshot when the set of other members alive changed. A few hundred bytes
+    /// per membership change, written in place by this task: not worth a blocking pool.
+    fn write_snapshot(&mut self) {
+        let Some((path, written)) = &mut self.snapshot else { return };
+        let me = self.core.id().name.clone();
+        let alive: Vec<(String, SocketAddr)> = self
+            .core
+            .members()
+            .into_iter()
+            .filter(|m| m.name != me && matches!(m.status, MemberStatus::Alive | MemberStatus::Leaving))
+            .map(|m| (m.name, m.addr))
+            .collect();
+        if alive == *written {
+            return;
+        }
+        let text: String = alive.iter().map(|(name, addr)| format!("alive: {name} {addr}\n")).collect();
+        match write_atomically(path, &text) {
+            Ok(()) => *written = alive,
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "gossip: snapshot not written"),
+        }
+    }
+
     async fn run(mut self) {
+        self.rejoin();
         let mut buf = vec![0u8; 65536];
         loop {
             self.flush();
@@ -346,6 +416,12 @@ impl Task {
         if let Err(e) = self.core.leave() {
             tracing::debug!(error = %e, "gossip: leave");
         }
+        // As Serf (without rejoin_after_leave): an agent that left does not rejoin at start.
+        if let Some((path, _)) = &self.snapshot {
+            if let Err(e) = write_atomically(path, "leave\n") {
+                tracing::warn!(path = %path.display(), error = %e, "gossip: snapshot not written");
+            }
+        }
         self.flush();
         if let Some((_, done)) = self.leaving.take() {
             let _ = done.send(());
@@ -374,22 +450,7 @@ impl Task {
                         tracing::trace!(%to, error = %e, "gossip: udp send");
                     }
                 }
-                Output::Frame { to, data } => {
-                    let (seal, tx) = (self.seal.clone(), self.self_tx.clone());
-                    tokio::spawn(
-                        async move {
-                            match exchange(&seal, to, &data).await {
-                                Ok(Some(reply)) => {
-                                    let (rtx, _) = oneshot::channel();
-                                    let _ = tx.send(Command::Frame { data: reply, reply: rtx });
-                                }
-                                Ok(None) => {}
-                                Err(e) => tracing::debug!(%to, error = %e, "gossip: stream"),
-                            }
-                        }
-                        .in_current_span(),
-                    );
-                }
+                Output::Frame { to, data } => self.exchange(to, data),
                 Output::Schedule { after, timer } => {
                     self.seq += 1;
                     self.timers.push(Reverse((now + after, self.seq, Pending(timer))));
@@ -397,6 +458,9 @@ impl Task {
             }
         }
         let events: Vec<Event> = self.core.drain_events().collect();
+        if !events.is_empty() && self.leaving.is_none() {
+            self.write_snapshot();
+        }
         let mut stats = self.core.stats();
         stats.dropped_packets = self.dropped.load(Ordering::Relaxed);
         let mut view = self.view.lock();
@@ -504,4 +568,50 @@ async fn resolve(addr: &str) -> Result<SocketAddr, String> {
     };
     let mut found = tokio::net::lookup_host(&with_port).await.map_err(|e| format!("resolve {addr}: {e}"))?;
     found.next().ok_or_else(|| format!("resolve {addr}: no address"))
+}
+
+/// The members alive in a snapshot: our own `alive: name addr` lines, or Serf's log of
+/// `alive:`, `not-alive:` and `leave` records; anything else is skipped.
+fn read_snapshot(text: &str) -> Vec<(String, SocketAddr)> {
+    let mut alive = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("alive: ") {
+            if let Some((name, addr)) = rest.rsplit_once(' ').and_then(|(n, a)| Some((n, a.parse().ok()?))) {
+                alive.insert(name.to_string(), addr);
+            }
+        } else if let Some(name) = line.strip_prefix("not-alive: ") {
+            alive.remove(name);
+        } else if line == "leave" {
+            alive.clear();
+        }
+    }
+    alive.into_iter().collect()
+}
+
+fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_read_ours_and_serfs() {
+        let ours = "alive: s1 127.0.0.152:8301\nalive: s2 127.0.0.153:8301\n";
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            read_snapshot(ours),
+            vec![("s1".into(), addr("127.0.0.152:8301")), ("s2".into(), addr("127.0.0.153:8301"))]
+        );
+        let serf = "alive: a 10.0.0.1:8301\nclock: 3\nalive: b 10.0.0.2:8301\nnot-alive: a\ncoordinate: x\n";
+        assert_eq!(read_snapshot(serf), vec![("b".into(), addr("10.0.0.2:8301"))]);
+        assert!(read_snapshot("alive: a 10.0.0.1:8301\nleave\n").is_empty());
+        assert!(read_snapshot("alive: broken\ngarbage\n").is_empty());
+    }
 }

@@ -15,7 +15,7 @@ async fn start(ip: &str, name: &str, key: Option<[u8; 32]>) -> Arc<Gossip> {
 async fn start_with(ip: &str, name: &str, key: Option<[u8; 32]>, timing: Timing) -> Arc<Gossip> {
     let addr: SocketAddr = format!("{ip}:8301").parse().expect("addr");
     let tags = BTreeMap::from([("role".to_string(), "node".to_string()), ("dc".to_string(), "dc1".to_string())]);
-    let cfg = Config { node_name: name.into(), bind: addr, advertise: addr, tags, key, timing };
+    let cfg = Config { node_name: name.into(), bind: addr, advertise: addr, tags, key, timing, snapshot: None };
     Gossip::start(cfg).await.expect("start gossip")
 }
 
@@ -236,4 +236,49 @@ async fn a_join_list_with_our_own_address_tries_the_others() {
     until("a and b see each other", LIMIT, || all_alive(&a, 2) && all_alive(&b, 2)).await;
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Serf's snapshot: an agent killed and restarted with no join at all finds the members it knew
+/// alive; after a graceful leave it does not rejoin by itself.
+#[tokio::test]
+async fn a_restarted_agent_rejoins_the_members_in_its_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = dir.path().join("serf").join("local.snapshot");
+    let start_a = || async {
+        let addr: SocketAddr = "127.0.87.1:8301".parse().expect("addr");
+        let cfg = Config {
+            node_name: "a".into(),
+            bind: addr,
+            advertise: addr,
+            tags: BTreeMap::new(),
+            key: None,
+            timing: Timing::dev(),
+            snapshot: Some(snapshot.clone()),
+        };
+        Gossip::start(cfg).await.expect("start a")
+    };
+    let a = start_a().await;
+    let b = start("127.0.87.2", "b", None).await;
+    let c = start("127.0.87.3", "c", None).await;
+    a.join(&["127.0.87.2".into()]).await.expect("a joins b");
+    c.join(&["127.0.87.2".into()]).await.expect("c joins b");
+    until("three alive", LIMIT, || [&a, &b, &c].iter().all(|g| all_alive(g, 3))).await;
+    until("b and c in a's snapshot", LIMIT, || {
+        let text = std::fs::read_to_string(&snapshot).unwrap_or_default();
+        text.contains("alive: b 127.0.87.2:8301") && text.contains("alive: c 127.0.87.3:8301")
+    })
+    .await;
+
+    a.shutdown().await;
+    let a = start_a().await;
+    until("a rejoined from its snapshot", LIMIT, || [&a, &b, &c].iter().all(|g| all_alive(g, 3))).await;
+
+    a.leave(Duration::from_secs(2)).await;
+    assert_eq!(std::fs::read_to_string(&snapshot).expect("snapshot"), "leave\n");
+    let a = start_a().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.members().len(), 1, "no rejoin after a leave");
+    for g in [&a, &b, &c] {
+        g.shutdown().await;
+    }
 }
