@@ -32,7 +32,10 @@
 //! `Identity::renew`) and comes back. A member foca declares down is Failed, or Left when its
 //! leave intent (a custom broadcast, sent before foca's `leave_cluster`) arrived before or after.
 //! Tags travel as versioned custom broadcasts and in push-pull exchanges, so late joiners learn
-//! them too. Left and Failed members are forgotten (`Event::Reaped`) after `Timing::reap_after`.
+//! them too. Left and Failed members are forgotten (`Event::Reaped`) after `Timing::reap_after`;
+//! until then, every `Timing::reconnect_interval` a random Failed member is pushed-pulled with
+//! (Serf's reconnect), so a restarted agent that joined nobody is found again. A join skips our
+//! own address, and `Config::snapshot` lists the members alive, rejoined at start.
 //!
 //! Transport. foca's messages are UDP datagrams of at most 1400 bytes sealed. A join is a TCP
 //! push-pull with the seed: both sides send their whole view (members, tags, who left) as one
