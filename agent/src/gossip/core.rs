@@ -178,6 +178,19 @@ impl Core {
         Ok(reply)
     }
 
+    /// The reply to a join's push-pull. `Ok(false)`, and nothing merged, when it is our own view
+    /// (the address led back to us under another spelling): a join with ourselves joins nobody.
+    pub fn handle_join_reply(&mut self, data: &[u8]) -> Result<bool, Error> {
+        if let Frame::PushPull { state, .. } = wire::decode::<Frame>(data)? {
+            // `state()` puts the sender last.
+            if state.members.last().is_some_and(|m| m.id() == self.id()) {
+                return Ok(false);
+            }
+        }
+        self.handle_frame(data)?;
+        Ok(true)
+    }
+
     /// The frame that starts a push-pull with another member (a join, or anti-entropy).
     pub fn push_pull_request(&self) -> Vec<u8> {
         wire::encode(&Frame::PushPull { is_reply: false, state: self.state() })
@@ -500,7 +513,8 @@ impl Core {
     }
 
     fn state(&self) -> State {
-        // foca's membership excludes ourselves; incarnation 0 is enough to introduce us.
+        // foca's membership excludes ourselves; incarnation 0 is enough to introduce us. We go
+        // last: `handle_join_reply` tells a reply from ourselves by it.
         let me = foca::Member::alive(self.id().clone());
         let members = self.foca.iter_membership_state().cloned().chain(std::iter::once(me)).collect();
         let records = self
@@ -681,6 +695,23 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_reply_from_ourselves_counts_for_nothing() {
+        let id = |name: &str, last: u8| Id {
+            name: name.into(),
+            addr: SocketAddr::from(([127, 0, 88, last], 8301)),
+            generation: 1,
+        };
+        let mut a = Core::new(id("a", 1), BTreeMap::new(), Timing::dev(), false, 1);
+        let mut b = Core::new(id("b", 2), BTreeMap::new(), Timing::dev(), false, 2);
+        let to_self = a.handle_frame(&a.push_pull_request()).expect("frame").expect("reply");
+        assert_eq!(a.handle_join_reply(&to_self).ok(), Some(false));
+        assert_eq!(a.members().len(), 1);
+        let from_b = b.handle_frame(&a.push_pull_request()).expect("frame").expect("reply");
+        assert_eq!(a.handle_join_reply(&from_b).ok(), Some(true));
+        assert_eq!(a.members().len(), 2);
+    }
 
     #[test]
     fn lan_timings_scale_with_the_cluster_like_memberlist() {

@@ -53,6 +53,11 @@ enum Command {
         reply: oneshot::Sender<Option<Vec<u8>>>,
     },
     PushPullRequest(oneshot::Sender<Vec<u8>>),
+    /// A join's push-pull reply: whether it came from another agent.
+    JoinReply {
+        data: Vec<u8>,
+        is_other: oneshot::Sender<Result<bool, String>>,
+    },
     SetTags(BTreeMap<String, String>),
     FireEvent(UserEvent),
     ForceLeave {
@@ -148,7 +153,8 @@ impl Gossip {
         to == bound || to == advertise || wildcard
     }
 
-    /// Ok(false) when `addr` is our own: nothing to exchange.
+    /// Ok(false) when `addr` is our own: skipped when the address says so, not counted when
+    /// the reply does.
     async fn join_one(&self, addr: &str) -> Result<bool, String> {
         let to = resolve(addr).await?;
         if self.is_own(to) {
@@ -159,9 +165,8 @@ impl Gossip {
         let request = rx.await.map_err(|_| "gossip stopped".to_string())?;
         let reply = exchange(&self.seal, to, &request).await?.ok_or("no push-pull reply")?;
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Frame { data: reply, reply: tx });
-        rx.await.map_err(|_| "gossip stopped".to_string())?;
-        Ok(true)
+        self.send(Command::JoinReply { data: reply, is_other: tx });
+        rx.await.map_err(|_| "gossip stopped".to_string())?
     }
 
     pub fn members(&self) -> Vec<Member> {
@@ -393,6 +398,13 @@ impl Task {
                     tracing::debug!(error = %e, "gossip: frame");
                 }
             },
+            Command::JoinReply { data, is_other } => {
+                let res = self.core.handle_join_reply(&data).map_err(|e| e.to_string());
+                if res.is_err() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = is_other.send(res);
+            }
             Command::PushPullRequest(tx) => {
                 let _ = tx.send(self.core.push_pull_request());
             }
