@@ -73,6 +73,8 @@ pub async fn start(agent: &Arc<Agent>) -> anyhow::Result<Arc<Gossip>> {
         tags: tags(cfg, &agent.node_id),
         key,
         timing: timing(cfg),
+        // Serf's place for it; `-dev` keeps nothing on disk.
+        snapshot: cfg.data_dir.as_ref().filter(|_| !cfg.dev).map(|d| d.join("serf").join("local.snapshot")),
     })
     .await?;
     let _ = agent.gossip.set(g.clone());
@@ -111,6 +113,12 @@ async fn retry_join(agent: Arc<Agent>, g: Arc<Gossip>) {
     let mut attempt = 0u32;
     loop {
         match g.join(&cfg.retry_join).await {
+            Ok(0) => {
+                // Every address is our own: nothing to join; the others reach us (they join us,
+                // or reconnect to us while they see us Failed).
+                tracing::info!("join: only this agent's own address; waiting to be joined");
+                return;
+            }
             Ok(n) => {
                 tracing::info!(joined = n, "join completed");
                 return;

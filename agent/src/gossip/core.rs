@@ -39,6 +39,8 @@ pub enum Timer {
     PushPull,
     /// One extra push-pull, a few gossip rounds after we join (see `on_notification`).
     SyncAfterJoin,
+    /// Push-pull with a random Failed member, if the dice say so (Serf's `reconnect`).
+    Reconnect,
 }
 
 #[derive(Debug)]
@@ -117,6 +119,8 @@ impl Core {
         // started at once does not sync in lockstep and an agent missing a member waits less.
         let after = core.timing.push_pull_interval.mul_f64(core.rng.random::<f64>());
         core.outputs.push(Output::Schedule { after, timer: Timer::PushPull });
+        let after = core.timing.reconnect_interval;
+        core.outputs.push(Output::Schedule { after, timer: Timer::Reconnect });
         core
     }
 
@@ -132,6 +136,11 @@ impl Core {
         let id = self.id();
         let status = self.members.get(&id.name).map_or(MemberStatus::Alive, |(_, s)| s.clone());
         self.member(&id.name, id, status)
+    }
+
+    /// The generation of `name` this core knows, with its status.
+    pub fn known(&self, name: &str) -> Option<(u64, MemberStatus)> {
+        self.members.get(name).map(|(id, status)| (id.generation, status.clone()))
     }
 
     pub fn stats(&self) -> Stats {
@@ -169,6 +178,19 @@ impl Core {
         Ok(reply)
     }
 
+    /// The reply to a join's push-pull. `Ok(false)`, and nothing merged, when it is our own view
+    /// (the address led back to us under another spelling): a join with ourselves joins nobody.
+    pub fn handle_join_reply(&mut self, data: &[u8]) -> Result<bool, Error> {
+        if let Frame::PushPull { state, .. } = wire::decode::<Frame>(data)? {
+            // `state()` puts the sender last.
+            if state.members.last().is_some_and(|m| m.id() == self.id()) {
+                return Ok(false);
+            }
+        }
+        self.handle_frame(data)?;
+        Ok(true)
+    }
+
     /// The frame that starts a push-pull with another member (a join, or anti-entropy).
     pub fn push_pull_request(&self) -> Vec<u8> {
         wire::encode(&Frame::PushPull { is_reply: false, state: self.state() })
@@ -189,6 +211,12 @@ impl Core {
             }
             Timer::SyncAfterJoin => {
                 self.push_pull_with_random_member();
+                Ok(())
+            }
+            Timer::Reconnect => {
+                self.reconnect();
+                let after = self.timing.reconnect_interval;
+                self.outputs.push(Output::Schedule { after, timer: Timer::Reconnect });
                 Ok(())
             }
         };
@@ -459,8 +487,34 @@ impl Core {
         }
     }
 
+    /// Serf's `reconnect`: push-pull with one random Failed member, with probability
+    /// failed / alive (always, when we are alone). foca's own announces to down members stop
+    /// when it sees no member up, and a restarted agent that joined nobody (or only itself)
+    /// never contacts the pool; this is what finds either again.
+    fn reconnect(&mut self) {
+        let me = self.id().name.clone();
+        let failed: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .filter(|(name, (_, s))| **name != me && *s == MemberStatus::Failed)
+            .map(|(_, (id, _))| id.addr)
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        let gone =
+            self.members.values().filter(|(_, s)| matches!(s, MemberStatus::Failed | MemberStatus::Left)).count();
+        let alive = self.members.len().saturating_sub(gone).max(1);
+        if self.rng.random::<f64>() > failed.len() as f64 / alive as f64 {
+            return;
+        }
+        let to = failed[self.rng.random_range(0..failed.len())];
+        self.outputs.push(Output::Frame { to, data: self.push_pull_request() });
+    }
+
     fn state(&self) -> State {
-        // foca's membership excludes ourselves; incarnation 0 is enough to introduce us.
+        // foca's membership excludes ourselves; incarnation 0 is enough to introduce us. We go
+        // last: `handle_join_reply` tells a reply from ourselves by it.
         let me = foca::Member::alive(self.id().clone());
         let members = self.foca.iter_membership_state().cloned().chain(std::iter::once(me)).collect();
         let records = self
@@ -641,6 +695,23 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_reply_from_ourselves_counts_for_nothing() {
+        let id = |name: &str, last: u8| Id {
+            name: name.into(),
+            addr: SocketAddr::from(([127, 0, 88, last], 8301)),
+            generation: 1,
+        };
+        let mut a = Core::new(id("a", 1), BTreeMap::new(), Timing::dev(), false, 1);
+        let mut b = Core::new(id("b", 2), BTreeMap::new(), Timing::dev(), false, 2);
+        let to_self = a.handle_frame(&a.push_pull_request()).expect("frame").expect("reply");
+        assert_eq!(a.handle_join_reply(&to_self).ok(), Some(false));
+        assert_eq!(a.members().len(), 1);
+        let from_b = b.handle_frame(&a.push_pull_request()).expect("frame").expect("reply");
+        assert_eq!(a.handle_join_reply(&from_b).ok(), Some(true));
+        assert_eq!(a.members().len(), 2);
+    }
 
     #[test]
     fn lan_timings_scale_with_the_cluster_like_memberlist() {

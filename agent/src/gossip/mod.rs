@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! Gossip::start(Config) -> io::Result<Arc<Gossip>>     binds UDP+TCP on `bind`, spawns the task
-//! gossip.join(&["10.0.0.1", "10.0.0.2:8301"]).await    push-pull over TCP with each; Ok(answered)
+//! gossip.join(&["10.0.0.1", "10.0.0.2:8301"]).await    push-pull over TCP with each other agent;
+//!                                                      Ok(others answered), our own address skipped
 //! gossip.members() / local() / stats()                 a snapshot, self included, until reaped
 //! gossip.subscribe() -> broadcast::Receiver<Event>     Joined/Updated/Failed/Left/Reaped/User
 //! gossip.changed() -> watch::Receiver<u64>             bumped on every membership change
@@ -21,7 +22,8 @@
 //! gossip.shutdown().await                              stop without leaving: others see Failed
 //! ```
 //!
-//! Beyond the brief's interface: `Timing::push_pull_interval`, `Stats::dropped_packets`,
+//! Beyond the brief's interface: `Timing::push_pull_interval`, `Timing::reconnect_interval`,
+//! `Config::snapshot`, `Stats::dropped_packets`,
 //! `MemberStatus::as_str`, and `UserEvent` is `api::UserEvent` (payload as base64 text).
 //!
 //! Membership. foca's identity is `(name, advertised address, generation)`; foca keys members by
@@ -30,7 +32,10 @@
 //! `Identity::renew`) and comes back. A member foca declares down is Failed, or Left when its
 //! leave intent (a custom broadcast, sent before foca's `leave_cluster`) arrived before or after.
 //! Tags travel as versioned custom broadcasts and in push-pull exchanges, so late joiners learn
-//! them too. Left and Failed members are forgotten (`Event::Reaped`) after `Timing::reap_after`.
+//! them too. Left and Failed members are forgotten (`Event::Reaped`) after `Timing::reap_after`;
+//! until then, every `Timing::reconnect_interval` a random Failed member is pushed-pulled with
+//! (Serf's reconnect), so a restarted agent that joined nobody is found again. A join skips our
+//! own address, and `Config::snapshot` lists the members alive, rejoined at start.
 //!
 //! Transport. foca's messages are UDP datagrams of at most 1400 bytes sealed. A join is a TCP
 //! push-pull with the seed: both sides send their whole view (members, tags, who left) as one
@@ -51,6 +56,7 @@ mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A `consul event`, as the HTTP API has it (`Payload` base64). The sender's `fire_event` sets
@@ -73,6 +79,11 @@ pub struct Config {
     /// Consul's `-encrypt` key, already decoded from base64.
     pub key: Option<[u8; 32]>,
     pub timing: Timing,
+    /// Serf's snapshot (the agent uses `<data_dir>/serf/local.snapshot`): the other members
+    /// alive, rewritten when they change, and pushed-pulled with again in the background at
+    /// start, so that a restarted agent finds its pool even when its join list names only
+    /// itself. `None`: no snapshot.
+    pub snapshot: Option<PathBuf>,
 }
 
 /// Consul's gossip tuning (`gossip_lan`). `core::foca_config` maps it to foca's knobs.
@@ -88,6 +99,9 @@ pub struct Timing {
     pub push_pull_interval: Duration,
     /// How long Left and Failed members are kept before they are forgotten (`reconnect_timeout`).
     pub reap_after: Duration,
+    /// How often Serf tries to reach a random Failed member again (`reconnect_interval`), so that
+    /// an agent restarted without joining anyone in particular is found again.
+    pub reconnect_interval: Duration,
 }
 
 impl Timing {
@@ -102,6 +116,7 @@ impl Timing {
             retransmit_mult: 4,
             push_pull_interval: Duration::from_secs(30),
             reap_after: Duration::from_secs(72 * 3600),
+            reconnect_interval: Duration::from_secs(30),
         }
     }
 
@@ -116,6 +131,7 @@ impl Timing {
             retransmit_mult: 4,
             push_pull_interval: Duration::from_secs(2),
             reap_after: Duration::from_secs(3600),
+            reconnect_interval: Duration::from_secs(1),
         }
     }
 }

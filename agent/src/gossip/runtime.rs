@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +20,7 @@ use tracing::Instrument;
 
 use super::core::{Core, Output, Timer};
 use super::wire::{Id, Seal};
-use super::{Config, Event, Member, Stats, UserEvent, DEFAULT_PORT};
+use super::{Config, Event, Member, MemberStatus, Stats, UserEvent, DEFAULT_PORT};
 
 /// How long a TCP push-pull or event frame may take (memberlist's `TCPTimeout`).
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +34,8 @@ pub struct Gossip {
     events: broadcast::Sender<Event>,
     changed: watch::Receiver<u64>,
     seal: Arc<Seal>,
+    /// The bound and the advertised address: a join through either is a join with ourselves.
+    own: [SocketAddr; 2],
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -50,6 +53,11 @@ enum Command {
         reply: oneshot::Sender<Option<Vec<u8>>>,
     },
     PushPullRequest(oneshot::Sender<Vec<u8>>),
+    /// A join's push-pull reply: whether it came from another agent.
+    JoinReply {
+        data: Vec<u8>,
+        is_other: oneshot::Sender<Result<bool, String>>,
+    },
     SetTags(BTreeMap<String, String>),
     FireEvent(UserEvent),
     ForceLeave {
@@ -76,6 +84,17 @@ impl Gossip {
         let generation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64);
         let id = Id { name: cfg.node_name.clone(), addr: advertise, generation };
         let seal = Arc::new(Seal::new(cfg.key));
+        let previous = match &cfg.snapshot {
+            Some(path) => match tokio::fs::read_to_string(path).await {
+                Ok(text) => read_snapshot(&text),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "gossip: snapshot not read");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
         let core = Core::new(id, cfg.tags, cfg.timing, seal.is_encrypted(), rand::random());
         let view = Arc::new(Mutex::new(View { members: core.members(), local: core.local(), stats: core.stats() }));
         let (commands, rx) = mpsc::unbounded_channel();
@@ -95,40 +114,59 @@ impl Gossip {
             changed: changed_tx,
             dropped: Arc::new(AtomicU64::new(0)),
             leaving: None,
+            snapshot: cfg.snapshot.clone().map(|path| (path, previous)),
         };
         let span = tracing::info_span!("gossip", node = %cfg.node_name);
         let task = tokio::spawn(task.run().instrument(span));
         tracing::info!(node = %cfg.node_name, %bound, %advertise, encrypted = seal.is_encrypted(), "gossip: started");
-        Ok(Arc::new(Gossip { commands, view, events, changed, seal, task: Mutex::new(Some(task)) }))
+        let own = [bound, advertise];
+        Ok(Arc::new(Gossip { commands, view, events, changed, seal, own, task: Mutex::new(Some(task)) }))
     }
 
     /// Joins the cluster through each address (`host` or `host:port`, port 8301 by default) with a
-    /// TCP push-pull. Returns how many answered; an error when none did.
+    /// TCP push-pull. Our own address is skipped, as memberlist ignores itself: joining only
+    /// ourselves is `Ok(0)`, so that `-retry-join` with a list holding every server, this one
+    /// included, keeps trying the others. Returns how many other agents answered; an error when
+    /// some were tried and none did.
     pub async fn join(&self, addrs: &[String]) -> Result<usize, String> {
         let mut joined = 0;
         let mut errors = Vec::new();
         for addr in addrs {
             match self.join_one(addr).await {
-                Ok(()) => joined += 1,
+                Ok(true) => joined += 1,
+                Ok(false) => tracing::debug!(%addr, "gossip: join skips our own address"),
                 Err(e) => errors.push(format!("Failed to join {addr}: {e}")),
             }
         }
-        if joined == 0 && !addrs.is_empty() {
+        if joined == 0 && !errors.is_empty() {
             return Err(errors.join("; "));
         }
         Ok(joined)
     }
 
-    async fn join_one(&self, addr: &str) -> Result<(), String> {
+    /// Whether `to` reaches this agent's own gossip port.
+    fn is_own(&self, to: SocketAddr) -> bool {
+        let [bound, advertise] = self.own;
+        let wildcard = bound.ip().is_unspecified()
+            && to.port() == bound.port()
+            && (to.ip().is_loopback() || to.ip() == advertise.ip());
+        to == bound || to == advertise || wildcard
+    }
+
+    /// Ok(false) when `addr` is our own: skipped when the address says so, not counted when
+    /// the reply does.
+    async fn join_one(&self, addr: &str) -> Result<bool, String> {
         let to = resolve(addr).await?;
+        if self.is_own(to) {
+            return Ok(false);
+        }
         let (tx, rx) = oneshot::channel();
         self.send(Command::PushPullRequest(tx));
         let request = rx.await.map_err(|_| "gossip stopped".to_string())?;
         let reply = exchange(&self.seal, to, &request).await?.ok_or("no push-pull reply")?;
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Frame { data: reply, reply: tx });
-        rx.await.map_err(|_| "gossip stopped".to_string())?;
-        Ok(())
+        self.send(Command::JoinReply { data: reply, is_other: tx });
+        rx.await.map_err(|_| "gossip stopped".to_string())?
     }
 
     pub fn members(&self) -> Vec<Member> {
@@ -221,6 +259,8 @@ struct Task {
     changed: watch::Sender<u64>,
     dropped: Arc<AtomicU64>,
     leaving: Option<(Instant, oneshot::Sender<()>)>,
+    /// The snapshot file and the members last written to it.
+    snapshot: Option<(PathBuf, Vec<(String, SocketAddr)>)>,
 }
 
 /// A timer in the heap; ordered by deadline and sequence only.
@@ -244,7 +284,62 @@ impl Ord for Pending {
 }
 
 impl Task {
+    /// Sends one frame to `to` on its own task; the reply, if any, comes back as a command.
+    fn exchange(&self, to: SocketAddr, data: Vec<u8>) {
+        let (seal, tx) = (self.seal.clone(), self.self_tx.clone());
+        tokio::spawn(
+            async move {
+                match exchange(&seal, to, &data).await {
+                    Ok(Some(reply)) => {
+                        let (rtx, _) = oneshot::channel();
+                        let _ = tx.send(Command::Frame { data: reply, reply: rtx });
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(%to, error = %e, "gossip: stream"),
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Serf's rejoin from its snapshot: a push-pull with every member alive when we stopped.
+    fn rejoin(&self) {
+        let Some((_, previous)) = &self.snapshot else { return };
+        let me = self.core.id();
+        let bound = self.socket.local_addr().ok();
+        for (name, to) in previous {
+            if *name == me.name || *to == me.addr || Some(*to) == bound {
+                continue;
+            }
+            tracing::info!(member = %name, %to, "gossip: rejoining a member from the snapshot");
+            self.exchange(*to, self.core.push_pull_request());
+        }
+    }
+
+    /// Rewrites the snapshot when the set of other members alive changed. A few hundred bytes
+    /// per membership change, written in place by this task: not worth a blocking pool.
+    fn write_snapshot(&mut self) {
+        let Some((path, written)) = &mut self.snapshot else { return };
+        let me = self.core.id().name.clone();
+        let alive: Vec<(String, SocketAddr)> = self
+            .core
+            .members()
+            .into_iter()
+            .filter(|m| m.name != me && matches!(m.status, MemberStatus::Alive | MemberStatus::Leaving))
+            .map(|m| (m.name, m.addr))
+            .collect();
+        if alive == *written {
+            return;
+        }
+        let text: String = alive.iter().map(|(name, addr)| format!("alive: {name} {addr}\n")).collect();
+        match write_atomically(path, &text) {
+            Ok(()) => *written = alive,
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "gossip: snapshot not written"),
+        }
+    }
+
     async fn run(mut self) {
+        self.rejoin();
         let mut buf = vec![0u8; 65536];
         loop {
             self.flush();
@@ -303,6 +398,13 @@ impl Task {
                     tracing::debug!(error = %e, "gossip: frame");
                 }
             },
+            Command::JoinReply { data, is_other } => {
+                let res = self.core.handle_join_reply(&data).map_err(|e| e.to_string());
+                if res.is_err() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = is_other.send(res);
+            }
             Command::PushPullRequest(tx) => {
                 let _ = tx.send(self.core.push_pull_request());
             }
@@ -325,6 +427,12 @@ impl Task {
     fn finish_leave(&mut self) {
         if let Err(e) = self.core.leave() {
             tracing::debug!(error = %e, "gossip: leave");
+        }
+        // As Serf (without rejoin_after_leave): an agent that left does not rejoin at start.
+        if let Some((path, _)) = &self.snapshot {
+            if let Err(e) = write_atomically(path, "leave\n") {
+                tracing::warn!(path = %path.display(), error = %e, "gossip: snapshot not written");
+            }
         }
         self.flush();
         if let Some((_, done)) = self.leaving.take() {
@@ -354,22 +462,7 @@ impl Task {
                         tracing::trace!(%to, error = %e, "gossip: udp send");
                     }
                 }
-                Output::Frame { to, data } => {
-                    let (seal, tx) = (self.seal.clone(), self.self_tx.clone());
-                    tokio::spawn(
-                        async move {
-                            match exchange(&seal, to, &data).await {
-                                Ok(Some(reply)) => {
-                                    let (rtx, _) = oneshot::channel();
-                                    let _ = tx.send(Command::Frame { data: reply, reply: rtx });
-                                }
-                                Ok(None) => {}
-                                Err(e) => tracing::debug!(%to, error = %e, "gossip: stream"),
-                            }
-                        }
-                        .in_current_span(),
-                    );
-                }
+                Output::Frame { to, data } => self.exchange(to, data),
                 Output::Schedule { after, timer } => {
                     self.seq += 1;
                     self.timers.push(Reverse((now + after, self.seq, Pending(timer))));
@@ -377,6 +470,9 @@ impl Task {
             }
         }
         let events: Vec<Event> = self.core.drain_events().collect();
+        if !events.is_empty() && self.leaving.is_none() {
+            self.write_snapshot();
+        }
         let mut stats = self.core.stats();
         stats.dropped_packets = self.dropped.load(Ordering::Relaxed);
         let mut view = self.view.lock();
@@ -484,4 +580,50 @@ async fn resolve(addr: &str) -> Result<SocketAddr, String> {
     };
     let mut found = tokio::net::lookup_host(&with_port).await.map_err(|e| format!("resolve {addr}: {e}"))?;
     found.next().ok_or_else(|| format!("resolve {addr}: no address"))
+}
+
+/// The members alive in a snapshot: our own `alive: name addr` lines, or Serf's log of
+/// `alive:`, `not-alive:` and `leave` records; anything else is skipped.
+fn read_snapshot(text: &str) -> Vec<(String, SocketAddr)> {
+    let mut alive = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("alive: ") {
+            if let Some((name, addr)) = rest.rsplit_once(' ').and_then(|(n, a)| Some((n, a.parse().ok()?))) {
+                alive.insert(name.to_string(), addr);
+            }
+        } else if let Some(name) = line.strip_prefix("not-alive: ") {
+            alive.remove(name);
+        } else if line == "leave" {
+            alive.clear();
+        }
+    }
+    alive.into_iter().collect()
+}
+
+fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_read_ours_and_serfs() {
+        let ours = "alive: s1 127.0.0.152:8301\nalive: s2 127.0.0.153:8301\n";
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            read_snapshot(ours),
+            vec![("s1".into(), addr("127.0.0.152:8301")), ("s2".into(), addr("127.0.0.153:8301"))]
+        );
+        let serf = "alive: a 10.0.0.1:8301\nclock: 3\nalive: b 10.0.0.2:8301\nnot-alive: a\ncoordinate: x\n";
+        assert_eq!(read_snapshot(serf), vec![("b".into(), addr("10.0.0.2:8301"))]);
+        assert!(read_snapshot("alive: a 10.0.0.1:8301\nleave\n").is_empty());
+        assert!(read_snapshot("alive: broken\ngarbage\n").is_empty());
+    }
 }

@@ -135,6 +135,9 @@ impl Sim {
     fn boot(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         node.epoch += 1;
+        // A restarted agent knows nothing but what it learns in its new life.
+        node.view.iter_mut().for_each(|s| *s = None);
+        node.alive_known = 0;
         let id = Id { name: Sim::name(i), addr: Sim::addr(i), generation: node.generation };
         let tags = BTreeMap::from([("role".to_string(), "node".to_string())]);
         let seed = self.rng.random();
@@ -211,6 +214,15 @@ impl Sim {
         self.nodes[at].view[of].clone()
     }
 
+    /// The generation of `of` that `at` knows (each restart is one more), with its status.
+    pub fn known(&self, at: usize, of: usize) -> Option<(u64, MemberStatus)> {
+        self.nodes[at].core.as_ref()?.known(&Sim::name(of))
+    }
+
+    pub fn generation(&self, i: usize) -> u64 {
+        self.nodes[i].generation
+    }
+
     pub fn user_events(&self, i: usize) -> &[UserEvent] {
         &self.nodes[i].user_events
     }
@@ -227,6 +239,16 @@ impl Sim {
             n.alive_known + 1 == running
                 && n.view.iter().zip(&self.nodes).all(|(s, o)| o.core.is_some() || *s != Some(MemberStatus::Alive))
         })
+    }
+
+    /// Every node's view of every other, one line per running node, for assertion messages.
+    pub fn views(&self) -> String {
+        let mut out = String::new();
+        for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| n.core.is_some()) {
+            let seen: Vec<String> = n.view.iter().enumerate().map(|(j, s)| format!("n{j}={s:?}")).collect();
+            out.push_str(&format!("\n  n{i}: {}", seen.join(" ")));
+        }
+        out
     }
 
     /// Every running agent other than `of` sees `of` with `status`.
@@ -482,6 +504,112 @@ mod tests {
         let mut sim = cluster(8, 50, Network { loss: 0.05, ..Network::lan() });
         let any_failed = |s: &Sim| (0..50).any(|a| (0..50).any(|b| s.status(a, b) == Some(MemberStatus::Failed)));
         assert_eq!(sim.run_until(2 * MINUTE, any_failed), None, "seed 8: a live agent was marked failed");
+    }
+
+    /// The benchmark that split gossip: three servers and a client, every agent started with
+    /// `-retry-join` of server 0 (so server 0 joins only itself), servers killed and restarted one
+    /// at a time; some restarts come before the kill is detected, some after. After each restart
+    /// every running agent must see every other alive again, even when the restarted agent
+    /// joined nobody but itself.
+    #[test]
+    fn servers_killed_and_restarted_in_turn_rejoin_a_single_pool() {
+        let timing = Timing::dev();
+        for seed in [11, 12, 13] {
+            let mut sim = Sim::new(seed, Network::lan(), timing.clone());
+            for i in 0..4 {
+                sim.add();
+                sim.join(i, 0);
+            }
+            assert!(sim.run_until(MINUTE, Sim::converged).is_some(), "seed {seed}: first convergence");
+            for round in 0..10 {
+                let victim = [1, 2, 0][round % 3];
+                sim.kill(victim);
+                // Half the restarts are quick (old identity still alive in the others' views),
+                // half come after everyone marked the victim Failed.
+                if round % 2 == 0 {
+                    let failed = sim.run_until(MINUTE, |s| s.all_see(victim, MemberStatus::Failed));
+                    assert!(failed.is_some(), "seed {seed} round {round}: n{victim} failed{}", sim.views());
+                } else {
+                    sim.run_for(timing.probe_interval);
+                }
+                sim.restart(victim, 0);
+                let limit = timing.reconnect_interval * 10 + MINUTE / 2;
+                let took = sim.run_until(limit, Sim::converged);
+                assert!(
+                    took.is_some(),
+                    "seed {seed} round {round}: n{victim} restarted, no convergence{}",
+                    sim.views()
+                );
+            }
+        }
+    }
+
+    /// The same churn at the benchmark's pace: the next server is killed as soon as the previous
+    /// one is back, without waiting for gossip to converge, on LAN-like anti-entropy (30 s
+    /// push-pull, so foca's announce to down members cannot be what heals it). A server can end
+    /// up seeing every peer Failed (foca then stops all its periodic traffic) while the restarted
+    /// ones joined only server 0 or themselves; reconnecting to Failed members must heal that.
+    #[test]
+    fn servers_restarted_in_quick_pairs_that_join_only_server_0_converge() {
+        let timing = Timing { push_pull_interval: Duration::from_secs(30), ..Timing::dev() };
+        for seed in [21, 22, 23, 24] {
+            let mut sim = Sim::new(seed, Network::lan(), timing.clone());
+            for i in 0..3 {
+                sim.add();
+                sim.join(i, 0);
+            }
+            assert!(sim.run_until(MINUTE, Sim::converged).is_some(), "seed {seed}: first convergence");
+            // In pairs: the second server is killed as soon as the first is back. (0, 2) is the
+            // benchmark's end: 0 joined only itself, 2 joined that lone 0, and 1 sees both Failed.
+            for (round, victim) in [0, 2, 1, 0, 2, 1, 0, 2, 1, 0].into_iter().enumerate() {
+                sim.kill(victim);
+                // Nobody sees it alive any more (some may not know it at all).
+                let gone =
+                    |s: &Sim| (0..3).all(|i| !s.is_running(i) || s.status(i, victim) != Some(MemberStatus::Alive));
+                assert!(
+                    sim.run_until(MINUTE, gone).is_some(),
+                    "seed {seed} round {round}: n{victim} failed{}",
+                    sim.views()
+                );
+                sim.restart(victim, 0);
+                if round % 2 == 1 {
+                    // Four push-pull intervals: whatever foca's own announces could heal, they have.
+                    let took = sim.run_until(2 * MINUTE, Sim::converged);
+                    assert!(took.is_some(), "seed {seed} round {round}: no convergence{}", sim.views());
+                }
+            }
+        }
+    }
+
+    /// A restarted agent's new generation replaces the old one in every view by dissemination,
+    /// not only at the member it pushed-pulled with: push-pull is out of reach (30 s), and the
+    /// restart comes before or after the old one is detected.
+    #[test]
+    fn a_restart_replaces_the_old_generation_everywhere_by_gossip() {
+        let timing = Timing { push_pull_interval: Duration::from_secs(30), ..Timing::dev() };
+        for (seed, wait_failed) in [(31, false), (32, true), (33, false), (34, true)] {
+            let mut sim = Sim::new(seed, Network::lan(), timing.clone());
+            for i in 0..20 {
+                sim.add();
+                sim.join(i, 0);
+            }
+            assert!(sim.run_until(MINUTE, Sim::converged).is_some(), "seed {seed}: converged");
+            sim.kill(7);
+            if wait_failed {
+                assert!(sim.run_until(MINUTE, |s| s.all_see(7, MemberStatus::Failed)).is_some(), "seed {seed}");
+            }
+            sim.restart(7, 3);
+            let new = sim.generation(7);
+            let everywhere =
+                |s: &Sim| (0..20).filter(|&i| i != 7).all(|i| s.known(i, 7) == Some((new, MemberStatus::Alive)));
+            let took = sim.run_until(Duration::from_secs(20), everywhere);
+            let views: Vec<_> = (0..20).map(|i| sim.known(i, 7)).collect();
+            assert!(took.is_some(), "seed {seed}: generation {new} not everywhere: {views:?}");
+            assert!(took < Some(Duration::from_secs(10)), "seed {seed}: took {took:?}");
+            // The old generation's probes time out meanwhile; that must not touch the new one.
+            let broken = |s: &Sim| !everywhere(s);
+            assert_eq!(sim.run_until(MINUTE / 2, broken), None, "seed {seed}: the new generation did not stay");
+        }
     }
 
     #[test]

@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 use agent::gossip::{Config, Event, Gossip, MemberStatus, Timing, UserEvent};
 
 async fn start(ip: &str, name: &str, key: Option<[u8; 32]>) -> Arc<Gossip> {
+    start_with(ip, name, key, Timing::dev()).await
+}
+
+async fn start_with(ip: &str, name: &str, key: Option<[u8; 32]>, timing: Timing) -> Arc<Gossip> {
     let addr: SocketAddr = format!("{ip}:8301").parse().expect("addr");
     let tags = BTreeMap::from([("role".to_string(), "node".to_string()), ("dc".to_string(), "dc1".to_string())]);
-    let cfg = Config { node_name: name.into(), bind: addr, advertise: addr, tags, key, timing: Timing::dev() };
+    let cfg = Config { node_name: name.into(), bind: addr, advertise: addr, tags, key, timing, snapshot: None };
     Gossip::start(cfg).await.expect("start gossip")
 }
 
@@ -180,4 +184,101 @@ async fn garbage_datagrams_and_frames_are_dropped() {
     assert!(a.stats().dropped_packets >= 1);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// The benchmark that split gossip, on real sockets: three servers each joining through s0's
+/// address (s0 joins only itself), killed and restarted (same name, same address) one at a time,
+/// the second of each pair as soon as the first is back; after each pair every server must see
+/// every other alive. A 30 s push-pull keeps foca's own announces to down members out of it:
+/// only reconnecting to Failed members heals in time (a server that sees both peers Failed
+/// sends nothing otherwise).
+#[tokio::test]
+async fn servers_restarted_in_turn_through_the_first_one_rejoin_one_pool() {
+    let timing = Timing { push_pull_interval: Duration::from_secs(30), ..Timing::dev() };
+    let ips = ["127.0.85.1", "127.0.85.2", "127.0.85.3"];
+    let names = ["s0", "s1", "s2"];
+    let seed = vec!["127.0.85.1".to_string()];
+    let mut servers = Vec::new();
+    for (ip, name) in ips.iter().zip(names) {
+        let g = start_with(ip, name, None, timing.clone()).await;
+        let want = if name == "s0" { 0 } else { 1 };
+        assert_eq!(g.join(&seed).await, Ok(want), "{name}: joining only ourselves joins nobody");
+        servers.push(g);
+    }
+    let all_see_all = |servers: &[Arc<Gossip>]| servers.iter().all(|g| all_alive(g, 3));
+    until("three alive members", LIMIT, || all_see_all(&servers)).await;
+
+    for (round, victim) in [0, 2, 1, 0, 2, 1].into_iter().enumerate() {
+        servers[victim].shutdown().await;
+        let others: Vec<&Gossip> = (0..3).filter(|&i| i != victim).map(|i| &*servers[i]).collect();
+        let gone = || others.iter().all(|g| status_of(g, names[victim]) != Some(MemberStatus::Alive));
+        until(&format!("round {round}: {} not alive", names[victim]), LIMIT, gone).await;
+        servers[victim] = start_with(ips[victim], names[victim], None, timing.clone()).await;
+        let _ = servers[victim].join(&seed).await;
+        if round % 2 == 1 {
+            let what = format!("round {round}: three alive members everywhere");
+            until(&what, Duration::from_secs(15), || all_see_all(&servers)).await;
+        }
+    }
+    for g in &servers {
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_join_list_with_our_own_address_tries_the_others() {
+    let a = start("127.0.86.1", "a", None).await;
+    let b = start("127.0.86.2", "b", None).await;
+    let list = ["127.0.86.2".to_string(), "127.0.86.1:8301".to_string()];
+    assert_eq!(a.join(&list).await, Ok(1), "only b counts");
+    let err = a.join(&["127.0.86.1".into(), "127.0.86.3".into()]).await.expect_err("nobody else answers");
+    assert!(err.contains("127.0.86.3") && !err.contains("127.0.86.1:"), "{err}");
+    until("a and b see each other", LIMIT, || all_alive(&a, 2) && all_alive(&b, 2)).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Serf's snapshot: an agent killed and restarted with no join at all finds the members it knew
+/// alive; after a graceful leave it does not rejoin by itself.
+#[tokio::test]
+async fn a_restarted_agent_rejoins_the_members_in_its_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = dir.path().join("serf").join("local.snapshot");
+    let start_a = || async {
+        let addr: SocketAddr = "127.0.87.1:8301".parse().expect("addr");
+        let cfg = Config {
+            node_name: "a".into(),
+            bind: addr,
+            advertise: addr,
+            tags: BTreeMap::new(),
+            key: None,
+            timing: Timing::dev(),
+            snapshot: Some(snapshot.clone()),
+        };
+        Gossip::start(cfg).await.expect("start a")
+    };
+    let a = start_a().await;
+    let b = start("127.0.87.2", "b", None).await;
+    let c = start("127.0.87.3", "c", None).await;
+    a.join(&["127.0.87.2".into()]).await.expect("a joins b");
+    c.join(&["127.0.87.2".into()]).await.expect("c joins b");
+    until("three alive", LIMIT, || [&a, &b, &c].iter().all(|g| all_alive(g, 3))).await;
+    until("b and c in a's snapshot", LIMIT, || {
+        let text = std::fs::read_to_string(&snapshot).unwrap_or_default();
+        text.contains("alive: b 127.0.87.2:8301") && text.contains("alive: c 127.0.87.3:8301")
+    })
+    .await;
+
+    a.shutdown().await;
+    let a = start_a().await;
+    until("a rejoined from its snapshot", LIMIT, || [&a, &b, &c].iter().all(|g| all_alive(g, 3))).await;
+
+    a.leave(Duration::from_secs(2)).await;
+    assert_eq!(std::fs::read_to_string(&snapshot).expect("snapshot"), "leave\n");
+    let a = start_a().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.members().len(), 1, "no rejoin after a leave");
+    for g in [&a, &b, &c] {
+        g.shutdown().await;
+    }
 }
