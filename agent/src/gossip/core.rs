@@ -80,6 +80,9 @@ pub struct Core {
     /// Latest tags by member name, with their version.
     tags: HashMap<String, (u64, BTreeMap<String, String>)>,
     event_ids: Dedup,
+    /// The last user events delivered here, sent along in push-pulls so that a member that missed
+    /// an event's broadcasts still gets it (Serf's push-pull carries recent events too).
+    recent_events: VecDeque<UserEvent>,
     member_time: u64,
     event_time: u64,
     /// The cluster size foca's config was last scaled for.
@@ -106,6 +109,7 @@ impl Core {
             members: BTreeMap::new(),
             tags: HashMap::new(),
             event_ids: Dedup::default(),
+            recent_events: VecDeque::new(),
             member_time: 1,
             event_time: 1,
             scaled_for: 1,
@@ -423,6 +427,10 @@ impl Core {
             return;
         }
         self.event_time = self.event_time.max(ev.ltime + 1);
+        if self.recent_events.len() == RECENT_EVENTS {
+            self.recent_events.pop_front();
+        }
+        self.recent_events.push_back(ev.clone());
         self.events.push(Event::User(ev));
     }
 
@@ -531,10 +539,21 @@ impl Core {
                 }
             })
             .collect();
-        State { members, records }
+        State { members, records, events: self.recent_events.iter().cloned().collect() }
     }
 
     fn merge(&mut self, state: State) {
+        // Events from before we joined anyone are old news (Consul joins with Serf's ignoreOld):
+        // remembered as seen, not delivered. Later push-pulls deliver what broadcasts missed.
+        let joining = self.members.len() <= 1;
+        for ev in state.events {
+            if joining {
+                self.event_ids.insert(&ev.id);
+                self.event_time = self.event_time.max(ev.ltime + 1);
+            } else {
+                self.deliver(ev);
+            }
+        }
         for r in &state.records {
             self.update_tags(r.name.clone(), r.tags_version, r.tags.clone());
         }
@@ -667,6 +686,9 @@ impl BroadcastHandler<Id> for Handler {
         Ok(Some(key))
     }
 }
+
+/// How many delivered events a push-pull carries.
+const RECENT_EVENTS: usize = 64;
 
 /// A bounded set of recently seen event ids.
 #[derive(Default)]

@@ -481,6 +481,21 @@ mod tests {
     }
 
     #[test]
+    fn an_event_missed_during_a_partition_arrives_by_push_pull() {
+        let mut sim = cluster(6, 10, Network::lan());
+        sim.partition(&[&[7]]);
+        sim.fire_event(3, UserEvent { id: "e1".into(), name: "deploy".into(), ..Default::default() });
+        let others_have_it = |s: &Sim| (0..10).filter(|&i| i != 7).all(|i| s.user_events(i).len() == 1);
+        assert!(sim.run_until(MINUTE, others_have_it).is_some(), "seed 6: the event outside the partition");
+        // Long past every retransmission of the broadcast.
+        let _ = sim.run_until(MINUTE / 4, |_| false);
+        assert!(sim.user_events(7).is_empty());
+        sim.heal();
+        let delivered = |s: &Sim| s.user_events(7).len() == 1;
+        assert!(sim.run_until(3 * MINUTE, delivered).is_some(), "seed 6: delivered after healing");
+    }
+
+    #[test]
     fn events_and_tags_reach_everyone_despite_loss() {
         let net = Network { loss: 0.1, ..Network::lan() };
         let mut sim = cluster(5, 30, net);

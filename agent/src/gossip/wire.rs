@@ -70,6 +70,8 @@ pub enum Frame {
 pub struct State {
     pub members: Vec<foca::Member<Id>>,
     pub records: Vec<Record>,
+    /// Recently delivered user events.
+    pub events: Vec<UserEvent>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
