@@ -109,6 +109,17 @@ async fn raft_voters(a: &TestAgent) -> Option<Vec<(String, bool)>> {
     )
 }
 
+/// Three servers expecting three, the second and third joining the first (`.1`, `.2`, `.3`).
+fn three_servers(ip: &impl Fn(u8) -> String) -> Vec<TestAgent> {
+    (1..4)
+        .map(|h| {
+            let seed = ip(1);
+            let join: &[&str] = if h == 1 { &[] } else { &[seed.as_str()] };
+            TestAgent::member(&ip(h), Some(3), join, &[])
+        })
+        .collect()
+}
+
 /// The seeds' walk-through: three servers (the second and third join the first), three clients
 /// with -retry-join; everybody sees everybody; a write on one server is read on the others; the
 /// leader dies and another takes over; the old leader comes back as a follower; a client's
@@ -116,11 +127,7 @@ async fn raft_voters(a: &TestAgent) -> Option<Vec<(String, bool)>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walkthrough_three_servers_three_clients() {
     let ip = net(100);
-    let mut servers = vec![
-        TestAgent::member(&ip(1), Some(3), &[], &[]),
-        TestAgent::member(&ip(2), Some(3), &[&ip(1)], &[]),
-        TestAgent::member(&ip(3), Some(3), &[&ip(1)], &[]),
-    ];
+    let mut servers = three_servers(&ip);
     let seeds = [ip(1), ip(2), ip(3)];
     let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
     let clients: Vec<TestAgent> = (11..14).map(|h| TestAgent::member(&ip(h), None, &seeds, &[])).collect();
@@ -225,11 +232,7 @@ async fn walkthrough_three_servers_three_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_server_dies_moves_to_another() {
     let ip = net(101);
-    let mut servers = vec![
-        TestAgent::member(&ip(1), Some(3), &[], &[]),
-        TestAgent::member(&ip(2), Some(3), &[&ip(1)], &[]),
-        TestAgent::member(&ip(3), Some(3), &[&ip(1)], &[]),
-    ];
+    let mut servers = three_servers(&ip);
     let client = TestAgent::member(&ip(11), None, &[&ip(1)], &["-dns-port=8600"]);
     wait_members(&[&servers[0], &servers[1], &servers[2], &client], 4).await;
     wait_leader(&servers.iter().collect::<Vec<_>>(), None).await;
@@ -303,11 +306,7 @@ async fn five_servers_survive_losing_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_cluster_restarts_from_its_data_dirs() {
     let ip = net(103);
-    let mut servers = vec![
-        TestAgent::member(&ip(1), Some(3), &[], &[]),
-        TestAgent::member(&ip(2), Some(3), &[&ip(1)], &[]),
-        TestAgent::member(&ip(3), Some(3), &[&ip(1)], &[]),
-    ];
+    let mut servers = three_servers(&ip);
     wait_members(&servers.iter().collect::<Vec<_>>(), 3).await;
     wait_leader(&servers.iter().collect::<Vec<_>>(), None).await;
     for i in 0..20 {
@@ -343,11 +342,7 @@ async fn whole_cluster_restarts_from_its_data_dirs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_server_is_promoted_by_autopilot() {
     let ip = net(104);
-    let servers = [
-        TestAgent::member(&ip(1), Some(3), &[], &[]),
-        TestAgent::member(&ip(2), Some(3), &[&ip(1)], &[]),
-        TestAgent::member(&ip(3), Some(3), &[&ip(1)], &[]),
-    ];
+    let servers = three_servers(&ip);
     wait_members(&servers.iter().collect::<Vec<_>>(), 3).await;
     wait_leader(&servers.iter().collect::<Vec<_>>(), None).await;
     let cfg = servers[0].put("/v1/operator/autopilot/configuration", r#"{"ServerStabilizationTime":"2s"}"#).await;
@@ -377,11 +372,7 @@ async fn a_joining_server_is_promoted_by_autopilot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_cut_off_and_healed_catches_up() {
     let ip = net(105);
-    let servers = [
-        TestAgent::member(&ip(1), Some(3), &[], &[]),
-        TestAgent::member(&ip(2), Some(3), &[&ip(1)], &[]),
-        TestAgent::member(&ip(3), Some(3), &[&ip(1)], &[]),
-    ];
+    let servers = three_servers(&ip);
     wait_members(&servers.iter().collect::<Vec<_>>(), 3).await;
     let leader_addr = wait_leader(&servers.iter().collect::<Vec<_>>(), None).await;
     let followers: Vec<&TestAgent> =
