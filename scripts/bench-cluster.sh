@@ -89,20 +89,25 @@ done
 echo "== Leader failover, kill -9 to the first acknowledged write, $trials trials each"
 summary() { sort -n | awk '{a[NR]=$1} END {printf "p50 %d ms  p99 %d ms  max %d ms  (n=%d)\n", a[int((NR+1)/2)], a[int(NR*0.99+0.999)], a[NR], NR}'; }
 : >"$work/agent.ms"; : >"$work/etcd.ms"
-for t in $(seq "$trials"); do
-  l=$(wait_for agent_leader); n=$(index_of "$l" "${A[@]}")
-  port=8500; rest=$(others "$l" "${A[@]}")
-  t0=$(now); kill -9 "${pid[a$n]}"
-  ms=$(target/release/bench first-write --target agent --addrs "$rest" --since-ns "$t0" --attempt-ms 10000)
-  echo "agent trial $t: leader s$n killed, first write after $ms ms"; echo "$ms" >>"$work/agent.ms"
-  start_agent "$n"
-  l=$(wait_for etcd_leader); n=$(index_of "$l" "${E[@]}")
-  port=2379; rest=$(others "$l" "${E[@]}")
-  t0=$(now); kill -9 "${pid[e$n]}"
-  ms=$(target/release/bench first-write --target etcd --addrs "$rest" --since-ns "$t0" --attempt-ms 500)
-  echo "etcd  trial $t: leader e$n killed, first write after $ms ms"; echo "$ms" >>"$work/etcd.ms"
-  start_etcd "$n"
-done
+# One trial: kill the leader of `kind` (agent|etcd), time the first acknowledged write through the
+# others (each system as its own clients use it, see `bench first-write`), restart the killed one.
+trial() { # kind trial-number
+  local kind=$1 t=$2 l n rest t0 ms
+  if [ "$kind" = agent ]; then
+    l=$(wait_for agent_leader); n=$(index_of "$l" "${A[@]}"); port=8500; rest=$(others "$l" "${A[@]}")
+    t0=$(now); kill -9 "${pid[a$n]}"
+    ms=$(target/release/bench first-write --target agent --addrs "$rest" --since-ns "$t0" --attempt-ms 10000)
+    start_agent "$n"
+  else
+    l=$(wait_for etcd_leader); n=$(index_of "$l" "${E[@]}"); port=2379; rest=$(others "$l" "${E[@]}")
+    t0=$(now); kill -9 "${pid[e$n]}"
+    ms=$(target/release/bench first-write --target etcd --addrs "$rest" --since-ns "$t0" --attempt-ms 500)
+    start_etcd "$n"
+  fi
+  printf '%-5s trial %s: leader %s killed, first write after %s ms\n' "$kind" "$t" "$l" "$ms"
+  echo "$ms" >>"$work/$kind.ms"
+}
+for t in $(seq "$trials"); do trial agent "$t"; trial etcd "$t"; done
 echo "agent failover: $(summary <"$work/agent.ms")"
 echo "etcd  failover: $(summary <"$work/etcd.ms")"
 

@@ -65,7 +65,12 @@ impl Resolver {
 
     /// The response to one query message, as bytes (`None`: no answer is due).
     pub async fn answer(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
-        match respond(self, query, udp) {
+        self.complete(respond(self, query, udp), query, udp).await
+    }
+
+    /// Finishes what `respond` started for `query`: asks the recursors or a server if it must.
+    async fn complete(&self, reply: Reply, query: &[u8], udp: bool) -> Option<Vec<u8>> {
+        match reply {
             Reply::None => None,
             Reply::Bytes(b) => Some(b),
             Reply::Forward(req) => Some(forward(self, query, &req).await),
@@ -160,11 +165,11 @@ async fn serve_udp(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
             Reply::Bytes(b) => {
                 let _ = sock.send_to(&b, peer).await;
             }
-            Reply::Forward(_) | Reply::Resolve(..) | Reply::Remote => {
+            reply @ (Reply::Forward(_) | Reply::Resolve(..) | Reply::Remote) => {
                 // Answers that wait on another server run on their own.
                 let (sh, sock, query) = (sh.clone(), sock.clone(), buf[..n].to_vec());
                 tokio::spawn(async move {
-                    if let Some(b) = sh.answer(&query, true).await {
+                    if let Some(b) = sh.complete(reply, &query, true).await {
                         let _ = sock.send_to(&b, peer).await;
                     }
                 });

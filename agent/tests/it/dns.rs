@@ -66,27 +66,9 @@ fn strs(v: &[&str]) -> BTreeSet<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// A recursor on 127.0.0.110:5353 that answers every A question with 192.0.2.7.
-async fn fake_recursor() {
-    let sock = UdpSocket::bind("127.0.0.110:5353").await.expect("bind fake recursor");
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else { return };
-            let Ok(req) = Message::from_vec(&buf[..n]) else { continue };
-            let mut resp = Message::response(req.metadata.id, OpCode::Query);
-            resp.metadata.recursion_available = true;
-            resp.queries = req.queries.clone();
-            let q = &req.queries[0];
-            resp.answers.push(Record::from_rdata(q.name.clone(), 60, RData::A(A(Ipv4Addr::new(192, 0, 2, 7)))));
-            let _ = sock.send_to(&resp.to_vec().unwrap(), peer).await;
-        }
-    });
-}
-
 #[tokio::test]
 async fn dns_names_records_flags_and_sections() {
-    fake_recursor().await;
+    fake_recursor_on("127.0.0.110:5353").await;
     let cfg = tempfile::tempdir().unwrap();
     let file = cfg.path().join("dns.json");
     std::fs::write(
