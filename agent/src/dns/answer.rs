@@ -14,10 +14,12 @@ use crate::structs::{Node, Service, Status};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use parking_lot::Mutex;
 use rand::seq::SliceRandom;
 use rand::Rng;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Consul's `maxRecursionLevelDefault`: how many CNAME hops inside the domain are followed.
 const MAX_RECURSION: u8 = 3;
@@ -214,8 +216,80 @@ pub fn answer<R: Rng>(
     serial: u32,
     rng: &mut R,
 ) -> Outcome {
-    let mut cx = Cx { state, s, serial, edns, rng };
+    answer_cached(state, s, None, qname, qtype, edns, serial, rng)
+}
+
+/// [`answer`], taking a service question's records from `cache` while the catalog is unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn answer_cached<R: Rng>(
+    state: &State,
+    s: &Settings,
+    cache: Option<&Mutex<Cache>>,
+    qname: &Name,
+    qtype: RecordType,
+    edns: bool,
+    serial: u32,
+    rng: &mut R,
+) -> Outcome {
+    let mut cx = Cx { state, s, serial, edns, rng, cache, recursed: false };
+    if let Some(hit) = cache.and_then(|c| c.lock().get(state.catalog_index(), qname, qtype, edns)) {
+        return Outcome::Answer(cx.assemble(&hit));
+    }
     cx.answer(qname, qtype, MAX_RECURSION)
+}
+
+/// How many questions the cache holds before it starts over.
+const CACHE_ENTRIES: usize = 1024;
+
+/// Service questions' records, built once per catalog change rather than once per query: a busy
+/// name costs a hash lookup and the copies of its records, not a walk of the catalog. Entries
+/// are for the catalog index they were built at; any write to nodes, services or checks moves
+/// the index and empties the cache.
+#[derive(Default)]
+pub struct Cache {
+    index: u64,
+    entries: HashMap<(Name, RecordType, bool), Arc<ServiceRecords>>,
+}
+
+impl Cache {
+    fn get(&mut self, index: u64, qname: &Name, qtype: RecordType, edns: bool) -> Option<Arc<ServiceRecords>> {
+        if index != self.index {
+            self.entries.clear();
+            self.index = index;
+            return None;
+        }
+        // `Name`'s equality ignores case; the records carry the question's own spelling.
+        let hit = self.entries.get(&(qname.clone(), qtype, edns))?;
+        hit.qname.iter().eq(qname.iter()).then(|| hit.clone())
+    }
+
+    fn put(&mut self, index: u64, qname: &Name, qtype: RecordType, edns: bool, records: Arc<ServiceRecords>) {
+        if index != self.index {
+            self.entries.clear();
+            self.index = index;
+        }
+        if self.entries.len() >= CACHE_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert((qname.clone(), qtype, edns), records);
+    }
+}
+
+/// A service question's instances with their records, in catalog order: its answer before the
+/// per-query shuffle and deduplication ([`Cx::assemble`]).
+pub struct ServiceRecords {
+    qname: Name,
+    srv: bool,
+    instances: Vec<InstanceGroup>,
+}
+
+/// One instance's part of a service answer.
+struct InstanceGroup {
+    records: InstanceRecords,
+    /// Its node's meta as TXT (SRV answers' ADDITIONAL).
+    meta: Vec<Record>,
+    /// Instances with the same key (node, address, port) give one SRV record.
+    key: usize,
 }
 
 /// One question's context, threaded through the CNAME recursion.
@@ -225,10 +299,14 @@ struct Cx<'a, R> {
     serial: u32,
     edns: bool,
     rng: &'a mut R,
+    cache: Option<&'a Mutex<Cache>>,
+    /// Whether answering looked up another name (a CNAME target): such answers are not cached,
+    /// as the target's own answer is shuffled per query.
+    recursed: bool,
 }
 
 /// The records one service instance contributes (Consul's `makeNodeServiceRecords`).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct InstanceRecords {
     answers: Vec<Record>,
     extra: Vec<Record>,
@@ -321,6 +399,7 @@ impl<R: Rng> Cx<'_, R> {
     /// Consul's `resolveCNAME`: a target inside the domain is answered here as an ANY question
     /// one level deeper; one outside is left for the recursors (returned as a name), if any.
     fn resolve(&mut self, target: &Name, level: u8) -> (Vec<Record>, Vec<Name>) {
+        self.recursed = true;
         if self.s.inside(target) {
             if level == 0 {
                 tracing::warn!(name = %target, "dns: CNAME recursion too deep, not resolving");
@@ -427,10 +506,11 @@ impl<R: Rng> Cx<'_, R> {
     }
 
     /// An instance at an IP: SRV to `target` with the address in ADDITIONAL, or the address.
+    /// (`target` is built only for SRV: most questions are for addresses.)
     fn ip_records(
         qname: &Name,
         qtype: RecordType,
-        target: Option<Name>,
+        target: impl FnOnce() -> Option<Name>,
         ip: IpAddr,
         srv: (u16, u16),
         ttl: u32,
@@ -440,7 +520,7 @@ impl<R: Rng> Cx<'_, R> {
             return out;
         }
         if qtype == RecordType::SRV {
-            let Some(target) = target else { return out };
+            let Some(target) = target() else { return out };
             out.answers.push(Record::from_rdata(
                 qname.clone(),
                 ttl,
@@ -473,23 +553,47 @@ impl<R: Rng> Cx<'_, R> {
         }
         let node_ip = n.address.parse::<IpAddr>().ok();
         match (svc_addr, node_ip) {
-            ("", Some(ip)) => Self::ip_records(qname, qtype, s.node_name(&n.node), ip, srv, ttl),
+            ("", Some(ip)) => Self::ip_records(qname, qtype, || s.node_name(&n.node), ip, srv, ttl),
             ("", None) => self.fqdn_records(qname, qtype, &n.address, srv, ttl, level),
             (addr, _) if addr.parse::<IpAddr>().is_ok() => {
                 let ip: IpAddr = addr.parse().expect("checked above");
-                Self::ip_records(qname, qtype, s.addr_name(ip), ip, srv, ttl)
+                Self::ip_records(qname, qtype, || s.addr_name(ip), ip, srv, ttl)
             }
             // A service whose address is the very name asked for is answered from its node.
             (addr, Some(ip)) if fqdn(addr).is_some_and(|f| f == *qname) => {
-                Self::ip_records(qname, qtype, s.node_name(&n.node), ip, srv, ttl)
+                Self::ip_records(qname, qtype, || s.node_name(&n.node), ip, srv, ttl)
             }
             (addr, _) => self.fqdn_records(qname, qtype, addr, srv, ttl, level),
         }
     }
 
     fn service(&mut self, qname: &Name, qtype: RecordType, name: &str, tag: Option<&str>, level: u8) -> Answer {
+        let top = level == MAX_RECURSION;
+        let recursed = std::mem::replace(&mut self.recursed, false);
+        let Some(records) = self.service_records(qname, qtype, name, tag, level) else {
+            self.recursed |= recursed;
+            return self.s.nx(self.serial);
+        };
+        let records = Arc::new(records);
+        if let (true, false, Some(cache)) = (top, self.recursed, self.cache) {
+            cache.lock().put(self.state.catalog_index(), qname, qtype, self.edns, records.clone());
+        }
+        self.recursed |= recursed;
+        self.assemble(&records)
+    }
+
+    /// The instances of a service that DNS may answer with (not critical; only passing with
+    /// `only_passing`), each with its records: `None` when there are none.
+    fn service_records(
+        &mut self,
+        qname: &Name,
+        qtype: RecordType,
+        name: &str,
+        tag: Option<&str>,
+        level: u8,
+    ) -> Option<ServiceRecords> {
         let (state, s) = (self.state, self.s);
-        let mut instances: Vec<(&Node, &Service, Status)> = state
+        let instances: Vec<(&Node, &Service, Status)> = state
             .all_services()
             .filter(|(_, svc)| svc.service.eq_ignore_ascii_case(name))
             .filter(|(_, svc)| tag.is_none_or(|t| svc.tags.iter().any(|x| x.eq_ignore_ascii_case(t))))
@@ -505,59 +609,76 @@ impl<R: Rng> Cx<'_, R> {
             })
             .collect();
         if instances.is_empty() {
-            return s.nx(self.serial);
+            return None;
         }
-        instances.shuffle(self.rng);
         let ttl = s.service_ttl(name);
-        let mut a = Answer::empty();
         let weight = |svc: &Service, status| {
             let w = if status == Status::Warning { svc.weights.warning } else { svc.weights.passing };
             w.clamp(0, u16::MAX as i64) as u16
         };
-        if qtype == RecordType::SRV {
+        let srv = qtype == RecordType::SRV;
+        let mut keys: Vec<(&str, &str, u16)> = Vec::new();
+        let mut groups = Vec::with_capacity(instances.len());
+        for (n, svc, status) in instances {
+            let key = (n.node.as_str(), svc.address.as_str(), svc.port);
+            let key = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+                keys.push(key);
+                keys.len() - 1
+            });
+            let records = self.instance_records(qname, qtype, n, svc, weight(svc, status), ttl, level);
+            let meta = match s.node_name(&n.node) {
+                Some(node_name) if srv && s.dns.enable_additional_node_meta_txt => meta_txt(&node_name, n, ttl),
+                _ => Vec::new(),
+            };
+            groups.push(InstanceGroup { records, meta, key });
+        }
+        Some(ServiceRecords { qname: qname.clone(), srv, instances: groups })
+    }
+
+    /// A service answer from its instances' records, in a random order.
+    fn assemble(&mut self, sr: &ServiceRecords) -> Answer {
+        let mut order: Vec<&InstanceGroup> = sr.instances.iter().collect();
+        order.shuffle(self.rng);
+        let mut a = Answer::empty();
+        if sr.srv {
             // Consul's `addServiceSRVRecordsToMessage`: one SRV per node, address and port.
-            let mut seen = HashSet::new();
-            for (n, svc, status) in instances {
-                if !seen.insert((n.node.as_str(), svc.address.as_str(), svc.port)) {
+            let mut seen = vec![false; sr.instances.len()];
+            for g in order {
+                if std::mem::replace(&mut seen[g.key], true) {
                     continue;
                 }
-                let r = self.instance_records(qname, qtype, n, svc, weight(svc, status), ttl, level);
-                a.answers.extend(r.answers);
-                for x in r.extra {
-                    push_unique(&mut a.additionals, x);
+                a.answers.extend(g.records.answers.iter().cloned());
+                for x in &g.records.extra {
+                    push_unique(&mut a.additionals, x.clone());
                 }
-                a.pending.extend(r.pending);
-                if s.dns.enable_additional_node_meta_txt {
-                    if let Some(node_name) = s.node_name(&n.node) {
-                        for x in meta_txt(&node_name, n, ttl) {
-                            push_unique(&mut a.additionals, x);
-                        }
-                    }
+                a.pending.extend(g.records.pending.iter().cloned());
+                for x in &g.meta {
+                    push_unique(&mut a.additionals, x.clone());
                 }
             }
         } else {
             // Consul's `addServiceNodeRecordsToMessage`: addresses, deduplicated; a CNAME (the
             // first one, with its resolution) only when no instance has an address.
             // (Comparing records, not their text as Consul does: the same test, no allocation.)
-            let mut cname: Option<InstanceRecords> = None;
-            for (n, svc, status) in instances {
-                let r = self.instance_records(qname, qtype, n, svc, weight(svc, status), ttl, level);
+            let mut cname: Option<&InstanceRecords> = None;
+            for g in order {
+                let r = &g.records;
                 let Some(first) = r.answers.first() else { continue };
                 if first.record_type() == RecordType::CNAME {
                     cname.get_or_insert(r);
                 } else if !a.answers.contains(first) {
-                    a.answers.extend(r.answers);
+                    a.answers.extend(r.answers.iter().cloned());
                 }
             }
             if a.answers.is_empty() {
                 if let Some(r) = cname {
-                    a.answers = r.answers;
-                    a.pending = r.pending;
+                    a.answers = r.answers.clone();
+                    a.pending = r.pending.clone();
                 }
             }
         }
         if a.answers.is_empty() {
-            return s.nodata(self.serial);
+            return self.s.nodata(self.serial);
         }
         a
     }
@@ -568,7 +689,7 @@ mod tests {
     use super::*;
     use crate::structs::{Check, Weights};
     use rand::SeedableRng;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, HashSet};
     use std::time::Duration;
 
     fn settings() -> Settings {
@@ -933,5 +1054,46 @@ mod tests {
             &mut rng,
         );
         assert_eq!(o, Outcome::Forward);
+    }
+
+    fn ask_cached(st: &State, cache: &Mutex<Cache>, q: &str, t: RecordType, seed: u64) -> Answer {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        match answer_cached(st, &settings(), Some(cache), &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng) {
+            Outcome::Answer(a) => a,
+            Outcome::Forward => panic!("forwarded {q}"),
+        }
+    }
+
+    #[test]
+    fn cached_answers_follow_the_catalog() {
+        let cache = Mutex::new(Cache::default());
+        let mut st = state();
+        st.index.checks = 10;
+        let first = ask_cached(&st, &cache, "web.service.consul.", RecordType::A, 1);
+        assert_eq!(cache.lock().entries.len(), 1);
+        // A hit is the same record set, shuffled per query.
+        let mut orders = HashSet::new();
+        for seed in 0..32 {
+            let again = ask_cached(&st, &cache, "web.service.consul.", RecordType::A, seed);
+            assert_eq!(sorted(&again.answers), sorted(&first.answers));
+            orders.insert(again.answers.iter().map(|r| r.data.to_string()).collect::<Vec<_>>());
+        }
+        assert_eq!(orders.len(), 2, "both orders of two records");
+        // The same name spelled otherwise is answered in its own spelling.
+        let upper = ask_cached(&st, &cache, "WEB.service.consul.", RecordType::A, 1);
+        assert!(upper.answers.iter().all(|r| r.name.to_ascii() == "WEB.service.consul."));
+        // A check turning critical moves the catalog index: the next answer leaves n1 out.
+        st.checks.entry("n1".into()).or_default().insert(
+            "down".into(),
+            Check { node: "n1".into(), check_id: "down".into(), status: Some(Status::Critical), ..Default::default() },
+        );
+        st.index.checks = 11;
+        let after = ask_cached(&st, &cache, "web.service.consul.", RecordType::A, 1);
+        assert_eq!(sorted(&after.answers), vec!["web.service.consul. 5 192.168.0.9"]);
+        // A name with no instance left is NXDOMAIN, not a cached answer.
+        st.checks.entry("n2".into()).or_default().get_mut("c2").unwrap().status = Some(Status::Critical);
+        st.index.checks = 12;
+        let gone = ask_cached(&st, &cache, "web.service.consul.", RecordType::A, 1);
+        assert_eq!(gone.rcode, ResponseCode::NXDomain);
     }
 }

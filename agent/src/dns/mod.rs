@@ -20,6 +20,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,6 +33,8 @@ const DEFAULT_UDP_SIZE: usize = 512;
 const RECURSOR_TIMEOUT: Duration = Duration::from_secs(2);
 /// A TCP connection idle this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// How often a UDP thread waiting for a query looks whether the server is stopping.
+const UDP_STOP_POLL: Duration = Duration::from_millis(250);
 
 /// Asks a server to answer a query (the raw message, and whether it came over UDP).
 pub type Remote = Box<dyn Fn(Vec<u8>, bool) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> + Send + Sync>;
@@ -42,6 +45,7 @@ pub struct Resolver {
     settings: Settings,
     recursors: Vec<SocketAddr>,
     remote: std::sync::OnceLock<Remote>,
+    cache: parking_lot::Mutex<answer::Cache>,
 }
 
 type Shared = Resolver;
@@ -55,7 +59,7 @@ impl Resolver {
             dns: config.dns.clone(),
             recursors: !recursors.is_empty(),
         };
-        Ok(Arc::new(Resolver { store, settings, recursors, remote: Default::default() }))
+        Ok(Arc::new(Resolver { store, settings, recursors, remote: Default::default(), cache: Default::default() }))
     }
 
     /// Makes every query go through `remote` (a client agent's servers).
@@ -91,7 +95,8 @@ impl Resolver {
 
 pub struct DnsServer {
     shared: Arc<Shared>,
-    udp: Vec<Arc<UdpSocket>>,
+    /// Blocking sockets: each is served by threads of its own (see [`DnsServer::run`]).
+    udp: Vec<Arc<std::net::UdpSocket>>,
     tcp: Vec<TcpListener>,
 }
 
@@ -115,7 +120,9 @@ impl DnsServer {
         let mut tcp = Vec::new();
         for ip in &config.client_addrs {
             let addr = SocketAddr::new(*ip, config.ports.dns as u16);
-            let u = UdpSocket::bind(addr).await.with_context(|| format!("binding the DNS server (UDP) on {addr}"))?;
+            let u =
+                std::net::UdpSocket::bind(addr).with_context(|| format!("binding the DNS server (UDP) on {addr}"))?;
+            u.set_read_timeout(Some(UDP_STOP_POLL))?;
             let t = TcpListener::bind(addr).await.with_context(|| format!("binding the DNS server (TCP) on {addr}"))?;
             udp.push(Arc::new(u));
             tcp.push(t);
@@ -128,16 +135,26 @@ impl DnsServer {
     }
 
     /// Serves until `shutdown` turns true (or its sender is dropped).
+    ///
+    /// UDP queries are served by plain threads, one per core, each in a blocking `recv_from` on
+    /// the shared socket: a query is answered synchronously from memory, so an async runtime only
+    /// adds readiness polling and wake-ups to each query. Answers that wait on recursors or a
+    /// server are handed to the runtime.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut tasks = tokio::task::JoinSet::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let rt = tokio::runtime::Handle::current();
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         for sock in self.udp {
-            // One receive loop per core on the shared socket: a query is answered synchronously
-            // from memory, so loops scale with cores rather than with connections.
-            let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             for _ in 0..workers {
-                tasks.spawn(serve_udp(self.shared.clone(), sock.clone()));
+                let (sh, sock, rt, stop) = (self.shared.clone(), sock.clone(), rt.clone(), stop.clone());
+                let spawned =
+                    std::thread::Builder::new().name("dns-udp".into()).spawn(move || serve_udp(sh, sock, rt, stop));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "dns: starting a UDP thread");
+                }
             }
         }
+        let mut tasks = tokio::task::JoinSet::new();
         for l in self.tcp {
             tasks.spawn(serve_tcp(self.shared.clone(), l));
         }
@@ -146,36 +163,92 @@ impl DnsServer {
                 break;
             }
         }
+        stop.store(true, Ordering::Relaxed);
         tasks.abort_all();
     }
 }
 
-async fn serve_udp(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(error = %e, "dns: udp recv");
-                continue;
+/// How many queries one thread takes from the socket in one call, and answers in one call.
+const UDP_BATCH: usize = 32;
+/// The receive buffer for one query. (A query is one question and perhaps an OPT record: a few
+/// hundred bytes. A longer datagram is cut here and answered FORMERR.)
+const UDP_QUERY_MAX: usize = 4096;
+
+/// One UDP thread: takes whatever queries are waiting (`recvmmsg`, at least one), answers each
+/// from memory, and sends the answers together (`sendmmsg`). Under load one pair of system calls
+/// serves many queries; when idle, it is a blocking receive of one.
+fn serve_udp(sh: Arc<Shared>, sock: Arc<std::net::UdpSocket>, rt: tokio::runtime::Handle, stop: Arc<AtomicBool>) {
+    use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+    use std::io::{IoSlice, IoSliceMut};
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let mut bufs = vec![[0u8; UDP_QUERY_MAX]; UDP_BATCH];
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut got: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
+    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(UDP_BATCH);
+    let mut peers: Vec<Option<SockaddrStorage>> = Vec::with_capacity(UDP_BATCH);
+    while !stop.load(Ordering::Relaxed) {
+        got.clear();
+        {
+            let mut iovs: Vec<[IoSliceMut; 1]> = bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+            match recvmmsg(fd, &mut recv_headers, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+                Ok(msgs) => got.extend(msgs.filter_map(|m| Some((m.bytes, m.address?)))),
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dns: udp recv");
+                    continue;
+                }
             }
-        };
-        match respond(&sh, &buf[..n], true) {
-            Reply::None => {}
-            Reply::Bytes(b) => {
-                let _ = sock.send_to(&b, peer).await;
+        }
+        replies.clear();
+        peers.clear();
+        for (i, &(n, peer)) in got.iter().enumerate() {
+            let query = &bufs[i][..n.min(UDP_QUERY_MAX)];
+            match respond(&sh, query, true) {
+                Reply::None => {}
+                Reply::Bytes(b) => {
+                    replies.push(b);
+                    peers.push(Some(peer));
+                }
+                reply @ (Reply::Forward(_) | Reply::Resolve(..) | Reply::Remote) => {
+                    // Answers that wait on another server run on the runtime. (A UDP send does
+                    // not wait for the peer: it blocks only while the socket's buffer is full.)
+                    let Some(to) = socket_addr(&peer) else { continue };
+                    let (sh, sock, query) = (sh.clone(), sock.clone(), query.to_vec());
+                    rt.spawn(async move {
+                        if let Some(b) = sh.complete(reply, &query, true).await {
+                            let _ = sock.send_to(&b, to);
+                        }
+                    });
+                }
             }
-            reply @ (Reply::Forward(_) | Reply::Resolve(..) | Reply::Remote) => {
-                // Answers that wait on another server run on their own.
-                let (sh, sock, query) = (sh.clone(), sock.clone(), buf[..n].to_vec());
-                tokio::spawn(async move {
-                    if let Some(b) = sh.complete(reply, &query, true).await {
-                        let _ = sock.send_to(&b, peer).await;
-                    }
-                });
+        }
+        let mut sent = 0;
+        while sent < replies.len() {
+            let slices: Vec<[IoSlice; 1]> = replies[sent..].iter().map(|b| [IoSlice::new(b)]).collect();
+            match sendmmsg(fd, &mut send_headers, &slices, &peers[sent..], [], MsgFlags::empty()) {
+                Ok(done) => {
+                    let n = done.count();
+                    // A message the kernel refused (rare) is skipped rather than retried forever.
+                    sent += n.max(1);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "dns: udp send");
+                    sent += 1;
+                }
             }
         }
     }
+}
+
+/// A peer's address from the kernel's form.
+fn socket_addr(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 async fn serve_tcp(sh: Arc<Shared>, l: TcpListener) {
@@ -278,7 +351,8 @@ fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
     let outcome = {
         let state = sh.store.read();
         let edns = req.edns.is_some();
-        answer::answer(&state, &sh.settings, &q.name, q.query_type, edns, serial(), &mut rand::thread_rng())
+        let rng = &mut rand::thread_rng();
+        answer::answer_cached(&state, &sh.settings, Some(&sh.cache), &q.name, q.query_type, edns, serial(), rng)
     };
     let a = match outcome {
         Outcome::Forward if sh.recursors.is_empty() => {
@@ -291,22 +365,25 @@ fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
     finish(sh, &req, a, udp)
 }
 
-/// The response message for our answer: flags, sections, and UDP trimming.
+/// The response for our answer, encoded: flags, sections, and UDP trimming.
 fn finish(sh: &Shared, req: &Message, a: Answer, udp: bool) -> Reply {
     let mut m = base_response(sh, req, a.rcode);
     m.metadata.authoritative = true;
     m.answers = a.answers;
     m.authorities = a.authorities;
     m.additionals = a.additionals;
-    if udp {
-        let max =
-            req.edns.as_ref().map(|e| (e.max_payload() as usize).max(DEFAULT_UDP_SIZE)).unwrap_or(DEFAULT_UDP_SIZE);
-        let trimmed = trim_udp(&mut m, max, req.edns.is_some(), sh.settings.dns.udp_answer_limit);
-        if trimmed && sh.settings.dns.enable_truncate {
-            m.metadata.truncation = true;
-        }
+    if !udp {
+        return encode(&m);
     }
-    encode(&m)
+    let max = req.edns.as_ref().map(|e| (e.max_payload() as usize).max(DEFAULT_UDP_SIZE)).unwrap_or(DEFAULT_UDP_SIZE);
+    match trim_udp(&mut m, max, req.edns.is_some(), sh.settings.dns.udp_answer_limit) {
+        Trimmed::Fits(bytes) => Reply::Bytes(bytes),
+        Trimmed::Dropped => {
+            m.metadata.truncation = sh.settings.dns.enable_truncate;
+            encode(&m)
+        }
+        Trimmed::Failed => Reply::None,
+    }
 }
 
 /// Consul's `syncExtra`, run once answers were dropped: ADDITIONAL becomes, for each remaining
@@ -340,16 +417,36 @@ fn index_additionals(m: &Message) -> HashMap<Name, Record> {
     index
 }
 
+/// What [`trim_udp`] did.
+enum Trimmed {
+    /// Nothing was dropped: the message as it is, encoded.
+    Fits(Vec<u8>),
+    /// Answers were dropped; the message is to be encoded again (with its truncation flag).
+    Dropped,
+    /// The message does not encode.
+    Failed,
+}
+
 /// Consul's `trimUDPResponse`: without EDNS at most `answer_limit` answers, then drop answers (and
-/// their additionals) until the message fits `max` bytes. Returns whether anything was dropped.
-fn trim_udp(m: &mut Message, max: usize, edns: bool, answer_limit: usize) -> bool {
+/// their additionals) until the message fits `max` bytes.
+fn trim_udp(m: &mut Message, max: usize, edns: bool, answer_limit: usize) -> Trimmed {
+    if edns || m.answers.len() <= answer_limit {
+        // Encoding is most of a query's cost: the common case encodes once, and that is sent.
+        match m.to_vec() {
+            Ok(b) if b.len() <= max => return Trimmed::Fits(b),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "dns: encoding a response");
+                return Trimmed::Failed;
+            }
+        }
+    }
     let before = m.answers.len();
     let index = index_additionals(m);
     if !edns && m.answers.len() > answer_limit {
         m.answers.truncate(answer_limit);
         prune_additionals(m, &index);
     }
-    // Encoding is most of a query's cost: measure once, and again only after dropping something.
     let size = |m: &Message| m.to_vec().map(|b| b.len()).unwrap_or(usize::MAX);
     let mut len = size(m);
     while m.answers.len() > 1 && len > max {
@@ -360,7 +457,15 @@ fn trim_udp(m: &mut Message, max: usize, edns: bool, answer_limit: usize) -> boo
     if len > max {
         m.additionals.clear();
     }
-    m.answers.len() < before
+    if m.answers.len() < before {
+        Trimmed::Dropped
+    } else {
+        // Only additionals went: nothing to flag.
+        match m.to_vec() {
+            Ok(b) => Trimmed::Fits(b),
+            Err(_) => Trimmed::Failed,
+        }
+    }
 }
 
 /// Sends the query to each recursor in turn (UDP, 2 s each); the first answer wins, else SERVFAIL.
@@ -455,7 +560,7 @@ mod tests {
     #[test]
     fn trim_without_edns_limits_answers() {
         let mut m = big_message(5);
-        assert!(trim_udp(&mut m, 512, false, 3));
+        assert!(matches!(trim_udp(&mut m, 512, false, 3), Trimmed::Dropped));
         assert_eq!(m.answers.len(), 3);
         assert_eq!(m.additionals.len(), 3);
     }
@@ -463,13 +568,14 @@ mod tests {
     #[test]
     fn trim_by_size() {
         let mut m = big_message(40);
-        assert!(trim_udp(&mut m, 512, true, 3));
+        assert!(matches!(trim_udp(&mut m, 512, true, 3), Trimmed::Dropped));
         assert!(m.to_vec().unwrap().len() <= 512);
         assert!(m.answers.len() > 3);
         assert_eq!(m.answers.len(), m.additionals.len());
         let mut m = big_message(40);
-        assert!(!trim_udp(&mut m, 65535, true, 3));
+        let Trimmed::Fits(bytes) = trim_udp(&mut m, 65535, true, 3) else { panic!("a message that fits was trimmed") };
         assert_eq!(m.answers.len(), 40);
+        assert_eq!(Message::from_vec(&bytes).unwrap().answers.len(), 40);
     }
 
     #[test]
