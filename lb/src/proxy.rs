@@ -9,6 +9,7 @@ use crate::routing::{agent_read_timeout, host_only, parse_service_host, strip_pa
 use crate::{status, Shared};
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -18,6 +19,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// lb's own endpoints live under this prefix on the entry point.
 pub const OWN_PREFIX: &str = "/_lb/";
@@ -130,29 +135,28 @@ impl ProxyHttp for Proxy {
         }
         let snap = self.shared.snapshot.load();
         let req = session.req_header();
-        let host = request_host(req).map(str::to_string);
-        let path = req.uri.path().to_string();
+        let host = request_host(req);
+        let path = req.uri.path();
         if path.starts_with(OWN_PREFIX)
-            && host.as_deref().is_none_or(|h| parse_service_host(&host_only(h), snap.domain()).is_none())
+            && host.is_none_or(|h| parse_service_host(&host_only(h), snap.domain()).is_none())
         {
+            let path = path.to_string();
             ctx.own = true;
             self.serve_own(session, &path).await?;
             return Ok(true);
         }
-        match snap.lookup(host.as_deref(), &path) {
+        let unknown = match snap.lookup(host, path) {
             Match::Route(route) => {
                 ctx.route = Some(route.clone());
-                if route.pool.is_empty() {
-                    respond(session, 503, "text/plain", format!("lb: no healthy instance of {}\n", route.what)).await?;
-                    return Ok(true);
+                if !route.pool.is_empty() {
+                    return Ok(false);
                 }
-                Ok(false)
+                format!("no healthy instance of {}", route.what)
             }
-            Match::Unknown(why) => {
-                respond(session, 503, "text/plain", format!("lb: {why}\n")).await?;
-                Ok(true)
-            }
-        }
+            Match::Unknown(why) => why,
+        };
+        respond(session, 503, "text/plain", format!("lb: {unknown}\n")).await?;
+        Ok(true)
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -193,18 +197,25 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // Header names as constants and values taken from the request: this runs on every
+        // request, and each `insert_header` already costs pingora a few allocations.
+        let req = session.req_header();
         if let Some(ip) = ctx.client_ip {
-            let xff = match header_str(session.req_header(), "x-forwarded-for") {
+            let xff = match req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
                 _ => ip.to_string(),
             };
             upstream.insert_header("X-Forwarded-For", xff)?;
         }
-        if header_str(session.req_header(), "x-forwarded-proto").is_none() {
-            upstream.insert_header("X-Forwarded-Proto", "http")?;
+        if !req.headers.contains_key(&X_FORWARDED_PROTO) {
+            upstream.insert_header("X-Forwarded-Proto", HeaderValue::from_static("http"))?;
         }
-        if let Some(host) = request_host(session.req_header()).map(str::to_string) {
-            if header_str(session.req_header(), "x-forwarded-host").is_none() {
+        if !req.headers.contains_key(&X_FORWARDED_HOST) {
+            let host = match req.headers.get(http::header::HOST) {
+                Some(h) => Some(h.clone()),
+                None => req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            };
+            if let Some(host) = host {
                 upstream.insert_header("X-Forwarded-Host", host)?;
             }
         }
