@@ -53,6 +53,43 @@ pub struct Ctx {
     own: bool,
 }
 
+/// Room for the longest IPv6 text (`ffff:...:255.255.255.255`).
+const IP_TEXT_MAX: usize = 45;
+
+/// An address as text, written into `buf`. IPv4 by hand: `Ipv4Addr`'s `Display` goes through
+/// the formatting machinery and cost about 1,300 instructions per request (callgrind).
+fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &str {
+    let n = match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        IpAddr::V6(v6) => {
+            let mut w = &mut buf[..];
+            // Cannot fail: 45 bytes hold any IPv6 text.
+            let _ = std::io::Write::write_fmt(&mut w, format_args!("{v6}"));
+            IP_TEXT_MAX - w.len()
+        }
+    };
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
+}
+
 fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -201,11 +238,15 @@ impl ProxyHttp for Proxy {
         // request, and each `insert_header` already costs pingora a few allocations.
         let req = session.req_header();
         if let Some(ip) = ctx.client_ip {
+            let mut buf = [0u8; IP_TEXT_MAX];
+            let ip = ip_text(ip, &mut buf);
             let xff = match req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-                _ => ip.to_string(),
+                Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")),
+                _ => HeaderValue::from_str(ip),
             };
-            upstream.insert_header("X-Forwarded-For", xff)?;
+            if let Ok(xff) = xff {
+                upstream.insert_header("X-Forwarded-For", xff)?;
+            }
         }
         if !req.headers.contains_key(&X_FORWARDED_PROTO) {
             upstream.insert_header("X-Forwarded-Proto", HeaderValue::from_static("http"))?;
@@ -342,5 +383,29 @@ impl ProxyHttp for Proxy {
             took.as_secs_f64() * 1000.0,
             e.map(|e| format!(" error={}", e.etype().as_str())).unwrap_or_default(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.77.1",
+            "199.99.100.255",
+            "255.255.255.255",
+            "::1",
+            "fe80::1:2",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut buf = [0u8; IP_TEXT_MAX];
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string());
+        }
     }
 }
