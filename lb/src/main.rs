@@ -101,7 +101,7 @@ fn main() -> anyhow::Result<()> {
     server.bootstrap();
 
     watch_for_drain(&server, shared.clone());
-    let threads = shared.config.threads;
+    let threads = shared.config.load().threads;
     let discovery = background_service("discovery", Discovery::new(shared.clone(), seeds));
     let discovery = server.add_service(discovery);
     // One single-threaded proxy service per thread, all accepting on the same listening socket

@@ -365,7 +365,7 @@ impl ProxyHttp for Proxy {
             Some(r) => r.metrics.request(status, took),
             None => self.shared.metrics.route("none").request(status, took),
         }
-        if !self.shared.config.access_log {
+        if !self.shared.config.load().access_log {
             return;
         }
         let req = session.req_header();

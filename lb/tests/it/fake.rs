@@ -408,6 +408,18 @@ impl Lb {
         self.child.id()
     }
 
+    /// Replaces the config file this lb was started with.
+    pub fn write_config(&self, text: &str) {
+        let path = self.config.as_ref().expect("lb was started without a config file");
+        std::fs::write(path, text).expect("write config");
+    }
+
+    /// Sends a signal (`HUP`, `QUIT`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {}", self.pid());
+    }
+
     /// Whether the process has exited.
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
