@@ -431,7 +431,7 @@ mod tests {
     #[test]
     fn service_hosts_parse_like_consul_dns_names() {
         let sh = |service: &'static str, tag: Option<&'static str>, dc: Option<&'static str>| {
-            Some(ServiceHost { service: service.into(), tag: tag.map(Into::into), dc: dc.map(Into::into) })
+            Some(ServiceHost { service, tag, dc })
         };
         let cases = [
             ("web.service.consul", sh("web", None, None)),
