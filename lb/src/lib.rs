@@ -6,6 +6,7 @@
 pub mod balance;
 pub mod config;
 pub mod discovery;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use lb::config::{Args, Config};
 use lb::discovery::Discovery;
+use lb::listener::{SharedListener, Worker};
 use lb::proxy::Proxy;
 use lb::Shared;
 use pingora::apps::HttpServerOptions;
@@ -104,10 +105,13 @@ fn main() -> anyhow::Result<()> {
     let threads = shared.config.load().threads;
     let discovery = background_service("discovery", Discovery::new(shared.clone(), seeds));
     let discovery = server.add_service(discovery);
-    // One single-threaded proxy service per thread, all accepting on the same listening socket
-    // (pingora shares the fd), each with its own upstream keep-alive pool: nginx's worker
-    // model. A pool shared by several threads costs a cross-thread wakeup whenever one thread
-    // picks up a connection another thread released.
+    // One single-threaded proxy service per thread, all accepting on the same listening socket,
+    // each with its own upstream keep-alive pool: nginx's worker model. A pool shared by several
+    // threads costs a cross-thread wakeup whenever one thread picks up a connection another
+    // thread released. Each worker gets its own dup of the socket's fd (`listener`): left to
+    // pingora, every worker would own and close the one fd.
+    // Held until the process exits, so the fd pingora hands over in an upgrade stays open.
+    let listener = SharedListener::new(&listen);
     for i in 0..threads {
         let mut proxy = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
@@ -123,7 +127,7 @@ fn main() -> anyhow::Result<()> {
             app.server_options = Some(opts);
         }
         // Serve only once discovery has a complete routing table (or gave up waiting for one).
-        server.add_service(proxy).add_dependency(&discovery);
+        server.add_service(Worker::new(proxy, listener.clone())).add_dependency(&discovery);
     }
     tracing::info!(%listen, "lb listening");
     server.run_forever()
