@@ -355,11 +355,11 @@ async fn graceful_upgrade_hands_over_the_socket_without_failed_requests() {
 
     // pingora's upgrade: the new process waits on the upgrade socket, SIGQUIT makes the old one
     // send its listening sockets over and drain.
-    let new = Lb::spawn(&old.addr, &[agents[0].addr()], None, &["-upgrade"]);
-    let status =
-        std::process::Command::new("kill").args(["-QUIT", &old.pid().to_string()]).status().expect("send SIGQUIT");
-    assert!(status.success());
-    fake::wait_for("the old lb to exit", || old.exited()).await;
+    let mut new = Lb::spawn(&old.addr, &[agents[0].addr()], None, &["-upgrade"]);
+    old.signal("QUIT");
+    // Handover, 5 s of serving with `Connection: close`, then the drain.
+    let status = old.wait_exit(Duration::from_secs(30)).await;
+    assert_exits_cleanly("the old lb", status, &old.stderr());
     new.wait_ready().await;
     new.wait_instances("service:web", 1).await;
     // Traffic keeps flowing through the new process.
@@ -370,6 +370,19 @@ async fn graceful_upgrade_hands_over_the_socket_without_failed_requests() {
     let (ok, failed) = load.await.expect("load task");
     eprintln!("{ok} requests answered across the upgrade");
     assert!(failed.is_empty(), "failed requests: {failed:?}");
+
+    // The new process, whose workers all listen on the inherited socket, also stops cleanly.
+    new.signal("TERM");
+    let status = new.wait_exit(Duration::from_secs(30)).await;
+    assert_exits_cleanly("the new lb", status, &new.stderr());
+}
+
+/// Exit status 0 and no abort. Several workers closing the one listening fd made a debug build
+/// abort with "IO Safety violation" (and a release build close a stranger's fd).
+fn assert_exits_cleanly(who: &str, status: std::process::ExitStatus, stderr: &str) {
+    assert!(!stderr.contains("IO Safety"), "{who} closed an fd it did not own ({status}):\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{who} panicked ({status}):\n{stderr}");
+    assert!(status.success(), "{who} exited with {status}:\n{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
