@@ -158,10 +158,21 @@ pub struct Config {
     pub upgrade_sock: String,
     pub pid_file: String,
     pub log_level: Option<String>,
+    /// The flags this was built from, so that a reload reads the file again under the same flags.
+    args: Args,
+}
+
+/// What `Config::reload` read.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub config: Config,
+    /// Keys that changed in the file but take effect only in a new process.
+    pub ignored: Vec<&'static str>,
 }
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Config, Error> {
+        let source = args.clone();
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => File::default(),
@@ -214,7 +225,39 @@ impl Config {
             upgrade_sock: args.upgrade_sock.unwrap_or_else(|| "/tmp/lb_upgrade.sock".to_string()),
             pid_file: args.pid_file.unwrap_or_else(|| "/tmp/lb.pid".to_string()),
             log_level: args.log_level,
+            args: source,
         })
+    }
+
+    /// Reads the config file again (SIGHUP). Routing and balancing options (`defaults`, `agents`,
+    /// `services`), the domain and the access log take the new values; what running tasks were
+    /// started with (listen address, agents, workers, blocking-query wait, members interval,
+    /// sockets, pid file, log level) stays, and each such key that changed in the file is named in
+    /// `ignored`: it needs a restart or a graceful upgrade.
+    pub fn reload(&self) -> Result<Reloaded, Error> {
+        let mut new = Config::from_args(self.args.clone())?;
+        let mut ignored = Vec::new();
+        if new.listen != self.listen {
+            ignored.push("listen");
+        }
+        if new.consul_addr != self.consul_addr {
+            ignored.push("consul_addr");
+        }
+        if new.threads != self.threads {
+            ignored.push("threads");
+        }
+        if new.members_interval != self.members_interval {
+            ignored.push("members_interval");
+        }
+        if new.wait != self.wait {
+            ignored.push("wait");
+        }
+        new.listen = self.listen.clone();
+        new.consul_addr = self.consul_addr.clone();
+        new.threads = self.threads;
+        new.members_interval = self.members_interval;
+        new.wait = self.wait;
+        Ok(Reloaded { config: new, ignored })
     }
 
     /// The options of a service's route.
@@ -307,6 +350,29 @@ policy = "ip_hash"
         let e = Config::from_args(a).unwrap_err().to_string();
         assert!(e.contains("fastest"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn reload_takes_route_options_and_keeps_the_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\n[services.web]\npolicy = \"ip_hash\"\n").unwrap();
+        let c = Config::from_args(args(&format!("lb -consul-addr=a:1 -config={}", path.display())).unwrap()).unwrap();
+        assert_eq!(c.service("web").policy, Policy::IpHash);
+
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7777\"\naccess_log = false\n[services.web]\npolicy = \"least_conn\"\n",
+        )
+        .unwrap();
+        let r = c.reload().unwrap();
+        assert_eq!(r.config.service("web").policy, Policy::LeastConn);
+        assert!(!r.config.access_log);
+        assert_eq!(r.config.listen, "127.0.0.1:9999");
+        assert_eq!(r.ignored, vec!["listen"]);
+
+        std::fs::write(&path, "[services.web]\npolicy = \"fastest\"\n").unwrap();
+        assert!(c.reload().is_err());
     }
 
     #[test]

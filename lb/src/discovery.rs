@@ -5,7 +5,8 @@
 //!   watchers may fail over to,
 //!
 //! and rebuilds the `Snapshot` after each change, swapping it in atomically, so a health change
-//! reaches routing as soon as the agent answers the blocking query. It talks to agents only
+//! reaches routing as soon as the agent answers the blocking query. SIGHUP reloads the config
+//! file and rebuilds the snapshot with its routing options. It talks to agents only
 //! through the shared `api` crate.
 
 use crate::routing::{agent_http_addr, Catalog, Snapshot};
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 /// Longest wait for a complete first view before the proxy starts serving anyway.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -35,6 +36,8 @@ enum Input {
     Members(Vec<AgentMember>),
     Services(BTreeMap<String, Vec<String>>),
     Health(String, Vec<ServiceEntry>),
+    /// SIGHUP: read the config file again.
+    Reload,
 }
 
 /// The agents discovery may ask: alive members (by their HTTP address) and the seeds. A new
@@ -96,7 +99,6 @@ impl Discovery {
         let ready_deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let mut services_known = false;
         let shared = self.shared.clone();
-        let cfg = &shared.config;
         let (tx, mut rx) = mpsc::channel::<Input>(1024);
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
         let mut health_tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
@@ -115,6 +117,20 @@ impl Discovery {
             )
             .instrument(tracing::info_span!("watch", path = "/v1/catalog/services")),
         ));
+
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let tx = tx.clone();
+                tasks.push(tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if tx.send(Input::Reload).await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+            Err(e) => warn!("cannot listen for SIGHUP, the config file will not be reloaded: {e}"),
+        }
 
         loop {
             let first = tokio::select! {
@@ -173,10 +189,20 @@ impl Discovery {
                             cat.health.insert(name, entries);
                         }
                     }
+                    Input::Reload => match shared.config.load().reload() {
+                        Ok(r) => {
+                            if !r.ignored.is_empty() {
+                                warn!(keys = ?r.ignored, "config reloaded, but these keys need a restart or an upgrade");
+                            }
+                            info!("config reloaded");
+                            shared.config.store(Arc::new(r.config));
+                        }
+                        Err(e) => error!("config not reloaded, keeping the running one: {e}"),
+                    },
                 }
             }
             version += 1;
-            let snap = Snapshot::build(&cat, cfg, &shared.stats, &shared.metrics, version);
+            let snap = Snapshot::build(&cat, &shared.config.load(), &shared.stats, &shared.metrics, version);
             shared.snapshot.store(Arc::new(snap));
             // State of instances that left every route goes once no request holds it.
             shared.stats.retain(|_| false);
@@ -226,7 +252,7 @@ fn agent_clients(members: &[AgentMember], seed_addrs: &[SocketAddr], seeds: &[Cl
 
 /// Polls the member list from whichever agent answers, reporting each change.
 async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<Input>) {
-    let interval = shared.config.members_interval;
+    let interval = shared.config.load().members_interval;
     let mut last: Option<Vec<AgentMember>> = None;
     let mut current = 0usize;
     loop {
@@ -279,7 +305,7 @@ where
     let (mut gen, mut w) = loop {
         let (gen, clients) = shared.agents.rotated(spread);
         // Stale reads keep routing alive while the servers elect a leader.
-        match Watcher::<T>::new(clients, target.clone(), shared.config.wait) {
+        match Watcher::<T>::new(clients, target.clone(), shared.config.load().wait) {
             Ok(w) => break (gen, w.stale(true)),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }

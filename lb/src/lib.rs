@@ -6,6 +6,7 @@
 pub mod balance;
 pub mod config;
 pub mod discovery;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
@@ -18,7 +19,9 @@ use std::sync::Arc;
 
 /// State shared by the proxy threads and the discovery service.
 pub struct Shared {
-    pub config: config::Config,
+    /// Replaced when SIGHUP reloads the config file (`discovery`); only its routing options,
+    /// domain and access log change then.
+    pub config: ArcSwap<config::Config>,
     /// The live routing table; requests load it, discovery stores a new one.
     pub snapshot: ArcSwap<routing::Snapshot>,
     pub stats: balance::StatsRegistry,
@@ -58,7 +61,7 @@ impl Shared {
         let cat = routing::Catalog { seeds: seeds.clone(), ..Default::default() };
         let first = routing::Snapshot::build(&cat, &config, &stats, &metrics, 0);
         let shared = Shared {
-            config,
+            config: ArcSwap::from_pointee(config),
             snapshot: ArcSwap::from_pointee(first),
             stats,
             metrics,

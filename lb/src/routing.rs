@@ -9,6 +9,7 @@ use crate::balance::{Backend, Pool, StatsRegistry};
 use crate::config::{Config, RouteOptions};
 use crate::metrics::{Metrics, RouteMetrics};
 use api::{AgentMember, ServiceEntry};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -106,12 +107,13 @@ pub enum Match<'a> {
     Unknown(String),
 }
 
-/// A `Host` of the form `[tag.]<service>.service[.<dc>].<domain>`.
+/// A `Host` of the form `[tag.]<service>.service[.<dc>].<domain>`, borrowed from the header so
+/// that routing a request allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceHost {
-    pub service: String,
-    pub tag: Option<String>,
-    pub dc: Option<String>,
+pub struct ServiceHost<'a> {
+    pub service: &'a str,
+    pub tag: Option<&'a str>,
+    pub dc: Option<&'a str>,
 }
 
 /// One fabio `urlprefix-` tag: `urlprefix-[host]/path [strip=/path] [proto=http]`.
@@ -122,8 +124,9 @@ pub struct UrlPrefix {
     pub strip: Option<String>,
 }
 
-/// The host part of a `Host` header: lowercase, without port or trailing dot.
-pub fn host_only(host: &str) -> String {
+/// The host part of a `Host` header: lowercase, without port or trailing dot. Borrowed when the
+/// header is already lowercase, as clients send it.
+pub fn host_only(host: &str) -> Cow<'_, str> {
     let h = host.trim();
     let h = if let Some(rest) = h.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
@@ -133,27 +136,37 @@ pub fn host_only(host: &str) -> String {
             _ => h,
         }
     };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    let h = h.trim_end_matches('.');
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(h)
+    }
 }
 
 /// Parses `[tag.]<service>.service[.<dc>].<domain>`; `host` is already `host_only`.
-pub fn parse_service_host(host: &str, domain: &str) -> Option<ServiceHost> {
+pub fn parse_service_host<'a>(host: &'a str, domain: &str) -> Option<ServiceHost<'a>> {
     let rest = host.strip_suffix(domain)?.strip_suffix('.')?;
-    let labels: Vec<&str> = rest.split('.').collect();
-    let n = labels.len();
+    // At most `tag.service.service.dc`: four labels, kept on the stack.
+    let mut labels = [""; 4];
+    let mut n = 0;
+    for label in rest.split('.') {
+        *labels.get_mut(n)? = label;
+        n += 1;
+    }
     let (names, dc) = if n >= 2 && labels[n - 1] == "service" {
         (&labels[..n - 1], None)
     } else if n >= 3 && labels[n - 2] == "service" {
-        (&labels[..n - 2], Some(labels[n - 1].to_string()))
+        (&labels[..n - 2], Some(labels[n - 1]))
     } else {
         return None;
     };
     if names.iter().any(|l| l.is_empty()) {
         return None;
     }
-    match names {
-        [service] => Some(ServiceHost { service: service.to_string(), tag: None, dc }),
-        [tag, service] => Some(ServiceHost { service: service.to_string(), tag: Some(tag.to_string()), dc }),
+    match *names {
+        [service] => Some(ServiceHost { service, tag: None, dc }),
+        [tag, service] => Some(ServiceHost { service, tag: Some(tag), dc }),
         _ => None,
     }
 }
@@ -365,7 +378,7 @@ impl Snapshot {
             return self.lookup_service(&sh);
         }
         for p in &self.prefixes {
-            if p.host.as_ref().is_none_or(|h| *h == host) && path.starts_with(&p.prefix) {
+            if p.host.as_ref().is_none_or(|h| *h == *host) && path.starts_with(&p.prefix) {
                 return Match::Route(&p.route);
             }
         }
@@ -373,18 +386,18 @@ impl Snapshot {
     }
 
     fn lookup_service(&self, sh: &ServiceHost) -> Match<'_> {
-        if let (Some(want), Some(ours)) = (&sh.dc, &self.datacenter) {
+        if let (Some(want), Some(ours)) = (sh.dc, &self.datacenter) {
             if !want.eq_ignore_ascii_case(ours) {
                 return Match::Unknown(format!("datacenter {want:?} is not served here (this is {ours:?})"));
             }
         }
-        let found = match &sh.tag {
-            None => self.services.get(&sh.service),
-            Some(tag) => self.tagged.get(&(tag.clone(), sh.service.clone())),
+        let found = match sh.tag {
+            None => self.services.get(sh.service),
+            Some(tag) => self.tagged.get(&(tag.to_string(), sh.service.to_string())),
         };
         match found {
             Some(r) if !r.pool.is_empty() => Match::Route(r),
-            _ => match (&sh.tag, self.known.get(&sh.service)) {
+            _ => match (sh.tag, self.known.get(sh.service)) {
                 (None, Some(name)) => Match::Unknown(format!("no healthy instance of service {name:?}")),
                 (Some(tag), Some(name)) => {
                     Match::Unknown(format!("no healthy instance of service {name:?} with tag {tag:?}"))
@@ -417,8 +430,8 @@ mod tests {
 
     #[test]
     fn service_hosts_parse_like_consul_dns_names() {
-        let sh = |service: &str, tag: Option<&str>, dc: Option<&str>| {
-            Some(ServiceHost { service: service.into(), tag: tag.map(Into::into), dc: dc.map(Into::into) })
+        let sh = |service: &'static str, tag: Option<&'static str>, dc: Option<&'static str>| {
+            Some(ServiceHost { service, tag, dc })
         };
         let cases = [
             ("web.service.consul", sh("web", None, None)),

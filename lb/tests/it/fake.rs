@@ -356,11 +356,13 @@ impl Backend {
     }
 }
 
-/// The `lb` binary as a child process, killed on drop.
+/// The `lb` binary as a child process, killed on drop. Its stderr goes to a file, printed if the
+/// test fails.
 pub struct Lb {
     pub addr: String,
     child: std::process::Child,
     config: Option<std::path::PathBuf>,
+    stderr: tempfile::NamedTempFile,
 }
 
 impl Lb {
@@ -391,8 +393,10 @@ impl Lb {
         cmd.arg(format!("-pid-file={}", std::env::temp_dir().join(format!("lb-it-{ip}.pid")).display()));
         cmd.args(extra);
         cmd.stdout(std::process::Stdio::null());
+        let stderr = tempfile::NamedTempFile::new().expect("stderr file");
+        cmd.stderr(stderr.reopen().expect("reopen stderr file"));
         let child = cmd.spawn().expect("start lb");
-        Lb { addr: addr.to_string(), child, config: path }
+        Lb { addr: addr.to_string(), child, config: path, stderr }
     }
 
     pub async fn wait_ready(&self) {
@@ -408,9 +412,38 @@ impl Lb {
         self.child.id()
     }
 
+    /// Replaces the config file this lb was started with.
+    pub fn write_config(&self, text: &str) {
+        let path = self.config.as_ref().expect("lb was started without a config file");
+        std::fs::write(path, text).expect("write config");
+    }
+
+    /// Sends a signal (`HUP`, `QUIT`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {}", self.pid());
+    }
+
     /// Whether the process has exited.
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits for the process to exit by itself and returns how it ended.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for lb") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "lb {} still running after {within:?}", self.pid());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// What the process has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_else(|e| format!("(stderr unreadable: {e})"))
     }
 
     pub async fn status(&self) -> serde_json::Value {
@@ -440,6 +473,9 @@ impl Drop for Lb {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- stderr of lb {} ({})\n{}", self.pid(), self.addr, self.stderr());
+        }
         if let Some(p) = &self.config {
             let _ = std::fs::remove_file(p);
         }

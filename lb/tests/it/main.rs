@@ -355,11 +355,11 @@ async fn graceful_upgrade_hands_over_the_socket_without_failed_requests() {
 
     // pingora's upgrade: the new process waits on the upgrade socket, SIGQUIT makes the old one
     // send its listening sockets over and drain.
-    let new = Lb::spawn(&old.addr, &[agents[0].addr()], None, &["-upgrade"]);
-    let status =
-        std::process::Command::new("kill").args(["-QUIT", &old.pid().to_string()]).status().expect("send SIGQUIT");
-    assert!(status.success());
-    fake::wait_for("the old lb to exit", || old.exited()).await;
+    let mut new = Lb::spawn(&old.addr, &[agents[0].addr()], None, &["-upgrade"]);
+    old.signal("QUIT");
+    // Handover, 5 s of serving with `Connection: close`, then the drain.
+    let status = old.wait_exit(Duration::from_secs(30)).await;
+    assert_exits_cleanly("the old lb", status, &old.stderr());
     new.wait_ready().await;
     new.wait_instances("service:web", 1).await;
     // Traffic keeps flowing through the new process.
@@ -370,6 +370,19 @@ async fn graceful_upgrade_hands_over_the_socket_without_failed_requests() {
     let (ok, failed) = load.await.expect("load task");
     eprintln!("{ok} requests answered across the upgrade");
     assert!(failed.is_empty(), "failed requests: {failed:?}");
+
+    // The new process, whose workers all listen on the inherited socket, also stops cleanly.
+    new.signal("TERM");
+    let status = new.wait_exit(Duration::from_secs(30)).await;
+    assert_exits_cleanly("the new lb", status, &new.stderr());
+}
+
+/// Exit status 0 and no abort. Several workers closing the one listening fd made a debug build
+/// abort with "IO Safety violation" (and a release build close a stranger's fd).
+fn assert_exits_cleanly(who: &str, status: std::process::ExitStatus, stderr: &str) {
+    assert!(!stderr.contains("IO Safety"), "{who} closed an fd it did not own ({status}):\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{who} panicked ({status}):\n{stderr}");
+    assert!(status.success(), "{who} exited with {status}:\n{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,4 +413,62 @@ async fn a_paused_agent_costs_a_read_timeout_not_a_failed_request() {
         .collect();
     assert_eq!(benched.len(), 1, "{status}");
     assert_eq!(benched[0]["Address"], agents[1].addr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_route_options_from_the_config_file() {
+    let ip = net(160);
+    let cluster = Cluster::new();
+    let agents = FakeAgent::start_many(&cluster, &[ip(111)]).await;
+    let web1 = Backend::start(&ip(121), "web1").await;
+    let web2 = Backend::start(&ip(122), "web2").await;
+    cluster.register("web", "web1", &web1, &[], 1);
+    cluster.register("web", "web2", &web2, &[], 1);
+    let mut lb = Lb::start(&ip(101), &[agents[0].addr()], Some("[services.web]\npolicy = \"round_robin\"\n")).await;
+    lb.wait_instances("service:web", 2).await;
+    assert_eq!(fake::route(&lb.status().await, "service:web")["Policy"], "round_robin");
+    let mut seen = HashMap::new();
+    for _ in 0..10 {
+        *seen.entry(get(&lb.addr, Some("web.service.consul"), "/").await.body).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "round_robin uses both instances: {seen:?}");
+
+    // A new policy takes effect on SIGHUP, without a restart and with the instances kept.
+    lb.write_config("[services.web]\npolicy = \"ip_hash\"\n");
+    lb.signal("HUP");
+    let addr = lb.addr.clone();
+    fake::wait_for_async("the reloaded policy in /_lb/status", || {
+        let addr = addr.clone();
+        async move {
+            let r = get(&addr, None, "/_lb/status").await;
+            let status: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+            status["Routes"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["Route"] == "service:web" && r["Policy"] == "ip_hash"))
+        }
+    })
+    .await;
+    let first = get(&lb.addr, Some("web.service.consul"), "/").await.body;
+    for _ in 0..10 {
+        assert_eq!(get(&lb.addr, Some("web.service.consul"), "/").await.body, first, "ip_hash sticks");
+    }
+
+    // A broken file is refused: the running config stays and so does the process. Discovery
+    // rebuilds the table after any reload attempt, so a new version means it was read.
+    let version = lb.status().await["Version"].as_u64().expect("Version");
+    lb.write_config("[services.web]\npolicy = \"fastest\"\n");
+    lb.signal("HUP");
+    let addr = lb.addr.clone();
+    fake::wait_for_async("a rebuild after the failed reload", || {
+        let addr = addr.clone();
+        async move {
+            let r = get(&addr, None, "/_lb/status").await;
+            let status: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+            status["Version"].as_u64().is_some_and(|v| v > version)
+        }
+    })
+    .await;
+    assert!(!lb.exited(), "lb exited on a broken config file");
+    assert_eq!(fake::route(&lb.status().await, "service:web")["Policy"], "ip_hash");
+    assert_eq!(get(&lb.addr, Some("web.service.consul"), "/").await.status, 200);
 }
