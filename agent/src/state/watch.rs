@@ -4,7 +4,6 @@
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
@@ -161,18 +160,26 @@ impl Watches {
 /// The channels one blocking query waits on. Each `OwnedNotified` is created while the query
 /// holds the store's read lock, and tokio guarantees a created `Notified` receives every later
 /// `notify_waiters()`, so a write that lands after the read always wakes the query.
+///
+/// The first waiter is kept inline: most queries watch one thing, and a parked query should not
+/// pay an allocation for it. A `Notified` may move until it is first polled.
 pub struct WatchSet<'a> {
     watches: &'a Watches,
-    waiters: Vec<Pin<Box<OwnedNotified>>>,
+    first: Option<OwnedNotified>,
+    rest: Vec<OwnedNotified>,
 }
 
 impl<'a> WatchSet<'a> {
     pub fn new(watches: &'a Watches) -> WatchSet<'a> {
-        WatchSet { watches, waiters: Vec::new() }
+        WatchSet { watches, first: None, rest: Vec::new() }
     }
 
     fn wait_on(&mut self, n: Channel) {
-        self.waiters.push(Box::pin(n.notified_owned()));
+        let waiter = n.notified_owned();
+        match self.first {
+            None => self.first = Some(waiter),
+            Some(_) => self.rest.push(waiter),
+        }
     }
 
     pub fn table(&mut self, t: Table) {
@@ -203,9 +210,14 @@ impl<'a> WatchSet<'a> {
 
     /// Resolves when any watched channel fires.
     pub async fn changed(self) {
-        if self.waiters.is_empty() {
+        let WatchSet { first, rest, .. } = self;
+        let Some(first) = first else {
             return futures::future::pending().await;
+        };
+        if rest.is_empty() {
+            return first.await;
         }
-        let _ = futures::future::select_all(self.waiters).await;
+        let all = std::iter::once(first).chain(rest).map(Box::pin);
+        let _ = futures::future::select_all(all).await;
     }
 }
