@@ -682,6 +682,7 @@ mod size_tests {
         let handle = size_of_ret2(super::handle);
         eprintln!("sizes: handle {handle} kv get answer {answer}");
         assert!(handle <= 64, "handle future is {handle} bytes");
-        assert!(answer < 1024, "kv get answer future is {answer} bytes");
+        // About 1.1 KB today: the Ctx, the read options, the watch set's waiter and the timer.
+        assert!(answer < 1280, "kv get answer future is {answer} bytes");
     }
 }
