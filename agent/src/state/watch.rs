@@ -209,15 +209,19 @@ impl<'a> WatchSet<'a> {
     }
 
     /// Resolves when any watched channel fires.
-    pub async fn changed(self) {
+    ///
+    /// Not an `async fn`: that would hold the set, its first waiter and the awaited waiter as
+    /// three copies while parked; this future is one waiter (or the boxed many) and a tag.
+    pub fn changed(self) -> impl std::future::Future<Output = ()> + Send {
+        use futures::future::{pending, select_all, Either, FutureExt};
         let WatchSet { first, rest, .. } = self;
-        let Some(first) = first else {
-            return futures::future::pending().await;
-        };
-        if rest.is_empty() {
-            return first.await;
+        match first {
+            None => Either::Left(Either::Left(pending())),
+            Some(first) if rest.is_empty() => Either::Left(Either::Right(first)),
+            Some(first) => {
+                let all = std::iter::once(first).chain(rest).map(Box::pin);
+                Either::Right(select_all(all).map(|_| ()))
+            }
         }
-        let all = std::iter::once(first).chain(rest).map(Box::pin);
-        let _ = futures::future::select_all(all).await;
     }
 }
