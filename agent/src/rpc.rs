@@ -45,17 +45,19 @@ impl RpcServer {
             let dns = self.dns.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    use futures::future::{Either, FutureExt};
+                    // Forwarded blocking queries park here: keep only `http::handle`'s small future.
+                    if req.uri().path().starts_with("/v1/") {
+                        return Either::Left(crate::http::handle(agent.clone(), req).map(Ok));
+                    }
                     let agent = agent.clone();
                     let dns = dns.clone();
-                    async move {
-                        if req.uri().path().starts_with("/v1/") {
-                            return Ok::<_, std::convert::Infallible>(crate::http::handle(agent, req).await);
-                        }
+                    Either::Right(Box::pin(async move {
                         let Some(server) = agent.server.clone() else {
-                            return Ok(status(503, "not a server").map(|b| b.boxed()));
+                            return Ok::<_, std::convert::Infallible>(status(503, "not a server").map(|b| b.boxed()));
                         };
                         Ok(handle(server, &agent, &dns, req).await.map(|b| b.boxed()))
-                    }
+                    }))
                 });
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 builder.http2().max_concurrent_streams(4096);

@@ -54,11 +54,10 @@ pub async fn get(ctx: &Ctx, key: &str) -> HttpResult {
     if key.is_empty() {
         return Err(HttpError::BadRequest("Missing key name".into()));
     }
-    let k = key.to_string();
     let (headers, entry, _) = ctx
         .read_value(|s, ws| {
-            ws.kv_key(&k);
-            (s.kv_key_index(&k), s.kv.get(&k).cloned())
+            ws.kv_key(key);
+            (s.kv_key_index(key), s.kv.get(key).cloned())
         })
         .await?;
     match entry {

@@ -15,12 +15,15 @@ use crate::agent::{Agent, AgentError};
 use crate::server::{self, blocking_query, effective_wait, Consistency};
 use crate::state::{State, WatchSet};
 use bytes::Bytes;
+use futures::FutureExt as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use routes::Endpoint;
 use serde::Serialize;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -90,30 +93,49 @@ impl From<crate::defs::DefError> for HttpError {
 
 pub type HttpResult = Result<Reply, HttpError>;
 
-/// The parsed query string.
+/// The parsed query string: the decoded keys and values in one buffer. A parked blocking query
+/// keeps its query, so it costs two allocations rather than two per parameter.
 #[derive(Debug, Default, Clone)]
-pub struct Query(pub Vec<(String, String)>);
+pub struct Query {
+    buf: String,
+    /// Where each parameter's key and value end in `buf`, in order.
+    ends: Vec<(usize, usize)>,
+}
 
 impl Query {
     pub fn parse(q: Option<&str>) -> Query {
-        let mut out = Vec::new();
+        let mut query = Query::default();
         for part in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            out.push((percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " "))));
+            query.buf.push_str(&percent_decode(&k.replace('+', " ")));
+            let key_end = query.buf.len();
+            query.buf.push_str(&percent_decode(&v.replace('+', " ")));
+            query.ends.push((key_end, query.buf.len()));
         }
-        Query(out)
+        query.buf.shrink_to_fit();
+        query.ends.shrink_to_fit();
+        query
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(key_end, end)| {
+            let pair = (&self.buf[start..key_end], &self.buf[key_end..end]);
+            start = end;
+            pair
+        })
     }
 
     pub fn has(&self, key: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == key)
+        self.pairs().any(|(k, _)| k == key)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     pub fn all(&self, key: &str) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.pairs().filter(|(k, _)| *k == key).map(|(_, v)| v).collect()
     }
 
     /// Consul's boolean query flags: present and empty, `true` or `1` is true.
@@ -221,7 +243,8 @@ pub struct ReadOpts {
     pub index: u64,
     pub wait: Duration,
     pub consistency: Consistency,
-    pub filter: Option<crate::filter::Filter>,
+    /// Boxed: a parked blocking query keeps its options, and most have no filter.
+    pub filter: Option<Box<crate::filter::Filter>>,
 }
 
 impl Ctx {
@@ -253,7 +276,7 @@ impl Ctx {
         };
         let filter = match self.query.get("filter") {
             None | Some("") => None,
-            Some(f) => Some(crate::filter::parse(f).map_err(HttpError::BadRequest)?),
+            Some(f) => Some(Box::new(crate::filter::parse(f).map_err(HttpError::BadRequest)?)),
         };
         let cfg = &self.agent.config;
         Ok(ReadOpts {
@@ -316,92 +339,114 @@ pub fn apply_filter(json: &mut serde_json::Value, f: &crate::filter::Filter) {
     }
 }
 
-async fn dispatch(ctx: Ctx, endpoint: Endpoint) -> HttpResult {
+/// The future that answers a routed request. It owns the request and its handler's state in one
+/// allocation: this is all a parked blocking query keeps, so it must not be sized for the largest
+/// handler (each arm is its own future type) nor carry what preparing the request needed.
+type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
     use Endpoint::*;
+    // `h!` runs an async handler, `now!` a synchronous answer; both end in `finish`.
+    macro_rules! h {
+        ($e:expr) => {{
+            let answer: Answer = Box::pin(async move {
+                let result = $e.await;
+                finish(&ctx, result, pretty)
+            });
+            answer
+        }};
+    }
+    macro_rules! now {
+        ($e:expr) => {{
+            let result = $e;
+            let answer: Answer = Box::pin(std::future::ready(finish(&ctx, result, pretty)));
+            answer
+        }};
+    }
     match endpoint {
-        KvGet(k) => Box::pin(handlers_kv::get(&ctx, &k)).await,
-        KvPut(k) => Box::pin(handlers_kv::put(&ctx, &k)).await,
-        KvDelete(k) => Box::pin(handlers_kv::delete(&ctx, &k)).await,
-        Txn => Box::pin(handlers_kv::txn(&ctx)).await,
-        SessionCreate => Box::pin(handlers_session::create(&ctx)).await,
-        SessionDestroy(id) => Box::pin(handlers_session::destroy(&ctx, &id)).await,
-        SessionRenew(id) => Box::pin(handlers_session::renew(&ctx, &id)).await,
-        SessionInfo(id) => Box::pin(handlers_session::info(&ctx, &id)).await,
-        SessionNode(n) => Box::pin(handlers_session::node(&ctx, &n)).await,
-        SessionList => Box::pin(handlers_session::list(&ctx)).await,
-        CatalogRegister => Box::pin(handlers_catalog::register(&ctx)).await,
-        CatalogDeregister => Box::pin(handlers_catalog::deregister(&ctx)).await,
-        CatalogDatacenters => Ok(Reply::json(&vec![ctx.agent.config.datacenter.clone()])),
-        CatalogNodes => Box::pin(handlers_catalog::nodes(&ctx)).await,
-        CatalogServices => Box::pin(handlers_catalog::services(&ctx)).await,
-        CatalogService(s) => Box::pin(handlers_catalog::service(&ctx, &s, false)).await,
-        CatalogConnect(s) => Box::pin(handlers_catalog::service(&ctx, &s, true)).await,
-        CatalogGatewayServices(_) | HealthIngress(_) => Box::pin(handlers_catalog::empty_list(&ctx)).await,
-        HealthConnect(s) => Box::pin(handlers_catalog::health_service(&ctx, &s, true)).await,
-        CatalogNode(n) => Box::pin(handlers_catalog::node(&ctx, &n, false)).await,
-        CatalogNodeServices(n) => Box::pin(handlers_catalog::node(&ctx, &n, true)).await,
-        HealthNode(n) => Box::pin(handlers_catalog::health_node(&ctx, &n)).await,
-        HealthChecks(s) => Box::pin(handlers_catalog::health_checks(&ctx, &s)).await,
-        HealthService(s) => Box::pin(handlers_catalog::health_service(&ctx, &s, false)).await,
-        HealthState(s) => Box::pin(handlers_catalog::health_state(&ctx, &s)).await,
-        AgentSelf => Box::pin(handlers_agent::agent_self(&ctx)).await,
-        AgentMembers => Box::pin(handlers_agent::members(&ctx)).await,
-        AgentServices => Box::pin(handlers_agent::services(&ctx)).await,
-        AgentService(id) => Box::pin(handlers_agent::service(&ctx, &id)).await,
-        AgentChecks => Box::pin(handlers_agent::checks(&ctx)).await,
-        AgentHealthByName(n) => Box::pin(handlers_agent::health(&ctx, Some(&n), None)).await,
-        AgentHealthById(id) => Box::pin(handlers_agent::health(&ctx, None, Some(&id))).await,
-        AgentReload => Box::pin(handlers_agent::reload(&ctx)).await,
-        AgentMaintenance => Box::pin(handlers_agent::maintenance(&ctx, None)).await,
-        AgentJoin(a) => Box::pin(handlers_agent::join(&ctx, &a)).await,
-        AgentLeave => Box::pin(handlers_agent::leave(&ctx)).await,
-        AgentForceLeave(n) => Box::pin(handlers_agent::force_leave(&ctx, &n)).await,
-        AgentServiceRegister => Box::pin(handlers_agent::service_register(&ctx)).await,
-        AgentServiceDeregister(id) => Box::pin(handlers_agent::service_deregister(&ctx, &id)).await,
-        AgentServiceMaintenance(id) => Box::pin(handlers_agent::maintenance(&ctx, Some(&id))).await,
-        AgentCheckRegister => Box::pin(handlers_agent::check_register(&ctx)).await,
-        AgentCheckDeregister(id) => Box::pin(handlers_agent::check_deregister(&ctx, &id)).await,
+        KvGet(k) => h!(handlers_kv::get(&ctx, &k)),
+        KvPut(k) => h!(handlers_kv::put(&ctx, &k)),
+        KvDelete(k) => h!(handlers_kv::delete(&ctx, &k)),
+        Txn => h!(handlers_kv::txn(&ctx)),
+        SessionCreate => h!(handlers_session::create(&ctx)),
+        SessionDestroy(id) => h!(handlers_session::destroy(&ctx, &id)),
+        SessionRenew(id) => h!(handlers_session::renew(&ctx, &id)),
+        SessionInfo(id) => h!(handlers_session::info(&ctx, &id)),
+        SessionNode(n) => h!(handlers_session::node(&ctx, &n)),
+        SessionList => h!(handlers_session::list(&ctx)),
+        CatalogRegister => h!(handlers_catalog::register(&ctx)),
+        CatalogDeregister => h!(handlers_catalog::deregister(&ctx)),
+        CatalogDatacenters => now!(Ok(Reply::json(&vec![ctx.agent.config.datacenter.clone()]))),
+        CatalogNodes => h!(handlers_catalog::nodes(&ctx)),
+        CatalogServices => h!(handlers_catalog::services(&ctx)),
+        CatalogService(s) => h!(handlers_catalog::service(&ctx, &s, false)),
+        CatalogConnect(s) => h!(handlers_catalog::service(&ctx, &s, true)),
+        CatalogGatewayServices(_) | HealthIngress(_) => h!(handlers_catalog::empty_list(&ctx)),
+        HealthConnect(s) => h!(handlers_catalog::health_service(&ctx, &s, true)),
+        CatalogNode(n) => h!(handlers_catalog::node(&ctx, &n, false)),
+        CatalogNodeServices(n) => h!(handlers_catalog::node(&ctx, &n, true)),
+        HealthNode(n) => h!(handlers_catalog::health_node(&ctx, &n)),
+        HealthChecks(s) => h!(handlers_catalog::health_checks(&ctx, &s)),
+        HealthService(s) => h!(handlers_catalog::health_service(&ctx, &s, false)),
+        HealthState(s) => h!(handlers_catalog::health_state(&ctx, &s)),
+        AgentSelf => h!(handlers_agent::agent_self(&ctx)),
+        AgentMembers => h!(handlers_agent::members(&ctx)),
+        AgentServices => h!(handlers_agent::services(&ctx)),
+        AgentService(id) => h!(handlers_agent::service(&ctx, &id)),
+        AgentChecks => h!(handlers_agent::checks(&ctx)),
+        AgentHealthByName(n) => h!(handlers_agent::health(&ctx, Some(&n), None)),
+        AgentHealthById(id) => h!(handlers_agent::health(&ctx, None, Some(&id))),
+        AgentReload => h!(handlers_agent::reload(&ctx)),
+        AgentMaintenance => h!(handlers_agent::maintenance(&ctx, None)),
+        AgentJoin(a) => h!(handlers_agent::join(&ctx, &a)),
+        AgentLeave => h!(handlers_agent::leave(&ctx)),
+        AgentForceLeave(n) => h!(handlers_agent::force_leave(&ctx, &n)),
+        AgentServiceRegister => h!(handlers_agent::service_register(&ctx)),
+        AgentServiceDeregister(id) => h!(handlers_agent::service_deregister(&ctx, &id)),
+        AgentServiceMaintenance(id) => h!(handlers_agent::maintenance(&ctx, Some(&id))),
+        AgentCheckRegister => h!(handlers_agent::check_register(&ctx)),
+        AgentCheckDeregister(id) => h!(handlers_agent::check_deregister(&ctx, &id)),
         AgentCheckPass(id) => {
-            Box::pin(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Passing))).await
+            h!(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Passing)))
         }
         AgentCheckWarn(id) => {
-            Box::pin(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Warning))).await
+            h!(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Warning)))
         }
         AgentCheckFail(id) => {
-            Box::pin(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Critical))).await
+            h!(handlers_agent::check_ttl(&ctx, &id, Some(crate::structs::Status::Critical)))
         }
-        AgentCheckUpdate(id) => Box::pin(handlers_agent::check_ttl(&ctx, &id, None)).await,
-        AgentMetrics => Box::pin(handlers_misc::metrics(&ctx)).await,
-        AgentMonitor => Box::pin(handlers_misc::monitor(&ctx)).await,
-        AgentHost => Box::pin(handlers_misc::host(&ctx)).await,
-        AgentVersion => Box::pin(handlers_misc::version(&ctx)).await,
+        AgentCheckUpdate(id) => h!(handlers_agent::check_ttl(&ctx, &id, None)),
+        AgentMetrics => h!(handlers_misc::metrics(&ctx)),
+        AgentMonitor => h!(handlers_misc::monitor(&ctx)),
+        AgentHost => h!(handlers_misc::host(&ctx)),
+        AgentVersion => h!(handlers_misc::version(&ctx)),
         // ACLs are not enforced by this agent; with `acl.enabled` the token calls succeed (the
         // daemon warns at start that nothing is enforced), without it they fail as Consul's do.
-        AgentToken(_) if ctx.agent.config.acl_enabled => Ok(Reply::empty()),
-        AgentToken(_) => Err(HttpError::Unauthorized("ACL support disabled".into())),
-        EventFire(n) => Box::pin(handlers_misc::event_fire(&ctx, &n)).await,
-        EventList => Box::pin(handlers_misc::event_list(&ctx)).await,
-        StatusLeader => Box::pin(handlers_misc::status_leader(&ctx)).await,
-        StatusPeers => Box::pin(handlers_misc::status_peers(&ctx)).await,
-        CoordinateDatacenters => Box::pin(handlers_misc::coordinate_datacenters(&ctx)).await,
-        CoordinateNodes => Box::pin(handlers_misc::coordinate_nodes(&ctx)).await,
-        CoordinateNode(n) => Box::pin(handlers_misc::coordinate_node(&ctx, &n)).await,
-        CoordinateUpdate => Ok(Reply::empty()),
-        OperatorRaftConfiguration => Box::pin(handlers_misc::raft_configuration(&ctx)).await,
-        OperatorRaftPeer => Box::pin(handlers_misc::raft_remove_peer(&ctx)).await,
-        OperatorAutopilotConfiguration => Box::pin(handlers_misc::autopilot_configuration(&ctx)).await,
-        OperatorAutopilotHealth => Box::pin(handlers_misc::autopilot_health(&ctx)).await,
-        OperatorUsage => Box::pin(handlers_misc::usage(&ctx)).await,
-        OperatorKeyring => Box::pin(handlers_misc::keyring(&ctx)).await,
-        OperatorRaftTransferLeader => Box::pin(handlers_misc::transfer_leader(&ctx)).await,
-        SnapshotSave => Box::pin(handlers_misc::snapshot_save(&ctx)).await,
-        SnapshotRestore => Box::pin(handlers_misc::snapshot_restore(&ctx)).await,
-        QueryList => Ok(Reply::json(&Vec::<serde_json::Value>::new())),
-        InternalUiServices => Box::pin(handlers_catalog::ui_services(&ctx)).await,
-        InternalUiNodes => Box::pin(handlers_catalog::ui_nodes(&ctx, None)).await,
-        InternalUiNode(n) => Box::pin(handlers_catalog::ui_nodes(&ctx, Some(&n))).await,
-        Ui(p) => ui::serve(&ctx, &p),
-        Index => Ok(if ctx.agent.config.ui {
+        AgentToken(_) if ctx.agent.config.acl_enabled => now!(Ok(Reply::empty())),
+        AgentToken(_) => now!(Err(HttpError::Unauthorized("ACL support disabled".into()))),
+        EventFire(n) => h!(handlers_misc::event_fire(&ctx, &n)),
+        EventList => h!(handlers_misc::event_list(&ctx)),
+        StatusLeader => h!(handlers_misc::status_leader(&ctx)),
+        StatusPeers => h!(handlers_misc::status_peers(&ctx)),
+        CoordinateDatacenters => h!(handlers_misc::coordinate_datacenters(&ctx)),
+        CoordinateNodes => h!(handlers_misc::coordinate_nodes(&ctx)),
+        CoordinateNode(n) => h!(handlers_misc::coordinate_node(&ctx, &n)),
+        CoordinateUpdate => now!(Ok(Reply::empty())),
+        OperatorRaftConfiguration => h!(handlers_misc::raft_configuration(&ctx)),
+        OperatorRaftPeer => h!(handlers_misc::raft_remove_peer(&ctx)),
+        OperatorAutopilotConfiguration => h!(handlers_misc::autopilot_configuration(&ctx)),
+        OperatorAutopilotHealth => h!(handlers_misc::autopilot_health(&ctx)),
+        OperatorUsage => h!(handlers_misc::usage(&ctx)),
+        OperatorKeyring => h!(handlers_misc::keyring(&ctx)),
+        OperatorRaftTransferLeader => h!(handlers_misc::transfer_leader(&ctx)),
+        SnapshotSave => h!(handlers_misc::snapshot_save(&ctx)),
+        SnapshotRestore => h!(handlers_misc::snapshot_restore(&ctx)),
+        QueryList => now!(Ok(Reply::json(&Vec::<serde_json::Value>::new()))),
+        InternalUiServices => h!(handlers_catalog::ui_services(&ctx)),
+        InternalUiNodes => h!(handlers_catalog::ui_nodes(&ctx, None)),
+        InternalUiNode(n) => h!(handlers_catalog::ui_nodes(&ctx, Some(&n))),
+        Ui(p) => now!(ui::serve(&ctx, &p)),
+        Index => now!(Ok(if ctx.agent.config.ui {
             Reply {
                 status: 301,
                 body: Body::Raw { bytes: Bytes::new(), content_type: "text/html" },
@@ -409,14 +454,11 @@ async fn dispatch(ctx: Ctx, endpoint: Endpoint) -> HttpResult {
             }
         } else {
             Reply::text(200, "Consul Agent")
-        }),
+        })),
     }
 }
 
-fn into_response(
-    reply: Reply,
-    pretty: bool,
-) -> hyper::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
+fn into_response(reply: Reply, pretty: bool) -> Response {
     use http_body_util::BodyExt as _;
     let mut builder = hyper::Response::builder().status(reply.status);
     // Consul reports its ACL default even with ACLs off; clients read it.
@@ -457,30 +499,42 @@ fn into_response(
     builder.body(body).unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new()).boxed()))
 }
 
+pub type Response = hyper::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>>;
+
 /// Answers one request of the HTTP API (on the HTTP port, or forwarded to the server port).
-pub async fn handle(
-    agent: Arc<Agent>,
-    req: hyper::Request<Incoming>,
-) -> hyper::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
+///
+/// In two stages, each its own allocation: preparing (the body, forwarding to another agent)
+/// and answering. Only the second lives while a blocking query waits, so a parked query holds its
+/// `Ctx` and its handler's state, not the request head, the body reader or the forwarding state.
+pub fn handle(agent: Arc<Agent>, req: hyper::Request<Incoming>) -> impl Future<Output = Response> + Send {
     agent.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (parts, body) = req.into_parts();
-    let method = parts.method;
-    let path = percent_decode(parts.uri.path());
     let query = Query::parse(parts.uri.query());
-    let accept = parts.headers.get("accept").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let hops = parts.headers.get(crate::forward::HEADER_HOPS).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
-    drop(parts.headers);
-    let uri = parts.uri;
     let pretty = query.has("pretty") || agent.config.dev;
-    let result = match routes::route(&method, &path) {
-        Err(e) => Err(e),
-        // Boxed so that the connection task holds a pointer, not the body reader's or the
-        // largest handler's state, while a blocking query waits.
-        Ok(endpoint) => {
-            let req = Head { method: method.clone(), path: path.clone(), query, accept, hops, uri };
-            Box::pin(prepare_and_dispatch(agent.clone(), req, body, endpoint)).await
-        }
+    let head = Head {
+        path: percent_decode(parts.uri.path()),
+        query,
+        accept: parts.headers.get("accept").and_then(|v| v.to_str().ok()).map(str::to_string),
+        hops: parts.headers.get(crate::forward::HEADER_HOPS).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0),
+        method: parts.method,
+        uri: parts.uri,
     };
+    Box::pin(prepare(agent, head, body)).then(move |prepared| -> Answer {
+        match prepared {
+            Ok((ctx, endpoint)) => dispatch(ctx, endpoint, pretty),
+            Err((method, path, result)) => {
+                Box::pin(std::future::ready(log_and_respond(&method, &path, result, pretty)))
+            }
+        }
+    })
+}
+
+/// The response to a handler's result; errors become their status code here.
+fn finish(ctx: &Ctx, result: HttpResult, pretty: bool) -> Response {
+    log_and_respond(&ctx.method, &ctx.path, result, pretty)
+}
+
+fn log_and_respond(method: &http::Method, path: &str, result: HttpResult, pretty: bool) -> Response {
     let reply = match result {
         Ok(r) => r,
         Err(e) => {
@@ -504,11 +558,21 @@ struct Head {
     uri: http::Uri,
 }
 
-async fn prepare_and_dispatch(agent: Arc<Agent>, req: Head, body: Incoming, endpoint: Endpoint) -> HttpResult {
+/// Routes the request, reads its body and forwards it if another agent answers it. `Ok` is a
+/// request for this agent's handlers; `Err` an answer already (with the method and path to log).
+async fn prepare(
+    agent: Arc<Agent>,
+    req: Head,
+    body: Incoming,
+) -> Result<(Ctx, Endpoint), (http::Method, String, HttpResult)> {
     let Head { method, path, query, accept, hops, uri } = req;
+    let endpoint = match routes::route(&method, &path) {
+        Ok(e) => e,
+        Err(e) => return Err((method, path, Err(e))),
+    };
     if let Some(dc) = query.get("dc").filter(|d| !d.is_empty()) {
         if !dc.eq_ignore_ascii_case(&agent.config.datacenter) {
-            return Err(HttpError::Internal("No path to datacenter".into()));
+            return Err((method, path, Err(HttpError::Internal("No path to datacenter".into()))));
         }
     }
     // Bodies are capped at the largest thing Consul accepts; more is 413, not memory.
@@ -516,20 +580,19 @@ async fn prepare_and_dispatch(agent: Arc<Agent>, req: Head, body: Incoming, endp
     let body = match Box::pin(Limited::new(body, limit).collect()).await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return Err(if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            let e = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 HttpError::TooLarge(format!("Request body too large, max size: {limit} bytes"))
             } else {
                 HttpError::BadRequest(format!("reading request body: {e}"))
-            })
+            };
+            return Err((method, path, Err(e)));
         }
     };
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     if let Some(answer) = Box::pin(crate::forward::route(&agent, &endpoint, &method, &query, pq, &body, hops)).await {
-        return answer;
+        return Err((method, path, answer));
     }
-    drop(uri);
-    let ctx = Ctx { agent, method, path, query, accept, body };
-    Box::pin(dispatch(ctx, endpoint)).await
+    Ok((Ctx { agent, method, path, query, accept, body }, endpoint))
 }
 
 /// Serves the HTTP API on `listener` until shutdown.
@@ -551,9 +614,9 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let agent = agent.clone();
         tokio::spawn(async move {
+            // The service's future is what hyper keeps per stream: `handle`'s two boxed stages.
             let svc = hyper::service::service_fn(move |req| {
-                let agent = agent.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(agent, req).await) }
+                handle(agent.clone(), req).map(Ok::<_, std::convert::Infallible>)
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // Watchers multiplex many blocking queries over one HTTP/2 connection; a stream costs
@@ -579,6 +642,10 @@ mod tests {
         assert_eq!(q.flag("missing"), Ok(false));
         assert!(q.flag("bad").is_err());
         assert_eq!(percent_decode("a%20b%zz%"), "a b%zz%");
+        let q = Query::parse(Some("a=1&=2&a=3&b"));
+        assert_eq!(q.all("a"), vec!["1", "3"]);
+        assert_eq!((q.get(""), q.get("b"), q.get("c")), (Some("2"), Some(""), None));
+        assert!(!Query::parse(None).has(""));
     }
 }
 
@@ -589,14 +656,12 @@ pub fn handlers_version() -> &'static str {
 
 #[cfg(test)]
 mod size_tests {
-    /// A parked blocking query keeps its handler's future alive; keep that state small (the
-    /// benchmark's goal is under 2 KB per waiting query, all costs included).
+    /// A parked blocking query keeps hyper's per-stream future (`handle`'s) and the one boxed
+    /// answer future (its `Ctx` and handler state); keep both small (the benchmark's goal is under
+    /// 2 KB per waiting query, all costs included).
     #[test]
-    fn kv_get_future_stays_small() {
-        fn size_of_future<F: std::future::Future>(_: &F) -> usize {
-            std::mem::size_of::<F>()
-        }
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    fn parked_request_state_stays_small() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let _guard = rt.enter();
         let agent_cfg =
             crate::config::Config::from_flags(crate::config::AgentFlags { dev: true, ..Default::default() })
@@ -610,16 +675,15 @@ mod size_tests {
             accept: None,
             body: bytes::Bytes::new(),
         };
-        let fut = super::handlers_kv::get(&ctx, "x");
-        let size = size_of_future(&fut);
-        assert!(size < 1024, "kv get future is {size} bytes");
+        let answer = super::dispatch(ctx, super::Endpoint::KvGet("x".into()), false);
+        let answer = std::mem::size_of_val(&*answer);
         fn size_of_ret2<A, B, Fut, F: Fn(A, B) -> Fut>(_: F) -> usize {
             std::mem::size_of::<Fut>()
         }
         let handle = size_of_ret2(super::handle);
-        let dispatch = size_of_ret2(super::dispatch);
-        eprintln!("sizes: handle {handle} dispatch {dispatch} kv_get {size}");
-        assert!(handle < 2048, "handle future is {handle} bytes");
-        assert!(dispatch < 1024, "dispatch future is {dispatch} bytes");
+        eprintln!("sizes: handle {handle} kv get answer {answer}");
+        assert!(handle <= 64, "handle future is {handle} bytes");
+        // 832 bytes today: the Ctx, the read options, the watch set's waiter and the timer.
+        assert!(answer < 1024, "kv get answer future is {answer} bytes");
     }
 }

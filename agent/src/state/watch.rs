@@ -4,7 +4,6 @@
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
@@ -161,18 +160,26 @@ impl Watches {
 /// The channels one blocking query waits on. Each `OwnedNotified` is created while the query
 /// holds the store's read lock, and tokio guarantees a created `Notified` receives every later
 /// `notify_waiters()`, so a write that lands after the read always wakes the query.
+///
+/// The first waiter is kept inline: most queries watch one thing, and a parked query should not
+/// pay an allocation for it. A `Notified` may move until it is first polled.
 pub struct WatchSet<'a> {
     watches: &'a Watches,
-    waiters: Vec<Pin<Box<OwnedNotified>>>,
+    first: Option<OwnedNotified>,
+    rest: Vec<OwnedNotified>,
 }
 
 impl<'a> WatchSet<'a> {
     pub fn new(watches: &'a Watches) -> WatchSet<'a> {
-        WatchSet { watches, waiters: Vec::new() }
+        WatchSet { watches, first: None, rest: Vec::new() }
     }
 
     fn wait_on(&mut self, n: Channel) {
-        self.waiters.push(Box::pin(n.notified_owned()));
+        let waiter = n.notified_owned();
+        match self.first {
+            None => self.first = Some(waiter),
+            Some(_) => self.rest.push(waiter),
+        }
     }
 
     pub fn table(&mut self, t: Table) {
@@ -202,10 +209,19 @@ impl<'a> WatchSet<'a> {
     }
 
     /// Resolves when any watched channel fires.
-    pub async fn changed(self) {
-        if self.waiters.is_empty() {
-            return futures::future::pending().await;
+    ///
+    /// Not an `async fn`: that would hold the set, its first waiter and the awaited waiter as
+    /// three copies while parked; this future is one waiter (or the boxed many) and a tag.
+    pub fn changed(self) -> impl std::future::Future<Output = ()> + Send {
+        use futures::future::{pending, select_all, Either, FutureExt};
+        let WatchSet { first, rest, .. } = self;
+        match first {
+            None => Either::Left(Either::Left(pending())),
+            Some(first) if rest.is_empty() => Either::Left(Either::Right(first)),
+            Some(first) => {
+                let all = std::iter::once(first).chain(rest).map(Box::pin);
+                Either::Right(select_all(all).map(|_| ()))
+            }
         }
-        let _ = futures::future::select_all(self.waiters).await;
     }
 }
