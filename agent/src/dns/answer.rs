@@ -206,22 +206,10 @@ pub fn instance_status(state: &State, node: &str, service_id: &str) -> Status {
 }
 
 /// Answers one question. `edns`: whether the request carried EDNS (it lifts the cap on records
-/// taken from resolving a CNAME target).
-pub fn answer<R: Rng>(
-    state: &State,
-    s: &Settings,
-    qname: &Name,
-    qtype: RecordType,
-    edns: bool,
-    serial: u32,
-    rng: &mut R,
-) -> Outcome {
-    answer_cached(state, s, None, qname, qtype, edns, serial, rng)
-}
-
-/// [`answer`], taking a service question's records from `cache` while the catalog is unchanged.
+/// taken from resolving a CNAME target). A service question's records come from `cache` while
+/// the catalog is unchanged.
 #[allow(clippy::too_many_arguments)]
-pub fn answer_cached<R: Rng>(
+pub fn answer<R: Rng>(
     state: &State,
     s: &Settings,
     cache: Option<&Mutex<Cache>>,
@@ -748,7 +736,7 @@ mod tests {
 
     fn ask(st: &State, s: &Settings, q: &str, t: RecordType) -> Answer {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        match answer(st, s, &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng) {
+        match answer(st, s, None, &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng) {
             Outcome::Answer(a) => a,
             Outcome::Forward => panic!("forwarded {q}"),
         }
@@ -1047,6 +1035,7 @@ mod tests {
         let o = answer(
             &state(),
             &settings(),
+            None,
             &Name::from_ascii("example.com.").unwrap(),
             RecordType::A,
             false,
@@ -1058,7 +1047,7 @@ mod tests {
 
     fn ask_cached(st: &State, cache: &Mutex<Cache>, q: &str, t: RecordType, seed: u64) -> Answer {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        match answer_cached(st, &settings(), Some(cache), &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng) {
+        match answer(st, &settings(), Some(cache), &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng) {
             Outcome::Answer(a) => a,
             Outcome::Forward => panic!("forwarded {q}"),
         }

@@ -185,7 +185,8 @@ fn serve_udp(sh: Arc<Shared>, sock: Arc<std::net::UdpSocket>, rt: tokio::runtime
     let mut bufs = vec![[0u8; UDP_QUERY_MAX]; UDP_BATCH];
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
-    let mut got: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
+    // (buffer, length, sender) of each query received.
+    let mut got: Vec<(usize, usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
     let mut replies: Vec<Vec<u8>> = Vec::with_capacity(UDP_BATCH);
     let mut peers: Vec<Option<SockaddrStorage>> = Vec::with_capacity(UDP_BATCH);
     while !stop.load(Ordering::Relaxed) {
@@ -193,7 +194,7 @@ fn serve_udp(sh: Arc<Shared>, sock: Arc<std::net::UdpSocket>, rt: tokio::runtime
         {
             let mut iovs: Vec<[IoSliceMut; 1]> = bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
             match recvmmsg(fd, &mut recv_headers, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
-                Ok(msgs) => got.extend(msgs.filter_map(|m| Some((m.bytes, m.address?)))),
+                Ok(msgs) => got.extend(msgs.enumerate().filter_map(|(i, m)| Some((i, m.bytes, m.address?)))),
                 Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     tracing::debug!(error = %e, "dns: udp recv");
@@ -203,7 +204,7 @@ fn serve_udp(sh: Arc<Shared>, sock: Arc<std::net::UdpSocket>, rt: tokio::runtime
         }
         replies.clear();
         peers.clear();
-        for (i, &(n, peer)) in got.iter().enumerate() {
+        for &(i, n, peer) in &got {
             let query = &bufs[i][..n.min(UDP_QUERY_MAX)];
             match respond(&sh, query, true) {
                 Reply::None => {}
@@ -352,7 +353,7 @@ fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
         let state = sh.store.read();
         let edns = req.edns.is_some();
         let rng = &mut rand::thread_rng();
-        answer::answer_cached(&state, &sh.settings, Some(&sh.cache), &q.name, q.query_type, edns, serial(), rng)
+        answer::answer(&state, &sh.settings, Some(&sh.cache), &q.name, q.query_type, edns, serial(), rng)
     };
     let a = match outcome {
         Outcome::Forward if sh.recursors.is_empty() => {
