@@ -6,6 +6,7 @@
 pub mod balance;
 pub mod config;
 pub mod discovery;
+pub mod fast;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

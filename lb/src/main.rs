@@ -4,6 +4,7 @@
 use anyhow::Context;
 use lb::config::{Args, Config};
 use lb::discovery::Discovery;
+use lb::fast::App as FastPath;
 use lb::listener::{SharedListener, Worker};
 use lb::proxy::Proxy;
 use lb::Shared;
@@ -11,6 +12,7 @@ use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
@@ -113,21 +115,17 @@ fn main() -> anyhow::Result<()> {
     // Held until the process exits, so the fd pingora hands over in an upgrade stays open.
     let listener = SharedListener::new(&listen);
     for i in 0..threads {
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            Proxy::new(shared.clone()),
-            &format!("lb-{i}"),
-        );
-        proxy.threads = Some(1);
-        proxy.add_tcp(&listen);
-        if let Some(app) = proxy.app_logic_mut() {
-            let mut opts = HttpServerOptions::default();
-            // Plaintext HTTP/2 (prior knowledge) next to HTTP/1.1 on the same port.
-            opts.h2c = true;
-            app.server_options = Some(opts);
-        }
+        let mut proxy = pingora::proxy::http_proxy(&server.configuration, Proxy::new(shared.clone()));
+        let mut opts = HttpServerOptions::default();
+        // Plaintext HTTP/2 (prior knowledge) next to HTTP/1.1 on the same port.
+        opts.h2c = true;
+        proxy.server_options = Some(opts);
+        // Plain HTTP/1.1 requests take lb's fast path; the rest go to the pingora proxy.
+        let mut service = Service::new(format!("lb-{i}"), FastPath::new(proxy, shared.clone()));
+        service.threads = Some(1);
+        service.add_tcp(&listen);
         // Serve only once discovery has a complete routing table (or gave up waiting for one).
-        server.add_service(Worker::new(proxy, listener.clone())).add_dependency(&discovery);
+        server.add_service(Worker::new(service, listener.clone())).add_dependency(&discovery);
     }
     tracing::info!(%listen, "lb listening");
     server.run_forever()

@@ -54,11 +54,11 @@ pub struct Ctx {
 }
 
 /// Room for the longest IPv6 text (`ffff:...:255.255.255.255`).
-const IP_TEXT_MAX: usize = 45;
+pub(crate) const IP_TEXT_MAX: usize = 45;
 
 /// An address as text, written into `buf`. IPv4 by hand: `Ipv4Addr`'s `Display` goes through
 /// the formatting machinery and cost about 1,300 instructions per request (callgrind).
-fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &str {
+pub(crate) fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &str {
     let n = match ip {
         IpAddr::V4(v4) => {
             let mut n = 0;

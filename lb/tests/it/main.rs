@@ -3,6 +3,7 @@
 //! on distinct loopback addresses with real sockets. Tests wait for conditions, never fixed sleeps.
 
 mod fake;
+mod fast_path;
 mod real_agent;
 
 use fake::{get, Backend, Cluster, FakeAgent, Lb};
