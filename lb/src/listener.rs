@@ -1,15 +1,21 @@
-//! One listening socket for all proxy workers, with a file descriptor of its own for each.
+//! The listening sockets of the proxy workers: one per worker on the same address
+//! (`SO_REUSEPORT`), each handed to its worker as a file descriptor of its own.
+//!
+//! One socket shared by all workers left the kernel to wake every worker for each new
+//! connection, and the first one awake accepted the whole burst: under wrk's 64 connections one
+//! worker often served all of them while the other idled (per-thread CPU showed 0 against 266
+//! ticks), halving throughput and doubling p99. With a socket per worker the kernel spreads
+//! connections over the workers by their addresses, as nginx's `reuseport` does.
 //!
 //! pingora keeps the listening fds it hands over in a graceful upgrade in one table, keyed by
 //! address. A listening service that finds its address there wraps that raw fd in a listener it
-//! owns, and closes it when the service stops. lb runs one service per worker on one address, so
-//! every worker would own, and close, the same fd: the second close fails with EBADF (a debug
-//! build aborts with "IO Safety violation: owned file descriptor already closed"), and in a
-//! release build it closes whatever the process opened under that number in between.
-//!
-//! So the socket is bound (or taken over from the old process) here, once, and its fd stays in
-//! pingora's table for the next upgrade, owned by [`SharedListener`]. Each worker's service is
-//! given a private table holding its own `dup` of that fd, which it owns and closes alone.
+//! owns, and closes it when the service stops; lb runs one service per worker on one address.
+//! So the sockets are bound (or taken over from the old process) here: worker `i`'s socket sits in
+//! pingora's table under its own key (`worker_key`), owned by [`SharedListener`] for the next
+//! upgrade, and each worker's service is given a private table holding its own `dup` of it
+//! under the listening address, which it owns and closes alone. A socket inherited from an lb
+//! that shared one socket (no `SO_REUSEPORT`) cannot be joined by new ones; the workers then
+//! share it, as before.
 //! This module knows pingora's service and fd-table types, nothing of routing or proxying.
 
 use async_trait::async_trait;
@@ -35,48 +41,80 @@ pub enum Error {
     NoAddress { addr: String },
 }
 
-/// The listening socket of one address, shared by the workers.
+/// The key of worker `i`'s socket in pingora's fd table. Worker 0's is the address itself, so an
+/// lb that shared one socket hands it over to worker 0.
+pub fn worker_key(addr: &str, i: usize) -> String {
+    if i == 0 {
+        addr.to_string()
+    } else {
+        format!("{addr}#worker{i}")
+    }
+}
+
+/// The listening sockets of one address, one per worker.
 pub struct SharedListener {
     addr: String,
-    /// Set by the first worker to start. `main` keeps a reference until the process exits, so
-    /// the raw fd in pingora's table stays open for an upgrade even after the workers stop.
-    fd: tokio::sync::OnceCell<OwnedFd>,
+    /// Set when worker `i` starts. `main` keeps a reference until the process exits, so the raw
+    /// fds in pingora's table stay open for an upgrade even after the workers stop.
+    fds: Vec<tokio::sync::OnceCell<OwnedFd>>,
 }
 
 impl SharedListener {
     /// `addr` is the `-listen` value exactly as given to `add_tcp`: pingora's table key.
-    pub fn new(addr: &str) -> Arc<SharedListener> {
-        Arc::new(SharedListener { addr: addr.to_string(), fd: tokio::sync::OnceCell::new() })
+    pub fn new(addr: &str, workers: usize) -> Arc<SharedListener> {
+        let fds = (0..workers.max(1)).map(|_| tokio::sync::OnceCell::new()).collect();
+        Arc::new(SharedListener { addr: addr.to_string(), fds })
     }
 
-    /// A private fd table for one worker: the shared socket under its address, as a new fd that
-    /// the worker's listener owns. The first call takes the socket inherited in an upgrade from
-    /// pingora's `table`, or binds it and puts it there for the next upgrade.
-    pub async fn table_for_worker(&self, table: &ListenFds) -> Result<ListenFds, Error> {
-        let shared = self.fd.get_or_try_init(|| self.take_or_bind(table)).await?;
-        let dup = shared.try_clone().map_err(|source| Error::Bind { addr: self.addr.clone(), source })?;
+    /// A private fd table for worker `i`: its socket under the listening address, as a new fd
+    /// that the worker's listener owns. The socket is taken from pingora's `table` when an
+    /// upgrade handed it over, or bound and put there for the next upgrade.
+    pub async fn table_for_worker(&self, table: &ListenFds, i: usize) -> Result<ListenFds, Error> {
+        let socket = self.socket(table, i).await?;
+        let dup = socket.try_clone().map_err(|source| Error::Bind { addr: self.addr.clone(), source })?;
         let mut private = Fds::new();
         // pingora's listener takes this fd over (`from_raw_fd`) and closes it when it stops.
         private.add(self.addr.clone(), dup.into_raw_fd());
         Ok(Arc::new(parking_lot::Mutex::new(private)))
     }
 
-    async fn take_or_bind(&self, table: &ListenFds) -> Result<OwnedFd, Error> {
-        let inherited = table.lock().get(&self.addr).copied();
+    async fn socket(&self, table: &ListenFds, i: usize) -> Result<&OwnedFd, Error> {
+        let i = i.min(self.fds.len() - 1);
+        if i == 0 {
+            return self.fds[0].get_or_try_init(|| self.take_or_bind(table, 0)).await;
+        }
+        let own = self.fds[i].get_or_try_init(|| self.take_or_bind(table, i)).await;
+        match own {
+            Ok(fd) => Ok(fd),
+            // Worker 0's socket came from an lb without SO_REUSEPORT: share it.
+            Err(Error::Bind { source, .. }) if source.kind() == io::ErrorKind::AddrInUse => {
+                tracing::warn!(addr = %self.addr, worker = i, "cannot add a socket beside the inherited one; sharing it");
+                self.fds[0].get_or_try_init(|| self.take_or_bind(table, 0)).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn take_or_bind(&self, table: &ListenFds, i: usize) -> Result<OwnedFd, Error> {
+        let key = worker_key(&self.addr, i);
+        let inherited = table.lock().get(&key).copied();
         if let Some(raw) = inherited {
             // SAFETY: pingora put this fd, received from the old process, in its table without
-            // owning it. Only a service listening on this address takes it, and lb's workers get
+            // owning it. Only a service listening on this key takes it, and lb's workers get
             // dups instead, so this is its one owner.
             return Ok(unsafe { OwnedFd::from_raw_fd(raw) });
         }
-        let owned = self.bind().await?;
-        table.lock().add(self.addr.clone(), owned.as_raw_fd());
+        // Worker 0 waits for an address still held by a process going away; the others only
+        // join worker 0's socket, so a refusal there is final.
+        let owned = self.bind(if i == 0 { BIND_TRIES } else { 1 }).await?;
+        table.lock().add(key, owned.as_raw_fd());
         Ok(owned)
     }
 
-    /// Binds as pingora does: the first resolved address, `SO_REUSEADDR`, non-blocking (the
-    /// workers' tokio listeners require it), retrying while the address is in use.
-    async fn bind(&self) -> Result<OwnedFd, Error> {
+    /// Binds as pingora does (the first resolved address, `SO_REUSEADDR`, non-blocking, which the
+    /// workers' tokio listeners require), plus `SO_REUSEPORT`, retrying while the address is in
+    /// use.
+    async fn bind(&self, tries: usize) -> Result<OwnedFd, Error> {
         let err = |source| Error::Bind { addr: self.addr.clone(), source };
         let sa: SocketAddr = self
             .addr
@@ -84,7 +122,7 @@ impl SharedListener {
             .map_err(err)?
             .next()
             .ok_or_else(|| Error::NoAddress { addr: self.addr.clone() })?;
-        let mut tries = 1;
+        let mut tried = 1;
         loop {
             let socket = match sa {
                 SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
@@ -92,13 +130,14 @@ impl SharedListener {
             }
             .map_err(err)?;
             socket.set_reuseaddr(true).map_err(err)?;
+            socket.set_reuseport(true).map_err(err)?;
             match socket.bind(sa) {
                 Ok(()) => {
                     let listener = socket.listen(BACKLOG).map_err(err)?;
                     return Ok(listener.into_std().map_err(err)?.into());
                 }
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < BIND_TRIES => {
-                    tries += 1;
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tried < tries => {
+                    tried += 1;
                     tracing::warn!(addr = %self.addr, "listen address in use, trying again");
                     tokio::time::sleep(BIND_RETRY).await;
                 }
@@ -108,15 +147,16 @@ impl SharedListener {
     }
 }
 
-/// One worker's proxy service, given its own fd of the shared listening socket.
+/// Worker `index`'s proxy service, given its own fd of its listening socket.
 pub struct Worker<S> {
     inner: S,
     listener: Arc<SharedListener>,
+    index: usize,
 }
 
 impl<S> Worker<S> {
-    pub fn new(inner: S, listener: Arc<SharedListener>) -> Worker<S> {
-        Worker { inner, listener }
+    pub fn new(inner: S, listener: Arc<SharedListener>, index: usize) -> Worker<S> {
+        Worker { inner, listener, index }
     }
 }
 
@@ -130,7 +170,7 @@ impl<S: ServiceWithDependents> ServiceWithDependents for Worker<S> {
         ready_notifier: ServiceReadyNotifier,
     ) {
         let fds = match fds {
-            Some(table) => match self.listener.table_for_worker(&table).await {
+            Some(table) => match self.listener.table_for_worker(&table, self.index).await {
                 Ok(private) => Some(private),
                 // pingora's own listening service panics when it cannot bind; do the same, with
                 // the address in the message.
@@ -159,7 +199,9 @@ impl<S: ServiceWithDependents> ServiceWithDependents for Worker<S> {
 
     // The new process of an upgrade closes inherited sockets no service claims; this keeps ours.
     fn listen_addresses(&self) -> Option<Vec<String>> {
-        self.inner.listen_addresses()
+        let mut addrs = self.inner.listen_addresses()?;
+        addrs.push(worker_key(&self.listener.addr, self.index));
+        Some(addrs)
     }
 }
 
@@ -189,27 +231,50 @@ mod tests {
         Arc::new(parking_lot::Mutex::new(Fds::new()))
     }
 
-    #[tokio::test]
-    async fn each_worker_gets_its_own_fd_of_one_bound_socket() {
+    /// Which socket an fd refers to (dups share it).
+    fn inode(fd: RawFd) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: the test keeps `fd` open while it looks at it.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let file = std::fs::File::from(borrowed.try_clone_to_owned().expect("dup"));
+        file.metadata().expect("fstat").ino()
+    }
+
+    fn free_addr() -> String {
         let probe = std::net::TcpListener::bind("127.0.161.2:0").expect("probe");
-        let addr = probe.local_addr().expect("addr").to_string();
-        drop(probe);
-        let table = empty_table();
-        let shared = SharedListener::new(&addr);
-        let a = shared.table_for_worker(&table).await.expect("worker a");
-        let b = shared.table_for_worker(&table).await.expect("worker b");
-        let (fa, fb, kept) = (table_fd(&a, &addr), table_fd(&b, &addr), table_fd(&table, &addr));
-        assert!(fa != fb && fa != kept && fb != kept, "fds {fa} {fb} {kept}");
-        let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).expect("port");
-        assert_eq!([local_port(fa), local_port(fb), local_port(kept)], [port; 3]);
-        // Both workers stopping leaves the socket open for the next upgrade.
-        close(fa);
-        close(fb);
-        assert_eq!(local_port(kept), port);
+        probe.local_addr().expect("addr").to_string()
     }
 
     #[tokio::test]
-    async fn an_inherited_socket_is_taken_over_and_each_worker_gets_a_dup() {
+    async fn each_worker_gets_a_socket_of_its_own_on_one_address() {
+        let addr = free_addr();
+        let table = empty_table();
+        let shared = SharedListener::new(&addr, 2);
+        let a = shared.table_for_worker(&table, 0).await.expect("worker 0");
+        let b = shared.table_for_worker(&table, 1).await.expect("worker 1");
+        let (fa, fb) = (table_fd(&a, &addr), table_fd(&b, &addr));
+        let (ka, kb) = (table_fd(&table, &worker_key(&addr, 0)), table_fd(&table, &worker_key(&addr, 1)));
+        // Each worker owns a dup of its socket; the table keeps the originals for an upgrade.
+        assert_eq!((inode(fa), inode(fb)), (inode(ka), inode(kb)));
+        assert_ne!(inode(fa), inode(fb), "two sockets, not one shared");
+        assert!(fa != ka && fb != kb);
+        let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).expect("port");
+        assert_eq!([local_port(fa), local_port(fb)], [port; 2]);
+        // Workers stopping leave the sockets open for the next upgrade.
+        close(fa);
+        close(fb);
+        assert_eq!([local_port(ka), local_port(kb)], [port; 2]);
+
+        // The next process takes both sockets over from the table.
+        let next = SharedListener::new(&addr, 2);
+        let a2 = next.table_for_worker(&table, 0).await.expect("worker 0 again");
+        let b2 = next.table_for_worker(&table, 1).await.expect("worker 1 again");
+        assert_eq!((inode(table_fd(&a2, &addr)), inode(table_fd(&b2, &addr))), (inode(ka), inode(kb)));
+        std::mem::forget(shared); // `next` owns the table's fds now
+    }
+
+    #[tokio::test]
+    async fn a_socket_inherited_without_reuseport_is_shared_by_the_workers() {
         let inherited = std::net::TcpListener::bind("127.0.161.2:0").expect("bind");
         inherited.set_nonblocking(true).expect("nonblocking");
         let addr = inherited.local_addr().expect("addr").to_string();
@@ -217,11 +282,12 @@ mod tests {
         let raw = inherited.into_raw_fd();
         let table = empty_table();
         table.lock().add(addr.clone(), raw);
-        let shared = SharedListener::new(&addr);
-        let a = shared.table_for_worker(&table).await.expect("worker a");
-        let b = shared.table_for_worker(&table).await.expect("worker b");
+        let shared = SharedListener::new(&addr, 2);
+        let a = shared.table_for_worker(&table, 0).await.expect("worker 0");
+        let b = shared.table_for_worker(&table, 1).await.expect("worker 1");
         let (fa, fb) = (table_fd(&a, &addr), table_fd(&b, &addr));
         assert!(fa != raw && fb != raw && fa != fb, "fds {fa} {fb} {raw}");
+        assert_eq!((inode(fa), inode(fb)), (inode(raw), inode(raw)));
         assert_eq!(table_fd(&table, &addr), raw, "the inherited fd stays in the table");
         close(fa);
         close(fb);

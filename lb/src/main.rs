@@ -107,13 +107,13 @@ fn main() -> anyhow::Result<()> {
     let threads = shared.config.load().threads;
     let discovery = background_service("discovery", Discovery::new(shared.clone(), seeds));
     let discovery = server.add_service(discovery);
-    // One single-threaded proxy service per thread, all accepting on the same listening socket,
-    // each with its own upstream keep-alive pool: nginx's worker model. A pool shared by several
-    // threads costs a cross-thread wakeup whenever one thread picks up a connection another
-    // thread released. Each worker gets its own dup of the socket's fd (`listener`): left to
-    // pingora, every worker would own and close the one fd.
-    // Held until the process exits, so the fd pingora hands over in an upgrade stays open.
-    let listener = SharedListener::new(&listen);
+    // One single-threaded proxy service per thread, each accepting on a socket of its own on the
+    // listening address (SO_REUSEPORT, so the kernel spreads connections over the workers) and
+    // each with its own upstream keep-alive connections: nginx's worker model. A pool shared by
+    // several threads costs a cross-thread wakeup whenever one thread picks up a connection
+    // another thread released. Each worker owns a dup of its socket's fd (`listener`).
+    // Held until the process exits, so the fds pingora hands over in an upgrade stay open.
+    let listener = SharedListener::new(&listen, threads);
     for i in 0..threads {
         let mut proxy = pingora::proxy::http_proxy(&server.configuration, Proxy::new(shared.clone()));
         let mut opts = HttpServerOptions::default();
@@ -125,7 +125,7 @@ fn main() -> anyhow::Result<()> {
         service.threads = Some(1);
         service.add_tcp(&listen);
         // Serve only once discovery has a complete routing table (or gave up waiting for one).
-        server.add_service(Worker::new(service, listener.clone())).add_dependency(&discovery);
+        server.add_service(Worker::new(service, listener.clone(), i)).add_dependency(&discovery);
     }
     tracing::info!(%listen, "lb listening");
     server.run_forever()
