@@ -836,15 +836,20 @@ impl App {
     ) -> (Attempt, bool) {
         // A body still on its way from the client is read once; it cannot be sent again.
         let resendable = rest == 0;
-        let failed = |why, anything_back: bool| {
-            if reused && !anything_back && resendable && why != "ReadTimedout" {
+        // A pooled connection the instance closed fails at once: the write is refused, or the
+        // read ends with nothing. A request that could not be written whole cannot have been
+        // acted on, so it goes again on a new connection; one that was written and met a
+        // closed connection goes again only if it is idempotent (the instance may have acted on
+        // it and died before answering). Either way only if the whole body is still in hand.
+        let failed = |why, written: bool, anything_back: bool| {
+            if reused && resendable && !anything_back && why != "ReadTimedout" && (!written || req.idempotent) {
                 Attempt::Stale
             } else {
                 Attempt::Failed { why, retryable: req.idempotent && resendable }
             }
         };
         if up.stream.write_all(&conn.up_head).await.is_err() {
-            return (failed("WriteError", false), false);
+            return (failed("WriteError", false, false), false);
         }
         while rest > 0 {
             if conn.read.is_empty() {
@@ -878,7 +883,7 @@ impl App {
             }
             let anything_back = !up.buf.is_empty();
             if let Err(why) = read_upstream(up, req.read_timeout).await {
-                return (failed(why, anything_back), false);
+                return (failed(why, true, anything_back), false);
             }
         };
         stats.record_success();
