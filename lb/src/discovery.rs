@@ -293,6 +293,9 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
     }
 }
 
+/// The least time between two fetches of one watch (see `watch`).
+const LB_MIN_DELAY: Duration = Duration::from_millis(10);
+
 /// One blocking-query loop. When the agent set changes, the watcher is handed the new list
 /// (`Watcher::set_clients`): it keeps its agent and index if that agent is still listed, and can
 /// fail over to agents that joined since it started.
@@ -304,9 +307,12 @@ where
     let spread = target.path.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
     let (mut gen, mut w) = loop {
         let (gen, clients) = shared.agents.rotated(spread);
-        // Stale reads keep routing alive while the servers elect a leader.
+        // Stale reads keep routing alive while the servers elect a leader. consul-template waits
+        // at least 100 ms between two fetches of one watch; a failing check that came within
+        // 100 ms of the previous change would then stay in rotation for up to 120 ms. 10 ms
+        // still caps a busy watch at about 100 fetches a second.
         match Watcher::<T>::new(clients, target.clone(), shared.config.load().wait) {
-            Ok(w) => break (gen, w.stale(true)),
+            Ok(w) => break (gen, w.stale(true).min_delay(LB_MIN_DELAY)),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
