@@ -4,7 +4,8 @@
 //!   PUTs to distinct keys over keep-alive connections; prints throughput and latency.
 //! `bench blocking --addr HOST:PORT --pid PID [--watchers 10000] [--conns 50]`
 //!   parks N blocking KV queries (HTTP/2 streams), then writes each watched key and measures the
-//!   time from the write to the watcher's answer, and the agent's memory per waiting query.
+//!   time from the write to the watcher's answer, and the agent's memory per waiting query: the
+//!   RSS slope while the second half of the queries parks (`--step-hold-ms` waits at each quarter).
 //! `bench first-write --target agent|etcd --addrs A,B --since-ns NANOS [--attempt-ms 500] [--limit-secs 30]`
 //!   writes through the given members in turn until one write succeeds, and
 //!   prints the time since `--since-ns` (wall clock, ns since the epoch: when the leader was killed).
@@ -213,33 +214,44 @@ async fn blocking(args: &[String]) -> anyhow::Result<()> {
     let answered: Arc<Vec<AtomicU64>> = Arc::new((0..watchers).map(|_| AtomicU64::new(0)).collect());
     let origin = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..watchers {
-        let mut send = senders[i % conns].clone();
-        let key = format!("bw/{i}");
-        let idx = index.get(&key).copied().context("key index")?;
-        let req = request("GET", &addr, &format!("/v1/kv/{key}?index={idx}&wait=5m"), vec![])?;
-        let answered = answered.clone();
-        tasks.push(tokio::spawn(async move {
-            send.ready().await?;
-            let resp = send.send_request(req).await?;
-            resp.into_body().collect().await?;
-            answered[i].store(origin.elapsed().as_nanos() as u64, Ordering::SeqCst);
-            anyhow::Ok(())
-        }));
-    }
-    // Parked once the agent holds a watch channel per query.
+    // Park the queries a quarter at a time and read the RSS once each quarter is parked. The
+    // per-query figure is the slope over the second half, (RSS(N) - RSS(N/2)) / (N/2): the idle
+    // RSS depends on how much freed setup memory the allocator kept (it varied by 10 MB from run
+    // to run), and the first half of the queries soaks that up.
+    let step_hold = Duration::from_millis(arg(args, "--step-hold-ms", "500").parse()?);
     let parked_by = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = watch_channels(&addr).await?;
-        if n >= channels_before + watchers as u64 {
-            break;
+    let mut steps: Vec<(usize, u64)> = Vec::new();
+    for q in 1..=4 {
+        let upto = watchers * q / 4;
+        for i in tasks.len()..upto {
+            let mut send = senders[i % conns].clone();
+            let key = format!("bw/{i}");
+            let idx = index.get(&key).copied().context("key index")?;
+            let req = request("GET", &addr, &format!("/v1/kv/{key}?index={idx}&wait=5m"), vec![])?;
+            let answered = answered.clone();
+            tasks.push(tokio::spawn(async move {
+                send.ready().await?;
+                let resp = send.send_request(req).await?;
+                resp.into_body().collect().await?;
+                answered[i].store(origin.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                anyhow::Ok(())
+            }));
         }
-        if Instant::now() > parked_by {
-            bail!("only {n} of {watchers} queries parked");
+        // Parked once the agent holds a watch channel per query.
+        loop {
+            let n = watch_channels(&addr).await?;
+            if n >= channels_before + upto as u64 {
+                break;
+            }
+            if Instant::now() > parked_by {
+                bail!("only {n} of {upto} queries parked");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(step_hold).await;
+        steps.push((upto, if pid.is_empty() { 0 } else { rss_kib(&pid)? }));
     }
-    let during = if pid.is_empty() { 0 } else { rss_kib(&pid)? };
+    let during = steps.last().map_or(0, |s| s.1);
     // For profiling the parked state from outside (heaptrack, /proc): hold before writing.
     let hold: u64 = arg(args, "--hold-secs", "0").parse()?;
     tokio::time::sleep(Duration::from_secs(hold)).await;
@@ -264,10 +276,23 @@ async fn blocking(args: &[String]) -> anyhow::Result<()> {
         ms(*lat.last().unwrap_or(&Duration::ZERO))
     );
     if !pid.is_empty() {
-        let delta = during.saturating_sub(before);
+        let per = |a: (usize, u64), b: (usize, u64)| b.1.saturating_sub(a.1) as f64 / (b.0 - a.0).max(1) as f64;
+        let quarters: Vec<String> = std::iter::once((0, before))
+            .chain(steps.iter().copied())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| format!("{:.2}", per(w[0], w[1])))
+            .collect();
+        let parked: Vec<String> = steps.iter().map(|(n, kib)| format!("{n}: {kib}")).collect();
+        println!("blocking memory: idle {before} KiB; parked {} (KiB)", parked.join(", "));
+        println!("blocking memory: KiB per query by quarter {} (the first includes what the idle agent had kept)", quarters.join(" "));
         println!(
-            "blocking memory: before {before} KiB, with {watchers} parked {during} KiB: {:.2} KiB per waiting query",
-            delta as f64 / watchers as f64
+            "blocking memory: {:.2} KiB per waiting query ((RSS at {} - RSS at {}) / {}); {:.2} KiB counted from idle",
+            per(steps[1], steps[3]),
+            steps[3].0,
+            steps[1].0,
+            steps[3].0 - steps[1].0,
+            during.saturating_sub(before) as f64 / watchers as f64
         );
     }
     Ok(())
