@@ -296,6 +296,9 @@ pub async fn blocking_query<T>(
         if min_index == 0 || index > min_index || tokio::time::Instant::now() >= deadline {
             return (index, value);
         }
+        // Not kept while parked (a KV get's copy of the entry is two more allocations): the
+        // answer is read again after the wait.
+        drop(value);
         tokio::select! {
             _ = ws.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {}
