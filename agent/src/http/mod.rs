@@ -698,9 +698,10 @@ mod size_tests {
         let handle = size_of_ret2(super::handle);
         eprintln!("sizes: handle {handle} kv get answer {answer}");
         assert!(handle <= 64, "handle future is {handle} bytes");
-        // 736 bytes today (832 before the last trims: the answer dropped while parked, the
-        // query string in one buffer, the KV key borrowed from the path): the Ctx, the read
-        // options, the watch set's waiter and the timer.
+        // 584 bytes today (832 before the last trims: the answer and the watch set dropped
+        // while parked, blocking_query's arguments kept once, the query string in one buffer,
+        // the KV key borrowed from the path): the Ctx, the read options, the watch waiter and
+        // the timer.
         assert!(answer < 1024, "kv get answer future is {answer} bytes");
     }
 }
