@@ -279,26 +279,40 @@ impl Server {
 
 /// Consul's blocking query: run `query` against the store; if the caller's index is current,
 /// wait on what the query read (or the timeout) and run it again. The index is never 0.
-pub async fn blocking_query<T>(
-    store: &Store,
+///
+/// Not an `async fn`: a parked query would keep its arguments twice (as the future's captures
+/// and as the body's locals), and of `wait` only the deadline is needed.
+pub fn blocking_query<'s, T, Q>(
+    store: &'s Store,
     min_index: u64,
     wait: Duration,
-    mut query: impl FnMut(&State, &mut WatchSet) -> (u64, T),
-) -> (u64, T) {
+    mut query: Q,
+) -> impl std::future::Future<Output = (u64, T)> + use<'s, T, Q>
+where
+    Q: FnMut(&State, &mut WatchSet) -> (u64, T),
+{
     let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let mut ws = WatchSet::new(store.watches());
-        let (index, value) = {
-            let state = store.read();
-            query(&state, &mut ws)
-        };
-        let index = index.max(1);
-        if min_index == 0 || index > min_index || tokio::time::Instant::now() >= deadline {
-            return (index, value);
-        }
-        tokio::select! {
-            _ = ws.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
+    async move {
+        loop {
+            // The watch set and the answer end with this block, so a parked query keeps neither
+            // (a KV get's copy of its entry would be two more allocations): only what it waits
+            // on. The answer is read again after the wait.
+            let changed = {
+                let mut ws = WatchSet::new(store.watches());
+                let (index, value) = {
+                    let state = store.read();
+                    query(&state, &mut ws)
+                };
+                let index = index.max(1);
+                if min_index == 0 || index > min_index || tokio::time::Instant::now() >= deadline {
+                    return (index, value);
+                }
+                ws.changed()
+            };
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
         }
     }
 }

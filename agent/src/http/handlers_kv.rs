@@ -7,39 +7,40 @@ use bytes::Bytes;
 
 pub async fn get(ctx: &Ctx, key: &str) -> HttpResult {
     let q = &ctx.query;
+    // The reads below capture what they need by value (two `&str`s) rather than keep copies as
+    // locals: the largest branch sizes the future a parked plain get is boxed in.
     if q.has("keys") {
-        let sep = q.get("separator").unwrap_or("").to_string();
-        let prefix = key.to_string();
+        let sep = q.get("separator").unwrap_or("");
+        let root = key.is_empty();
         let (headers, keys, _) = ctx
-            .read_value(|s, ws| {
-                ws.kv_prefix(&prefix);
+            .read_value(move |s, ws| {
+                ws.kv_prefix(key);
                 let mut out: Vec<String> = Vec::new();
-                for e in s.kv_prefix(&prefix) {
-                    let rest = &e.key[prefix.len()..];
-                    let k = match (!sep.is_empty()).then(|| rest.find(sep.as_str())).flatten() {
-                        Some(i) => format!("{}{}", prefix, &rest[..i + sep.len()]),
+                for e in s.kv_prefix(key) {
+                    let rest = &e.key[key.len()..];
+                    let k = match (!sep.is_empty()).then(|| rest.find(sep)).flatten() {
+                        Some(i) => format!("{}{}", key, &rest[..i + sep.len()]),
                         None => e.key.clone(),
                     };
                     if out.last() != Some(&k) {
                         out.push(k);
                     }
                 }
-                (s.kv_prefix_index(&prefix), out)
+                (s.kv_prefix_index(key), out)
             })
             .await?;
         // The root always exists; an empty listing below it is a 404, as in Consul.
-        let status = if keys.is_empty() && !prefix.is_empty() { 404 } else { 200 };
+        let status = if keys.is_empty() && !root { 404 } else { 200 };
         if status == 404 {
             return Ok(Reply { status, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" }, headers });
         }
         return Ok(Reply { status, body: Body::Json(serde_json::json!(keys)), headers });
     }
     if q.has("recurse") {
-        let prefix = key.to_string();
         let (headers, entries, _) = ctx
-            .read_value(|s, ws| {
-                ws.kv_prefix(&prefix);
-                (s.kv_prefix_index(&prefix), s.kv_prefix(&prefix).map(convert::kv).collect::<Vec<_>>())
+            .read_value(move |s, ws| {
+                ws.kv_prefix(key);
+                (s.kv_prefix_index(key), s.kv_prefix(key).map(convert::kv).collect::<Vec<_>>())
             })
             .await?;
         if entries.is_empty() {

@@ -4,7 +4,9 @@
 //!   PUTs to distinct keys over keep-alive connections; prints throughput and latency.
 //! `bench blocking --addr HOST:PORT --pid PID [--watchers 10000] [--conns 50]`
 //!   parks N blocking KV queries (HTTP/2 streams), then writes each watched key and measures the
-//!   time from the write to the watcher's answer, and the agent's memory per waiting query.
+//!   time from the write to the watcher's answer, and the agent's memory per waiting query: the
+//!   growth of its live heap (`consul.runtime.alloc_bytes`) while the second half of the queries
+//!   parks, and its RSS (`--step-hold-ms` waits at each quarter).
 //! `bench first-write --target agent|etcd --addrs A,B --since-ns NANOS [--attempt-ms 500] [--limit-secs 30]`
 //!   writes through the given members in turn until one write succeeds, and
 //!   prints the time since `--since-ns` (wall clock, ns since the epoch: when the leader was killed).
@@ -169,17 +171,20 @@ fn rss_kib(pid: &str) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).context("bad VmRSS")?.parse()?)
 }
 
-async fn watch_channels(addr: &str) -> anyhow::Result<u64> {
+/// The agent's `consul.state.watch_channels` and `consul.runtime.alloc_bytes` gauges.
+async fn gauges(addr: &str) -> anyhow::Result<(u64, u64)> {
     let client = api::Client::new(addr)?;
     let got: Option<(serde_json::Value, api::QueryMeta)> =
         client.query("/v1/agent/metrics", &[], &Default::default()).await?;
     let v = got.context("no metrics")?.0;
-    let n = v["Gauges"]
-        .as_array()
-        .and_then(|g| g.iter().find(|x| x["Name"] == "consul.state.watch_channels"))
-        .and_then(|x| x["Value"].as_f64())
-        .unwrap_or(0.0);
-    Ok(n as u64)
+    let gauge = |name: &str| {
+        v["Gauges"]
+            .as_array()
+            .and_then(|g| g.iter().find(|x| x["Name"] == name))
+            .and_then(|x| x["Value"].as_f64())
+            .unwrap_or(0.0) as u64
+    };
+    Ok((gauge("consul.state.watch_channels"), gauge("consul.runtime.alloc_bytes")))
 }
 
 async fn blocking(args: &[String]) -> anyhow::Result<()> {
@@ -205,7 +210,7 @@ async fn blocking(args: &[String]) -> anyhow::Result<()> {
     if !pid.is_empty() {
         println!("blocking memory: right after setup {early} KiB, after {settle}s idle {before} KiB");
     }
-    let channels_before = watch_channels(&addr).await?;
+    let (channels_before, heap_before) = gauges(&addr).await?;
     let mut senders = Vec::new();
     for _ in 0..conns {
         senders.push(h2(&addr).await?);
@@ -213,33 +218,45 @@ async fn blocking(args: &[String]) -> anyhow::Result<()> {
     let answered: Arc<Vec<AtomicU64>> = Arc::new((0..watchers).map(|_| AtomicU64::new(0)).collect());
     let origin = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..watchers {
-        let mut send = senders[i % conns].clone();
-        let key = format!("bw/{i}");
-        let idx = index.get(&key).copied().context("key index")?;
-        let req = request("GET", &addr, &format!("/v1/kv/{key}?index={idx}&wait=5m"), vec![])?;
-        let answered = answered.clone();
-        tasks.push(tokio::spawn(async move {
-            send.ready().await?;
-            let resp = send.send_request(req).await?;
-            resp.into_body().collect().await?;
-            answered[i].store(origin.elapsed().as_nanos() as u64, Ordering::SeqCst);
-            anyhow::Ok(())
-        }));
-    }
-    // Parked once the agent holds a watch channel per query.
+    // Park the queries a quarter at a time and read the RSS once each quarter is parked. The
+    // per-query figure is the slope over the second half, (RSS(N) - RSS(N/2)) / (N/2): the idle
+    // RSS depends on how much freed setup memory the allocator kept (it varied by 10 MB from run
+    // to run), and the first half of the queries soaks that up.
+    let step_hold = Duration::from_millis(arg(args, "--step-hold-ms", "500").parse()?);
     let parked_by = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = watch_channels(&addr).await?;
-        if n >= channels_before + watchers as u64 {
-            break;
+    let mut steps: Vec<(usize, u64)> = Vec::new();
+    let mut heap_steps: Vec<(usize, u64)> = Vec::new();
+    for q in 1..=4 {
+        let upto = watchers * q / 4;
+        for i in tasks.len()..upto {
+            let mut send = senders[i % conns].clone();
+            let key = format!("bw/{i}");
+            let idx = index.get(&key).copied().context("key index")?;
+            let req = request("GET", &addr, &format!("/v1/kv/{key}?index={idx}&wait=5m"), vec![])?;
+            let answered = answered.clone();
+            tasks.push(tokio::spawn(async move {
+                send.ready().await?;
+                let resp = send.send_request(req).await?;
+                resp.into_body().collect().await?;
+                answered[i].store(origin.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                anyhow::Ok(())
+            }));
         }
-        if Instant::now() > parked_by {
-            bail!("only {n} of {watchers} queries parked");
+        // Parked once the agent holds a watch channel per query.
+        loop {
+            let (n, _) = gauges(&addr).await?;
+            if n >= channels_before + upto as u64 {
+                break;
+            }
+            if Instant::now() > parked_by {
+                bail!("only {n} of {upto} queries parked");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(step_hold).await;
+        steps.push((upto, if pid.is_empty() { 0 } else { rss_kib(&pid)? }));
+        heap_steps.push((upto, gauges(&addr).await?.1));
     }
-    let during = if pid.is_empty() { 0 } else { rss_kib(&pid)? };
     // For profiling the parked state from outside (heaptrack, /proc): hold before writing.
     let hold: u64 = arg(args, "--hold-secs", "0").parse()?;
     tokio::time::sleep(Duration::from_secs(hold)).await;
@@ -263,11 +280,36 @@ async fn blocking(args: &[String]) -> anyhow::Result<()> {
         ms(percentile(&lat, 0.99)),
         ms(*lat.last().unwrap_or(&Duration::ZERO))
     );
+    // The agent's live heap (allocator headers and rounding included, freed memory not): the
+    // figure to hold against the goal. The RSS follows, but its idle level includes what the
+    // allocator kept of the setup writes, which the first queries reuse.
+    let per = |a: (usize, u64), b: (usize, u64)| b.1.saturating_sub(a.1) as f64 / (b.0 - a.0).max(1) as f64;
+    let quarters = |first: (usize, u64), steps: &[(usize, u64)], decimals: usize| -> String {
+        let mut prev = first;
+        let mut out = Vec::new();
+        for &s in steps {
+            out.push(format!("{:.*}", decimals, per(prev, s)));
+            prev = s;
+        }
+        out.join(" ")
+    };
+    println!(
+        "blocking memory: {:.0} bytes of heap per waiting query ((heap at {} - heap at {}) / {}); {:.0} counted from idle; by quarter {}",
+        per(heap_steps[1], heap_steps[3]),
+        heap_steps[3].0,
+        heap_steps[1].0,
+        heap_steps[3].0 - heap_steps[1].0,
+        per((0, heap_before), heap_steps[3]),
+        quarters((0, heap_before), &heap_steps, 0)
+    );
     if !pid.is_empty() {
-        let delta = during.saturating_sub(before);
+        let parked: Vec<String> = steps.iter().map(|(n, kib)| format!("{n}: {kib}")).collect();
+        println!("blocking memory: RSS idle {before} KiB; parked {} (KiB)", parked.join(", "));
         println!(
-            "blocking memory: before {before} KiB, with {watchers} parked {during} KiB: {:.2} KiB per waiting query",
-            delta as f64 / watchers as f64
+            "blocking memory: {:.2} KiB of RSS per waiting query over the second half; {:.2} counted from idle; by quarter {}",
+            per(steps[1], steps[3]),
+            per((0, before), steps[3]),
+            quarters((0, before), &steps, 2)
         );
     }
     Ok(())
