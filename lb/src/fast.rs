@@ -17,7 +17,7 @@
 
 use crate::balance::Stats;
 use crate::metrics::UpstreamError;
-use crate::proxy::{ip_text, Proxy, IP_TEXT_MAX, OWN_PREFIX};
+use crate::proxy::{access_log, ip_text, Proxy, IP_TEXT_MAX, OWN_PREFIX};
 use crate::routing::{agent_read_timeout, Match, Route, Snapshot};
 use crate::Shared;
 use async_trait::async_trait;
@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{info, warn};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A request head longer than this goes to pingora, which answers it or refuses it.
@@ -692,16 +691,8 @@ impl App {
         let took = start.elapsed();
         route.metrics.request(status, took);
         if let Some(line) = &req.line {
-            let client = conn.client_ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
-            let upstream = conn.tried.last().map(|a| a.to_string()).unwrap_or_else(|| "-".into());
-            info!(
-                target: "lb::access",
-                "{client} \"{line}\" {status} {body_sent} route={} upstream={upstream} tries={} {:.3}ms{}",
-                route.name,
-                conn.tried.len(),
-                took.as_secs_f64() * 1000.0,
-                error.map(|e| format!(" error={e}")).unwrap_or_default(),
-            );
+            let request = format_args!("{line}");
+            access_log(conn.client_ip, request, status, body_sent, &route.name, &conn.tried, took, error);
         }
         if conn.up_head.capacity() > KEEP_BUFFER {
             conn.up_head = Vec::with_capacity(1024);
@@ -726,18 +717,11 @@ impl App {
         let rest = req.content_length - with_head as u64;
         let close_client = req.close || draining;
         conn.tried.clear();
-        let limit = route.opts.tries as usize;
         let mut last_error = None;
         loop {
             let now = Instant::now();
-            let picked = if limit > 0 && conn.tried.len() >= limit {
-                None
-            } else {
-                route.pool.select(conn.client_ip, &conn.tried, now)
-            };
-            let Some(backend) = picked else {
-                let tried: Vec<String> = conn.tried.iter().map(|a| a.to_string()).collect();
-                let body = format!("lb: no instance of {} answered (tried {})\n", route.what, tried.join(", "));
+            let Some(backend) = route.next_instance(conn.client_ip, &conn.tried, now) else {
+                let body = format!("lb: {}\n", route.none_answered(&conn.tried));
                 return self.error_page(conn, req, 502, body, last_error).await;
             };
             let addr = backend.addr;
@@ -752,7 +736,7 @@ impl App {
                     None => match connect(addr, route.opts.connect_timeout).await {
                         Ok(u) => u,
                         Err(why) => {
-                            self.record_failure(route, &stats, UpstreamError::Connect);
+                            route.upstream_failed(&stats, UpstreamError::Connect, Some(&addr));
                             last_error = Some(why);
                             break;
                         }
@@ -771,7 +755,7 @@ impl App {
                         continue;
                     }
                     (Attempt::Failed { why, retryable }, _) => {
-                        self.record_failure(route, &stats, UpstreamError::Proxy);
+                        route.upstream_failed(&stats, UpstreamError::Proxy, Some(&addr));
                         last_error = Some(why);
                         if !retryable {
                             let body = format!("lb: proxying to {} failed: {why}\n", route.what);
@@ -780,20 +764,12 @@ impl App {
                         break;
                     }
                     (Attempt::Broken { status, body_sent, why }, _) => {
-                        self.record_failure(route, &stats, UpstreamError::Proxy);
+                        route.upstream_failed(&stats, UpstreamError::Proxy, Some(&addr));
                         return (status, body_sent, false, Some(why));
                     }
                     (Attempt::Client { status, body_sent }, _) => return (status, body_sent, false, None),
                 }
             }
-        }
-    }
-
-    fn record_failure(&self, route: &Route, stats: &Stats, kind: UpstreamError) {
-        route.metrics.upstream_error(kind);
-        if stats.record_failure(route.pool.bench, Instant::now()) {
-            route.metrics.benched();
-            warn!(route = %route.name, "instance benched for {:?}", route.pool.bench.fail_timeout);
         }
     }
 

@@ -135,11 +135,7 @@ impl Proxy {
     fn record_failure(&self, ctx: &mut Ctx, kind: UpstreamError) {
         ctx.active = None;
         if let (Some(route), Some(stats)) = (&ctx.route, &ctx.current) {
-            route.metrics.upstream_error(kind);
-            if stats.record_failure(route.pool.bench, Instant::now()) {
-                route.metrics.benched();
-                warn!(route = %route.name, upstream = ?ctx.tried.last(), "instance benched for {:?}", route.pool.bench.fail_timeout);
-            }
+            route.upstream_failed(stats, kind, ctx.tried.last());
         }
     }
 }
@@ -201,15 +197,8 @@ impl ProxyHttp for Proxy {
             return Err(Error::explain(ErrorType::InternalError, "no route chosen"));
         };
         ctx.active = None;
-        let limit = route.opts.tries as usize;
-        let picked = if limit > 0 && ctx.tried.len() >= limit {
-            None
-        } else {
-            route.pool.select(ctx.client_ip, &ctx.tried, Instant::now())
-        };
-        let Some(b) = picked else {
-            let tried: Vec<String> = ctx.tried.iter().map(|a| a.to_string()).collect();
-            ctx.failure = Some(format!("no instance of {} answered (tried {})", route.what, tried.join(", ")));
+        let Some(b) = route.next_instance(ctx.client_ip, &ctx.tried, Instant::now()) else {
+            ctx.failure = Some(route.none_answered(&ctx.tried));
             return Err(Error::explain(ErrorType::HTTPStatus(502), "every instance failed"));
         };
         ctx.tried.push(b.addr);
@@ -369,21 +358,40 @@ impl ProxyHttp for Proxy {
             return;
         }
         let req = session.req_header();
-        let client = ctx.client_ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
-        let route = ctx.route.as_ref().map(|r| r.name.as_str()).unwrap_or("-");
-        let upstream = ctx.tried.last().map(|a| a.to_string()).unwrap_or_else(|| "-".into());
-        info!(
-            target: "lb::access",
-            "{client} \"{} {} {:?}\" {status} {} route={route} upstream={upstream} tries={} {:.3}ms{}",
-            req.method,
-            req.uri,
-            req.version,
-            session.body_bytes_sent(),
-            ctx.tried.len(),
-            took.as_secs_f64() * 1000.0,
-            e.map(|e| format!(" error={}", e.etype().as_str())).unwrap_or_default(),
+        access_log(
+            ctx.client_ip,
+            format_args!("{} {} {:?}", req.method, req.uri, req.version),
+            status,
+            session.body_bytes_sent() as u64,
+            ctx.route.as_ref().map(|r| r.name.as_str()).unwrap_or("-"),
+            &ctx.tried,
+            took,
+            e.map(|e| e.etype().as_str()),
         );
     }
+}
+
+/// One access-log line (target `lb::access`), written alike by both request paths.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn access_log(
+    client: Option<IpAddr>,
+    request: std::fmt::Arguments,
+    status: u16,
+    body_bytes: u64,
+    route: &str,
+    tried: &[SocketAddr],
+    took: Duration,
+    error: Option<&str>,
+) {
+    let client = client.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+    let upstream = tried.last().map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    info!(
+        target: "lb::access",
+        "{client} \"{request}\" {status} {body_bytes} route={route} upstream={upstream} tries={} {:.3}ms{}",
+        tried.len(),
+        took.as_secs_f64() * 1000.0,
+        error.map(|e| format!(" error={e}")).unwrap_or_default(),
+    );
 }
 
 #[cfg(test)]

@@ -5,15 +5,15 @@
 //! then fabio-style `urlprefix-[host]/path` tags (host-specific first, longest prefix first),
 //! then the agents' HTTP APIs. Building is pure: no IO, no clock, so tests feed it api types.
 
-use crate::balance::{Backend, Pool, StatsRegistry};
+use crate::balance::{Backend, Pool, Stats, StatsRegistry};
 use crate::config::{Config, RouteOptions};
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{Metrics, RouteMetrics, UpstreamError};
 use api::{AgentMember, ServiceEntry};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The name of the route to the agents' HTTP APIs.
 pub const AGENTS_ROUTE: &str = "agents";
@@ -75,6 +75,32 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// The agents' API route, whose blocking queries may hold an answer for minutes.
     pub agents: bool,
+}
+
+impl Route {
+    /// The next instance for a request that already tried `tried`, within the route's `tries`.
+    pub fn next_instance(&self, client: Option<IpAddr>, tried: &[SocketAddr], now: Instant) -> Option<&Backend> {
+        let limit = self.opts.tries as usize;
+        if limit > 0 && tried.len() >= limit {
+            return None;
+        }
+        self.pool.select(client, tried, now)
+    }
+
+    /// Counts an instance's failure, and benches it when the rule says so.
+    pub fn upstream_failed(&self, stats: &Stats, kind: UpstreamError, upstream: Option<&SocketAddr>) {
+        self.metrics.upstream_error(kind);
+        if stats.record_failure(self.pool.bench, Instant::now()) {
+            self.metrics.benched();
+            tracing::warn!(route = %self.name, ?upstream, "instance benched for {:?}", self.pool.bench.fail_timeout);
+        }
+    }
+
+    /// The 502 text when every instance a request tried failed.
+    pub fn none_answered(&self, tried: &[SocketAddr]) -> String {
+        let tried: Vec<String> = tried.iter().map(|a| a.to_string()).collect();
+        format!("no instance of {} answered (tried {})", self.what, tried.join(", "))
+    }
 }
 
 #[derive(Debug)]
