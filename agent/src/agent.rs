@@ -28,6 +28,8 @@ pub enum StartError {
     Local(std::io::Error),
     #[error("invalid definition in config: {0}")]
     Definition(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Why an agent operation on local services or checks failed; the text is what clients see.
@@ -39,6 +41,31 @@ pub enum AgentError {
     NotFound(String),
     #[error(transparent)]
     Server(#[from] server::Error),
+    /// A script check (one with `Args`) that this agent may not run; Consul answers 500.
+    #[error("{}", .0.refusal())]
+    ScriptsDisabled(Source),
+}
+
+/// Where a service or check definition came from, which decides whether its script may run:
+/// `enable_script_checks` allows every script check, `enable_local_script_checks` only those
+/// from the operator's config files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    ConfigFile,
+    Remote,
+}
+
+impl Source {
+    fn refusal(self) -> &'static str {
+        match self {
+            Source::Remote => {
+                "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true"
+            }
+            Source::ConfigFile => {
+                "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true"
+            }
+        }
+    }
 }
 
 /// User events this agent has seen (Consul keeps the last 256).
@@ -76,6 +103,8 @@ pub struct Agent {
     pub forwarder: crate::forward::ForwardClient,
     /// HTTP/1 connections to servers' `/rpc/*` (a client agent's writes and catalog reads).
     rpc: network::HttpClient,
+    /// What this agent's server port expects of callers (and this agent shows others').
+    pub peer_auth: crate::peer_auth::PeerAuth,
     /// Set once this node's catalog record is known to match (full syncs compare it again).
     node_synced: std::sync::atomic::AtomicBool,
 }
@@ -123,6 +152,8 @@ impl Agent {
     /// background loops are started by [`Agent::run`].
     pub async fn start(config: Config) -> Result<Arc<Agent>, StartError> {
         let node_id = ensure_node_id(&config);
+        let key = config.encrypt.as_deref().map(crate::serf::decode_key).transpose().map_err(StartError::Config)?;
+        let peer_auth = crate::peer_auth::PeerAuth::new(key.as_ref().map(|k| &k[..]));
         let store = Arc::new(Store::new());
         let data_dir = if config.dev { None } else { config.data_dir.clone() };
         let mut server = None;
@@ -134,7 +165,7 @@ impl Agent {
                     .validate()
                     .map_err(|e| StartError::Raft(e.to_string()))?,
             );
-            let http = network::http_client();
+            let http = network::http_client(peer_auth.clone());
             let rid = raft::node_id_from(&node_id);
             let peer = Peer {
                 addr: config.server_rpc_addr().to_string(),
@@ -166,16 +197,19 @@ impl Agent {
             sync_lock: tokio::sync::Mutex::new(()),
             members: Default::default(),
             gossip: Default::default(),
-            forwarder: crate::forward::client(),
-            rpc: network::http_client(),
+            forwarder: crate::forward::client(peer_auth.clone()),
+            rpc: network::http_client(peer_auth.clone()),
+            peer_auth,
             node_synced: Default::default(),
             config,
         });
+        agent.drop_restored_scripts();
         agent.load_config_definitions(&agent.config.services.clone(), &agent.config.checks.clone())?;
-        // Restart the checks of restored and configured entries.
-        let checks: Vec<Check> = agent.local.lock().checks.values().map(|c| c.check.clone()).collect();
-        for c in checks {
-            agent.runner.start(&c.check_id, &c.definition, agent.scripts_allowed(true));
+        // Restart the checks of restored and configured entries, each as allowed by its source.
+        let checks: Vec<(Check, bool)> =
+            agent.local.lock().checks.values().map(|c| (c.check.clone(), c.from_config)).collect();
+        for (c, from_config) in checks {
+            agent.runner.start(&c.check_id, &c.definition, agent.scripts_allowed(from_config));
         }
         tokio::spawn(agent.clone().check_results(results_rx));
         Ok(agent)
@@ -183,6 +217,39 @@ impl Agent {
 
     fn scripts_allowed(&self, from_config: bool) -> bool {
         self.config.enable_script_checks || (from_config && self.config.enable_local_script_checks)
+    }
+
+    /// Refuses script checks (Consul's `IsScript`: any `Args`) that `source` may not run.
+    fn permit_scripts<'a>(&self, source: Source, defs: impl IntoIterator<Item = &'a Check>) -> Result<(), AgentError> {
+        let has_script = defs.into_iter().any(|c| !c.definition.args.is_empty());
+        if has_script && !self.scripts_allowed(source == Source::ConfigFile) {
+            return Err(AgentError::ScriptsDisabled(source));
+        }
+        Ok(())
+    }
+
+    /// Script checks registered over HTTP before a restart come back only if remote scripts are
+    /// still allowed; otherwise they are purged, as Consul purges a check it cannot restore.
+    fn drop_restored_scripts(&self) {
+        let dropped: Vec<String> = {
+            let mut local = self.local.lock();
+            let ids: Vec<String> = local
+                .checks
+                .iter()
+                .filter(|(_, c)| self.permit_scripts(Source::Remote, [&c.check]).is_err())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for id in &ids {
+                local.checks.remove(id);
+            }
+            ids
+        };
+        for id in &dropped {
+            tracing::warn!(check = %id, "{}; the restored script check is removed", Source::Remote.refusal());
+        }
+        if !dropped.is_empty() {
+            self.persist_local();
+        }
     }
 
     /// Bootstraps a new one-server cluster (`-dev`, `-bootstrap`, or `-bootstrap-expect=1`).
@@ -278,26 +345,38 @@ impl Agent {
         }
     }
 
+    /// Replaces the entries from config files with `services` and `checks`. Nothing changes if
+    /// any definition is invalid or holds a script this agent may not run from a file.
     fn load_config_definitions(
         &self,
         services: &[serde_json::Value],
         checks: &[serde_json::Value],
     ) -> Result<(), StartError> {
         let node = self.config.node_name.clone();
-        let mut local = self.local.lock();
-        local.services.retain(|_, s| !s.from_config);
-        local.checks.retain(|_, c| !c.from_config);
+        let mut new_services = Vec::new();
+        let mut new_checks = Vec::new();
         for v in services {
             let (svc, svc_checks) = crate::defs::service(&crate::defs::normalize(v.clone()), &node)
                 .map_err(|e| StartError::Definition(e.to_string()))?;
-            for c in svc_checks {
-                local.checks.insert(c.check_id.clone(), LocalCheck { check: c, from_config: true });
-            }
-            local.services.insert(svc.id.clone(), LocalService { service: svc, from_config: true });
+            self.permit_scripts(Source::ConfigFile, &svc_checks)
+                .map_err(|e| StartError::Definition(format!("service {:?}: {e}", svc.id)))?;
+            new_checks.extend(svc_checks);
+            new_services.push(svc);
         }
         for v in checks {
             let c = crate::defs::check(&crate::defs::normalize(v.clone()), &node, None)
                 .map_err(|e| StartError::Definition(e.to_string()))?;
+            self.permit_scripts(Source::ConfigFile, [&c])
+                .map_err(|e| StartError::Definition(format!("check {:?}: {e}", c.check_id)))?;
+            new_checks.push(c);
+        }
+        let mut local = self.local.lock();
+        local.services.retain(|_, s| !s.from_config);
+        local.checks.retain(|_, c| !c.from_config);
+        for svc in new_services {
+            local.services.insert(svc.id.clone(), LocalService { service: svc, from_config: true });
+        }
+        for c in new_checks {
             local.checks.insert(c.check_id.clone(), LocalCheck { check: c, from_config: true });
         }
         Ok(())
@@ -308,10 +387,11 @@ impl Agent {
         let (services, checks) = self.config.reload_definitions().map_err(|e| e.to_string())?;
         let old: Vec<String> =
             self.local.lock().checks.iter().filter(|(_, c)| c.from_config).map(|(k, _)| k.clone()).collect();
+        // A definition that fails leaves the running ones as they were.
+        self.load_config_definitions(&services, &checks).map_err(|e| e.to_string())?;
         for id in old {
             self.runner.stop(&id);
         }
-        self.load_config_definitions(&services, &checks).map_err(|e| e.to_string())?;
         let now: Vec<Check> =
             self.local.lock().checks.values().filter(|c| c.from_config).map(|c| c.check.clone()).collect();
         for c in now {
@@ -328,6 +408,7 @@ impl Agent {
         checks: Vec<Check>,
         replace_existing_checks: bool,
     ) -> Result<(), AgentError> {
+        self.permit_scripts(Source::Remote, &checks)?;
         let id = svc.id.clone();
         let mut svc = svc;
         // Tags edited in the catalog survive when the service allows it.
@@ -408,6 +489,7 @@ impl Agent {
         if !check.service_id.is_empty() && !self.local.lock().services.contains_key(&check.service_id) {
             return Err(AgentError::NotFound(format!("ServiceID {:?} does not exist", check.service_id)));
         }
+        self.permit_scripts(Source::Remote, [&check])?;
         let id = check.check_id.clone();
         let def = check.definition.clone();
         self.local.lock().checks.insert(id.clone(), LocalCheck { check, from_config: false });

@@ -34,7 +34,14 @@ impl Local {
     pub fn load(dir: Option<&Path>) -> std::io::Result<Local> {
         let Some(dir) = dir else { return Ok(Local::default()) };
         match std::fs::read(Local::file(dir)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
+            Ok(bytes) => {
+                let mut local: Local = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+                // Only what the API registered is persisted: whatever the file says, nothing
+                // restored from it counts as the operator's own config (which may run scripts).
+                local.services.values_mut().for_each(|s| s.from_config = false);
+                local.checks.values_mut().for_each(|c| c.from_config = false);
+                Ok(local)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Local::default()),
             Err(e) => Err(e),
         }
