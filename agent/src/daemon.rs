@@ -23,9 +23,6 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         std::fs::write(pid, std::process::id().to_string())
             .with_context(|| format!("writing pid file {}", pid.display()))?;
     }
-    if config.acl_enabled {
-        tracing::warn!("acl.enabled is set, but this agent does not enforce ACLs: every request is allowed");
-    }
     let node = config.node_name.clone();
     let span = tracing::info_span!("agent", node = %node);
     let _enter = span.enter();

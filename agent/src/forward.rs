@@ -8,8 +8,6 @@ use crate::http::routes::Endpoint;
 use crate::http::{Body, HttpError, Query, Reply};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -29,14 +27,11 @@ const PASSED_HEADERS: &[&str] = &[
     "Content-Disposition",
 ];
 
-pub type ForwardClient = Client<HttpConnector, Full<Bytes>>;
+pub type ForwardClient = crate::peer_auth::PeerClient;
 
-pub fn client() -> ForwardClient {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    c.set_connect_timeout(Some(Duration::from_secs(2)));
+pub fn client(auth: crate::peer_auth::PeerAuth) -> ForwardClient {
     // HTTP/2: every parked blocking query of an agent shares one connection per server.
-    Client::builder(TokioExecutor::new()).http2_only(true).build(c)
+    ForwardClient::new(auth, true)
 }
 
 /// Who may answer an endpoint.
@@ -81,6 +76,11 @@ fn scope(endpoint: &Endpoint) -> Scope {
         StatusLeader | StatusPeers => Scope::Server,
         _ => Scope::Agent,
     }
+}
+
+/// Whether a server answers `endpoint` for other agents (and so takes it on its server port).
+pub fn served_for_others(endpoint: &Endpoint) -> bool {
+    scope(endpoint) != Scope::Agent
 }
 
 /// Where a request is answered: here (`None`) or at the returned server address. A follower

@@ -15,6 +15,7 @@ pub mod gossip;
 pub mod http;
 pub mod leader;
 pub mod local;
+pub mod peer_auth;
 pub mod raft;
 pub mod rpc;
 pub mod serf;

@@ -1,7 +1,18 @@
-//! The server port (8300): Raft's RPCs from other servers, the forwarded writes and read
-//! barriers of followers, client agents' writes and catalog reads, and the HTTP API itself for
-//! forwarded requests (`/v1/...`, see `forward`). JSON over HTTP/1 or HTTP/2; only servers
-//! listen here.
+//! The server port (8300): only servers listen here, and only servers and agents of this
+//! cluster are answered. What it serves, and nothing more:
+//! - Raft's RPCs from other servers (`/raft/*`);
+//! - the internal RPCs of followers and client agents (`/rpc/*`: writes, read barriers, a
+//!   client's view of its node, DNS questions);
+//! - forwarded HTTP API requests (`/v1/...` with the forwarding header), and only for endpoints
+//!   a server answers for others (catalog, health, KV, sessions, status, operator, snapshots).
+//!   Agent-local actions (leave, join, reload, maintenance, service and check registration) are
+//!   refused: an agent does those for its own HTTP clients, never for the network.
+//!
+//! Every request must carry the cluster's `peer_auth` header (an HMAC under the gossip key when
+//! there is one), address the server by IP (no DNS rebinding), and carry none of the headers
+//! browsers add (`Origin`, `Sec-Fetch-*`), so no web page can reach it. Bodies are capped, HTTP/1
+//! heads must arrive within [`HEAD_TIMEOUT`], and the accept loop backs off when accepting fails
+//! (out of file descriptors). JSON over HTTP/1 or HTTP/2.
 
 use crate::agent::{Agent, NodeView};
 use crate::dns::Resolver;
@@ -10,21 +21,31 @@ use crate::raft::TypeConfig;
 use crate::server::{Error, Server};
 use crate::structs::Request;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::{de::DeserializeOwned, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// The largest Raft RPC body: an AppendEntries of `raft::MAX_PAYLOAD_ENTRIES` entries, each at
+/// most `server::MAX_BATCH_BYTES` of JSON, or a snapshot chunk.
+pub const RAFT_BODY_MAX: usize = crate::raft::MAX_PAYLOAD_ENTRIES as usize * crate::server::MAX_BATCH_BYTES + (1 << 20);
+
+/// How long a connection may take to send a request head (HTTP/1).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct RpcServer {
     pub agent: Arc<Agent>,
     pub dns: Arc<Resolver>,
     pub listener: TcpListener,
 }
+
+type Reply = hyper::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>>;
 
 impl RpcServer {
     pub async fn bind(agent: Arc<Agent>, dns: Arc<Resolver>, addr: SocketAddr) -> std::io::Result<RpcServer> {
@@ -36,7 +57,12 @@ impl RpcServer {
             let (stream, _) = tokio::select! {
                 r = self.listener.accept() => match r {
                     Ok(c) => c,
-                    Err(e) => { tracing::warn!(error = %e, "rpc accept failed"); continue; }
+                    Err(e) => {
+                        // Out of file descriptors and the like: retrying at once would spin.
+                        tracing::warn!(error = %e, "rpc accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 },
                 _ = shutdown.changed() => return,
             };
@@ -46,6 +72,9 @@ impl RpcServer {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     use futures::future::{Either, FutureExt};
+                    if let Err(refusal) = admit(&agent, &req) {
+                        return Either::Right(Box::pin(std::future::ready(Ok(refusal))) as RpcFuture);
+                    }
                     // Forwarded blocking queries park here: keep only `http::handle`'s small future.
                     if req.uri().path().starts_with("/v1/") {
                         return Either::Left(crate::http::handle(agent.clone(), req).map(Ok));
@@ -54,16 +83,66 @@ impl RpcServer {
                     let dns = dns.clone();
                     Either::Right(Box::pin(async move {
                         let Some(server) = agent.server.clone() else {
-                            return Ok::<_, std::convert::Infallible>(status(503, "not a server").map(|b| b.boxed()));
+                            return Ok(status(503, "not a server").map(|b| b.boxed()));
                         };
                         Ok(handle(server, &agent, &dns, req).await.map(|b| b.boxed()))
                     }))
                 });
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT);
                 builder.http2().max_concurrent_streams(4096);
                 let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
             });
         }
+    }
+}
+
+type RpcFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, std::convert::Infallible>> + Send>>;
+
+/// Whether the server port answers `req` at all; the refusal otherwise.
+fn admit(agent: &Agent, req: &hyper::Request<Incoming>) -> Result<(), Reply> {
+    let refuse = |code: u16, msg: &str| Err(status(code, msg).map(|b| b.boxed()));
+    let h = req.headers();
+    if ["origin", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest"].iter().any(|n| h.contains_key(*n)) {
+        return refuse(403, "the server port does not answer browsers");
+    }
+    if !agent.peer_auth.admits(h.get(crate::peer_auth::HEADER)) {
+        return refuse(403, "the server port answers only servers and agents of this cluster");
+    }
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .or_else(|| h.get(http::header::HOST).and_then(|v| v.to_str().ok()).map(host_of));
+    let by_ip =
+        host.is_some_and(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok());
+    if !by_ip {
+        return refuse(403, "the server port must be addressed by IP");
+    }
+    if req.uri().path().starts_with("/v1/") {
+        let forwarded = h.get(crate::forward::HEADER_HOPS).is_some();
+        match crate::http::endpoint_of(req.method(), req.uri()) {
+            Ok(e) if forwarded && crate::forward::served_for_others(&e) => {}
+            Ok(_) => return refuse(403, "not served on the server port: ask the agent's HTTP API"),
+            Err(_) => return refuse(404, "not served on the server port"),
+        }
+    }
+    Ok(())
+}
+
+/// The body length a request announces, if it announces one.
+pub fn declared_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The host of a `Host` header (`1.2.3.4:8300`, `[::1]:8300`, `name`).
+fn host_of(h: &str) -> String {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_string();
+    }
+    match h.split_once(':') {
+        Some((host, _port)) => host.to_string(),
+        None => h.to_string(),
     }
 }
 
@@ -80,8 +159,21 @@ fn status(code: u16, msg: &str) -> hyper::Response<Full<Bytes>> {
     r
 }
 
-async fn body<T: DeserializeOwned>(req: hyper::Request<Incoming>) -> Result<T, hyper::Response<Full<Bytes>>> {
-    let bytes = req.into_body().collect().await.map_err(|e| status(400, &e.to_string()))?.to_bytes();
+/// The JSON body, refused with 413 past `limit` bytes.
+async fn body<T: DeserializeOwned>(
+    req: hyper::Request<Incoming>,
+    limit: usize,
+) -> Result<T, hyper::Response<Full<Bytes>>> {
+    if declared_length(req.headers()).is_some_and(|n| n > limit as u64) {
+        return Err(status(413, &format!("request body too large, max size: {limit} bytes")));
+    }
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(status(413, &format!("request body too large, max size: {limit} bytes")))
+        }
+        Err(e) => return Err(status(400, &e.to_string())),
+    };
     serde_json::from_slice(&bytes).map_err(|e| status(400, &e.to_string()))
 }
 
@@ -92,30 +184,33 @@ async fn handle(
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
+    // An internal RPC carries at most what the HTTP API accepts, each byte of a value spelled as
+    // a JSON number (up to four characters).
+    let rpc_max = crate::http::body_limit(&agent.config) * 4;
     let result = async {
         Ok::<_, hyper::Response<Full<Bytes>>>(match path.as_str() {
             "/raft/append" => {
-                let r: AppendEntriesRequest<TypeConfig> = body(req).await?;
+                let r: AppendEntriesRequest<TypeConfig> = body(req, RAFT_BODY_MAX).await?;
                 reply(&server.raft.append_entries(r).await)
             }
             "/raft/vote" => {
-                let r: VoteRequest<u64> = body(req).await?;
+                let r: VoteRequest<u64> = body(req, rpc_max).await?;
                 reply(&server.raft.vote(r).await)
             }
             "/raft/snapshot" => {
-                let r: InstallSnapshotRequest<TypeConfig> = body(req).await?;
+                let r: InstallSnapshotRequest<TypeConfig> = body(req, RAFT_BODY_MAX).await?;
                 reply(&server.raft.install_snapshot(r).await)
             }
             "/rpc/apply" => {
-                let r: Request = body(req).await?;
+                let r: Request = body(req, rpc_max).await?;
                 reply(&server.write_request(r).await)
             }
             "/rpc/node" => {
-                let node: String = body(req).await?;
+                let node: String = body(req, rpc_max).await?;
                 reply(&NodeView::of(&agent.store.read(), &node))
             }
             "/rpc/dns" => {
-                let (query, udp): (Vec<u8>, bool) = body(req).await?;
+                let (query, udp): (Vec<u8>, bool) = body(req, rpc_max).await?;
                 reply(&dns.answer(&query, udp).await)
             }
             "/rpc/barrier" => {

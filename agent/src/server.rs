@@ -55,14 +55,22 @@ type Proposal = (Request, tokio::sync::oneshot::Sender<Option<Response>>);
 /// Most writes one log entry carries.
 const MAX_BATCH: usize = 512;
 
+/// Most JSON bytes one batched log entry carries (estimated from its writes' payloads); a write
+/// larger than this alone is its own entry, and the HTTP body cap bounds that.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
 /// Group commit on the leader: openraft makes each proposal wait for its own fsync, so writes
 /// that arrive while one is in flight are gathered into the next single `Command::Batch` entry.
 async fn proposer(raft: Raft, mut rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>) {
     while let Some(first) = rx.recv().await {
+        let mut bytes = first.0.command.json_size_estimate();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    bytes += p.0.command.json_size_estimate();
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }

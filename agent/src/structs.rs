@@ -279,6 +279,26 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// About how many bytes of JSON this command takes in the Raft log (a byte of a value is
+    /// spelled as a number of up to four characters). Cheap for the common KV writes.
+    pub fn json_size_estimate(&self) -> usize {
+        const OVERHEAD: usize = 256;
+        match self {
+            Command::Kv(kv) => kv.value.len() * 4 + kv.key.len() + OVERHEAD,
+            Command::Txn(ops) => ops
+                .iter()
+                .map(|op| match op {
+                    TxnOp::Kv { key, value, .. } => value.len() * 4 + key.len() + OVERHEAD,
+                    other => serde_json::to_vec(other).map(|v| v.len()).unwrap_or(OVERHEAD),
+                })
+                .sum(),
+            Command::Batch(reqs) => reqs.iter().map(|r| r.command.json_size_estimate()).sum(),
+            other => serde_json::to_vec(other).map(|v| v.len()).unwrap_or(OVERHEAD),
+        }
+    }
+}
+
 /// A command plus the wall-clock time the proposer read, so that applying it reads no clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {

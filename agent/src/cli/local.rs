@@ -165,32 +165,22 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     }
 }
 
+/// Checks the files as the agent would read them (the same schema and the same refusals), then
+/// the service and check sections' shapes. Returns the warnings (unknown keys).
 pub(super) fn validate_paths(paths: &[String]) -> Result<Vec<String>, String> {
-    let mut warnings = Vec::new();
+    let mut files = Vec::new();
     for p in paths {
-        for f in config_files(Path::new(p))? {
-            match f.extension().and_then(|e| e.to_str()) {
-                Some("json") => {}
-                Some("hcl") => {
-                    warnings.push(format!(
-                        "skipping {}: HCL config files are not supported (the agent ignores them); use JSON",
-                        f.display()
-                    ));
-                    continue;
-                }
-                _ => {
-                    return Err(format!(
-                        "Error parsing {}: No format specified: config file must end in .json",
-                        f.display()
-                    ))
-                }
-            }
-            let text = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        files.extend(config_files(Path::new(p))?);
+    }
+    for f in &files {
+        if f.extension().and_then(|e| e.to_str()) == Some("json") {
+            let text = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
             let v: Value = serde_json::from_slice(&text).map_err(|e| format!("Error parsing {}: {e}", f.display()))?;
             validate_doc(&v).map_err(|e| format!("Error parsing {}: {e}", f.display()))?;
         }
     }
-    Ok(warnings)
+    let (_, unknown) = crate::config::load_paths(&files).map_err(|e| e.to_string())?;
+    Ok(unknown.into_iter().map(|k| format!("invalid config key {k}")).collect())
 }
 
 pub(super) fn validate(args: &[String]) -> i32 {
@@ -652,8 +642,18 @@ mod tests {
         std::fs::write(dir.path().join("b.hcl"), "datacenter = \"dc1\"").unwrap();
         std::fs::write(dir.path().join("ignored.txt"), "not config").unwrap();
         let d = dir.path().display().to_string();
+        let e = validate_paths(std::slice::from_ref(&d)).unwrap_err();
+        assert!(e.contains("b.hcl") && e.contains("HCL config files are not supported"), "{e}");
+        std::fs::remove_file(dir.path().join("b.hcl")).unwrap();
+        std::fs::write(dir.path().join("b.json"), r#"{"bogus_key": 1}"#).unwrap();
         let warnings = validate_paths(std::slice::from_ref(&d)).unwrap();
         assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].ends_with("b.json: bogus_key"), "{warnings:?}");
+        std::fs::write(dir.path().join("b.json"), r#"{"acl": {"enabled": true}}"#).unwrap();
+        assert!(validate_paths(std::slice::from_ref(&d)).unwrap_err().contains("does not enforce ACLs"));
+        std::fs::write(dir.path().join("b.json"), r#"{"server": "yes"}"#).unwrap();
+        assert!(validate_paths(std::slice::from_ref(&d)).unwrap_err().contains("'server' expected type 'bool'"));
+        std::fs::remove_file(dir.path().join("b.json")).unwrap();
         let bad = dir.path().join("c.json");
         std::fs::write(&bad, "{\"services\": [").unwrap();
         assert!(validate_paths(&[d]).unwrap_err().contains("c.json"));

@@ -81,6 +81,7 @@ impl From<AgentError> for HttpError {
             AgentError::BadRequest(m) => HttpError::BadRequest(m),
             AgentError::NotFound(m) => HttpError::NotFound(m),
             AgentError::Server(s) => s.into(),
+            AgentError::ScriptsDisabled(_) => HttpError::Internal(e.to_string()),
         }
     }
 }
@@ -435,9 +436,7 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         AgentMonitor => h!(handlers_misc::monitor(&ctx)),
         AgentHost => h!(handlers_misc::host(&ctx)),
         AgentVersion => h!(handlers_misc::version(&ctx)),
-        // ACLs are not enforced by this agent; with `acl.enabled` the token calls succeed (the
-        // daemon warns at start that nothing is enforced), without it they fail as Consul's do.
-        AgentToken(_) if ctx.agent.config.acl_enabled => now!(Ok(Reply::empty())),
+        // ACLs are off (an agent configured with them refuses to start), so, as Consul's:
         AgentToken(_) => now!(Err(HttpError::Unauthorized("ACL support disabled".into()))),
         EventFire(n) => h!(handlers_misc::event_fire(&ctx, &n)),
         EventList => h!(handlers_misc::event_list(&ctx)),
@@ -590,8 +589,7 @@ async fn prepare(
             return Err((method, path, Err(HttpError::Internal("No path to datacenter".into()))));
         }
     }
-    // Bodies are capped at the largest thing Consul accepts; more is 413, not memory.
-    let limit = agent.config.kv_max_value_size.max(agent.config.txn_max_req_len) * 4 + 1024 * 1024;
+    let limit = body_limit(&agent.config);
     let body = match Box::pin(Limited::new(body, limit).collect()).await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -608,6 +606,16 @@ async fn prepare(
         return Err((method, path, answer));
     }
     Ok((Ctx { agent, method, path, query, accept, body }, endpoint))
+}
+
+/// The largest request body: past the largest thing Consul accepts it is 413, not memory.
+pub fn body_limit(config: &crate::config::Config) -> usize {
+    config.kv_max_value_size.max(config.txn_max_req_len) * 4 + 1024 * 1024
+}
+
+/// The endpoint a request is for, parsed exactly as [`handle`] parses it.
+pub fn endpoint_of(method: &http::Method, uri: &http::Uri) -> Result<Endpoint, HttpError> {
+    routes::route(method, &percent_decode(uri.path()))
 }
 
 /// Serves the HTTP API on `listener` until shutdown.

@@ -52,6 +52,10 @@ pub fn node_id_from(uuid: &str) -> NodeId {
     h
 }
 
+/// The most entries one AppendEntries carries: with entries capped by the proposer, this
+/// bounds what the server port must accept in one Raft RPC.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
 /// Raft timings from Consul's `performance.raft_multiplier` (5 by default; 1 for production
 /// clusters that want fast failover). `dev` uses Consul's very short dev-mode timings.
 pub fn config(raft_multiplier: u64, dev: bool) -> openraft::Config {
@@ -68,6 +72,7 @@ pub fn config(raft_multiplier: u64, dev: bool) -> openraft::Config {
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(16_384),
         max_in_snapshot_log_to_keep: 1_000,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     }
 }

@@ -1,12 +1,11 @@
-//! Raft RPCs to other servers over their server port (8300): JSON over pooled HTTP/1 connections.
+//! Raft RPCs to other servers over their server port (8300): JSON over pooled HTTP/1 connections,
+//! each carrying the cluster's `peer_auth` header.
 //! The receiving side is `rpc::serve`. A peer that cannot be reached is `Unreachable`, so openraft
 //! backs off instead of retrying at once.
 
 use super::{NodeId, Peer, TypeConfig};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -15,13 +14,10 @@ use openraft::raft::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = crate::peer_auth::PeerClient;
 
-pub fn http_client() -> HttpClient {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    c.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new()).build(c)
+pub fn http_client(auth: crate::peer_auth::PeerAuth) -> HttpClient {
+    HttpClient::new(auth, false)
 }
 
 #[derive(Clone)]

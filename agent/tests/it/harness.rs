@@ -95,6 +95,19 @@ impl TestAgent {
         .await;
     }
 
+    /// [`TestAgent::ready`] for an agent started with its own `-node` name.
+    pub async fn ready_named(&self, me: &str) {
+        wait_for(Duration::from_secs(30), &format!("agent {me} ready"), || async {
+            let (checks, _): (Vec<api::HealthCheck>, _) = self
+                .client
+                .query(&format!("/v1/health/node/{me}"), &[], &api::QueryOptions::default())
+                .await
+                .ok()??;
+            checks.iter().any(|c| c.check_id == "serfHealth").then_some(())
+        })
+        .await;
+    }
+
     /// Starts the process again with the same flags and data dir (after `kill9` or a leave).
     pub fn respawn(&mut self) {
         self.kill9();

@@ -7,4 +7,5 @@ mod gossip;
 mod harness;
 mod http_api;
 mod restart;
+mod security;
 mod ui;

@@ -1,6 +1,10 @@
 //! The agent's configuration: Consul's command-line flags (single or double dash, `-x=v` or
-//! `-x v`) merged over JSON config files and `-config-dir`, into one validated [`Config`].
-//! Unknown config keys are warned about, never fatal.
+//! `-x v`; given twice, the last wins) merged over JSON config files and `-config-dir`, into one
+//! validated [`Config`]. Each file is checked against [`schema`] before it is merged: a wrong
+//! type or range is an error naming the file and key, an unknown key a warning (as in Consul),
+//! and a security setting the agent does not enforce stops it ([`schema::unenforced`]).
+
+pub mod schema;
 
 use serde_json::{Map, Value};
 use std::net::IpAddr;
@@ -15,13 +19,24 @@ pub enum ConfigError {
     Parse { path: String, source: serde_json::Error },
     #[error("invalid value for {key}: {value}")]
     Invalid { key: String, value: String },
+    #[error("config file {path}: {source}")]
+    Schema { path: String, source: schema::Invalid },
+    #[error("config file {path}: {what}")]
+    Unreadable { path: String, what: String },
+    #[error("refusing to start: {}", .0.join("; "))]
+    Unenforced(Vec<String>),
     #[error("{0}")]
     Other(String),
 }
 
 /// Consul's `agent` flags. Field names are the flag names with `-` as `_`.
 #[derive(Debug, Clone, Default, clap::Parser)]
-#[command(name = "agent", about = "Runs an agent (server or client)", disable_version_flag = true)]
+#[command(
+    name = "agent",
+    about = "Runs an agent (server or client)",
+    disable_version_flag = true,
+    args_override_self = true
+)]
 pub struct AgentFlags {
     #[arg(long)]
     pub server: bool,
@@ -162,8 +177,13 @@ pub struct Config {
     pub ae_interval: Duration,
     pub check_output_max_size: usize,
     pub discard_check_output: bool,
-    /// `acl.enabled`: accepted for compatibility; ACLs are not enforced (see the README).
-    pub acl_enabled: bool,
+    /// `limits.http_max_conns_per_client`: open HTTP connections one client IP may hold (0: no
+    /// limit).
+    pub http_max_conns_per_client: usize,
+    /// `http_config.response_headers`: added to every HTTP API answer.
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `http_config.allow_write_http_from`: if not empty, only these networks may write.
+    pub allow_write_http_from: Vec<Cidr>,
     /// `gossip_lan` tuning; unset fields keep Consul's LAN defaults.
     pub gossip_lan: GossipLan,
     /// How long a failed member is kept before it is reaped (`reconnect_timeout`, 72h).
@@ -182,66 +202,6 @@ pub struct GossipLan {
     pub suspicion_mult: Option<u32>,
     pub retransmit_mult: Option<u32>,
 }
-
-/// Top-level config keys we know (Consul's names). Others are warned about.
-const KNOWN_KEYS: &[&str] = &[
-    "acl",
-    "addresses",
-    "advertise_addr",
-    "advertise_addr_wan",
-    "autopilot",
-    "bind_addr",
-    "bootstrap",
-    "bootstrap_expect",
-    "check",
-    "checks",
-    "client_addr",
-    "connect",
-    "datacenter",
-    "data_dir",
-    "disable_remote_exec",
-    "disable_update_check",
-    "discard_check_output",
-    "dns_config",
-    "domain",
-    "enable_local_script_checks",
-    "enable_script_checks",
-    "encrypt",
-    "gossip_lan",
-    "leave_on_terminate",
-    "limits",
-    "log_level",
-    "log_json",
-    "node_id",
-    "node_meta",
-    "node_name",
-    "performance",
-    "pid_file",
-    "ports",
-    "primary_datacenter",
-    "raft_protocol",
-    "reconnect_timeout",
-    "recursors",
-    "rejoin_after_leave",
-    "retry_interval",
-    "retry_join",
-    "retry_max",
-    "server",
-    "service",
-    "services",
-    "session_ttl_min",
-    "skip_leave_on_interrupt",
-    "start_join",
-    "telemetry",
-    "ui",
-    "ui_config",
-    "check_update_interval",
-    "default_query_time",
-    "max_query_time",
-    "disable_host_node_id",
-    "watches",
-    "http_config",
-];
 
 /// Rewrites Consul-style `-flag` into clap's `--flag`, leaving values and `--flag` untouched.
 pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
@@ -270,14 +230,33 @@ fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
     }
 }
 
-fn load_file(path: &Path, into: &mut Map<String, Value>) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })?;
+/// Reads one config file, checks it against the schema, and merges it into `into`. Unknown keys
+/// are returned (`file: key`) for the caller to warn about.
+fn load_file(path: &Path, into: &mut Map<String, Value>) -> Result<Vec<String>, ConfigError> {
+    let shown = path.display().to_string();
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => {}
+        // Consul reads HCL too; this agent does not yet. Skipping the file would start an agent
+        // without settings its operator wrote, so it is an error.
+        Some("hcl") => {
+            return Err(ConfigError::Unreadable {
+                path: shown,
+                what: "HCL config files are not supported yet; write it as JSON".into(),
+            })
+        }
+        _ => {
+            return Err(ConfigError::Unreadable {
+                path: shown,
+                what: "No format specified: config file must end in .json".into(),
+            })
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    let v: Value = serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: shown.clone(), source })?;
     let Value::Object(mut map) = v else {
-        return Err(ConfigError::Other(format!("config file {} is not a JSON object", path.display())));
+        return Err(ConfigError::Other(format!("config file {shown} is not a JSON object")));
     };
+    let unknown = schema::check(&map).map_err(|source| ConfigError::Schema { path: shown.clone(), source })?;
     // `service`/`check` are the single forms of `services`/`checks`.
     for (single, plural) in [("service", "services"), ("check", "checks")] {
         if let Some(v) = map.remove(single) {
@@ -288,26 +267,57 @@ fn load_file(path: &Path, into: &mut Map<String, Value>) -> Result<(), ConfigErr
         }
     }
     merge(into, map);
-    Ok(())
+    Ok(unknown.into_iter().map(|k| format!("{shown}: {k}")).collect())
+}
+
+/// Every config file the flags name: `-config-file`s as given, then each `-config-dir`'s
+/// `.json` and `.hcl` files in lexical order (other files are skipped, as Consul skips them).
+pub fn config_files(files: &[PathBuf], dirs: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut all = files.to_vec();
+    for d in dirs {
+        let rd = std::fs::read_dir(d).map_err(|source| ConfigError::Read { path: d.display().to_string(), source })?;
+        let mut found: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "hcl")))
+            .collect();
+        found.sort();
+        all.extend(found);
+    }
+    Ok(all)
+}
+
+/// Reads, checks and merges `paths` in order; returns the merged document and the unknown keys.
+/// A security setting the agent does not enforce is an error here.
+pub fn load_paths(paths: &[PathBuf]) -> Result<(Map<String, Value>, Vec<String>), ConfigError> {
+    let mut merged = Map::new();
+    let mut unknown = Vec::new();
+    // What each file's settings alone would turn on, to name the file in a refusal.
+    let mut set_by: Vec<(String, Vec<String>)> = Vec::new();
+    for f in paths {
+        let mut alone = Map::new();
+        load_file(f, &mut alone)?;
+        set_by.push((f.display().to_string(), schema::unenforced(&alone)));
+        unknown.extend(load_file(f, &mut merged)?);
+    }
+    let unenforced = schema::unenforced(&merged);
+    if !unenforced.is_empty() {
+        let named = unenforced
+            .into_iter()
+            .map(|what| match set_by.iter().rev().find(|(_, found)| found.contains(&what)) {
+                Some((file, _)) => format!("{what} (set in {file})"),
+                None => what,
+            })
+            .collect();
+        return Err(ConfigError::Unenforced(named));
+    }
+    Ok((merged, unknown))
 }
 
 /// Reads every config file and dir the flags name, merged in order.
 pub fn load_files(flags: &AgentFlags) -> Result<Map<String, Value>, ConfigError> {
-    let mut merged = Map::new();
-    for f in &flags.config_file {
-        load_file(f, &mut merged)?;
-    }
-    for d in &flags.config_dir {
-        let rd = std::fs::read_dir(d).map_err(|source| ConfigError::Read { path: d.display().to_string(), source })?;
-        let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
-        files.sort();
-        for f in files {
-            match f.extension().and_then(|e| e.to_str()) {
-                Some("json") => load_file(&f, &mut merged)?,
-                Some("hcl") => tracing::warn!(file = %f.display(), "HCL config files are not supported; use JSON"),
-                _ => {}
-            }
-        }
+    let (merged, unknown) = load_paths(&config_files(&flags.config_file, &flags.config_dir)?)?;
+    for k in unknown {
+        tracing::warn!("invalid config key {k}: ignored");
     }
     Ok(merged)
 }
@@ -350,10 +360,58 @@ fn parse_ip(key: &str, s: &str) -> Result<IpAddr, ConfigError> {
 }
 
 fn str_list(m: &Map<String, Value>, key: &str) -> Vec<String> {
-    match m.get(key) {
+    str_list_at(m, &[key])
+}
+
+fn str_list_at(m: &Map<String, Value>, path: &[&str]) -> Vec<String> {
+    match get(m, path) {
         Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
         Some(Value::String(s)) => vec![s.clone()],
         _ => vec![],
+    }
+}
+
+/// A network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is one host).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, bits) = match s.trim().split_once('/') {
+            Some((a, b)) => (a.parse::<IpAddr>().ok()?, Some(b.parse::<u8>().ok()?)),
+            None => (s.trim().parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Cidr { net: addr, bits })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let mask = |len: u32| -> u128 {
+            if self.bits == 0 {
+                0
+            } else {
+                (!0u128) << (len - self.bits as u32)
+            }
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let m = mask(32) as u32;
+                u32::from(n) & m == u32::from(a) & m
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let m = mask(128);
+                u128::from(n) & m == u128::from(a) & m
+            }
+            _ => false,
+        }
     }
 }
 
@@ -368,12 +426,13 @@ fn hostname() -> String {
 impl Config {
     /// Builds the configuration from flags and the files they name.
     pub fn from_flags(flags: AgentFlags) -> Result<Config, ConfigError> {
-        let files = load_files(&flags)?;
-        for k in files.keys() {
-            if !KNOWN_KEYS.contains(&k.as_str()) {
-                tracing::warn!(key = %k, "unknown config key, ignored");
-            }
+        if !flags.hcl.is_empty() {
+            return Err(ConfigError::Unreadable {
+                path: "-hcl".into(),
+                what: "HCL is not supported yet; use a JSON config file".into(),
+            });
         }
+        let files = load_files(&flags)?;
         Config::build(flags, files)
     }
 
@@ -401,16 +460,60 @@ impl Config {
             flags.client.clone().or_else(|| get_str(&f, &["client_addr"])).unwrap_or_else(|| "127.0.0.1".into());
         let client_addrs =
             client_str.split_whitespace().map(|s| parse_ip("client_addr", s)).collect::<Result<Vec<_>, _>>()?;
-        let port = |flag: Option<i32>, key: &str, default: i32| -> i32 {
-            flag.or_else(|| get_i64(&f, &["ports", key]).map(|v| v as i32)).unwrap_or(default)
+        // Files were range-checked by the schema; flags are checked here, with the same rule:
+        // 1-65535, or -1 (and 0) to turn off a port that Consul lets you turn off.
+        let port = |flag: Option<i32>, key: &str, default: i32, may_be_off: bool| -> Result<i32, ConfigError> {
+            let v = flag.or_else(|| get_i64(&f, &["ports", key]).map(|v| v as i32)).unwrap_or(default);
+            let ok = (1..=65535).contains(&v) || (may_be_off && (-1..=0).contains(&v));
+            if !ok {
+                let range = if may_be_off { "1 and 65535, or -1 to disable" } else { "1 and 65535" };
+                return Err(ConfigError::Other(format!("ports.{key} cannot be {v}: must be between {range}")));
+            }
+            Ok(if v == 0 { -1 } else { v })
         };
         let ports = Ports {
-            http: port(flags.http_port, "http", 8500),
-            dns: port(flags.dns_port, "dns", 8600),
-            serf_lan: port(flags.serf_lan_port, "serf_lan", 8301),
-            serf_wan: port(flags.serf_wan_port, "serf_wan", 8302),
-            server: port(flags.server_port, "server", 8300),
+            http: port(flags.http_port, "http", 8500, true)?,
+            dns: port(flags.dns_port, "dns", 8600, true)?,
+            serf_lan: port(flags.serf_lan_port, "serf_lan", 8301, false)?,
+            serf_wan: port(flags.serf_wan_port, "serf_wan", 8302, true)?,
+            server: port(flags.server_port, "server", 8300, false)?,
         };
+        let log_level = flags.log_level.clone().or_else(|| get_str(&f, &["log_level"])).unwrap_or_else(|| {
+            if dev {
+                "debug".into()
+            } else {
+                "info".into()
+            }
+        });
+        if !schema::LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(&log_level)) {
+            return Err(ConfigError::Other(format!(
+                "Invalid log level: {log_level}. Valid log levels are: [TRACE DEBUG INFO WARN ERR]"
+            )));
+        }
+        let response_headers = match get(&f, &["http_config", "response_headers"]) {
+            Some(Value::Object(m)) => {
+                let mut out = Vec::new();
+                for (k, v) in m {
+                    let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| ConfigError::Invalid {
+                        key: "http_config.response_headers".into(),
+                        value: k.clone(),
+                    })?;
+                    let value = http::HeaderValue::from_str(v.as_str().unwrap_or_default()).map_err(|_| {
+                        ConfigError::Invalid { key: format!("http_config.response_headers.{k}"), value: v.to_string() }
+                    })?;
+                    out.push((name, value));
+                }
+                out
+            }
+            _ => vec![],
+        };
+        let mut allow_write_http_from = Vec::new();
+        for cidr in str_list_at(&f, &["http_config", "allow_write_http_from"]) {
+            allow_write_http_from.push(Cidr::parse(&cidr).ok_or_else(|| ConfigError::Invalid {
+                key: "http_config.allow_write_http_from".into(),
+                value: cidr.clone(),
+            })?);
+        }
         let mut retry_join = flags.retry_join.clone();
         retry_join.extend(flags.join.iter().cloned());
         retry_join.extend(str_list(&f, "retry_join"));
@@ -510,13 +613,7 @@ impl Config {
             retry_max: flags.retry_max.or_else(|| get_i64(&f, &["retry_max"]).map(|v| v as u32)).unwrap_or(0),
             rejoin: flags.rejoin,
             encrypt: flags.encrypt.clone().or_else(|| get_str(&f, &["encrypt"])),
-            log_level: flags.log_level.clone().or_else(|| get_str(&f, &["log_level"])).unwrap_or_else(|| {
-                if dev {
-                    "debug".into()
-                } else {
-                    "info".into()
-                }
-            }),
+            log_level,
             pid_file: flags.pid_file.clone().or_else(|| get_str(&f, &["pid_file"]).map(PathBuf::from)),
             ui,
             recursors,
@@ -539,7 +636,9 @@ impl Config {
             ae_interval: Duration::from_secs(60),
             check_output_max_size: 4096,
             discard_check_output: get_bool(&f, &["discard_check_output"]).unwrap_or(false),
-            acl_enabled: get_bool(&f, &["acl", "enabled"]).unwrap_or(false),
+            http_max_conns_per_client: get_i64(&f, &["limits", "http_max_conns_per_client"]).unwrap_or(200) as usize,
+            response_headers,
+            allow_write_http_from,
             gossip_lan: GossipLan {
                 probe_interval: get_duration(&f, &["gossip_lan", "probe_interval"])?,
                 probe_timeout: get_duration(&f, &["gossip_lan", "probe_timeout"])?,
