@@ -2,9 +2,12 @@
 //! `gotmpl` engine, the syntax consul-template users already have) and handlebars (`.hbs`), both
 //! with the function library of [`crate::funcs`] bound to a per-template [`Scope`].
 //!
-//! Compiling is where syntax errors surface (with line and column); rendering is pure: it reads a
-//! [`Brain`] snapshot and reports which dependencies it used and which had no data yet.
+//! Compiling checks the whole template, as Go's `text/template` parser does (see [`crate::check`]
+//! for what the engines leave out): syntax, block structure, unknown functions and helpers
+//! anywhere, each with line and column. Rendering is pure: it reads a [`Brain`] snapshot and
+//! reports which dependencies it used and which had no data yet.
 
+use crate::check;
 use crate::dep::Dep;
 use crate::funcs::{self, Brain, Scope};
 use serde_json::Value as Json;
@@ -122,6 +125,26 @@ impl Compiled {
 /// Where `executeTemplate` finds the template it belongs to, once parsed.
 type SelfSlot = Arc<std::sync::OnceLock<std::sync::Weak<gotmpl::Template>>>;
 
+fn parse_error(name: &str, p: check::Problem) -> Error {
+    Error::Parse { name: name.to_string(), line: p.line, col: p.col, message: p.message }
+}
+
+fn gotmpl_error(name: &str, e: gotmpl::TemplateError) -> Error {
+    match e {
+        gotmpl::TemplateError::Parse { line, col, message, .. }
+        | gotmpl::TemplateError::Lex { line, col, message, .. } => {
+            Error::Parse { name: name.to_string(), line, col, message }
+        }
+        other => Error::Syntax { name: name.to_string(), message: other.to_string() },
+    }
+}
+
+/// Whether `name` is a function a Go template may call.
+fn go_function(name: &str) -> bool {
+    name == "executeTemplate" || funcs::NAMES.contains(&name) || check::GO_BUILTINS.contains(&name)
+}
+
+/// Parses and checks a Go template.
 fn compile_go(
     name: &str,
     source: &str,
@@ -173,13 +196,35 @@ fn compile_go(
         tmpl.execute_template_to_string(tname, &data).map(|s| gotmpl::Value::String(s.into()))
     });
     let source = rewrite_scratch(source, &left, &right);
-    t.parse(&source).map_err(|e| match e {
-        gotmpl::TemplateError::Parse { line, col, message, .. }
-        | gotmpl::TemplateError::Lex { line, col, message, .. } => {
-            Error::Parse { name: name.to_string(), line, col, message }
+    let parsed = t.parse(&source);
+    // Go stops at the first problem in the source. gotmpl lexes the whole input before it
+    // parses, so its error may come from further down than a structural one.
+    let structure = check::go_structure(&source, &left, &right);
+    let t = match parsed {
+        Ok(t) => t,
+        Err(e) => {
+            let e = gotmpl_error(name, e);
+            return Err(match (structure, &e) {
+                (Some(p), Error::Parse { line, col, .. }) if (p.line, p.col) <= (*line, *col) => parse_error(name, p),
+                (Some(p), Error::Syntax { .. }) => parse_error(name, p),
+                _ => e,
+            });
         }
-        other => Error::Syntax { name: name.to_string(), message: other.to_string() },
-    })
+    };
+    // gotmpl keeps no public handle on the body it parsed: parse again for the trees to check.
+    // With a structural problem the trees hold what comes before it, which is all that counts.
+    let (root, defines) = gotmpl::parse::Parser::new(&source, &left, &right)
+        .and_then(|p| p.parse())
+        .map_err(|e| gotmpl_error(name, e))?;
+    let first = std::iter::once(&root)
+        .chain(defines.iter().map(|d| &d.body))
+        .filter_map(|tree| check::go_tree(&source, tree, &go_function))
+        .chain(structure)
+        .min_by_key(|p| (p.line, p.col));
+    if let Some(p) = first {
+        return Err(parse_error(name, p));
+    }
+    Ok(t)
 }
 
 /// `{{ scratch.Set "k" 1 }}` is a method call on a Go value; gotmpl has no methods, so inside
@@ -221,6 +266,12 @@ impl handlebars::HelperDef for Helper {
     }
 }
 
+/// Whether `name` is a helper a handlebars template may call.
+fn hbs_helper(name: &str) -> bool {
+    funcs::NAMES.contains(&name) || check::HBS_BUILTINS.contains(&name)
+}
+
+/// Parses and checks a handlebars template.
 fn compile_hbs(
     name: &str,
     source: &str,
@@ -234,10 +285,24 @@ fn compile_hbs(
     for &fname in funcs::NAMES {
         h.register_helper(fname, Box::new(Helper { name: fname, scope: scope.clone() }));
     }
-    h.register_template_string(HBS_NAME, source).map_err(|e| match e.pos() {
-        Some((line, col)) => Error::Parse { name: name.to_string(), line, col, message: e.reason().to_string() },
-        None => Error::Syntax { name: name.to_string(), message: e.reason().to_string() },
+    let tpl = handlebars::Template::compile_with_name(source, HBS_NAME.to_string()).map_err(|e| {
+        let mut message = e.reason().to_string();
+        let eof = check::line_col(source, source.len());
+        if let (Some(pos), Some((block, line))) = (e.pos(), check::hbs_unclosed(source)) {
+            // At the end of the input handlebars lists every token it could have taken instead.
+            if pos == eof {
+                message = format!("unexpected EOF ({block} from line {line} is not closed)");
+            }
+        }
+        match e.pos() {
+            Some((line, col)) => Error::Parse { name: name.to_string(), line, col, message },
+            None => Error::Syntax { name: name.to_string(), message },
+        }
     })?;
+    if let Some(p) = check::hbs_template(&tpl, &hbs_helper) {
+        return Err(parse_error(name, p));
+    }
+    h.register_template(HBS_NAME, tpl);
     Ok(h)
 }
 
@@ -372,10 +437,53 @@ mod tests {
         let e = Compiled::new("bad.hbs", "ok\n{{#each (service \"x\")}}\n", Language::Handlebars, &Options::default())
             .unwrap_err();
         assert!(matches!(e, Error::Parse { .. }), "{e:?}");
-        // gotmpl finds unknown functions when executing, not parsing; still an error with the name.
-        let t = Compiled::new("bad.ctmpl", "{{ nosuchfunc }}", Language::Go, &Options::default()).unwrap();
-        let e = t.render(Arc::new(Brain::default())).unwrap_err();
-        assert!(e.to_string().contains("nosuchfunc"), "{e}");
+        // gotmpl finds unknown functions only when executing them; we find them when parsing.
+        let e = Compiled::new("bad.ctmpl", "{{ nosuchfunc }}", Language::Go, &Options::default()).unwrap_err();
+        assert_eq!(e.to_string(), "bad.ctmpl:1:4: function \"nosuchfunc\" not defined");
+    }
+
+    /// Each case as `template` reports it at start-up: Go's message, file, line and column.
+    #[test]
+    fn whole_template_is_checked_before_it_runs() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("web.ctmpl", "a\nb\n{{ end }}", "web.ctmpl:3:4: unexpected {{end}}"),
+            ("web.ctmpl", "{{ else }}", "web.ctmpl:1:4: unexpected {{else}}"),
+            ("web.ctmpl", "{{ if true }}x", "web.ctmpl:1:15: unexpected EOF ({{if}} from line 1 has no {{end}})"),
+            (
+                "web.ctmpl",
+                "{{ range service \"web\" }}\n{{ .Address }}\n",
+                "web.ctmpl:3:1: unexpected EOF ({{range}} from line 1 has no {{end}})",
+            ),
+            ("web.ctmpl", "x\n{{ nosuch }}", "web.ctmpl:2:4: function \"nosuch\" not defined"),
+            ("web.ctmpl", "{{ if false }}\n{{ nosuch }}{{ end }}", "web.ctmpl:2:4: function \"nosuch\" not defined"),
+            ("web.ctmpl", "{{ key \"never\" }}\n{{ nosuch }}", "web.ctmpl:2:4: function \"nosuch\" not defined"),
+            ("web.ctmpl", "{{ scratch.Nope \"x\" }}", "web.ctmpl:1:4: function \"scratch.Nope\" not defined"),
+            ("web.ctmpl", "{{ if false }}{{ $nope }}{{ end }}", "web.ctmpl:1:18: undefined variable \"$nope\""),
+            // The first problem in the source wins, whoever finds it.
+            ("web.ctmpl", "{{ end }}\n{{ \"unterminated }}", "web.ctmpl:1:4: unexpected {{end}}"),
+            ("web.ctmpl", "{{ nosuch }}{{ end }}", "web.ctmpl:1:4: function \"nosuch\" not defined"),
+            ("web.ctmpl", "{{ if true }}{{ nosuch }}", "web.ctmpl:1:17: function \"nosuch\" not defined"),
+            (
+                "web.hbs",
+                "ok\n{{#each (service \"x\")}}\n",
+                "web.hbs:3:1: unexpected EOF ({{#each}} from line 2 is not closed)",
+            ),
+            ("web.hbs", "{{/if}}", "web.hbs:1:3: invalid handlebars syntax"),
+            ("web.hbs", "a\n{{nosuch 1}}", "web.hbs:2:1: helper \"nosuch\" not defined"),
+            (
+                "web.hbs",
+                "{{#if false}}\n{{#each (nosuch)}}{{/each}}{{/if}}",
+                "web.hbs:2:1: helper \"nosuch\" not defined",
+            ),
+            ("web.hbs", "{{> nosuch}}", "web.hbs:1:1: partial \"nosuch\" not defined"),
+        ];
+        for (name, src, want) in cases {
+            let e = Compiled::new(name, src, Language::of(Path::new(name)), &Options::default()).unwrap_err();
+            assert!(e.to_string().starts_with(want), "{src:?}: {e}");
+        }
+        // Denied functions exist (calling them is the error), as in consul-template.
+        let opts = Options { function_denylist: vec!["env".into()], ..Default::default() };
+        assert!(Compiled::new("t", "{{ if false }}{{ env \"X\" }}{{ end }}", Language::Go, &opts).is_ok());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - [`check`]: what Go's template parser checks and the engines leave to execution (block
 //!   structure, unknown functions and helpers, undefined variables), on source and parse trees.
 //!   Pure.
-//! - [`engine`]: gotmpl (Go template syntax) and handlebars behind one `Compiled` type.
+//! - [`engine`]: gotmpl (Go template syntax) and handlebars behind one `Compiled` type; a
+//!   template is parsed and checked whole before it runs.
 //! - [`hcl`], [`config`]: command line and configuration files into one `Config`.
 //! - [`write`], [`command`], [`exec`]: files, reload commands, the supervised child.
 //! - [`watch`], [`files`]: tasks that report dependency data and template edits.
