@@ -660,6 +660,29 @@ mod tests {
         }
     }
 
+    /// The scanners slice by byte offsets: no input may make them panic or loop.
+    #[test]
+    fn scanners_survive_any_input() {
+        let pieces = [
+            "{{", "}}", "{{-", "-}}", " ", "-", "\"", "'", "`", "\\", "/*", "*/", "end", "if", "else", "range",
+            "define", "break", "ü", "\n", "[[", "]]", "{{{{", "}}}}", "#", "/", "^", "!--", "--}}", "~", "(", ".", "$",
+            "x",
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            let mut src = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for i in 0..(seed % 12) {
+                src.push_str(pieces[((seed >> (i * 5)) % pieces.len() as u64) as usize]);
+            }
+            let _ = go_structure(&src, "{{", "}}");
+            let _ = go_structure(&src, "[[", "]]");
+            let _ = hbs_unclosed(&src);
+        }
+    }
+
     fn tree(src: &str) -> Option<(usize, usize, String)> {
         let t = gotmpl::Template::new("t").parse(src).unwrap();
         let known = |n: &str| GO_BUILTINS.contains(&n) || n == "known";
