@@ -2,9 +2,16 @@
 //! `gotmpl` engine, the syntax consul-template users already have) and handlebars (`.hbs`), both
 //! with the function library of [`crate::funcs`] bound to a per-template [`Scope`].
 //!
-//! Compiling is where syntax errors surface (with line and column); rendering is pure: it reads a
-//! [`Brain`] snapshot and reports which dependencies it used and which had no data yet.
+//! Compiling checks the whole template, as Go's `text/template` parser does (see [`crate::check`]
+//! for what the engines leave out): syntax, block structure, unknown functions and helpers
+//! anywhere, each with line and column. Rendering is pure: it reads a [`Brain`] snapshot and
+//! reports which dependencies it used and which had no data yet.
+//!
+//! Recursion (`{{template}}`, `executeTemplate`, handlebars partials) ends with gotmpl's
+//! "recursion limit exceeded" before the stack does: a template that can recurse renders on a
+//! thread of its own with a known stack, and each recursive entry checks how much of it is used.
 
+use crate::check;
 use crate::dep::Dep;
 use crate::funcs::{self, Brain, Scope};
 use serde_json::Value as Json;
@@ -66,6 +73,64 @@ pub struct Compiled {
     name: String,
     inner: Inner,
     scope: Arc<Mutex<Scope>>,
+    recursion: Arc<Recursion>,
+    /// It has `{{define}}`s or inline partials, so it can recurse: render on a thread with a
+    /// stack of known size. Others cannot nest deeper than the parsers allow (100 levels).
+    can_recurse: bool,
+}
+
+/// gotmpl stops `{{template}}` recursion after this many nested executions with "recursion
+/// limit exceeded" (its private `MAX_EXEC_DEPTH`). `executeTemplate` and handlebars partials
+/// start a fresh execution each time, so they count their own nesting against the same number.
+pub const MAX_DEPTH: usize = 200;
+
+/// The stack of a render that can recurse. Only the pages a render touches are ever resident.
+const RENDER_STACK: usize = 64 << 20;
+
+/// A recursive entry fails once less than this is left of [`RENDER_STACK`]: room for the
+/// deepest execution that does not pass through another recursive entry (gotmpl's 200 levels of
+/// `{{template}}`/`{{if}}`/`{{range}}` with parenthesised pipelines in each). Measured in
+/// `recursion_stops_before_the_stack_does`: under 0.5 MiB in a debug build.
+const STACK_RESERVE: usize = 8 << 20;
+
+/// What the recursive entries of one render share: how deep they are, and where the render's
+/// stack starts.
+#[derive(Debug, Default)]
+struct Recursion {
+    depth: std::sync::atomic::AtomicUsize,
+    stack_top: std::sync::atomic::AtomicUsize,
+    /// The deepest stack use a recursive entry saw (for the test that sizes the reserve).
+    deepest: std::sync::atomic::AtomicUsize,
+}
+
+/// An address on the current stack.
+#[inline(never)]
+fn stack_address() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&marker) as *const u8 as usize
+}
+
+/// Leaves one level of recursion when dropped.
+struct Level<'a>(&'a Recursion);
+
+impl Drop for Level<'_> {
+    fn drop(&mut self) {
+        self.0.depth.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Recursion {
+    /// Enters one level; `None` when that would go past [`MAX_DEPTH`] or too close to the end
+    /// of the stack.
+    fn enter(&self) -> Option<Level<'_>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let depth = self.depth.fetch_add(1, Relaxed) + 1;
+        let level = Level(self);
+        let top = self.stack_top.load(Relaxed);
+        let used = if top == 0 { 0 } else { top.abs_diff(stack_address()) };
+        self.deepest.fetch_max(used, Relaxed);
+        (depth <= MAX_DEPTH && used <= RENDER_STACK - STACK_RESERVE).then_some(level)
+    }
 }
 
 impl std::fmt::Debug for Compiled {
@@ -84,17 +149,22 @@ impl Compiled {
             denylist: opts.function_denylist.clone(),
             ..Default::default()
         }));
-        let inner = match language {
+        let recursion = Arc::new(Recursion::default());
+        let (inner, can_recurse) = match language {
             Language::Go => {
                 let slot = Arc::new(std::sync::OnceLock::new());
-                let t = Arc::new(compile_go(name, source, opts, &scope, &slot)?);
+                let (t, can_recurse) = compile_go(name, source, opts, &scope, &slot, &recursion)?;
+                let t = Arc::new(t);
                 // A weak link: the template owns the function that points back at it.
                 let _ = slot.set(Arc::downgrade(&t));
-                Inner::Go(t)
+                (Inner::Go(t), can_recurse)
             }
-            Language::Handlebars => Inner::Handlebars(Box::new(compile_hbs(name, source, opts, &scope)?)),
+            Language::Handlebars => {
+                let (h, can_recurse) = compile_hbs(name, source, opts, &scope, &recursion)?;
+                (Inner::Handlebars(Box::new(h)), can_recurse)
+            }
         };
-        Ok(Compiled { name: name.to_string(), inner, scope })
+        Ok(Compiled { name: name.to_string(), inner, scope, recursion, can_recurse })
     }
 
     /// Executes against `brain`. An execution error while data is still missing is not an
@@ -102,9 +172,18 @@ impl Compiled {
     /// empty first pass, and will be rendered again once the data arrives.
     pub fn render(&self, brain: Arc<Brain>) -> Result<Rendered, Error> {
         self.scope.lock().unwrap_or_else(|p| p.into_inner()).reset(brain);
-        let result = match &self.inner {
-            Inner::Go(t) => t.execute_to_string(&gotmpl::Value::Nil).map_err(|e| e.to_string()),
-            Inner::Handlebars(h) => h.render(HBS_NAME, &Json::Null).map_err(|e| e.to_string()),
+        let result = if self.can_recurse {
+            std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .name("render".into())
+                    .stack_size(RENDER_STACK)
+                    .spawn_scoped(s, || self.execute())
+                    .map_err(|e| format!("starting a render thread: {e}"))?
+                    .join()
+                    .unwrap_or_else(|_| Err("the render panicked".into()))
+            })
+        } else {
+            self.execute()
         };
         let mut scope = self.scope.lock().unwrap_or_else(|p| p.into_inner());
         // Let go of the snapshot so the runner's next update does not have to copy it.
@@ -117,21 +196,60 @@ impl Compiled {
             Err(message) => Err(Error::Execute { name: self.name.clone(), message }),
         }
     }
+
+    /// Runs the engine on the calling thread.
+    fn execute(&self) -> Result<String, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.recursion.depth.store(0, Relaxed);
+        // Only a render on its own thread knows how much stack it has.
+        self.recursion.stack_top.store(if self.can_recurse { stack_address() } else { 0 }, Relaxed);
+        match &self.inner {
+            Inner::Go(t) => t.execute_to_string(&gotmpl::Value::Nil).map_err(|e| e.to_string()),
+            // Without handlebars' `Error rendering "t"`: that name is ours, not the user's.
+            Inner::Handlebars(h) => h.render(HBS_NAME, &Json::Null).map_err(|e| match (e.line_no, e.column_no) {
+                (Some(line), Some(col)) => format!("line {line}, col {col}: {}", e.reason()),
+                _ => e.reason().to_string(),
+            }),
+        }
+    }
 }
 
 /// Where `executeTemplate` finds the template it belongs to, once parsed.
 type SelfSlot = Arc<std::sync::OnceLock<std::sync::Weak<gotmpl::Template>>>;
 
+fn parse_error(name: &str, p: check::Problem) -> Error {
+    Error::Parse { name: name.to_string(), line: p.line, col: p.col, message: p.message }
+}
+
+fn gotmpl_error(name: &str, e: gotmpl::TemplateError) -> Error {
+    match e {
+        gotmpl::TemplateError::Parse { line, col, message, .. }
+        | gotmpl::TemplateError::Lex { line, col, message, .. } => {
+            Error::Parse { name: name.to_string(), line, col, message }
+        }
+        other => Error::Syntax { name: name.to_string(), message: other.to_string() },
+    }
+}
+
+/// Whether `name` is a function a Go template may call.
+fn go_function(name: &str) -> bool {
+    name == "executeTemplate" || funcs::NAMES.contains(&name) || check::GO_BUILTINS.contains(&name)
+}
+
+/// Parses and checks a Go template; also says whether it can recurse.
 fn compile_go(
     name: &str,
     source: &str,
     opts: &Options,
     scope: &Arc<Mutex<Scope>>,
     slot: &SelfSlot,
-) -> Result<gotmpl::Template, Error> {
+    recursion: &Arc<Recursion>,
+) -> Result<(gotmpl::Template, bool), Error> {
     let left = opts.left_delimiter.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "{{".into());
     let right = opts.right_delimiter.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "}}".into());
-    let mut t = gotmpl::Template::new(name).delims(&left, &right);
+    // Unnamed, as consul-template's is: a template named after its file could call itself with
+    // `{{ template "web.ctmpl" }}`; unnamed, only `{{define}}`s can recurse.
+    let mut t = gotmpl::Template::new("").delims(&left, &right);
     if opts.error_on_missing_key {
         t = t.missing_key(gotmpl::MissingKey::Error);
     }
@@ -162,6 +280,7 @@ fn compile_go(
     }
     // consul-template's executeTemplate: run a `{{define}}`d template and use its output.
     let me = slot.clone();
+    let rec = recursion.clone();
     t = t.func("executeTemplate", move |args: &[gotmpl::Value]| {
         let Some(gotmpl::Value::String(tname)) = args.first() else {
             return Err(gotmpl::TemplateError::Exec("executeTemplate: expected a template name".into()));
@@ -169,17 +288,42 @@ fn compile_go(
         let Some(tmpl) = me.get().and_then(std::sync::Weak::upgrade) else {
             return Err(gotmpl::TemplateError::Exec("executeTemplate: template not ready".into()));
         };
+        // Each call is a fresh gotmpl execution with a fresh depth count: without this, a
+        // define that executes itself recurses until the stack overflows and the process aborts.
+        let Some(_level) = rec.enter() else { return Err(gotmpl::TemplateError::RecursionLimit) };
         let data = args.get(1).cloned().unwrap_or(gotmpl::Value::Nil);
         tmpl.execute_template_to_string(tname, &data).map(|s| gotmpl::Value::String(s.into()))
     });
     let source = rewrite_scratch(source, &left, &right);
-    t.parse(&source).map_err(|e| match e {
-        gotmpl::TemplateError::Parse { line, col, message, .. }
-        | gotmpl::TemplateError::Lex { line, col, message, .. } => {
-            Error::Parse { name: name.to_string(), line, col, message }
+    let parsed = t.parse(&source);
+    // Go stops at the first problem in the source. gotmpl lexes the whole input before it
+    // parses, so its error may come from further down than a structural one.
+    let structure = check::go_structure(&source, &left, &right);
+    let t = match parsed {
+        Ok(t) => t,
+        Err(e) => {
+            let e = gotmpl_error(name, e);
+            return Err(match (structure, &e) {
+                (Some(p), Error::Parse { line, col, .. }) if (p.line, p.col) <= (*line, *col) => parse_error(name, p),
+                (Some(p), Error::Syntax { .. }) => parse_error(name, p),
+                _ => e,
+            });
         }
-        other => Error::Syntax { name: name.to_string(), message: other.to_string() },
-    })
+    };
+    // gotmpl keeps no public handle on the body it parsed: parse again for the trees to check.
+    // With a structural problem the trees hold what comes before it, which is all that counts.
+    let (root, defines) = gotmpl::parse::Parser::new(&source, &left, &right)
+        .and_then(|p| p.parse())
+        .map_err(|e| gotmpl_error(name, e))?;
+    let first = std::iter::once(&root)
+        .chain(defines.iter().map(|d| &d.body))
+        .filter_map(|tree| check::go_tree(&source, tree, &go_function))
+        .chain(structure)
+        .min_by_key(|p| (p.line, p.col));
+    if let Some(p) = first {
+        return Err(parse_error(name, p));
+    }
+    Ok((t, !defines.is_empty()))
 }
 
 /// `{{ scratch.Set "k" 1 }}` is a method call on a Go value; gotmpl has no methods, so inside
@@ -206,6 +350,33 @@ struct Helper {
     scope: Arc<Mutex<Scope>>,
 }
 
+/// A block around the body of every inline partial (see [`guard_partials`]): a partial that
+/// includes itself stops at the same limit, with the same words, as gotmpl's `{{template}}`.
+struct PartialGuard(Arc<Recursion>);
+
+/// No template can call it: a name with a space in it is not an expression.
+const PARTIAL_GUARD: &str = " partial";
+
+impl handlebars::HelperDef for PartialGuard {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        r: &'reg handlebars::Handlebars<'reg>,
+        ctx: &'rc handlebars::Context,
+        rc: &mut handlebars::RenderContext<'reg, 'rc>,
+        out: &mut dyn handlebars::Output,
+    ) -> handlebars::HelperResult {
+        use handlebars::Renderable as _;
+        let Some(_level) = self.0.enter() else {
+            return Err(handlebars::RenderErrorReason::Other("recursion limit exceeded".into()).into());
+        };
+        match h.template() {
+            Some(t) => t.render(r, ctx, rc, out),
+            None => Ok(()),
+        }
+    }
+}
+
 impl handlebars::HelperDef for Helper {
     fn call_inner<'reg: 'rc, 'rc>(
         &self,
@@ -221,12 +392,19 @@ impl handlebars::HelperDef for Helper {
     }
 }
 
+/// Whether `name` is a helper a handlebars template may call.
+fn hbs_helper(name: &str) -> bool {
+    funcs::NAMES.contains(&name) || check::HBS_BUILTINS.contains(&name)
+}
+
+/// Parses and checks a handlebars template; also says whether it can recurse.
 fn compile_hbs(
     name: &str,
     source: &str,
     opts: &Options,
     scope: &Arc<Mutex<Scope>>,
-) -> Result<handlebars::Handlebars<'static>, Error> {
+    recursion: &Arc<Recursion>,
+) -> Result<(handlebars::Handlebars<'static>, bool), Error> {
     let mut h = handlebars::Handlebars::new();
     // Config files, not HTML: no escaping.
     h.register_escape_fn(handlebars::no_escape);
@@ -234,11 +412,66 @@ fn compile_hbs(
     for &fname in funcs::NAMES {
         h.register_helper(fname, Box::new(Helper { name: fname, scope: scope.clone() }));
     }
-    h.register_template_string(HBS_NAME, source).map_err(|e| match e.pos() {
-        Some((line, col)) => Error::Parse { name: name.to_string(), line, col, message: e.reason().to_string() },
-        None => Error::Syntax { name: name.to_string(), message: e.reason().to_string() },
+    let mut tpl = handlebars::Template::compile_with_name(source, HBS_NAME.to_string()).map_err(|e| {
+        let mut message = e.reason().to_string();
+        let eof = check::line_col(source, source.len());
+        if let (Some(pos), Some((block, line))) = (e.pos(), check::hbs_unclosed(source)) {
+            // At the end of the input handlebars lists every token it could have taken instead.
+            if pos == eof {
+                message = format!("unexpected EOF ({block} from line {line} is not closed)");
+            }
+        }
+        match e.pos() {
+            Some((line, col)) => Error::Parse { name: name.to_string(), line, col, message },
+            None => Error::Syntax { name: name.to_string(), message },
+        }
     })?;
-    Ok(h)
+    if let Some(p) = check::hbs_template(&tpl, &hbs_helper) {
+        return Err(parse_error(name, p));
+    }
+    let can_recurse = guard_partials(&mut tpl);
+    h.register_helper(PARTIAL_GUARD, Box::new(PartialGuard(recursion.clone())));
+    h.register_template(HBS_NAME, tpl);
+    Ok((h, can_recurse))
+}
+
+/// Wraps the body of every inline partial in a [`PartialGuard`] block, the one place a
+/// handlebars render can recurse (no other partials are registered). Returns whether there was any.
+fn guard_partials(t: &mut handlebars::Template) -> bool {
+    use handlebars::template::{Parameter, TemplateElement as E};
+    let mut any = false;
+    for e in &mut t.elements {
+        let inner: Vec<&mut handlebars::Template> = match e {
+            E::DecoratorBlock(d) => {
+                let inline = d.name.as_name() == Some("inline");
+                if let (true, Some(body)) = (inline, d.template.as_mut()) {
+                    any = true;
+                    guard_partials(body);
+                    // A block of the guard helper around the body, built from a parsed one
+                    // because handlebars' element types cannot be constructed outside it.
+                    if let Ok(mut g) = handlebars::Template::compile("{{#guard}}{{/guard}}") {
+                        if let Some(E::HelperBlock(mut gb)) = g.elements.pop() {
+                            gb.name = Parameter::Name(PARTIAL_GUARD.into());
+                            let mapping = body.mapping.first().cloned().into_iter().collect();
+                            let original = std::mem::replace(body, handlebars::Template::new());
+                            gb.template = Some(original);
+                            body.elements.push(E::HelperBlock(gb));
+                            body.mapping = mapping;
+                        }
+                    }
+                    continue;
+                }
+                d.template.as_mut().into_iter().collect()
+            }
+            E::HelperBlock(hb) => hb.template.as_mut().into_iter().chain(hb.inverse.as_mut()).collect(),
+            E::PartialBlock(d) => d.template.as_mut().into_iter().collect(),
+            _ => Vec::new(),
+        };
+        for t in inner {
+            any |= guard_partials(t);
+        }
+    }
+    any
 }
 
 pub fn to_json(v: &gotmpl::Value) -> Json {
@@ -372,10 +605,128 @@ mod tests {
         let e = Compiled::new("bad.hbs", "ok\n{{#each (service \"x\")}}\n", Language::Handlebars, &Options::default())
             .unwrap_err();
         assert!(matches!(e, Error::Parse { .. }), "{e:?}");
-        // gotmpl finds unknown functions when executing, not parsing; still an error with the name.
-        let t = Compiled::new("bad.ctmpl", "{{ nosuchfunc }}", Language::Go, &Options::default()).unwrap();
-        let e = t.render(Arc::new(Brain::default())).unwrap_err();
-        assert!(e.to_string().contains("nosuchfunc"), "{e}");
+        // gotmpl finds unknown functions only when executing them; we find them when parsing.
+        let e = Compiled::new("bad.ctmpl", "{{ nosuchfunc }}", Language::Go, &Options::default()).unwrap_err();
+        assert_eq!(e.to_string(), "bad.ctmpl:1:4: function \"nosuchfunc\" not defined");
+    }
+
+    /// Each case as `template` reports it at start-up: Go's message, file, line and column.
+    #[test]
+    fn whole_template_is_checked_before_it_runs() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("web.ctmpl", "a\nb\n{{ end }}", "web.ctmpl:3:4: unexpected {{end}}"),
+            ("web.ctmpl", "{{ else }}", "web.ctmpl:1:4: unexpected {{else}}"),
+            ("web.ctmpl", "{{ if true }}x", "web.ctmpl:1:15: unexpected EOF ({{if}} from line 1 has no {{end}})"),
+            (
+                "web.ctmpl",
+                "{{ range service \"web\" }}\n{{ .Address }}\n",
+                "web.ctmpl:3:1: unexpected EOF ({{range}} from line 1 has no {{end}})",
+            ),
+            ("web.ctmpl", "x\n{{ nosuch }}", "web.ctmpl:2:4: function \"nosuch\" not defined"),
+            ("web.ctmpl", "{{ if false }}\n{{ nosuch }}{{ end }}", "web.ctmpl:2:4: function \"nosuch\" not defined"),
+            ("web.ctmpl", "{{ key \"never\" }}\n{{ nosuch }}", "web.ctmpl:2:4: function \"nosuch\" not defined"),
+            ("web.ctmpl", "{{ scratch.Nope \"x\" }}", "web.ctmpl:1:4: function \"scratch.Nope\" not defined"),
+            ("web.ctmpl", "{{ if false }}{{ $nope }}{{ end }}", "web.ctmpl:1:18: undefined variable \"$nope\""),
+            // The first problem in the source wins, whoever finds it.
+            ("web.ctmpl", "{{ end }}\n{{ \"unterminated }}", "web.ctmpl:1:4: unexpected {{end}}"),
+            ("web.ctmpl", "{{ nosuch }}{{ end }}", "web.ctmpl:1:4: function \"nosuch\" not defined"),
+            ("web.ctmpl", "{{ if true }}{{ nosuch }}", "web.ctmpl:1:17: function \"nosuch\" not defined"),
+            (
+                "web.hbs",
+                "ok\n{{#each (service \"x\")}}\n",
+                "web.hbs:3:1: unexpected EOF ({{#each}} from line 2 is not closed)",
+            ),
+            ("web.hbs", "{{/if}}", "web.hbs:1:3: invalid handlebars syntax"),
+            ("web.hbs", "a\n{{nosuch 1}}", "web.hbs:2:1: helper \"nosuch\" not defined"),
+            (
+                "web.hbs",
+                "{{#if false}}\n{{#each (nosuch)}}{{/each}}{{/if}}",
+                "web.hbs:2:1: helper \"nosuch\" not defined",
+            ),
+            ("web.hbs", "{{> nosuch}}", "web.hbs:1:1: partial \"nosuch\" not defined"),
+        ];
+        for (name, src, want) in cases {
+            let e = Compiled::new(name, src, Language::of(Path::new(name)), &Options::default()).unwrap_err();
+            assert!(e.to_string().starts_with(want), "{src:?}: {e}");
+        }
+        // Denied functions exist (calling them is the error), as in consul-template.
+        let opts = Options { function_denylist: vec!["env".into()], ..Default::default() };
+        assert!(Compiled::new("t", "{{ if false }}{{ env \"X\" }}{{ end }}", Language::Go, &opts).is_ok());
+    }
+
+    #[test]
+    fn recursion_ends_with_the_template_limit_not_a_stack_overflow() {
+        let cases: &[(&str, Language)] = &[
+            ("{{ define \"a\" }}{{ executeTemplate \"a\" }}{{ end }}{{ executeTemplate \"a\" }}", Language::Go),
+            ("{{ define \"a\" }}{{ template \"a\" }}{{ end }}{{ template \"a\" }}", Language::Go),
+            ("{{ define \"a\" }}{{ template \"a\" . }}{{ end }}{{ executeTemplate \"a\" }}", Language::Go),
+            ("{{ define \"a\" }}{{ (printf \"%s\" (executeTemplate \"a\")) }}{{ end }}{{ template \"a\" }}", Language::Go),
+            ("{{#*inline \"a\"}}{{> a}}{{/inline}}{{> a}}", Language::Handlebars),
+            ("{{#*inline \"a\"}}x{{> b}}{{/inline}}{{#*inline \"b\"}}{{#each (services)}}{{/each}}{{> a}}{{/inline}}{{> a}}", Language::Handlebars),
+        ];
+        for (src, lang) in cases {
+            let t = Compiled::new("t", src, *lang, &Options::default()).unwrap();
+            let e = t.render(brain_with_test_service()).unwrap_err().to_string();
+            match lang {
+                Language::Go => assert_eq!(e, "t: execute: recursion limit exceeded", "{src}"),
+                // handlebars says where: the partial's first line.
+                Language::Handlebars => assert_eq!(e, "t: execute: line 1, col 17: recursion limit exceeded", "{src}"),
+            }
+            // Rendering again starts from zero.
+            assert!(t.render(brain_with_test_service()).is_err());
+        }
+        // Recursion that ends is fine, and a partial used many times is not recursion.
+        let t = Compiled::new(
+            "t",
+            "{{ define \"n\" }}{{ if lt (len .) 150 }}{{ executeTemplate \"n\" (printf \"%sx\" .) }}{{ else }}{{ len . }}{{ end }}{{ end }}{{ executeTemplate \"n\" \"\" }}",
+            Language::Go,
+            &Options::default(),
+        )
+        .unwrap();
+        assert_eq!(t.render(brain_with_test_service()).unwrap().output, "150");
+        let t = Compiled::new(
+            "t.hbs",
+            "{{#*inline \"p\"}}[{{this}}]{{/inline}}{{#each (loop 300)}}{{> p}}{{/each}}",
+            Language::Handlebars,
+            &Options::default(),
+        )
+        .unwrap();
+        assert!(t.render(brain_with_test_service()).unwrap().output.ends_with("[299]"));
+    }
+
+    /// Sizes [`STACK_RESERVE`]: the stack one gotmpl execution can take between two recursive
+    /// entries, at gotmpl's own limits (200 nested levels, parenthesised pipelines in each).
+    #[test]
+    fn recursion_stops_before_the_stack_does() {
+        // 99 levels of `{{template}}` inside `{{if}}` (two levels each), then a call nested in
+        // parentheses: as deep as gotmpl goes before the next `executeTemplate` checks.
+        let parens = 40;
+        let call = format!("{}executeTemplate \"probe\"{}", "(".repeat(parens), ")".repeat(parens));
+        let src = format!(
+            "{{{{ define \"probe\" }}}}{{{{ end }}}}\
+             {{{{ define \"deep\" }}}}{{{{ if lt (len .) 99 }}}}{{{{ template \"deep\" (printf \"%sx\" .) }}}}{{{{ else }}}}{{{{ {call} }}}}{{{{ end }}}}{{{{ end }}}}\
+             {{{{ executeTemplate \"probe\" }}}}{{{{ template \"deep\" \"\" }}}}"
+        );
+        let t = Compiled::new("t", &src, Language::Go, &Options::default()).unwrap();
+        t.render(brain_with_test_service()).unwrap();
+        let one_execution = t.recursion.deepest.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("stack for one gotmpl execution at its limits: {} KiB", one_execution / 1024);
+        assert!(one_execution > 0 && one_execution < STACK_RESERVE / 4, "{one_execution} bytes");
+
+        // The worst case: each `executeTemplate` level nests that deep before the next one (one
+        // level less: `top` is one more `{{template}}`).
+        let src = format!(
+            "{{{{ define \"top\" }}}}{{{{ template \"deep\" \"\" }}}}{{{{ end }}}}\
+             {{{{ define \"deep\" }}}}{{{{ if lt (len .) 98 }}}}{{{{ template \"deep\" (printf \"%sx\" .) }}}}{{{{ else }}}}{{{{ {} }}}}{{{{ end }}}}{{{{ end }}}}\
+             {{{{ template \"top\" }}}}",
+            call.replace("probe", "top")
+        );
+        let t = Compiled::new("t", &src, Language::Go, &Options::default()).unwrap();
+        let e = t.render(brain_with_test_service()).unwrap_err();
+        assert!(e.to_string().ends_with("recursion limit exceeded"), "{e}");
+        let deepest = t.recursion.deepest.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("deepest stack use when the limit hit: {} KiB of {} KiB", deepest / 1024, RENDER_STACK / 1024);
+        assert!(deepest > one_execution && deepest + one_execution < RENDER_STACK, "{deepest} bytes");
     }
 
     #[test]

@@ -9,7 +9,11 @@
 //!   Pure.
 //! - [`funcs`]: the function library over JSON values, reading a [`funcs::Brain`] snapshot and
 //!   recording used/missing dependencies. Pure but for `env`.
-//! - [`engine`]: gotmpl (Go template syntax) and handlebars behind one `Compiled` type.
+//! - [`check`]: what Go's template parser checks and the engines leave to execution (block
+//!   structure, unknown functions and helpers, undefined variables), on source and parse trees.
+//!   Pure.
+//! - [`engine`]: gotmpl (Go template syntax) and handlebars behind one `Compiled` type; a
+//!   template is parsed and checked whole before it runs.
 //! - [`hcl`], [`config`]: command line and configuration files into one `Config`.
 //! - [`write`], [`command`], [`exec`]: files, reload commands, the supervised child.
 //! - [`watch`], [`files`]: tasks that report dependency data and template edits.
@@ -19,6 +23,7 @@
 //! changed; one watch per distinct dependency; the runner never blocks on the agent (watch tasks
 //! do), and nothing but the runner writes files.
 
+pub mod check;
 pub mod command;
 pub mod config;
 pub mod dep;

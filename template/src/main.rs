@@ -62,19 +62,31 @@ fn main() -> anyhow::Result<()> {
         eprintln!("template: no templates given (-template in:out[:command] or a config file)\n\n{USAGE}");
         std::process::exit(1);
     }
-    if let Some(pid_file) = &cfg.pid_file {
+    let pid_file = cfg.pid_file.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let _runtime = runtime.enter();
+    // Every template is parsed and checked here, before any query is made or any file (the pid
+    // file included) is written: a broken template stops start-up, naming its file and line.
+    let runner = match template::Runner::new(cfg) {
+        Ok(r) => r.with_args(args),
+        Err(e) => fail(&e),
+    };
+    if let Some(pid_file) = &pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing pid file {}", pid_file.display()))?;
     }
-    let pid_file = cfg.pid_file.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let code = runtime.block_on(async {
-        let runner = template::Runner::new(cfg)?.with_args(args);
-        runner.run(std::future::pending()).await
-    });
+    let result = runtime.block_on(runner.run(std::future::pending()));
     if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
     }
-    let code = code.context("template")?;
-    std::process::exit(code);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail(&e),
+    }
+}
+
+/// Go's (and consul-template's) way: one line on stderr, prefixed with the program's name.
+fn fail(e: &template::runner::Error) -> ! {
+    eprintln!("template: {e}");
+    std::process::exit(1)
 }

@@ -43,6 +43,8 @@ pub enum Error {
     Signal(std::io::Error),
     #[error("template {name}: {message}")]
     Render { name: String, message: String },
+    #[error("{template}: {source}")]
+    Write { template: String, source: write::Error },
     #[error("{dep}: {error}")]
     Query { dep: String, error: String },
 }
@@ -417,10 +419,10 @@ impl Runner {
             let r = match render_off_runtime(&t.compiled, brain.clone()) {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!(error = %e, "render failed; keeping the last good output");
                     if self.cfg.once {
-                        return Err(Error::Render { name: t.cfg.name(), message: e.to_string() });
+                        return Err(e.into());
                     }
+                    tracing::error!(error = %e, "render failed; keeping the last good output");
                     continue;
                 }
             };
@@ -465,7 +467,14 @@ impl Runner {
                         w
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "write failed; will retry on the next change");
+                        // -once has nothing to wait for: the file will not be written.
+                        if self.cfg.once {
+                            return Err(Error::Write { template: t.cfg.name(), source: e });
+                        }
+                        tracing::error!(
+                            template = %t.cfg.name(), destination = %dest.display(), error = %e,
+                            "cannot write the rendered file; keeping the old one, trying again on the next change"
+                        );
                         continue;
                     }
                 }
@@ -819,6 +828,53 @@ mod tests {
         let printed = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert_eq!(printed, format!("> {}\ndb:5432;web:80;", dest.display()));
         assert!(!dest.exists(), "-dry writes nothing");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn once_fails_when_the_file_cannot_be_written() {
+        let agent = FakeAgent::start("127.0.0.62").await;
+        agent.put_kv("v", "1");
+        let dir = tempfile::tempdir().unwrap();
+        let in_the_way = dir.path().join("a-file");
+        std::fs::write(&in_the_way, "").unwrap();
+        let mut t = tmpl(dir.path(), "v", "{{key \"v\"}}", None);
+        t.destination = Some(in_the_way.join("v.conf"));
+        let mut cfg = config(&agent, vec![t]);
+        cfg.once = true;
+        let run = Runner::new(cfg).unwrap().run(std::future::pending());
+        let e = tokio::time::timeout(LIMIT, run).await.expect("-once gave up waiting").unwrap_err();
+        assert!(matches!(e, Error::Write { .. }), "{e:?}");
+        let want =
+            format!("writing {}/v.conf: creating a temporary file in {}: ", in_the_way.display(), in_the_way.display());
+        assert!(e.to_string().contains(&want), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_once_a_failed_write_is_retried_on_the_next_change() {
+        let agent = FakeAgent::start("127.0.0.63").await;
+        agent.put_kv("v", "1");
+        let dir = tempfile::tempdir().unwrap();
+        let in_the_way = dir.path().join("conf");
+        std::fs::write(&in_the_way, "").unwrap();
+        let mut t = tmpl(dir.path(), "v", "{{key \"v\"}}", None);
+        let out = in_the_way.join("v.conf");
+        t.destination = Some(out.clone());
+        let mut runner = Runner::new(config(&agent, vec![t])).unwrap();
+        assert!(runner.pass().await.unwrap().is_none(), "first pass: no data, a watch");
+        let u = tokio::time::timeout(LIMIT, runner.updates_rx.recv()).await.unwrap().unwrap();
+        runner.apply(u);
+        assert!(runner.pass().await.unwrap().is_none(), "the failed write is logged, not returned");
+        assert!(!runner.templates[0].rendered && !out.exists());
+        std::fs::remove_file(&in_the_way).unwrap();
+        std::fs::create_dir(&in_the_way).unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let h = tokio::spawn(runner.run(async move {
+            let _ = rx.await;
+        }));
+        agent.put_kv("v", "2");
+        wait_for(LIMIT, "the write after the fix", || read(&out) == "2").await;
+        stop.send(()).unwrap();
+        assert_eq!(h.await.unwrap().unwrap(), 0);
     }
 
     fn exec_cfg(command: String, reload_signal: Option<i32>) -> crate::config::ExecConfig {

@@ -13,6 +13,8 @@ pub enum Error {
     Dir { path: PathBuf, source: std::io::Error },
     #[error("writing {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("writing {path}: creating a temporary file in {dir}: {source}")]
+    Temp { path: PathBuf, dir: PathBuf, source: std::io::Error },
     #[error("renaming {from} to {to}: {source}")]
     Rename { from: PathBuf, to: PathBuf, source: std::io::Error },
 }
@@ -50,7 +52,8 @@ pub fn atomic_write(path: &Path, contents: &[u8], opts: Options) -> Result<bool,
             .map_err(|source| Error::Dir { path: dir.clone(), source })?;
     }
     let (tmp_path, mut tmp) = temp_file(&dir, path)?;
-    let werr = |source| Error::Write { path: tmp_path.clone(), source };
+    // Name the destination: the temporary file's name means nothing to whoever reads the log.
+    let werr = |source| Error::Write { path: path.to_path_buf(), source };
     let result = (|| {
         tmp.write_all(contents).map_err(werr)?;
         tmp.sync_all().map_err(werr)?;
@@ -94,7 +97,7 @@ fn temp_file(dir: &Path, path: &Path) -> Result<(PathBuf, std::fs::File), Error>
         match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp) {
             Ok(f) => return Ok((tmp, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(source) => return Err(Error::Write { path: tmp, source }),
+            Err(source) => return Err(Error::Temp { path: path.to_path_buf(), dir: dir.to_path_buf(), source }),
         }
     }
 }
@@ -158,5 +161,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("nope/out.conf");
         assert!(atomic_write(&p, b"x", Options::default()).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let opts = Options { create_dest_dirs: true, ..Default::default() };
+        let cases = [
+            // The destination's directory is a file.
+            (
+                file.join("out.conf"),
+                format!("writing {}/out.conf: creating a temporary file in {}: ", file.display(), file.display()),
+            ),
+            // The destination is a directory.
+            (dir.path().to_path_buf(), "renaming ".to_string()),
+            // Its directory cannot be created: a file is in the way.
+            (file.join("sub/out.conf"), format!("creating directory {}/sub: ", file.display())),
+        ];
+        for (dest, want) in cases {
+            let e = atomic_write(&dest, b"x", opts).unwrap_err().to_string();
+            assert!(e.starts_with(&want), "{dest:?}: {e}");
+        }
     }
 }

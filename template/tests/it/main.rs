@@ -7,6 +7,11 @@
 //! or through `AGENT_BIN`; without it the test says so and passes. Without nginx the file half
 //! still runs.
 
+// The unit tests' stand-in agent: it counts requests, so a test can tell nothing was fetched.
+#[allow(dead_code)]
+#[path = "../../src/fake.rs"]
+mod fake;
+
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -442,5 +447,180 @@ fn retries_that_run_out_end_the_run_with_an_error() -> Result<()> {
         assert!(stderr.contains(&format!("giving up after {attempts} failed requests")), "{flags:?}: {stderr}");
         assert!(!dir.path().join("out").exists(), "no data, no file");
     }
+    Ok(())
+}
+
+/// Runs the `template` binary to its end; its exit status and what it wrote to stderr.
+async fn run_to_end(args: &[String]) -> Result<(std::process::ExitStatus, String)> {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_template")).args(args).kill_on_drop(true).output();
+    let out = tokio::time::timeout(LIMIT, run).await.context("template did not exit")??;
+    Ok((out.status, String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// Go's text/template parses a whole template before it runs it, and consul-template stops on a
+/// parse error before it asks Consul anything. Each case: the message on stderr (Go's words with
+/// file, line and column), exit status 1, no query made, no file written, not even the pid file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_template_stops_startup_before_anything_is_fetched_or_written() -> Result<()> {
+    let agent = fake::FakeAgent::start("127.0.0.91").await;
+    agent.put_kv("app/port", "80");
+    let cases: &[(&str, &str, &str)] = &[
+        ("web.ctmpl", "upstream {\n{{ key \"app/port\" }}\n{{ end }}\n", "web.ctmpl:3:4: unexpected {{end}}"),
+        ("web.ctmpl", "a\n{{ else }}\n", "web.ctmpl:2:4: unexpected {{else}}"),
+        ("web.ctmpl", "{{ if true }}x", "web.ctmpl:1:15: unexpected EOF ({{if}} from line 1 has no {{end}})"),
+        (
+            "web.ctmpl",
+            "{{ range service \"web\" }}\nserver {{ .Address }};\n",
+            "web.ctmpl:3:1: unexpected EOF ({{range}} from line 1 has no {{end}})",
+        ),
+        ("web.ctmpl", "port={{ key \"app/port\" }}\n{{ nosuch }}\n", "web.ctmpl:2:4: function \"nosuch\" not defined"),
+        ("web.ctmpl", "{{ if false }}\n  {{ nosuch 1 }}\n{{ end }}", "web.ctmpl:2:6: function \"nosuch\" not defined"),
+        (
+            "web.ctmpl",
+            "{{ key \"never/arrives\" }}\n{{ key \"app/port\" | nosuch }}",
+            "web.ctmpl:2:21: function \"nosuch\" not defined",
+        ),
+        ("web.ctmpl", "{{ range . }}{{ $nope }}{{ end }}", "web.ctmpl:1:17: undefined variable \"$nope\""),
+        (
+            "web.hbs",
+            "upstream {\n{{#each (service \"web\")}}\n",
+            "web.hbs:3:1: unexpected EOF ({{#each}} from line 2 is not closed)",
+        ),
+        ("web.hbs", "{{key \"app/port\"}}\n{{/each}}", "web.hbs:2:3: invalid handlebars syntax"),
+        ("web.hbs", "{{#if false}}\n{{nosuch 1}}{{/if}}", "web.hbs:2:1: helper \"nosuch\" not defined"),
+        ("web.hbs", "{{#each (nosuch)}}{{/each}}", "web.hbs:1:1: helper \"nosuch\" not defined"),
+    ];
+    for (file, src, want) in cases {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        std::fs::write(d.join(file), src)?;
+        let args = [
+            format!("-consul-addr={}", agent.addr),
+            format!("-pid-file={}", d.join("pid").display()),
+            "-template".to_string(),
+            format!("{}:{}", d.join(file).display(), d.join("out").display()),
+        ];
+        let (status, stderr) = run_to_end(&args).await?;
+        assert_eq!(status.code(), Some(1), "{src:?}: {stderr}");
+        let want = format!("template: {}/{want}", d.display());
+        assert!(stderr.starts_with(&want) && stderr.lines().count() == 1, "{src:?}:\n{stderr}\nwanted {want}");
+        assert!(!d.join("out").exists() && !d.join("pid").exists(), "{src:?}: something was written");
+    }
+    assert_eq!(agent.requests(), 0, "a query was made");
+    Ok(())
+}
+
+/// Recursion through `executeTemplate` (consul-template's own function: in Go it overflows the
+/// stack and kills the process) and handlebars partials ends like `{{template}}` recursion does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursion_fails_the_render_instead_of_aborting() -> Result<()> {
+    let agent = fake::FakeAgent::start("127.0.0.92").await;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "a.ctmpl",
+            "{{ define \"a\" }}{{ executeTemplate \"a\" }}{{ end }}{{ executeTemplate \"a\" }}",
+            "execute: recursion limit exceeded",
+        ),
+        (
+            "b.ctmpl",
+            "{{ define \"a\" }}{{ template \"a\" }}{{ end }}{{ template \"a\" }}",
+            "execute: recursion limit exceeded",
+        ),
+        ("c.hbs", "{{#*inline \"a\"}}{{> a}}{{/inline}}{{> a}}", "execute: line 1, col 17: recursion limit exceeded"),
+    ];
+    for (file, src, want) in cases {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        std::fs::write(d.join(file), src)?;
+        let args = [
+            format!("-consul-addr={}", agent.addr),
+            "-once".to_string(),
+            "-template".to_string(),
+            format!("{}:{}", d.join(file).display(), d.join("out").display()),
+        ];
+        let (status, stderr) = run_to_end(&args).await?;
+        // 1, not a signal: the process was not aborted.
+        assert_eq!(status.code(), Some(1), "{src:?}: {stderr}");
+        let want = format!("template: {}: {want}\n", d.join(file).display());
+        assert_eq!(stderr, want, "{src:?}");
+        assert!(!d.join("out").exists());
+    }
+    Ok(())
+}
+
+/// `-once` cannot finish if its file cannot be written: it says so and exits 1 instead of
+/// waiting for a change that would not help.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_exits_non_zero_when_the_file_cannot_be_written() -> Result<()> {
+    let agent = fake::FakeAgent::start("127.0.0.93").await;
+    agent.put_kv("app/port", "80");
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let src = d.join("app.ctmpl");
+    std::fs::write(&src, "port={{ key \"app/port\" }}\n")?;
+    let in_the_way = d.join("conf");
+    std::fs::write(&in_the_way, "")?;
+    let mut dests = vec![(
+        in_the_way.join("app.conf"),
+        format!("creating a temporary file in {}: Not a directory (os error 20)", in_the_way.display()),
+    )];
+    // Permissions do not stop root.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let read_only = d.join("ro");
+        std::fs::create_dir(&read_only)?;
+        std::fs::set_permissions(
+            &read_only,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o555),
+        )?;
+        dests.push((read_only.join("app.conf"), "Permission denied".to_string()));
+    }
+    for (dest, cause) in dests {
+        let args = [
+            format!("-consul-addr={}", agent.addr),
+            "-once".to_string(),
+            "-template".to_string(),
+            format!("{}:{}", src.display(), dest.display()),
+        ];
+        let (status, stderr) = run_to_end(&args).await?;
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        let want = format!("template: {}: writing {}: ", src.display(), dest.display());
+        assert!(stderr.starts_with(&want) && stderr.trim_end().ends_with(&cause), "{stderr}");
+    }
+    Ok(())
+}
+
+/// Without `-once` the same failure is logged, naming the template and the file, and the run
+/// goes on: once the path is fixed, the next change writes the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_is_logged_and_the_run_goes_on() -> Result<()> {
+    let agent = fake::FakeAgent::start("127.0.0.94").await;
+    agent.put_kv("app/port", "80");
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let src = d.join("app.ctmpl");
+    std::fs::write(&src, "port={{ key \"app/port\" }}\n")?;
+    let in_the_way = d.join("conf");
+    std::fs::write(&in_the_way, "")?;
+    let dest = in_the_way.join("app.conf");
+    let stderr_path = d.join("stderr");
+    let _t = Proc(
+        Command::new(env!("CARGO_BIN_EXE_template"))
+            .arg(format!("-consul-addr={}", agent.addr))
+            .arg("-template")
+            .arg(format!("{}:{}", src.display(), dest.display()))
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&stderr_path)?)
+            .spawn()?,
+    );
+    wait_for("the error in the log", || async { read(&stderr_path).contains("cannot write the rendered file") })
+        .await?;
+    let log = read(&stderr_path);
+    assert!(log.contains(&src.display().to_string()) && log.contains(&dest.display().to_string()), "{log}");
+    assert!(log.contains("Not a directory"), "{log}");
+    std::fs::remove_file(&in_the_way)?;
+    std::fs::create_dir(&in_the_way)?;
+    agent.put_kv("app/port", "81");
+    wait_for("the file after the fix", || async { read(&dest) == "port=81\n" }).await?;
     Ok(())
 }
