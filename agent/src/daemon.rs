@@ -18,6 +18,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         }
     };
     crate::telemetry::init(flags.log_level.as_deref().unwrap_or(if flags.dev { "debug" } else { "info" }));
+    raise_fd_limit();
     let config = Config::from_flags(flags).context("invalid configuration")?;
     if let Some(pid) = &config.pid_file {
         std::fs::write(pid, std::process::id().to_string())
@@ -55,8 +56,9 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     }
     crate::serf::start(&agent).await.context("starting gossip")?;
     agent.bootstrap_if_alone().await.context("bootstrapping raft")?;
+    let conns = crate::http::limits::ConnLimiter::new(config.http_max_conns_per_client);
     for l in http_listeners {
-        tokio::spawn(crate::http::serve(agent.clone(), l));
+        tokio::spawn(crate::http::serve(agent.clone(), l, conns.clone()));
     }
     if let Some(dns) = dns {
         tokio::spawn(dns.run(agent.shutdown.subscribe()));
@@ -114,4 +116,20 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         let _ = std::fs::remove_file(pid);
     }
     Ok(0)
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go programs (Consul) do at start:
+/// every client connection is a descriptor, and the soft default (often 1024) is far below
+/// what the per-client connection limits are sized for.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("could not raise the open-files limit");
+            }
+        }
+    }
 }

@@ -124,6 +124,35 @@ impl Filter {
     pub fn matches(&self, v: &Value) -> bool {
         eval(&self.root, v)
     }
+
+    /// Refuses selectors that name no field of the answer's elements, as Consul refuses them
+    /// when it builds the evaluator from the element's Go type. `sample` is one element with
+    /// every field present: an object with keys is a struct (its keys are the only names), an
+    /// empty object a map (any key), an array's first element stands for all of them.
+    pub fn check_selectors(&self, sample: &Value) -> Result<(), String> {
+        fn known(path: &[String], cur: &Value) -> bool {
+            let Some((head, rest)) = path.split_first() else { return true };
+            match cur {
+                Value::Object(m) if m.is_empty() => true,
+                Value::Object(m) => m.get(head).is_some_and(|next| known(rest, next)),
+                Value::Array(items) => match items.first() {
+                    None => true,
+                    Some(_) if head.parse::<usize>().is_ok() => known(rest, &items[0]),
+                    Some(first) => known(path, first),
+                },
+                _ => false,
+            }
+        }
+        fn walk(e: &Expr, sample: &Value) -> Result<(), String> {
+            match e {
+                Expr::Or(terms) | Expr::And(terms) => terms.iter().try_for_each(|t| walk(t, sample)),
+                Expr::Not(inner) => walk(inner, sample),
+                Expr::Match(m) if known(&m.selector, sample) => Ok(()),
+                Expr::Match(m) => Err(format!("{ERR_PREFIX}Selector {:?} is not valid", m.selector.join("."))),
+            }
+        }
+        walk(&self.root, sample)
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -273,7 +273,7 @@ pub async fn force_leave(ctx: &Ctx, node: &str) -> HttpResult {
 }
 
 pub async fn service_register(ctx: &Ctx) -> HttpResult {
-    let v = ctx.normalized_body()?;
+    let v = ctx.typed_body(super::shape::SERVICE_DEFINITION)?;
     if !v.is_object() {
         return Err(HttpError::BadRequest("Request decode failed: expected a service definition object".into()));
     }
@@ -329,7 +329,7 @@ pub async fn service_deregister(ctx: &Ctx, id: &str) -> HttpResult {
 }
 
 pub async fn check_register(ctx: &Ctx) -> HttpResult {
-    let v = ctx.normalized_body()?;
+    let v = ctx.typed_body(super::shape::CHECK_DEFINITION)?;
     if !v.is_object() {
         return Err(HttpError::BadRequest("Request decode failed: expected a check definition object".into()));
     }
@@ -354,7 +354,7 @@ pub async fn check_ttl(ctx: &Ctx, id: &str, status: Option<Status>) -> HttpResul
     let (status, output) = match status {
         Some(s) => (s, ctx.query.get("note").unwrap_or("").to_string()),
         None => {
-            let v = ctx.normalized_body()?;
+            let v = ctx.typed_body(super::shape::CHECK_UPDATE)?;
             let st = crate::defs::s(&v, "Status");
             let status =
                 Status::parse(&st).ok_or_else(|| HttpError::BadRequest(format!("Invalid check status: \"{st}\"")))?;

@@ -53,7 +53,7 @@ fn check_body_dc(ctx: &Ctx, v: &Value) -> Result<(), HttpError> {
 }
 
 pub async fn register(ctx: &Ctx) -> HttpResult {
-    let v = ctx.normalized_body()?;
+    let v = ctx.typed_body(super::shape::REGISTER_REQUEST)?;
     check_body_dc(ctx, &v)?;
     let dc = ctx.agent.config.datacenter.clone();
     let node = parse_node(&v, &dc)?;
@@ -92,7 +92,7 @@ pub async fn register(ctx: &Ctx) -> HttpResult {
 }
 
 pub async fn deregister(ctx: &Ctx) -> HttpResult {
-    let v = ctx.normalized_body()?;
+    let v = ctx.typed_body(super::shape::DEREGISTER_REQUEST)?;
     check_body_dc(ctx, &v)?;
     let node = s(&v, "Node");
     if node.is_empty() {

@@ -63,11 +63,15 @@ pub async fn get(ctx: &Ctx, key: &str) -> HttpResult {
         .await?;
     match entry {
         None => Ok(Reply { status: 404, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" }, headers }),
+        // A value is whatever a client wrote: a browser must neither sniff it into HTML nor run
+        // it (Consul sends the same two headers).
         Some(e) if q.has("raw") => Ok(Reply {
             status: 200,
             body: Body::Raw { bytes: Bytes::from(e.value), content_type: "text/plain" },
             headers,
-        }),
+        }
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Content-Security-Policy", "sandbox")),
         Some(e) => Ok(Reply { status: 200, body: Body::Json(serde_json::json!([convert::kv(&e)])), headers }),
     }
 }
@@ -87,10 +91,19 @@ fn bool_reply(resp: Response) -> HttpResult {
     }
 }
 
+/// Consul refuses flags that cannot be combined, echoing the whole query as Go encodes it.
+fn conflicting(ctx: &Ctx, flags: &[&str]) -> Result<(), HttpError> {
+    if flags.iter().filter(|f| ctx.query.has(f)).count() > 1 {
+        return Err(HttpError::BadRequest(format!("Conflicting flags: {}\n", ctx.query.encode_sorted())));
+    }
+    Ok(())
+}
+
 pub async fn put(ctx: &Ctx, key: &str) -> HttpResult {
     if key.is_empty() {
         return Err(HttpError::BadRequest("Missing key name".into()));
     }
+    conflicting(ctx, &["cas", "acquire", "release"])?;
     let max = ctx.agent.config.kv_max_value_size;
     if ctx.body.len() > max {
         return Err(HttpError::TooLarge(format!("Request body({} bytes) too large, max size: {max} bytes. See https://developer.hashicorp.com/consul/docs/agent/config/config-files#kv_max_value_size.", ctx.body.len())));
@@ -117,6 +130,7 @@ pub async fn put(ctx: &Ctx, key: &str) -> HttpResult {
 }
 
 pub async fn delete(ctx: &Ctx, key: &str) -> HttpResult {
+    conflicting(ctx, &["recurse", "cas"])?;
     let cas = parse_u64(ctx, "cas", "cas index")?;
     let recurse = ctx.query.has("recurse");
     if key.is_empty() && !recurse {
@@ -200,7 +214,7 @@ pub async fn txn(ctx: &Ctx) -> HttpResult {
             ctx.agent.config.txn_max_req_len
         )));
     }
-    let body = ctx.normalized_body()?;
+    let body = ctx.typed_body(super::shape::TXN_OPS)?;
     let ops = match body {
         serde_json::Value::Array(a) => a,
         serde_json::Value::Null => vec![],

@@ -83,7 +83,7 @@ fn autopilot_defaults() -> Value {
 /// GET/PUT `/v1/operator/autopilot/configuration` (PUT takes `?cas=`), replicated through Raft.
 pub async fn autopilot_configuration(ctx: &Ctx) -> HttpResult {
     if ctx.method == http::Method::PUT {
-        let body = ctx.normalized_body()?;
+        let body = ctx.typed_body(super::shape::AUTOPILOT_CONFIGURATION)?;
         let Value::Object(given) = body else {
             return Err(HttpError::BadRequest("Request decode failed: expected a configuration object".into()));
         };
@@ -237,6 +237,26 @@ pub async fn coordinate_nodes(ctx: &Ctx) -> HttpResult {
     })
     .await
 }
+
+/// `PUT /v1/coordinate/update`: the body is checked as Consul checks it; coordinates are not
+/// kept (every node is answered with the origin, see `coord`).
+pub async fn coordinate_update(ctx: &Ctx) -> HttpResult {
+    let v = ctx.typed_body(super::shape::COORDINATE_UPDATE)?;
+    if crate::defs::s(&v, "Node").is_empty() {
+        return Err(HttpError::BadRequest("Missing node name".into()));
+    }
+    let Some(c) = v.get("Coord").filter(|c| c.is_object()) else {
+        return Err(HttpError::BadRequest("Missing coordinate".into()));
+    };
+    let dims = c.get("Vec").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+    if dims != COORD_DIMENSIONS {
+        return Err(HttpError::Internal("rpc error: incompatible coordinate".into()));
+    }
+    Ok(Reply::empty())
+}
+
+/// Vivaldi's dimensionality in Consul's (and Serf's) default configuration.
+const COORD_DIMENSIONS: usize = 8;
 
 pub async fn coordinate_node(ctx: &Ctx, node: &str) -> HttpResult {
     let reply = ctx

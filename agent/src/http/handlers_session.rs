@@ -27,7 +27,7 @@ fn lock_delay(v: &Value) -> Result<u64, HttpError> {
 }
 
 pub async fn create(ctx: &Ctx) -> HttpResult {
-    let v = ctx.normalized_body()?;
+    let v = ctx.typed_body(super::shape::SESSION_REQUEST)?;
     let v = if v.is_null() { Value::Object(Default::default()) } else { v };
     let behavior = match s(&v, "Behavior").as_str() {
         "" | "release" => SessionBehavior::Release,

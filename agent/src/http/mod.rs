@@ -8,7 +8,9 @@ mod handlers_catalog;
 mod handlers_kv;
 mod handlers_misc;
 mod handlers_session;
+pub mod limits;
 pub mod routes;
+pub mod shape;
 pub mod ui;
 
 use crate::agent::{Agent, AgentError};
@@ -32,14 +34,17 @@ use tokio::net::TcpListener;
 pub enum HttpError {
     #[error("{0}")]
     BadRequest(String),
+    /// A request head Go's server refuses before routing; the connection is closed after it.
+    #[error("400 Bad Request: {0}")]
+    BadHead(&'static str),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    MethodNotAllowed(String),
+    #[error("method {method} not allowed")]
+    MethodNotAllowed { method: String, allow: String },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -55,11 +60,11 @@ pub enum HttpError {
 impl HttpError {
     pub fn status(&self) -> u16 {
         match self {
-            HttpError::BadRequest(_) => 400,
+            HttpError::BadRequest(_) | HttpError::BadHead(_) => 400,
             HttpError::Unauthorized(_) => 401,
             HttpError::Forbidden(_) => 403,
             HttpError::NotFound(_) => 404,
-            HttpError::MethodNotAllowed(_) => 405,
+            HttpError::MethodNotAllowed { .. } => 405,
             HttpError::Conflict(_) => 409,
             HttpError::TooLarge(_) => 413,
             HttpError::TooManyRequests(_) => 429,
@@ -147,6 +152,24 @@ impl Query {
 
     pub fn all(&self, key: &str) -> Vec<&str> {
         self.pairs().filter(|(k, _)| *k == key).map(|(_, v)| v).collect()
+    }
+
+    /// The query as Go's `url.Values.Encode` writes it: sorted by key, each pair escaped.
+    pub fn encode_sorted(&self) -> String {
+        fn escape(s: &str) -> String {
+            let mut out = String::with_capacity(s.len());
+            for b in s.bytes() {
+                match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+                    b' ' => out.push('+'),
+                    _ => out.push_str(&format!("%{b:02X}")),
+                }
+            }
+            out
+        }
+        let mut pairs: Vec<(&str, &str)> = self.pairs().collect();
+        pairs.sort_by_key(|(k, _)| *k);
+        pairs.iter().map(|(k, v)| format!("{}={}", escape(k), escape(v))).collect::<Vec<_>>().join("&")
     }
 
     /// Consul's boolean query flags: present and empty, `true` or `1` is true.
@@ -305,9 +328,12 @@ impl Ctx {
         serde_json::from_slice(&self.body).map_err(|e| HttpError::BadRequest(format!("Request decode failed: {e}")))
     }
 
-    /// The JSON body with keys normalized to Consul's canonical spelling.
-    pub fn normalized_body(&self) -> Result<serde_json::Value, HttpError> {
-        Ok(crate::defs::normalize(self.json_body()?))
+    /// The JSON body with keys normalized to Consul's canonical spelling, each field of the
+    /// JSON type of the Go struct Consul decodes it into.
+    pub fn typed_body(&self, shape: shape::Go) -> Result<serde_json::Value, HttpError> {
+        let v = crate::defs::normalize(self.json_body()?);
+        shape::check(&v, shape).map_err(HttpError::BadRequest)?;
+        Ok(v)
     }
 
     /// Runs a read: consistency first, then the blocking query; returns the value and the
@@ -445,7 +471,7 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         CoordinateDatacenters => h!(handlers_misc::coordinate_datacenters(&ctx)),
         CoordinateNodes => h!(handlers_misc::coordinate_nodes(&ctx)),
         CoordinateNode(n) => h!(handlers_misc::coordinate_node(&ctx, &n)),
-        CoordinateUpdate => now!(Ok(Reply::empty())),
+        CoordinateUpdate => h!(handlers_misc::coordinate_update(&ctx)),
         OperatorRaftConfiguration => h!(handlers_misc::raft_configuration(&ctx)),
         OperatorRaftPeer => h!(handlers_misc::raft_remove_peer(&ctx)),
         OperatorAutopilotConfiguration => h!(handlers_misc::autopilot_configuration(&ctx)),
@@ -460,6 +486,7 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         InternalUiNodes => h!(handlers_catalog::ui_nodes(&ctx, None)),
         InternalUiNode(n) => h!(handlers_catalog::ui_nodes(&ctx, Some(&n))),
         Ui(p) => now!(ui::serve(&ctx, &p)),
+        Options(allow) => now!(Ok(Reply::empty().header("Allow", allow))),
         Index => now!(Ok(if ctx.agent.config.ui {
             Reply {
                 status: 301,
@@ -526,6 +553,8 @@ pub fn handle(agent: Arc<Agent>, req: hyper::Request<Incoming>) -> impl Future<O
     let query = Query::parse(parts.uri.query());
     let pretty = query.has("pretty") || agent.config.dev;
     let head = Head {
+        bad_head: bad_head(&parts),
+        write_refused: write_refused(&agent, &parts),
         path: percent_decode(parts.uri.path()),
         query,
         accept: parts.headers.get("accept").and_then(|v| v.to_str().ok()).map(str::to_string),
@@ -556,14 +585,50 @@ fn log_and_respond(method: &http::Method, path: &str, result: HttpResult, pretty
             if status >= 500 {
                 tracing::warn!(method = %method, path = %path, error = %e, "request failed");
             }
-            Reply::text(status, e.to_string())
+            let reply = Reply::text(status, e.to_string());
+            match e {
+                HttpError::MethodNotAllowed { allow, .. } => reply.header("Allow", allow),
+                HttpError::BadHead(_) => reply.header("Connection", "close"),
+                _ => reply,
+            }
         }
     };
     into_response(reply, pretty)
 }
 
+/// The address a request on the HTTP port came from (absent on forwarded requests).
+#[derive(Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// `http_config.allow_write_http_from`: only GETs, or clients in the listed networks.
+fn write_refused(agent: &Agent, parts: &http::request::Parts) -> bool {
+    let allowed = &agent.config.allow_write_http_from;
+    if allowed.is_empty() || matches!(parts.method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS) {
+        return false;
+    }
+    match parts.extensions.get::<ClientAddr>() {
+        Some(ClientAddr(peer)) => !allowed.iter().any(|n| n.contains(peer.ip())),
+        None => false,
+    }
+}
+
+/// What Go's HTTP server refuses in a head before any handler sees it: an HTTP/1.1 request
+/// must name exactly one `Host` (HTTP/2 carries its authority in the request line instead).
+fn bad_head(parts: &http::request::Parts) -> Option<&'static str> {
+    if parts.version != http::Version::HTTP_11 {
+        return None;
+    }
+    match parts.headers.get_all(http::header::HOST).iter().count() {
+        0 => Some("missing required Host header"),
+        1 => None,
+        _ => Some("too many Host headers"),
+    }
+}
+
 /// What is kept of a request's head.
 struct Head {
+    bad_head: Option<&'static str>,
+    write_refused: bool,
     method: http::Method,
     path: String,
     query: Query,
@@ -579,11 +644,24 @@ async fn prepare(
     req: Head,
     body: Incoming,
 ) -> Result<(Ctx, Endpoint), (http::Method, String, HttpResult)> {
-    let Head { method, path, query, accept, hops, uri } = req;
+    let Head { bad_head, write_refused, method, path, query, accept, hops, uri } = req;
+    if let Some(what) = bad_head {
+        return Err((method, path, Err(HttpError::BadHead(what))));
+    }
+    if write_refused {
+        return Err((method, path, Err(HttpError::Forbidden("Access is restricted".into()))));
+    }
     let endpoint = match routes::route(&method, &path) {
         Ok(e) => e,
         Err(e) => return Err((method, path, Err(e))),
     };
+    if let Some(f) = query.get("filter").filter(|f| !f.is_empty()) {
+        let checked = crate::filter::parse(f)
+            .and_then(|f| shape::filter_sample(&endpoint).map_or(Ok(()), |sample| f.check_selectors(sample)));
+        if let Err(e) = checked {
+            return Err((method, path, Err(HttpError::BadRequest(e))));
+        }
+    }
     if let Some(dc) = query.get("dc").filter(|d| !d.is_empty()) {
         if !dc.eq_ignore_ascii_case(&agent.config.datacenter) {
             return Err((method, path, Err(HttpError::Internal("No path to datacenter".into()))));
@@ -618,11 +696,12 @@ pub fn endpoint_of(method: &http::Method, uri: &http::Uri) -> Result<Endpoint, H
     routes::route(method, &percent_decode(uri.path()))
 }
 
-/// Serves the HTTP API on `listener` until shutdown.
-pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
+/// Serves the HTTP API on `listener` until shutdown. `conns` counts connections per client IP
+/// over all of the agent's HTTP listeners.
+pub async fn serve(agent: Arc<Agent>, listener: TcpListener, conns: Arc<limits::ConnLimiter>) {
     let mut shutdown = agent.shutdown.subscribe();
     loop {
-        let (stream, _peer): (_, SocketAddr) = tokio::select! {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -636,12 +715,37 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let agent = agent.clone();
+        let Some(guard) = conns.admit(peer.ip()) else {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(limits::TOO_MANY)).await;
+            });
+            continue;
+        };
         tokio::spawn(async move {
+            let _guard = guard;
+            if !limits::first_bytes(&stream, limits::HEAD_TIMEOUT).await {
+                return;
+            }
             // The service's future is what hyper keeps per stream: `handle`'s two boxed stages.
-            let svc = hyper::service::service_fn(move |req| {
-                handle(agent.clone(), req).map(Ok::<_, std::convert::Infallible>)
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ClientAddr(peer));
+                let agent = agent.clone();
+                let extra = !agent.config.response_headers.is_empty();
+                handle(agent.clone(), req).map(move |mut resp| {
+                    if extra {
+                        for (k, v) in &agent.config.response_headers {
+                            resp.headers_mut().insert(k.clone(), v.clone());
+                        }
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                })
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A head must arrive within the timeout, which also ends a kept-alive HTTP/1
+            // connection left idle that long (hyper runs the timer while it waits for a head).
+            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits::HEAD_TIMEOUT);
             // Watchers multiplex many blocking queries over one HTTP/2 connection; a stream costs
             // the same memory whichever connection carries it, so allow plenty per connection.
             builder.http2().max_concurrent_streams(4096);
@@ -669,6 +773,8 @@ mod tests {
         assert_eq!(q.all("a"), vec!["1", "3"]);
         assert_eq!((q.get(""), q.get("b"), q.get("c")), (Some("2"), Some(""), None));
         assert!(!Query::parse(None).has(""));
+        assert_eq!(Query::parse(Some("cas=0&acquire=a%20b&flags=1")).encode_sorted(), "acquire=a+b&cas=0&flags=1");
+        assert_eq!(Query::parse(Some("recurse&cas")).encode_sorted(), "cas=&recurse=");
     }
 }
 

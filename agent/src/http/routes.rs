@@ -81,17 +81,28 @@ pub enum Endpoint {
     InternalUiNode(String),
     Ui(String),
     Index,
+    /// `OPTIONS` on a known path: 200 with the `Allow` header, as Consul answers it (and no
+    /// CORS grant, so a browser's preflight goes no further).
+    Options(String),
 }
 
 /// Matches `path` (already percent-decoded) and `method` to an endpoint.
 pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
     use Endpoint::*;
     let m = method.as_str();
-    let not_allowed = || Err(HttpError::MethodNotAllowed(format!("method {m} not allowed")));
+    // Consul lists OPTIONS first among a path's methods, then the ones it registered.
+    let not_allowed = |verbs: &[&str]| {
+        let allow = std::iter::once("OPTIONS").chain(verbs.iter().copied()).collect::<Vec<_>>().join(",");
+        if m == "OPTIONS" {
+            Ok(Options(allow))
+        } else {
+            Err(HttpError::MethodNotAllowed { method: m.to_string(), allow })
+        }
+    };
     // One arm per path family; each lists the methods it takes.
     macro_rules! methods {
         ($($verb:literal => $e:expr),+ $(,)?) => {
-            match m { $($verb => Ok($e),)+ _ => not_allowed() }
+            match m { $($verb => Ok($e),)+ _ => not_allowed(&[$($verb),+]) }
         };
     }
     let rest = |prefix: &str| path.strip_prefix(prefix).map(str::to_string);
@@ -102,7 +113,7 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
         return methods!("GET" => Ui(path.trim_start_matches("/ui").to_string()));
     }
     if let Some(key) = rest("/v1/kv/").or_else(|| (path == "/v1/kv").then(String::new)) {
-        return methods!("GET" => KvGet(key.clone()), "PUT" => KvPut(key.clone()), "POST" => KvPut(key.clone()), "DELETE" => KvDelete(key));
+        return methods!("GET" => KvGet(key.clone()), "PUT" => KvPut(key.clone()), "DELETE" => KvDelete(key));
     }
     let p = path.trim_end_matches('/');
     // Paths with a trailing parameter.
@@ -183,7 +194,7 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
     }
     for (route, verbs, e) in exact {
         if p == *route {
-            return if verbs.contains(&m) { Ok(e.clone()) } else { not_allowed() };
+            return if verbs.contains(&m) { Ok(e.clone()) } else { not_allowed(verbs) };
         }
     }
     for (prefix, verbs, make) in param_routes {
@@ -191,7 +202,7 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
             // `/v1/agent/service/` is also the prefix of register/deregister/maintenance, which
             // are matched above; an empty parameter is a missing one.
             return if !verbs.contains(&m) {
-                not_allowed()
+                not_allowed(verbs)
             } else if param.is_empty() {
                 Err(HttpError::BadRequest(format!("Missing parameter in path {path}")))
             } else {
@@ -212,6 +223,9 @@ mod tests {
             ("GET", "/v1/kv/a/b/c", Ok(Endpoint::KvGet("a/b/c".into()))),
             ("PUT", "/v1/kv/a", Ok(Endpoint::KvPut("a".into()))),
             ("PATCH", "/v1/kv/a", Err(405)),
+            ("POST", "/v1/kv/a", Err(405)),
+            ("OPTIONS", "/v1/kv/a", Ok(Endpoint::Options("OPTIONS,GET,PUT,DELETE".into()))),
+            ("OPTIONS", "/v1/agent/service/register", Ok(Endpoint::Options("OPTIONS,PUT".into()))),
             ("GET", "/v1/kv/", Ok(Endpoint::KvGet("".into()))),
             ("GET", "/v1/health/service/web", Ok(Endpoint::HealthService("web".into()))),
             ("PUT", "/v1/agent/service/register", Ok(Endpoint::AgentServiceRegister)),
