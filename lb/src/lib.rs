@@ -7,6 +7,7 @@ pub mod balance;
 pub mod config;
 pub mod discovery;
 pub mod fast;
+mod handoff;
 pub mod head;
 pub mod listener;
 pub mod metrics;
