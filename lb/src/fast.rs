@@ -54,6 +54,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Header lines parsed in place; a request with more is parsed again with room for pingora's
 /// limit (`head::MAX_HEADERS`) and handed to pingora.
 const MAX_HEADERS: usize = 100;
+// `Checked::skip` has a bit for each line the fast path copies.
+const _: () = assert!(MAX_HEADERS <= 128);
 /// An upstream response head may not be longer than this.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// The longest pause while a request body arrives (nginx `client_body_timeout`).
@@ -284,6 +286,7 @@ fn many_headers(buf: &[u8]) -> Parsed {
 }
 
 /// What the pass over a head's lines found, besides that it passed.
+#[derive(Default)]
 struct Checked<'b> {
     body: head::Body,
     /// `Upgrade` or CONNECT: the request may become a tunnel.
@@ -297,6 +300,9 @@ struct Checked<'b> {
     xff: Option<&'b str>,
     has_proto: bool,
     has_fwd_host: bool,
+    /// Bit i: header line i is hop-by-hop, or `X-Forwarded-For`, and is not copied upstream
+    /// as it came (lines past 128 are only ever handed to pingora).
+    skip: u128,
 }
 
 /// The checks of `head.rs` over a complete head, in one pass over its header lines that also
@@ -308,18 +314,17 @@ fn check<'b>(req: &httparse::Request<'_, 'b>, head: &[u8]) -> Result<Checked<'b>
     };
     head::check_target(target)?;
     let mut rules = Rules::default();
-    let mut c = Checked {
-        body: head::Body::None,
-        tunnel: method == "CONNECT",
-        pingora: false,
-        host: None,
-        close: false,
-        xff: None,
-        has_proto: false,
-        has_fwd_host: false,
-    };
-    for h in req.headers.iter() {
-        match rules.see(h.name, h.value)? {
+    let mut c = Checked { tunnel: method == "CONNECT", ..Checked::default() };
+    for (i, h) in req.headers.iter().enumerate() {
+        let field = rules.see(h.name, h.value)?;
+        if matches!(
+            field,
+            Field::Connection | Field::KeepAlive | Field::ProxyConnection | Field::Te | Field::XForwardedFor
+        ) && i < 128
+        {
+            c.skip |= 1 << i;
+        }
+        match field {
             Field::Host => match std::str::from_utf8(h.value) {
                 Ok(v) => c.host = Some(v),
                 Err(_) => c.pingora = true,
@@ -388,11 +393,8 @@ fn fast_request(
     for part in [method, " ", target, " HTTP/1.1\r\n"] {
         out.extend_from_slice(part.as_bytes());
     }
-    for h in req.headers.iter() {
-        if matches!(
-            head::field(h.name),
-            Field::Connection | Field::KeepAlive | Field::ProxyConnection | Field::Te | Field::XForwardedFor
-        ) {
+    for (i, h) in req.headers.iter().enumerate() {
+        if c.skip & (1 << i) != 0 {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
