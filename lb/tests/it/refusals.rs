@@ -310,8 +310,10 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, not SIGKILL: the master then stops its worker, which would otherwise outlive it
+    /// holding the port.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
 }
@@ -333,7 +335,7 @@ fn answer(got: &str) -> (String, String) {
 async fn real_nginx_gives_the_same_status_lines_and_titles() {
     let ip = net(78);
     let nginx_addr = format!("{}:{}", ip(2), 8089);
-    let Some(_nginx) = Nginx::start(&nginx_addr) else {
+    let Some(mut nginx) = Nginx::start(&nginx_addr) else {
         eprintln!("nginx is not installed; skipping the comparison");
         return;
     };
@@ -345,6 +347,8 @@ async fn real_nginx_gives_the_same_status_lines_and_titles() {
         async move { TcpStream::connect(a).await.is_ok() }
     })
     .await;
+    // The answers must be this nginx's, not those of something else on the port.
+    assert!(matches!(nginx.child.try_wait(), Ok(None)), "nginx exited; is {nginx_addr} taken?");
 
     let h = HOST;
     let line = |n: usize| format!("GET /len?{} HTTP/1.1\r\n", "a".repeat(n - 20));
