@@ -130,6 +130,8 @@ struct File {
     members_interval: Option<String>,
     access_log: Option<bool>,
     threads: Option<usize>,
+    client_header_timeout: Option<String>,
+    keepalive_timeout: Option<String>,
     defaults: RouteOverride,
     /// Options of the agent route (`/v1/...`, `/ui`).
     agents: RouteOverride,
@@ -150,6 +152,11 @@ pub struct Config {
     pub members_interval: Duration,
     pub access_log: bool,
     pub threads: usize,
+    /// How long a client has to send a whole request head (nginx `client_header_timeout`).
+    pub client_header_timeout: Duration,
+    /// How long an idle client connection is kept open between requests (nginx
+    /// `keepalive_timeout`).
+    pub keepalive_timeout: Duration,
     pub defaults: RouteOptions,
     pub agents: RouteOptions,
     pub services: BTreeMap<String, RouteOptions>,
@@ -217,6 +224,8 @@ impl Config {
             members_interval: dur(&file.members_interval, Duration::from_secs(1))?,
             access_log: file.access_log.unwrap_or(true),
             threads: threads.max(1),
+            client_header_timeout: dur(&file.client_header_timeout, Duration::from_secs(60))?,
+            keepalive_timeout: dur(&file.keepalive_timeout, Duration::from_secs(75))?,
             defaults,
             agents,
             services,
@@ -230,7 +239,7 @@ impl Config {
     }
 
     /// Reads the config file again (SIGHUP). Routing and balancing options (`defaults`, `agents`,
-    /// `services`), the domain and the access log take the new values; what running tasks were
+    /// `services`), the domain, the access log and the client timeouts take the new values; what running tasks were
     /// started with (listen address, agents, workers, blocking-query wait, members interval,
     /// sockets, pid file, log level) stays, and each such key that changed in the file is named in
     /// `ignored`: it needs a restart or a graceful upgrade.
@@ -324,6 +333,7 @@ mod tests {
 listen = "127.0.0.1:9999"
 consul_addr = ["127.0.0.11:8500"]
 wait = "5s"
+keepalive_timeout = "10s"
 [defaults]
 max_fails = 2
 fail_timeout = "3s"
@@ -339,6 +349,8 @@ policy = "ip_hash"
         assert_eq!(c.listen, "127.0.0.1:88");
         assert_eq!(c.consul_addr, vec!["127.0.0.11:8500"]);
         assert_eq!(c.wait, Duration::from_secs(5));
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(c.client_header_timeout, Duration::from_secs(60), "nginx's default");
         assert_eq!(c.agents.policy, Policy::LeastConn);
         assert_eq!(c.agents.max_fails, 2);
         assert_eq!(c.service("web").policy, Policy::IpHash);

@@ -8,14 +8,25 @@
 //! `X-Forwarded-*`, bodies are relayed as they arrive, and each worker thread keeps its own
 //! keep-alive connections to the instances.
 //!
-//! Any request outside that subset is handed to pingora's proxy (`proxy.rs`) with the bytes
-//! already read, and the connection stays there: HTTP/2 (h2c), HTTP/1.0, `Upgrade`
+//! Every HTTP/1 request head on a connection is parsed here first, and checked against nginx's
+//! limits and refusals (`head.rs`) before anything else: a refused request gets nginx's answer
+//! and the connection is closed. Any request outside the subset above is then handed to
+//! pingora's proxy (`proxy.rs`), one request at a time (`handoff.rs`): HTTP/1.0, `Upgrade`
 //! (WebSocket), `Transfer-Encoding` or `Expect` on the request, absolute-form targets, lb's own
 //! `/_lb/` endpoints, routes that strip a prefix, and requests with no route or no healthy
-//! instance (pingora's side writes the 503 page). Routing, balancing, benching, retries, metrics
-//! and the access log are the same code and the same rules on both paths.
+//! instance (pingora's side writes the 503 page). The connection comes back here after it, so
+//! the next head is parsed and checked here too. HTTP/2 (h2c) connections go to pingora whole.
+//! Routing, balancing, benching, retries, metrics and the access log are the same code and the
+//! same rules on both paths.
+//!
+//! Client timeouts are nginx's: a head must arrive whole within `client_header_timeout` (from the
+//! accept for the first request, from its first byte for the next ones), an idle connection is
+//! closed after `keepalive_timeout`, and a body may pause 60 s between reads
+//! (`client_body_timeout`). A slow client costs one task and its buffer, for a bounded time.
 
 use crate::balance::Stats;
+use crate::handoff::{OneRequest, Rest};
+use crate::head::{self, Field, Refusal, Rules};
 use crate::metrics::UpstreamError;
 use crate::proxy::{access_log, ip_text, Proxy, IP_TEXT_MAX, OWN_PREFIX};
 use crate::routing::{agent_read_timeout, Match, Route, Snapshot};
@@ -25,6 +36,7 @@ use bytes::{Buf, BytesMut};
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::v1::server::HttpSession as SessionV1;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -39,15 +51,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// A request head longer than this goes to pingora, which answers it or refuses it.
-const MAX_HEAD: usize = 64 * 1024;
-/// Header lines parsed in place; a request with more goes to pingora.
+/// Header lines parsed in place; a request with more is parsed again with room for pingora's
+/// limit (`head::MAX_HEADERS`) and handed to pingora.
 const MAX_HEADERS: usize = 100;
+// `Checked::skip` has a bit for each line the fast path copies.
+const _: () = assert!(MAX_HEADERS <= 128);
 /// An upstream response head may not be longer than this.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// How long a client connection may sit idle between requests (pingora's default too), and the
-/// longest wait for the rest of a request from the client.
-const CLIENT_IDLE: Duration = Duration::from_secs(60);
+/// The longest pause while a request body arrives (nginx `client_body_timeout`).
+const CLIENT_BODY_IDLE: Duration = Duration::from_secs(60);
+/// After a refusal, how long lb reads and drops what the client still sends before it closes
+/// (nginx `lingering_timeout`): closing with unread bytes would reset the connection, and the
+/// client could lose the answer.
+const LINGER: Duration = Duration::from_secs(5);
 /// Pooled upstream connections older than this are dropped before servers' usual keep-alive
 /// timeouts close them under us.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(55);
@@ -68,39 +84,37 @@ impl App {
         App { proxy: Arc::new(proxy), shared }
     }
 
-    /// Continues a connection in pingora's HTTP/1 proxy, with the bytes already read from it.
-    async fn hand_off(&self, stream: Stream, read: BytesMut, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let mut v1 = SessionV1::new(stream);
-        // The client may have sent further requests behind this one (lb's fast path answers
-        // pipelined requests in order; so does pingora with this set).
-        v1.set_pipelining_enabled(true);
-        if !read.is_empty() {
-            v1.set_pipelined_prefix(read);
-        }
+    /// Has pingora's proxy serve one request, which `next_request` parsed and checked, and
+    /// gives the connection back when it may go on, with the bytes that came after the request.
+    async fn hand_off(&self, conn: Conn, h: HandOff, keepalive: Duration) -> Option<Conn> {
+        let Conn { stream, mut read, up_head, down_head, tried, client_ip, shutdown, served: _ } = conn;
+        let (end, rest) = h.extent(&read);
+        let request = read.split_to(end);
+        let mut v1 = SessionV1::new(Box::new(OneRequest::new(stream, rest)));
+        // Pipelining stays off in pingora: it never reads past the request (`OneRequest`), and
+        // with it off it refuses to reuse a connection it did read past.
+        v1.set_pipelined_prefix(request);
         let mut session = ServerSession::H1(v1);
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(CLIENT_IDLE.as_secs()) });
-        let mut next = self.proxy.process_new_http(session, shutdown).await;
-        while let Some((stream, settings)) = next.map(|r| r.consume()) {
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
-            next = self.proxy.process_new_http(session, shutdown).await;
-        }
-        None
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(keepalive.as_secs()) });
+        let reused = self.proxy.process_new_http(session, &shutdown).await?;
+        let (stream, _) = reused.consume();
+        let one = stream.into_any().downcast::<OneRequest>().ok()?;
+        let (stream, held) = one.finish()?;
+        read.extend_from_slice(&held);
+        Some(Conn { stream, read, up_head, down_head, tried, client_ip, shutdown, served: true })
+    }
+
+    /// Gives a connection that began with the HTTP/2 preface to pingora, which reads it again.
+    async fn h2c(&self, conn: Conn) -> Option<Stream> {
+        let mut l4 = conn.stream.into_any().downcast::<L4Stream>().ok()?;
+        l4.rewind(&conn.read);
+        self.proxy.process_new(l4, &conn.shutdown).await
     }
 }
 
 #[async_trait]
 impl ServerApp for App {
-    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let mut preface = [0u8; H2_PREFACE.len()];
-        match stream.try_peek(&mut preface).await {
-            Ok(true) if preface == H2_PREFACE => return self.proxy.process_new(stream, shutdown).await,
-            Ok(_) => {}
-            // The client went away before sending anything.
-            Err(_) => return None,
-        }
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let client_ip =
             stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let mut conn = Conn {
@@ -111,12 +125,14 @@ impl ServerApp for App {
             tried: Vec::new(),
             client_ip,
             shutdown: shutdown.clone(),
+            served: false,
         };
         loop {
             match self.next_request(&mut conn).await {
                 Next::KeepAlive => {}
                 Next::Close => return None,
-                Next::HandOff => return self.hand_off(conn.stream, conn.read, shutdown).await,
+                Next::H2 => return self.h2c(conn).await,
+                Next::HandOff(h, keepalive) => conn = self.hand_off(conn, h, keepalive).await?,
             }
         }
     }
@@ -137,12 +153,52 @@ struct Conn {
     tried: Vec<SocketAddr>,
     client_ip: Option<IpAddr>,
     shutdown: ShutdownWatch,
+    /// A request was answered on this connection: the wait for the next one is keep-alive.
+    served: bool,
 }
 
 enum Next {
     KeepAlive,
     Close,
-    HandOff,
+    /// The connection is HTTP/2 with prior knowledge.
+    H2,
+    /// pingora serves this request, with this keep-alive timeout.
+    HandOff(HandOff, Duration),
+}
+
+/// A checked request that pingora's proxy serves.
+#[derive(Clone, Copy)]
+struct HandOff {
+    head_len: usize,
+    body: head::Body,
+    /// An `Upgrade` or CONNECT request: its end is not known.
+    tunnel: bool,
+}
+
+impl HandOff {
+    /// Where the request ends in `read` (its head and the body bytes already here), and what
+    /// pingora may still read of it from the client.
+    fn extent(&self, read: &[u8]) -> (usize, Rest) {
+        let here = &read[self.head_len..];
+        if self.tunnel {
+            return (read.len(), Rest::All);
+        }
+        match self.body {
+            head::Body::None => (self.head_len, Rest::Length(0)),
+            head::Body::Length(n) => {
+                let take = (here.len() as u64).min(n);
+                (self.head_len + take as usize, Rest::Length(n - take))
+            }
+            head::Body::Chunked => {
+                let mut chunks = Chunks::new();
+                match chunks.feed(here) {
+                    Ok(n) => (self.head_len + n, Rest::Chunked(chunks)),
+                    // pingora refuses the body; nothing after it is read as a request.
+                    Err(_) => (read.len(), Rest::All),
+                }
+            }
+        }
+    }
 }
 
 /// A request the fast path forwards.
@@ -163,25 +219,30 @@ struct Request {
 enum Parsed {
     Request(Request),
     Partial,
-    HandOff,
+    HandOff(HandOff),
+    /// Refused; the flag says it was a HEAD request (the answer has no body).
+    Refuse(Refusal, bool),
 }
 
 fn header_is(name: &str, lower: &str) -> bool {
     name.eq_ignore_ascii_case(lower)
 }
 
-/// A `Content-Length` value: digits only, as RFC 9110 has it.
-fn content_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+fn malformed(e: httparse::Error) -> Refusal {
+    Refusal::Malformed(match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid new line",
+        httparse::Error::Token => "invalid token",
+        httparse::Error::Version => "invalid HTTP version",
+        httparse::Error::Status | httparse::Error::TooManyHeaders => "invalid head",
+    })
 }
 
-/// Parses a request head from `buf` and, when the fast path takes it, writes the upstream head
-/// into `out`: the client's header lines as they came, without hop-by-hop headers, with
-/// `X-Forwarded-For` extended and `X-Forwarded-Proto`/`-Host` added when absent (as
-/// `ProxyHttp::upstream_request_filter` does on pingora's side).
+/// Parses and checks the request head at the start of `buf` and, when the fast path takes the
+/// request, writes the upstream head into `out`: the client's header lines as they came,
+/// without hop-by-hop headers, with `X-Forwarded-For` extended and `X-Forwarded-Proto`/`-Host`
+/// added when absent (as `ProxyHttp::upstream_request_filter` does on pingora's side).
 fn parse_request(
     buf: &[u8],
     snap: &Snapshot,
@@ -191,87 +252,157 @@ fn parse_request(
 ) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
-        _ => return Parsed::HandOff,
-    };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        return Parsed::HandOff;
-    };
-    if method == "CONNECT" || !target.starts_with('/') || target.starts_with(OWN_PREFIX) {
-        return Parsed::HandOff;
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => fast_request(&req, &buf[..n], snap, client_ip, out, access_log),
+        Ok(httparse::Status::Partial) => partial(buf),
+        Err(httparse::Error::TooManyHeaders) => many_headers(buf),
+        Err(e) => Parsed::Refuse(malformed(e), false),
     }
-    let mut host = None;
-    let mut length = None;
-    let mut close = false;
-    let mut xff: Option<&str> = None;
-    let (mut has_proto, mut has_fwd_host) = (false, false);
-    for h in req.headers.iter() {
-        let name = h.name;
-        if header_is(name, "host") {
-            if host.is_some() {
-                return Parsed::HandOff;
-            }
-            match std::str::from_utf8(h.value) {
-                Ok(v) => host = Some(v),
-                Err(_) => return Parsed::HandOff,
-            }
-        } else if header_is(name, "content-length") {
-            match (length, content_length(h.value)) {
-                (None, Some(n)) => length = Some(n),
-                _ => return Parsed::HandOff,
-            }
-        } else if header_is(name, "transfer-encoding") || header_is(name, "upgrade") || header_is(name, "expect") {
-            return Parsed::HandOff;
-        } else if header_is(name, "connection") {
-            for token in h.value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Parsed::HandOff;
+}
+
+/// An incomplete head: refused as soon as it can no longer fit nginx's buffers.
+fn partial(buf: &[u8]) -> Parsed {
+    match head::check_size(buf, false) {
+        Ok(()) => Parsed::Partial,
+        Err(why) => Parsed::Refuse(why, false),
+    }
+}
+
+/// A head with more header lines than the fast path parses in place: checked like any other,
+/// with room for as many lines as pingora reads, and served by pingora.
+#[cold]
+fn many_headers(buf: &[u8]) -> Parsed {
+    let mut headers = vec![httparse::EMPTY_HEADER; head::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => match check(&req, &buf[..n]) {
+            Ok(c) => Parsed::HandOff(HandOff { head_len: n, body: c.body, tunnel: c.tunnel }),
+            Err(why) => Parsed::Refuse(why, req.method == Some("HEAD")),
+        },
+        Ok(httparse::Status::Partial) => partial(buf),
+        Err(httparse::Error::TooManyHeaders) => Parsed::Refuse(Refusal::TooManyHeaders, false),
+        Err(e) => Parsed::Refuse(malformed(e), false),
+    }
+}
+
+/// What the pass over a head's lines found, besides that it passed.
+#[derive(Default)]
+struct Checked<'b> {
+    body: head::Body,
+    /// `Upgrade` or CONNECT: the request may become a tunnel.
+    tunnel: bool,
+    /// Something only pingora's side handles: `Expect`, a second `X-Forwarded-For`, a Host or
+    /// `X-Forwarded-For` that is not UTF-8.
+    pingora: bool,
+    host: Option<&'b str>,
+    /// The client asked to close the connection after this request.
+    close: bool,
+    xff: Option<&'b str>,
+    has_proto: bool,
+    has_fwd_host: bool,
+    /// Bit i: header line i is hop-by-hop, or `X-Forwarded-For`, and is not copied upstream
+    /// as it came (lines past 128 are only ever handed to pingora).
+    skip: u128,
+}
+
+/// The checks of `head.rs` over a complete head, in one pass over its header lines that also
+/// collects what the fast path needs from them.
+fn check<'b>(req: &httparse::Request<'_, 'b>, head: &[u8]) -> Result<Checked<'b>, Refusal> {
+    head::check_size(head, true)?;
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(Refusal::Malformed("incomplete request line"));
+    };
+    head::check_target(target)?;
+    let mut rules = Rules::default();
+    let mut c = Checked { tunnel: method == "CONNECT", ..Checked::default() };
+    for (i, h) in req.headers.iter().enumerate() {
+        let field = rules.see(h.name, h.value)?;
+        if matches!(
+            field,
+            Field::Connection | Field::KeepAlive | Field::ProxyConnection | Field::Te | Field::XForwardedFor
+        ) && i < 128
+        {
+            c.skip |= 1 << i;
+        }
+        match field {
+            Field::Host => match std::str::from_utf8(h.value) {
+                Ok(v) => c.host = Some(v),
+                Err(_) => c.pingora = true,
+            },
+            Field::Upgrade => c.tunnel = true,
+            Field::Expect => c.pingora = true,
+            Field::Connection => {
+                for token in h.value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        c.close = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        c.tunnel = true;
+                    }
                 }
             }
-        } else if header_is(name, "x-forwarded-for") {
-            match (xff, std::str::from_utf8(h.value)) {
-                (None, Ok(v)) => xff = Some(v),
-                _ => return Parsed::HandOff,
-            }
-        } else if header_is(name, "x-forwarded-proto") {
-            has_proto = true;
-        } else if header_is(name, "x-forwarded-host") {
-            has_fwd_host = true;
+            Field::XForwardedFor => match (c.xff, std::str::from_utf8(h.value)) {
+                (None, Ok(v)) => c.xff = Some(v),
+                _ => c.pingora = true,
+            },
+            Field::XForwardedProto => c.has_proto = true,
+            Field::XForwardedHost => c.has_fwd_host = true,
+            _ => {}
         }
     }
-    let Some(host) = host else { return Parsed::HandOff };
+    let version = if version == 1 { head::Version::Http11 } else { head::Version::Http10 };
+    c.body = rules.finish(version)?;
+    Ok(c)
+}
+
+/// A complete head: refused, handed to pingora, or taken by the fast path with its upstream
+/// head written into `out`.
+fn fast_request(
+    req: &httparse::Request<'_, '_>,
+    head: &[u8],
+    snap: &Snapshot,
+    client_ip: Option<IpAddr>,
+    out: &mut Vec<u8>,
+    access_log: bool,
+) -> Parsed {
+    let c = match check(req, head) {
+        Ok(c) => c,
+        Err(why) => return Parsed::Refuse(why, req.method == Some("HEAD")),
+    };
+    let hand_off = Parsed::HandOff(HandOff { head_len: head.len(), body: c.body, tunnel: c.tunnel });
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return hand_off;
+    };
+    if c.tunnel || c.pingora || c.body == head::Body::Chunked {
+        return hand_off;
+    }
+    if !target.starts_with('/') || target.starts_with(OWN_PREFIX) {
+        return hand_off;
+    }
+    let Some(host) = c.host else { return hand_off };
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
     let route = match snap.lookup(Some(host), path) {
         Match::Route(r) if !r.pool.is_empty() && r.strip.is_none() => r.clone(),
-        _ => return Parsed::HandOff,
+        _ => return hand_off,
     };
 
     out.clear();
     for part in [method, " ", target, " HTTP/1.1\r\n"] {
         out.extend_from_slice(part.as_bytes());
     }
-    for h in req.headers.iter() {
-        let name = h.name;
-        if ["connection", "keep-alive", "proxy-connection", "te", "x-forwarded-for"]
-            .iter()
-            .any(|hop| header_is(name, hop))
-        {
+    for (i, h) in req.headers.iter().enumerate() {
+        if c.skip & (1 << i) != 0 {
             continue;
         }
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    let prev = xff.filter(|v| !v.trim().is_empty());
+    let prev = c.xff.filter(|v| !v.trim().is_empty());
     let mut ip_buf = [0u8; IP_TEXT_MAX];
     let ip = client_ip.map(|ip| ip_text(ip, &mut ip_buf));
     if prev.is_some() || ip.is_some() {
@@ -287,10 +418,10 @@ fn parse_request(
         }
         out.extend_from_slice(b"\r\n");
     }
-    if !has_proto {
+    if !c.has_proto {
         out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
     }
-    if !has_fwd_host {
+    if !c.has_fwd_host {
         out.extend_from_slice(b"X-Forwarded-Host: ");
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -303,11 +434,14 @@ fn parse_request(
         Some(route.opts.read_timeout).filter(|d| !d.is_zero())
     };
     Parsed::Request(Request {
-        head_len,
-        content_length: length.unwrap_or(0),
+        head_len: head.len(),
+        content_length: match c.body {
+            head::Body::Length(n) => n,
+            _ => 0,
+        },
         idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
         head: method == "HEAD",
-        close,
+        close: c.close,
         route,
         read_timeout,
         line: access_log.then(|| format!("{method} {target} HTTP/1.1")),
@@ -375,7 +509,7 @@ fn parse_response(
                 reusable = false;
             }
         } else if header_is(h.name, "content-length") {
-            match (length, content_length(h.value)) {
+            match (length, head::content_length(h.value)) {
                 (None, Some(n)) => length = Some(n),
                 (Some(a), Some(b)) if a == b => {}
                 _ => return Err("InvalidHTTPHeader"),
@@ -429,7 +563,7 @@ fn status_digits(status: u16) -> [u8; 3] {
 /// Finds where a chunked body ends in bytes forwarded as they are (sizes, extensions,
 /// trailers and all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunks {
+pub(crate) enum Chunks {
     Size { size: u64, digits: u8 },
     Extension { size: u64 },
     SizeLf { size: u64 },
@@ -444,13 +578,13 @@ enum Chunks {
 }
 
 impl Chunks {
-    fn new() -> Chunks {
+    pub(crate) fn new() -> Chunks {
         Chunks::Size { size: 0, digits: 0 }
     }
 
     /// Consumes bytes of the body; returns how many belong to it (fewer than given only once
     /// the body is complete).
-    fn feed(&mut self, bytes: &[u8]) -> Result<usize, &'static str> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<usize, &'static str> {
         const BAD: &str = "InvalidChunk";
         let mut i = 0;
         while i < bytes.len() {
@@ -630,12 +764,12 @@ async fn read_upstream(up: &mut Upstream, timeout: Option<Duration>) -> Result<u
     }
 }
 
-/// Reads more from the client into `conn.read`. `Ok(0)`: the client closed.
-async fn read_client(stream: &mut Stream, read: &mut BytesMut) -> io::Result<usize> {
+/// Reads more from the client into `read`, waiting at most `wait`. `Ok(0)`: the client closed.
+async fn read_client(stream: &mut Stream, read: &mut BytesMut, wait: Duration) -> io::Result<usize> {
     if read.capacity() - read.len() < 1024 {
         read.reserve(4096);
     }
-    match pingora_timeout::timeout(CLIENT_IDLE, stream.read_buf(read)).await {
+    match pingora_timeout::timeout(wait, stream.read_buf(read)).await {
         Ok(r) => r,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
@@ -657,24 +791,57 @@ enum Attempt {
 
 impl App {
     async fn next_request(&self, conn: &mut Conn) -> Next {
-        // A complete head, routed, with the upstream head written.
+        let (log, header_timeout, keepalive) = {
+            let c = self.shared.config.load();
+            (c.access_log, c.client_header_timeout, c.keepalive_timeout)
+        };
+        // When the head must be complete (nginx `client_header_timeout`): counted from the
+        // accept for a connection's first request, else from when the request began to arrive.
+        // No clock is read for a head that comes whole in one read.
+        let mut deadline = (!conn.served).then(|| Instant::now() + header_timeout);
+        // Bytes of `conn.read` known to hold no complete head: a head ends with a newline, so it
+        // is parsed again only once one more has come.
+        let mut seen = 0;
+        // A complete head, checked and routed, with the upstream head written.
         let req = loop {
-            if !conn.read.is_empty() {
-                let snap = self.shared.snapshot.load();
-                let access_log = self.shared.config.load().access_log;
-                match parse_request(&conn.read, &snap, conn.client_ip, &mut conn.up_head, access_log) {
+            let len = conn.read.len();
+            if len > seen {
+                let parsed = if !conn.served && H2_PREFACE.starts_with(&conn.read[..len.min(H2_PREFACE.len())]) {
+                    if len >= H2_PREFACE.len() {
+                        return Next::H2;
+                    }
+                    Parsed::Partial
+                } else if seen == 0 || conn.read[seen..].contains(&b'\n') {
+                    let snap = self.shared.snapshot.load();
+                    parse_request(&conn.read, &snap, conn.client_ip, &mut conn.up_head, log)
+                } else {
+                    partial(&conn.read)
+                };
+                match parsed {
                     Parsed::Request(r) => break r,
-                    Parsed::HandOff => return Next::HandOff,
+                    Parsed::HandOff(h) => return Next::HandOff(h, keepalive),
+                    Parsed::Refuse(why, head) => return self.refuse(conn, why, head, log).await,
                     Parsed::Partial => {}
                 }
+                seen = len;
+                deadline.get_or_insert_with(|| Instant::now() + header_timeout);
             }
             let idle = conn.read.is_empty();
             if idle && *conn.shutdown.borrow() {
                 return Next::Close;
             }
+            // An idle kept-alive connection waits for `keepalive_timeout`; like nginx, lb then
+            // closes it without an answer, and also one whose head is late.
+            let wait = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => keepalive,
+            };
+            if wait.is_zero() {
+                return Next::Close;
+            }
             let got = tokio::select! {
                 biased;
-                r = read_client(&mut conn.stream, &mut conn.read) => r,
+                r = read_client(&mut conn.stream, &mut conn.read, wait) => r,
                 // A graceful stop closes idle connections at once.
                 _ = conn.shutdown.changed(), if idle => return Next::Close,
             };
@@ -683,6 +850,7 @@ impl App {
                 Ok(_) => {}
             }
         };
+        conn.served = true;
 
         let start = Instant::now();
         let draining = self.shared.draining.load(Ordering::Relaxed) || *conn.shutdown.borrow();
@@ -701,6 +869,42 @@ impl App {
             Next::KeepAlive
         } else {
             Next::Close
+        }
+    }
+
+    /// nginx's answer to a refused request. The connection then ends, as nginx ends it, so
+    /// nothing the client sent after the head is read as a request.
+    async fn refuse(&self, conn: &mut Conn, why: Refusal, head_request: bool, log: bool) -> Next {
+        let start = Instant::now();
+        let (page, body_len) = why.page(head_request);
+        let (status, _) = why.status();
+        let _ = conn.stream.write_all(&page).await;
+        let _ = conn.stream.flush().await;
+        self.shared.metrics.route("none").request(status, start.elapsed());
+        if log {
+            let why = why.why();
+            access_log(
+                conn.client_ip,
+                format_args!("-"),
+                status,
+                body_len as u64,
+                "-",
+                &[],
+                start.elapsed(),
+                Some(&why),
+            );
+        }
+        // Half-close, then read and drop what is still coming (nginx's lingering close): a
+        // close with unread bytes would reset the connection, and the answer could be lost.
+        let _ = conn.stream.shutdown().await;
+        let until = Instant::now() + LINGER;
+        loop {
+            conn.read.clear();
+            let wait = until.saturating_duration_since(Instant::now());
+            match read_client(&mut conn.stream, &mut conn.read, wait).await {
+                Ok(n) if n > 0 && !wait.is_zero() => {}
+                _ => return Next::Close,
+            }
         }
     }
 
@@ -829,7 +1033,7 @@ impl App {
         }
         while rest > 0 {
             if conn.read.is_empty() {
-                match read_client(&mut conn.stream, &mut conn.read).await {
+                match read_client(&mut conn.stream, &mut conn.read, CLIENT_BODY_IDLE).await {
                     Ok(0) | Err(_) => return (Attempt::Client { status: 0, body_sent: 0 }, false),
                     Ok(_) => {}
                 }

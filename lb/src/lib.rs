@@ -7,6 +7,8 @@ pub mod balance;
 pub mod config;
 pub mod discovery;
 pub mod fast;
+mod handoff;
+pub mod head;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

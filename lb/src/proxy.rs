@@ -6,7 +6,7 @@
 use crate::balance::{ActiveGuard, Stats};
 use crate::metrics::UpstreamError;
 use crate::routing::{agent_read_timeout, host_only, parse_service_host, strip_path, Match, Route};
-use crate::{status, Shared};
+use crate::{head, status, Shared};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -99,6 +99,16 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
     header_str(req, "host").or_else(|| req.uri.authority().map(|a| a.as_str()))
 }
 
+/// `head.rs`'s rules over an h2 request's header fields (the h2 layer has already refused
+/// `Transfer-Encoding` and a `Content-Length` its DATA frames do not match).
+fn check_h2(req: &RequestHeader) -> std::result::Result<(), head::Refusal> {
+    let mut rules = head::Rules::default();
+    for (name, value) in req.headers.iter() {
+        rules.see(name.as_str(), value.as_bytes())?;
+    }
+    rules.finish(head::Version::H2).map(|_| ())
+}
+
 async fn respond(session: &mut Session, code: u16, content_type: &str, body: String) -> Result<()> {
     let body = Bytes::from(body);
     let mut resp = ResponseHeader::build(code, Some(3))?;
@@ -165,6 +175,15 @@ impl ProxyHttp for Proxy {
         ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         if self.shared.draining.load(Ordering::Relaxed) && !session.is_http2() {
             session.set_keepalive(None);
+        }
+        // HTTP/1 heads were checked in `fast.rs` before they came here; h2 requests are read by
+        // pingora itself, and get the same rules on its header map.
+        if session.is_http2() {
+            if let Err(why) = check_h2(session.req_header()) {
+                let body = format!("{}\nlb: {}\n", why.title(), why.why());
+                respond(session, why.status().0, "text/plain", body).await?;
+                return Ok(true);
+            }
         }
         let snap = self.shared.snapshot.load();
         let req = session.req_header();

@@ -11,11 +11,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A backend speaking HTTP/1.1 by hand. It records every request head it reads and counts
 /// connections; what it answers depends on the path.
-struct RawBackend {
-    ip: String,
-    port: u16,
+pub(crate) struct RawBackend {
+    pub(crate) ip: String,
+    pub(crate) port: u16,
     heads: Arc<Mutex<Vec<String>>>,
-    connections: Arc<AtomicUsize>,
+    pub(crate) connections: Arc<AtomicUsize>,
 }
 
 /// Reads one request (head and `Content-Length` body); `None` when the peer closed.
@@ -44,7 +44,7 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, V
 }
 
 impl RawBackend {
-    async fn start(ip: &str) -> RawBackend {
+    pub(crate) async fn start(ip: &str) -> RawBackend {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind raw backend");
         let port = listener.local_addr().expect("addr").port();
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -58,7 +58,8 @@ impl RawBackend {
                     let mut buf = Vec::new();
                     while let Some((head, body)) = read_request(&mut s, &mut buf).await {
                         heads.lock().unwrap().push(head.clone());
-                        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                        let target = head.split(' ').nth(1).unwrap_or("");
+                        let path = target.split('?').next().unwrap_or("").to_string();
                         let ok = match path.as_str() {
                             "/len" if head.starts_with("HEAD ") => {
                                 s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").await
@@ -112,13 +113,13 @@ impl RawBackend {
         RawBackend { ip: ip.to_string(), port, heads, connections }
     }
 
-    fn heads(&self) -> Vec<String> {
+    pub(crate) fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
     }
 }
 
 /// Sends `bytes` on a new connection to lb (in pieces at `splits`) and reads until lb closes it.
-async fn exchange(lb: &str, pieces: &[&[u8]]) -> String {
+pub(crate) async fn exchange(lb: &str, pieces: &[&[u8]]) -> String {
     let mut s = TcpStream::connect(lb).await.expect("connect lb");
     for p in pieces {
         s.write_all(p).await.expect("write");
@@ -133,7 +134,7 @@ async fn exchange(lb: &str, pieces: &[&[u8]]) -> String {
 }
 
 /// Splits a stream of responses into (status line, headers, body) by their framing.
-fn responses(mut text: &str, head_requests: &[usize]) -> Vec<(String, String, String)> {
+pub(crate) fn responses(mut text: &str, head_requests: &[usize]) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     while !text.is_empty() {
         let end = text.find("\r\n\r\n").expect("a complete head") + 4;
@@ -171,10 +172,15 @@ fn responses(mut text: &str, head_requests: &[usize]) -> Vec<(String, String, St
     out
 }
 
-async fn setup(ip: &impl Fn(u8) -> String, cluster: &Arc<Cluster>, backend: &RawBackend) -> (Vec<FakeAgent>, Lb) {
+pub(crate) async fn setup(
+    ip: &impl Fn(u8) -> String,
+    cluster: &Arc<Cluster>,
+    backend: &RawBackend,
+    config: Option<&str>,
+) -> (Vec<FakeAgent>, Lb) {
     let agents = FakeAgent::start_many(cluster, &[ip(11)]).await;
     cluster.register_addr("raw", "raw1", &backend.ip, backend.port, &[], 1);
-    let lb = Lb::start(&ip(1), &[agents[0].addr()], None).await;
+    let lb = Lb::start(&ip(1), &[agents[0].addr()], config).await;
     lb.wait_instances("service:raw", 1).await;
     (agents, lb)
 }
@@ -184,7 +190,7 @@ async fn plain_requests_are_relayed_with_every_framing_on_kept_connections() {
     let ip = net(72);
     let cluster = Cluster::new();
     let backend = RawBackend::start(&ip(21)).await;
-    let (_agents, lb) = setup(&ip, &cluster, &backend).await;
+    let (_agents, lb) = setup(&ip, &cluster, &backend, None).await;
     let h = "Host: raw.service.consul\r\n";
 
     // Five pipelined requests in one write, the last one closing: length, chunked, HEAD, a
@@ -246,7 +252,7 @@ async fn closed_pooled_connections_are_replaced_and_hangups_get_a_502() {
     let ip = net(73);
     let cluster = Cluster::new();
     let backend = RawBackend::start(&ip(21)).await;
-    let (_agents, lb) = setup(&ip, &cluster, &backend).await;
+    let (_agents, lb) = setup(&ip, &cluster, &backend, None).await;
     let h = "Host: raw.service.consul\r\n";
 
     // The instance closes each connection after answering but never says so. lb pools the

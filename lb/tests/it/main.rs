@@ -5,6 +5,7 @@
 mod fake;
 mod fast_path;
 mod real_agent;
+mod refusals;
 
 use fake::{get, Backend, Cluster, FakeAgent, Lb};
 use std::collections::HashMap;
@@ -327,6 +328,25 @@ async fn http2_cleartext_clients_are_routed_by_authority() {
         assert_eq!(bytes, b"web1");
         assert_eq!(seen, path);
     }
+
+    // pingora reads h2 requests itself; the rules of the HTTP/1 heads apply to them too.
+    let req = http::Request::get("http://web.service.consul/twice")
+        .header("content-length", "0")
+        .header("x-a", "1")
+        .body(())
+        .expect("request");
+    let (mut parts, ()) = req.into_parts();
+    parts.headers.append("content-length", http::HeaderValue::from_static("0"));
+    let (resp, _) = send.send_request(http::Request::from_parts(parts, ()), true).expect("send");
+    let resp = resp.await.expect("h2 response");
+    assert_eq!(resp.status(), 400);
+    let mut body = resp.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        bytes.extend_from_slice(&chunk.expect("body chunk"));
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("400 Bad Request\nlb: two Content-Length headers"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
