@@ -576,7 +576,7 @@ pub fn read_config_path(path: &std::path::Path) -> Result<Vec<(String, Value)>, 
         let v = if text.trim_start().starts_with('{') && f.extension().and_then(|e| e.to_str()) != Some("hcl") {
             serde_json::from_str(&text).map_err(|e| Error::File { file: name.clone(), message: e.to_string() })?
         } else {
-            crate::hcl::parse(&text).map_err(|e| Error::File { file: name.clone(), message: e.to_string() })?
+            hcl1::parse(&text).map_err(|e| Error::File { file: name.clone(), message: e.to_string() })?
         };
         out.push((name, v));
     }
@@ -701,7 +701,7 @@ mod tests {
 
     #[test]
     fn config_files_merge_and_flags_add_templates() {
-        let v = crate::hcl::parse(
+        let v = hcl1::parse(
             r#"
 consul { address = "10.0.0.1:8500" }
 wait { min = "2s" max = "10s" }

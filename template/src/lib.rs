@@ -14,7 +14,7 @@
 //!   Pure.
 //! - [`engine`]: gotmpl (Go template syntax) and handlebars behind one `Compiled` type; a
 //!   template is parsed and checked whole before it runs.
-//! - [`hcl`], [`config`]: command line and configuration files into one `Config`.
+//! - [`config`]: command line and configuration files (HCL through the `hcl1` crate) into one `Config`.
 //! - [`write`], [`command`], [`exec`]: files, reload commands, the supervised child.
 //! - [`watch`], [`files`]: tasks that report dependency data and template edits.
 //! - [`runner`]: the one task that owns templates, brain and watches.
@@ -32,7 +32,6 @@ pub mod engine;
 pub mod exec;
 pub mod files;
 pub mod funcs;
-pub mod hcl;
 pub mod runner;
 pub mod watch;
 pub mod write;

@@ -1,5 +1,5 @@
-//! A reader for the HCL (version 1) that consul-template configuration files are written in,
-//! into JSON values. HCL2 parsers reject common HCL1 files (`wait { min = "2s" max = "10s" }`
+//! A reader for HCL version 1, the syntax of Consul's and consul-template's configuration files and of
+//! Consul's ACL rules, into JSON values. HCL2 parsers reject common HCL1 files (`wait { min = "2s" max = "10s" }`
 //! on one line, octal `perms = 0600`), so this covers HCL1's own grammar: attributes, nested and
 //! labelled blocks (repeated blocks become lists), strings with escapes, heredocs, numbers with
 //! Go's base prefixes, booleans, lists, inline objects and all three comment styles.
@@ -335,5 +335,22 @@ EOF
         let e = parse("template {\n  source = \n}").unwrap_err();
         assert_eq!(e.line, 3);
         assert!(parse("a = \"unterminated").is_err());
+    }
+}
+
+#[cfg(test)]
+mod acl_rules {
+    use serde_json::json;
+
+    #[test]
+    fn labelled_blocks_as_consul_rules_use_them() {
+        let v = super::parse(
+            "key_prefix \"app/\" { policy = \"read\" }\nkey_prefix \"\" { policy = \"deny\" }\nkey \"app/x\" { policy = \"write\" }\noperator = \"read\"\nservice \"web\" { policy = \"write\" intentions = \"read\" }",
+        )
+        .expect("parses");
+        assert_eq!(v["operator"], json!("read"));
+        // Labelled blocks: a list of one-entry objects, label → body, in file order.
+        assert_eq!(v["key_prefix"], json!([{"app/": {"policy": "read"}}, {"": {"policy": "deny"}}]));
+        assert_eq!(v["service"], json!([{"web": {"policy": "write", "intentions": "read"}}]));
     }
 }
