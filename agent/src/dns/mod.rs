@@ -10,6 +10,7 @@
 //! (`/rpc/dns`), which answers it from its own store.
 
 pub mod answer;
+pub mod fuzz;
 pub mod names;
 
 use crate::config::Config;
@@ -328,9 +329,10 @@ fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
     if sh.remote.get().is_some() {
         return Reply::Remote;
     }
-    let req = match Message::from_vec(buf) {
-        Ok(m) => m,
-        Err(_) => {
+    let decoded = if counts_fit(buf) { Message::from_vec(buf).ok() } else { None };
+    let req = match decoded {
+        Some(m) => m,
+        None => {
             if buf.len() >= 2 {
                 let mut m =
                     Message::error_msg(u16::from_be_bytes([buf[0], buf[1]]), OpCode::Query, ResponseCode::FormErr);
@@ -364,6 +366,17 @@ fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
         Outcome::Answer(a) => a,
     };
     finish(sh, &req, a, udp)
+}
+
+/// Whether the section counts in a message's header leave each question at least 5 bytes (a
+/// root name, type and class) and each record at least 11. hickory reserves room for every
+/// question the header announces before it reads one, so without this a 12-byte datagram
+/// announcing 65,535 questions costs a 5.7 MB allocation; a message that fails this
+/// would fail to decode anyway. (Shorter than a header: the decoder rejects it.)
+fn counts_fit(buf: &[u8]) -> bool {
+    let Some(h) = buf.get(..12) else { return true };
+    let count = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]) as usize;
+    12 + 5 * count(4) + 11 * (count(6) + count(8) + count(10)) <= buf.len()
 }
 
 /// The response for our answer, encoded: flags, sections, and UDP trimming.
