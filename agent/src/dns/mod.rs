@@ -10,6 +10,7 @@
 //! (`/rpc/dns`), which answers it from its own store.
 
 pub mod answer;
+pub mod fuzz;
 pub mod names;
 
 use crate::config::Config;
@@ -26,13 +27,35 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// The UDP payload size without EDNS (RFC 1035).
 const DEFAULT_UDP_SIZE: usize = 512;
 /// How long to wait for one recursor.
 const RECURSOR_TIMEOUT: Duration = Duration::from_secs(2);
-/// A TCP connection idle this long is closed.
-const TCP_IDLE: Duration = Duration::from_secs(10);
+/// The time a TCP client has to send its first message, length prefix and body, from accept;
+/// and to take one answer. (miekg/dns's `ReadTimeout` and `WriteTimeout` defaults, which Consul
+/// keeps.)
+const TCP_READ_TIMEOUT: Duration = Duration::from_secs(2);
+const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The time a client has to send each further message on a kept-open connection, from the end
+/// of the previous answer (miekg/dns's `IdleTimeout` default, after RFC 7766's "order of
+/// seconds").
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(8);
+/// Queries answered on one connection before it is closed (miekg/dns's `maxTCPQueries`), so no
+/// client keeps a connection, and its slot under the caps below, for ever.
+const TCP_MAX_QUERIES: usize = 128;
+/// Open TCP connections, over all listeners and from one client ([`client_key`]). Over either
+/// cap a new connection is closed at once: with the timeouts above, a client gets at most this
+/// many tasks and buffers for at most a few seconds at a time.
+const TCP_MAX_CONNS: usize = 512;
+const TCP_MAX_CONNS_PER_CLIENT: usize = 64;
+/// How long the accept loop waits after a failed accept (out of file descriptors, say): the
+/// pending connection stays queued, so retrying at once would spin.
+const TCP_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// What a message's buffer starts at: it grows with the bytes that arrive, not with the length
+/// the client announced.
+const TCP_FIRST_ALLOC: usize = 512;
 /// How often a UDP thread waiting for a query looks whether the server is stopping.
 const UDP_STOP_POLL: Duration = Duration::from_millis(250);
 
@@ -155,8 +178,9 @@ impl DnsServer {
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
+        let limits = Arc::new(ConnLimits::new(TCP_MAX_CONNS, TCP_MAX_CONNS_PER_CLIENT));
         for l in self.tcp {
-            tasks.spawn(serve_tcp(self.shared.clone(), l));
+            tasks.spawn(serve_tcp(self.shared.clone(), l, limits.clone()).in_current_span());
         }
         while !*shutdown.borrow_and_update() {
             if shutdown.changed().await.is_err() {
@@ -252,35 +276,136 @@ fn socket_addr(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
     a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
-async fn serve_tcp(sh: Arc<Shared>, l: TcpListener) {
+async fn serve_tcp(sh: Arc<Shared>, l: TcpListener, limits: Arc<ConnLimits>) {
+    let mut failing = false;
     loop {
         match l.accept().await {
-            Ok((conn, _)) => {
-                tokio::spawn(serve_conn(sh.clone(), conn));
+            Ok((conn, peer)) => {
+                failing = false;
+                match limits.admit(peer.ip()) {
+                    Some(permit) => {
+                        tokio::spawn(serve_conn(sh.clone(), conn, permit).in_current_span());
+                    }
+                    // Dropping it closes it: the client learns at once rather than after a timeout.
+                    None => tracing::debug!(%peer, "dns: too many tcp connections, closing a new one"),
+                }
             }
             Err(e) => {
-                tracing::debug!(error = %e, "dns: tcp accept");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Once per streak: out of descriptors, this would otherwise log ten times a second.
+                if !failing {
+                    tracing::warn!(error = %e, "dns: tcp accept failed, backing off");
+                }
+                failing = true;
+                tokio::time::sleep(TCP_ACCEPT_BACKOFF).await;
             }
         }
     }
 }
 
-async fn serve_conn(sh: Arc<Shared>, mut conn: TcpStream) {
-    let mut buf = Vec::new();
-    loop {
-        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, conn.read_u16()).await else { return };
-        buf.resize(len as usize, 0);
-        if conn.read_exact(&mut buf).await.is_err() {
+/// One TCP connection: length-prefixed messages, answered in order (so pipelined queries are
+/// answered too), each read within its deadline.
+async fn serve_conn(sh: Arc<Shared>, mut conn: TcpStream, _permit: ConnPermit) {
+    let mut deadline = TCP_READ_TIMEOUT;
+    for _ in 0..TCP_MAX_QUERIES {
+        let query = match tokio::time::timeout(deadline, read_message(&mut conn)).await {
+            Ok(Ok(q)) => q,
+            Ok(Err(e)) => {
+                tracing::trace!(error = %e, "dns: tcp read");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(timeout = ?deadline, "dns: tcp client sent no whole message in time, closing");
+                return;
+            }
+        };
+        let Some(out) = sh.answer(&query, false).await else { return };
+        drop(query);
+        let Ok(len) = u16::try_from(out.len()) else {
+            tracing::warn!(len = out.len(), "dns: answer too long for tcp, closing");
             return;
-        }
-        let Some(out) = sh.answer(&buf, false).await else { return };
+        };
         let mut framed = Vec::with_capacity(out.len() + 2);
-        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&out);
-        if conn.write_all(&framed).await.is_err() {
+        drop(out);
+        if !matches!(tokio::time::timeout(TCP_WRITE_TIMEOUT, conn.write_all(&framed)).await, Ok(Ok(()))) {
             return;
         }
+        deadline = TCP_IDLE_TIMEOUT;
+    }
+}
+
+/// One length-prefixed message. Its buffer is allocated only once the length is known and then
+/// grows with what arrives, so a client announcing 64 KiB and sending nothing holds nothing.
+async fn read_message(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let len = conn.read_u16().await? as usize;
+    let mut buf = Vec::with_capacity(len.min(TCP_FIRST_ALLOC));
+    (&mut *conn).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(buf)
+}
+
+/// Open TCP connections, in all and per client; [`ConnLimits::admit`] refuses one over a cap.
+struct ConnLimits {
+    max_total: usize,
+    max_per_client: usize,
+    /// (all open connections, open connections by [`client_key`])
+    open: parking_lot::Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// An admitted connection's place under the caps, given back when it is dropped.
+struct ConnPermit {
+    limits: Arc<ConnLimits>,
+    client: IpAddr,
+}
+
+impl ConnLimits {
+    fn new(max_total: usize, max_per_client: usize) -> ConnLimits {
+        ConnLimits { max_total, max_per_client, open: Default::default() }
+    }
+
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ConnPermit> {
+        let client = client_key(peer);
+        let mut open = self.open.lock();
+        let (total, by_client) = &mut *open;
+        let mine = by_client.entry(client).or_insert(0);
+        if *total >= self.max_total || *mine >= self.max_per_client {
+            if *mine == 0 {
+                by_client.remove(&client);
+            }
+            return None;
+        }
+        *mine += 1;
+        *total += 1;
+        Some(ConnPermit { limits: self.clone(), client })
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock();
+        let (total, by_client) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(n) = by_client.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Whose connection this is, for the per-client cap: an IPv4 address (also when mapped into
+/// IPv6), or an IPv6 /64, since one host commonly holds a whole /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -328,9 +453,10 @@ fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
     if sh.remote.get().is_some() {
         return Reply::Remote;
     }
-    let req = match Message::from_vec(buf) {
-        Ok(m) => m,
-        Err(_) => {
+    let decoded = if counts_fit(buf) { Message::from_vec(buf).ok() } else { None };
+    let req = match decoded {
+        Some(m) => m,
+        None => {
             if buf.len() >= 2 {
                 let mut m =
                     Message::error_msg(u16::from_be_bytes([buf[0], buf[1]]), OpCode::Query, ResponseCode::FormErr);
@@ -364,6 +490,17 @@ fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
         Outcome::Answer(a) => a,
     };
     finish(sh, &req, a, udp)
+}
+
+/// Whether the section counts in a message's header leave each question at least 5 bytes (a
+/// root name, type and class) and each record at least 11. hickory reserves room for every
+/// question the header announces before it reads one, so without this a 12-byte datagram
+/// announcing 65,535 questions costs a 5.7 MB allocation; a message that fails this
+/// would fail to decode anyway. (Shorter than a header: the decoder rejects it.)
+fn counts_fit(buf: &[u8]) -> bool {
+    let Some(h) = buf.get(..12) else { return true };
+    let count = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]) as usize;
+    12 + 5 * count(4) + 11 * (count(6) + count(8) + count(10)) <= buf.len()
 }
 
 /// The response for our answer, encoded: flags, sections, and UDP trimming.
@@ -577,6 +714,27 @@ mod tests {
         let Trimmed::Fits(bytes) = trim_udp(&mut m, 65535, true, 3) else { panic!("a message that fits was trimmed") };
         assert_eq!(m.answers.len(), 40);
         assert_eq!(Message::from_vec(&bytes).unwrap().answers.len(), 40);
+    }
+
+    #[test]
+    fn connection_caps_per_client_and_in_all() {
+        let limits = Arc::new(ConnLimits::new(4, 2));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a1 = limits.admit(ip("10.0.0.1")).expect("first from a");
+        let a2 = limits.admit(ip("::ffff:10.0.0.1")).expect("second from a, mapped into IPv6");
+        assert!(limits.admit(ip("10.0.0.1")).is_none(), "a third from a is over its cap");
+        let b1 = limits.admit(ip("2001:db8::1")).expect("first from b's /64");
+        let _b2 = limits.admit(ip("2001:db8::ffff")).expect("second from b's /64");
+        assert!(limits.admit(ip("2001:db8::2")).is_none(), "b's /64 is one client");
+        assert!(limits.admit(ip("10.0.0.3")).is_none(), "four open: over the total");
+        drop(a1);
+        let c = limits.admit(ip("10.0.0.3")).expect("a place was given back");
+        assert!(limits.admit(ip("10.0.0.1")).is_none(), "total full again");
+        drop((a2, b1, c));
+        let _a = limits.admit(ip("10.0.0.1")).expect("a may connect again");
+        let open = limits.open.lock();
+        assert_eq!(open.0, 2);
+        assert_eq!(open.1.len(), 2, "refused clients leave no entry behind");
     }
 
     #[test]

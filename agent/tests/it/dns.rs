@@ -495,3 +495,193 @@ async fn dns_host_names_meta_txt_ipv6_ptr_and_other_datacenters() {
         assert!(m.edns.is_some(), "{q}: EDNS echoed");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// DNS over TCP cannot be held: a deadline for each whole message, an idle timeout between
+// messages, and caps on open connections. Agents on 127.0.121.1 and 127.0.121.4; clients also
+// connect from 127.0.121.5 and 127.0.121.6.
+
+mod tcp_limits {
+    use super::{query, start_agent};
+    use crate::harness::wait_for;
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::RecordType;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+
+    /// The server's read deadline for a connection's first message, and its idle timeout.
+    const READ_TIMEOUT: Duration = Duration::from_secs(2);
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
+    /// Connections one client may hold open.
+    const PER_CLIENT: usize = 64;
+
+    #[derive(Debug)]
+    enum Exchange {
+        Answered(Message),
+        /// The server closed the connection (or reset it) without answering.
+        Closed,
+        TimedOut,
+    }
+
+    fn framed(name: &str, t: RecordType) -> (u16, Vec<u8>) {
+        let q = query(name, t, false);
+        let bytes = q.to_vec().unwrap();
+        let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&bytes);
+        (q.metadata.id, out)
+    }
+
+    async fn read_answer(c: &mut TcpStream) -> Exchange {
+        let read = async {
+            let len = c.read_u16().await.ok()?;
+            let mut buf = vec![0u8; len as usize];
+            c.read_exact(&mut buf).await.ok()?;
+            Some(Message::from_vec(&buf).expect("an answer that decodes"))
+        };
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(Some(m)) => Exchange::Answered(m),
+            Ok(None) => Exchange::Closed,
+            Err(_) => Exchange::TimedOut,
+        }
+    }
+
+    /// One question on an open connection.
+    async fn ask(c: &mut TcpStream, name: &str) -> Exchange {
+        let (id, bytes) = framed(name, RecordType::A);
+        if c.write_all(&bytes).await.is_err() {
+            return Exchange::Closed;
+        }
+        let answer = read_answer(c).await;
+        if let Exchange::Answered(m) = &answer {
+            assert_eq!(m.metadata.id, id);
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+        }
+        answer
+    }
+
+    async fn connect_from(local: &str, server: SocketAddr) -> TcpStream {
+        let sock = TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        sock.connect(server).await.expect("tcp connect")
+    }
+
+    async fn udp_answered(local: &str, server: SocketAddr, name: &str) -> bool {
+        let q = query(name, RecordType::A, false);
+        let sock = UdpSocket::bind(format!("{local}:0")).await.unwrap();
+        sock.send_to(&q.to_vec().unwrap(), server).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => Message::from_vec(&buf[..n]).is_ok_and(|m| !m.answers.is_empty()),
+            _ => false,
+        }
+    }
+
+    /// Waits (at most `limit`) for the server to close `c` without sending anything; how long
+    /// it took from `since`.
+    async fn closed_by_server(c: &mut TcpStream, since: Instant, limit: Duration) -> Duration {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(limit, c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => since.elapsed(),
+            Ok(Ok(n)) => panic!("the server sent {n} bytes on a connection it should close"),
+            Err(_) => panic!("the server kept the connection open for {limit:?}"),
+        }
+    }
+
+    async fn dns_up(local: &str, server: SocketAddr, name: &str) {
+        wait_for(Duration::from_secs(20), "the agent's node in DNS", || async {
+            udp_answered(local, server, name).await.then_some(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn dns_tcp_stalled_and_idle_connections_are_closed_while_others_are_served() {
+        const IP: &str = "127.0.121.1";
+        let server: SocketAddr = "127.0.121.1:8600".parse().unwrap();
+        let name = "node-127-0-121-1.node.consul.";
+        let a = start_agent(IP, &[]);
+        a.ready().await;
+        dns_up(IP, server, name).await;
+
+        // A client that sends the two length bytes of a 64-byte message, and nothing more.
+        let mut stalled = TcpStream::connect(server).await.unwrap();
+        stalled.write_all(&[0, 64]).await.unwrap();
+        let stalled_at = Instant::now();
+        // One whose query is answered, and which then sends nothing.
+        let mut idle = TcpStream::connect(server).await.unwrap();
+        assert!(matches!(ask(&mut idle, name).await, Exchange::Answered(_)));
+        let idle_at = Instant::now();
+
+        // Meanwhile others are answered over TCP (three queries pipelined in one write, answered
+        // in order) and UDP.
+        let mut other = TcpStream::connect(server).await.unwrap();
+        let mut ids = Vec::new();
+        let mut batch = Vec::new();
+        for n in [name, "consul.", name] {
+            let (id, bytes) = framed(n, RecordType::A);
+            ids.push(id);
+            batch.extend_from_slice(&bytes);
+        }
+        other.write_all(&batch).await.unwrap();
+        for id in ids {
+            match read_answer(&mut other).await {
+                Exchange::Answered(m) => assert_eq!(m.metadata.id, id, "pipelined answers come in order"),
+                e => panic!("a pipelined query: {e:?}"),
+            }
+        }
+        assert!(udp_answered(IP, server, name).await, "UDP is answered while a TCP client stalls");
+
+        // The stalled client is cut off at the read deadline; the idle one at the idle timeout.
+        let took = closed_by_server(&mut stalled, stalled_at, Duration::from_secs(20)).await;
+        assert!(took >= READ_TIMEOUT / 2, "the stalled client was closed after {took:?}, before its deadline");
+        let took = closed_by_server(&mut idle, idle_at, Duration::from_secs(30)).await;
+        assert!(took >= IDLE_TIMEOUT / 2, "the idle client was closed after {took:?}, before the idle timeout");
+        // A new connection is served as ever.
+        let mut fresh = TcpStream::connect(server).await.unwrap();
+        assert!(matches!(ask(&mut fresh, name).await, Exchange::Answered(_)));
+    }
+
+    #[tokio::test]
+    async fn dns_tcp_connections_over_the_per_client_cap_are_closed() {
+        const IP: &str = "127.0.121.4";
+        const BUSY: &str = "127.0.121.5";
+        const OTHER: &str = "127.0.121.6";
+        let server: SocketAddr = "127.0.121.4:8600".parse().unwrap();
+        let name = "node-127-0-121-4.node.consul.";
+        let a = start_agent(IP, &[]);
+        a.ready().await;
+        dns_up(IP, server, name).await;
+
+        // One client fills its share: each connection answered once, so each holds a place.
+        let mut held = Vec::new();
+        for i in 0..PER_CLIENT {
+            let mut c = connect_from(BUSY, server).await;
+            match ask(&mut c, name).await {
+                Exchange::Answered(_) => held.push(c),
+                e => panic!("connection {i} of {PER_CLIENT}: {e:?}"),
+            }
+        }
+        // One more from it is closed unanswered, at once rather than at a deadline.
+        let mut over = connect_from(BUSY, server).await;
+        let at = Instant::now();
+        match ask(&mut over, name).await {
+            Exchange::Closed => {}
+            e => panic!("a connection over the cap: {e:?}"),
+        }
+        assert!(at.elapsed() < READ_TIMEOUT, "closed after {:?}", at.elapsed());
+        // Another address is served all the while, over TCP and UDP.
+        let mut c = connect_from(OTHER, server).await;
+        assert!(matches!(ask(&mut c, name).await, Exchange::Answered(_)));
+        assert!(udp_answered(BUSY, server, name).await, "the cap is on TCP connections only");
+        // The held connections still work; once they are closed, the client gets in again.
+        assert!(matches!(ask(&mut held[0], name).await, Exchange::Answered(_)));
+        drop(held);
+        wait_for(Duration::from_secs(10), "the busy client served again", || async {
+            let mut c = connect_from(BUSY, server).await;
+            matches!(ask(&mut c, name).await, Exchange::Answered(_)).then_some(())
+        })
+        .await;
+    }
+}
