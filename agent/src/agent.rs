@@ -105,6 +105,10 @@ pub struct Agent {
     rpc: network::HttpClient,
     /// What this agent's server port expects of callers (and this agent shows others').
     pub peer_auth: crate::peer_auth::PeerAuth,
+    /// Tokens and what they may do; the agent's own tokens.
+    pub acl: Arc<crate::acl::Acl>,
+    /// Tokens of services and checks just removed, for the sync that deregisters them.
+    retired_tokens: Mutex<HashMap<String, String>>,
     /// Set once this node's catalog record is known to match (full syncs compare it again).
     node_synced: std::sync::atomic::AtomicBool,
 }
@@ -124,6 +128,15 @@ impl NodeView {
             services: state.node_services(node).cloned().collect(),
             checks: state.node_checks(node).cloned().collect(),
         }
+    }
+}
+
+/// Where the agent keeps files (`None` in `-dev`, which keeps everything in memory).
+fn data_dir_of(cfg: &Config) -> Option<&std::path::Path> {
+    if cfg.dev {
+        None
+    } else {
+        cfg.data_dir.as_deref()
     }
 }
 
@@ -154,6 +167,11 @@ impl Agent {
         let node_id = ensure_node_id(&config);
         let key = config.encrypt.as_deref().map(crate::serf::decode_key).transpose().map_err(StartError::Config)?;
         let peer_auth = crate::peer_auth::PeerAuth::new(key.as_ref().map(|k| &k[..]));
+        let acl = Arc::new(crate::acl::Acl::new(config.acl.clone(), &config.datacenter, data_dir_of(&config)));
+        let agent_token: crate::peer_auth::TokenSource = {
+            let acl = acl.clone();
+            Arc::new(move || acl.agent_token())
+        };
         let store = Arc::new(Store::new());
         let data_dir = if config.dev { None } else { config.data_dir.clone() };
         let mut server = None;
@@ -165,7 +183,7 @@ impl Agent {
                     .validate()
                     .map_err(|e| StartError::Raft(e.to_string()))?,
             );
-            let http = network::http_client(peer_auth.clone());
+            let http = network::http_client(peer_auth.clone()).with_token(agent_token.clone());
             let rid = raft::node_id_from(&node_id);
             let peer = Peer {
                 addr: config.server_rpc_addr().to_string(),
@@ -198,11 +216,24 @@ impl Agent {
             members: Default::default(),
             gossip: Default::default(),
             forwarder: crate::forward::client(peer_auth.clone()),
-            rpc: network::http_client(peer_auth.clone()),
+            rpc: network::http_client(peer_auth.clone()).with_token(agent_token),
             peer_auth,
+            acl,
+            retired_tokens: Default::default(),
             node_synced: Default::default(),
             config,
         });
+        if agent.server.is_none() {
+            // A client agent asks a server what a token may do.
+            let weak = Arc::downgrade(&agent);
+            agent.acl.set_remote(Box::new(move |secret| {
+                let weak = weak.clone();
+                Box::pin(async move {
+                    let agent = weak.upgrade().ok_or_else(|| "agent stopped".to_string())?;
+                    agent.client_rpc("/rpc/acl/resolve", &secret).await.map_err(|e| e.to_string())
+                })
+            }));
+        }
         agent.drop_restored_scripts();
         agent.load_config_definitions(&agent.config.services.clone(), &agent.config.checks.clone())?;
         // Restart the checks of restored and configured entries, each as allowed by its source.
@@ -302,6 +333,69 @@ impl Agent {
         self.client_rpc("/rpc/apply", &req).await?
     }
 
+    /// Anti-entropy's writes, made as this agent's token allows (Consul's "blocked by ACLs"):
+    /// a server checks the token itself, a client's server checks it on `/rpc/apply`.
+    async fn sync_write(&self, command: Command, token: String) -> Result<(), server::Error> {
+        if self.server.is_some() && self.acl.enabled() {
+            let st = self.store.read();
+            let checked = self
+                .acl
+                .resolve_local(Some(&token), &st.acl, now_ms())
+                .and_then(|id| crate::acl::commands::authorize(&id, &command, &st));
+            if let Err(e) = checked {
+                return Err(server::Error::Rpc(format!("catalog sync blocked by ACLs: {e}")));
+            }
+        }
+        let answer = match &self.server {
+            Some(s) => s.write(command).await?,
+            None => {
+                let req = Request { now_ms: now_ms(), command };
+                let answer: Result<Response, server::Error> =
+                    self.client_rpc_as("/rpc/apply", &req, Some(&token)).await?;
+                answer?
+            }
+        };
+        match answer {
+            Response::Error(e) => Err(server::Error::Rpc(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The token a service's catalog sync uses: the one it was registered with, else (from a
+    /// config file) `config_file_service_registration`, else the agent's.
+    fn service_token(&self, id: &str) -> String {
+        let own = {
+            let local = self.local.lock();
+            match local.services.get(id) {
+                Some(s) if !s.token.is_empty() => Some(s.token.clone()),
+                Some(s) if s.from_config => {
+                    Some(self.acl.agent_tokens().config_file_service_registration).filter(|t| !t.is_empty())
+                }
+                Some(_) => None,
+                None => self.retired_tokens.lock().remove(&format!("service:{id}")).filter(|t| !t.is_empty()),
+            }
+        };
+        own.unwrap_or_else(|| self.acl.agent_token())
+    }
+
+    /// A check's sync token: its own, else its service's, else the agent's.
+    fn check_token(&self, id: &str) -> String {
+        let (own, service) = {
+            let local = self.local.lock();
+            match local.checks.get(id) {
+                Some(c) => (Some(c.token.clone()).filter(|t| !t.is_empty()), c.check.service_id.clone()),
+                None => {
+                    (self.retired_tokens.lock().remove(&format!("check:{id}")).filter(|t| !t.is_empty()), String::new())
+                }
+            }
+        };
+        match own {
+            Some(t) => t,
+            None if !service.is_empty() => self.service_token(&service),
+            None => self.acl.agent_token(),
+        }
+    }
+
     /// The catalog's view of this node (a client agent asks a server; stale reads are fine).
     pub async fn node_view(&self) -> Result<NodeView, server::Error> {
         if self.server.is_some() {
@@ -310,11 +404,22 @@ impl Agent {
         self.client_rpc("/rpc/node", &self.config.node_name).await
     }
 
-    /// A client agent's RPC to a server (the next one when a server cannot be reached).
+    /// A client agent's RPC to a server (the next one when a server cannot be reached), made
+    /// with the agent's own token.
     pub async fn client_rpc<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         req: &Req,
+    ) -> Result<Resp, server::Error> {
+        self.client_rpc_as(path, req, None).await
+    }
+
+    /// [`Agent::client_rpc`] with a given ACL token.
+    pub async fn client_rpc_as<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        token: Option<&str>,
     ) -> Result<Resp, server::Error> {
         let servers = self.members.servers(&self.config.datacenter, &self.config.node_name);
         if servers.is_empty() {
@@ -322,7 +427,7 @@ impl Agent {
         }
         let mut last = String::new();
         for addr in servers {
-            match network::post_json(&self.rpc, &addr.to_string(), path, req, Duration::from_secs(10)).await {
+            match network::post_json_as(&self.rpc, &addr.to_string(), path, req, Duration::from_secs(10), token).await {
                 Ok(v) => return Ok(v),
                 // Only a request that was never sent moves to the next server.
                 Err(network::PostError::Unreachable(e)) => {
@@ -374,10 +479,12 @@ impl Agent {
         local.services.retain(|_, s| !s.from_config);
         local.checks.retain(|_, c| !c.from_config);
         for svc in new_services {
-            local.services.insert(svc.id.clone(), LocalService { service: svc, from_config: true });
+            local
+                .services
+                .insert(svc.id.clone(), LocalService { service: svc, from_config: true, token: String::new() });
         }
         for c in new_checks {
-            local.checks.insert(c.check_id.clone(), LocalCheck { check: c, from_config: true });
+            local.checks.insert(c.check_id.clone(), LocalCheck { check: c, from_config: true, token: String::new() });
         }
         Ok(())
     }
@@ -407,6 +514,7 @@ impl Agent {
         svc: Service,
         checks: Vec<Check>,
         replace_existing_checks: bool,
+        token: &str,
     ) -> Result<(), AgentError> {
         self.permit_scripts(Source::Remote, &checks)?;
         let id = svc.id.clone();
@@ -421,7 +529,9 @@ impl Agent {
         let stale: Vec<String>;
         {
             let mut local = self.local.lock();
-            local.services.insert(id.clone(), LocalService { service: svc, from_config: false });
+            local
+                .services
+                .insert(id.clone(), LocalService { service: svc, from_config: false, token: token.to_string() });
             let new_ids: Vec<&str> = checks.iter().map(|c| c.check_id.as_str()).collect();
             stale = if replace_existing_checks {
                 local
@@ -434,7 +544,9 @@ impl Agent {
                 vec![]
             };
             for k in &stale {
-                local.checks.remove(k);
+                if let Some(old) = local.checks.remove(k) {
+                    self.retired_tokens.lock().insert(format!("check:{k}"), old.token);
+                }
             }
             for c in &checks {
                 // Re-registering keeps the last known status of a check that already exists.
@@ -445,7 +557,9 @@ impl Agent {
                         c.output = prev.check.output.clone();
                     }
                 }
-                local.checks.insert(c.check_id.clone(), LocalCheck { check: c, from_config: false });
+                local
+                    .checks
+                    .insert(c.check_id.clone(), LocalCheck { check: c, from_config: false, token: token.to_string() });
             }
         }
         for k in &stale {
@@ -465,11 +579,12 @@ impl Agent {
     pub async fn deregister_service(&self, id: &str) -> Result<(), AgentError> {
         let checks: Vec<String> = {
             let mut local = self.local.lock();
-            if local.services.remove(id).is_none() {
+            let Some(old) = local.services.remove(id) else {
                 return Err(AgentError::NotFound(format!(
                     "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
                 )));
-            }
+            };
+            self.retired_tokens.lock().insert(format!("service:{id}"), old.token);
             let ids: Vec<String> =
                 local.checks.iter().filter(|(_, c)| c.check.service_id == id).map(|(k, _)| k.clone()).collect();
             for k in &ids {
@@ -485,14 +600,14 @@ impl Agent {
         Ok(())
     }
 
-    pub async fn register_check(&self, check: Check) -> Result<(), AgentError> {
+    pub async fn register_check(&self, check: Check, token: &str) -> Result<(), AgentError> {
         if !check.service_id.is_empty() && !self.local.lock().services.contains_key(&check.service_id) {
             return Err(AgentError::NotFound(format!("ServiceID {:?} does not exist", check.service_id)));
         }
         self.permit_scripts(Source::Remote, [&check])?;
         let id = check.check_id.clone();
         let def = check.definition.clone();
-        self.local.lock().checks.insert(id.clone(), LocalCheck { check, from_config: false });
+        self.local.lock().checks.insert(id.clone(), LocalCheck { check, from_config: false, token: token.to_string() });
         self.runner.start(&id, &def, self.scripts_allowed(false));
         self.persist_local();
         self.sync_check(&id).await?;
@@ -500,11 +615,12 @@ impl Agent {
     }
 
     pub async fn deregister_check(&self, id: &str) -> Result<(), AgentError> {
-        if self.local.lock().checks.remove(id).is_none() {
+        let Some(old) = self.local.lock().checks.remove(id) else {
             return Err(AgentError::NotFound(format!(
                 "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
             )));
-        }
+        };
+        self.retired_tokens.lock().insert(format!("check:{id}"), old.token);
         self.runner.stop(id);
         self.persist_local();
         self.sync_check(id).await?;
@@ -554,7 +670,7 @@ impl Agent {
                 check_type: "maintenance".into(),
                 ..Default::default()
             };
-            self.local.lock().checks.insert(id.clone(), LocalCheck { check, from_config: false });
+            self.local.lock().checks.insert(id.clone(), LocalCheck { check, from_config: false, token: String::new() });
         } else {
             self.local.lock().checks.remove(&id);
         }
@@ -608,7 +724,8 @@ impl Agent {
                 return Ok(());
             }
         }
-        self.write(Command::Register(RegisterRequest { node, ..Default::default() })).await?;
+        self.sync_write(Command::Register(RegisterRequest { node, ..Default::default() }), self.acl.agent_token())
+            .await?;
         self.node_synced.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -630,10 +747,7 @@ impl Agent {
             }),
             None => Command::Deregister(DeregisterRequest { node, service_id: Some(id.to_string()), check_id: None }),
         };
-        match self.write(command).await? {
-            Response::Error(e) => Err(server::Error::Rpc(e)),
-            _ => Ok(()),
-        }
+        self.sync_write(command, self.service_token(id)).await
     }
 
     pub async fn sync_check(&self, id: &str) -> Result<(), server::Error> {
@@ -650,10 +764,7 @@ impl Agent {
             }),
             None => Command::Deregister(DeregisterRequest { node, service_id: None, check_id: Some(id.to_string()) }),
         };
-        match self.write(command).await? {
-            Response::Error(e) => Err(server::Error::Rpc(e)),
-            _ => Ok(()),
-        }
+        self.sync_write(command, self.check_token(id)).await
     }
 
     /// Makes the catalog's view of this node match the local state: registers what is missing or
@@ -796,6 +907,7 @@ impl Agent {
         tokio::spawn(self.clone().session_expiry_loop());
         tokio::spawn(crate::leader::bootstrap_expect(self.clone()));
         tokio::spawn(crate::leader::reconcile_loop(self.clone()));
+        tokio::spawn(crate::acl::leader::run(self.clone()));
         let me = self.clone();
         tokio::spawn(async move {
             let mut shutdown = me.shutdown.subscribe();

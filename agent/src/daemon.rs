@@ -41,11 +41,14 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
             let weak = weak.clone();
             Box::pin(async move {
                 let agent = weak.upgrade()?;
-                let answer: Result<Option<Vec<u8>>, _> = agent.client_rpc("/rpc/dns", &(query, udp)).await;
+                let token = agent.acl.dns_token();
+                let answer: Result<Option<Vec<u8>>, _> =
+                    agent.client_rpc_as("/rpc/dns", &(query, udp), Some(&token)).await;
                 answer.map_err(|e| tracing::warn!(error = %e, "dns: asking a server failed")).ok().flatten()
             })
         }));
     }
+    resolver.set_acl(agent.acl.clone());
     let dns = crate::dns::DnsServer::bind(&config, resolver.clone()).await?;
     if agent.server.is_some() {
         let addr = std::net::SocketAddr::new(config.bind_addr, config.ports.server.max(0) as u16);

@@ -74,6 +74,8 @@ fn scope(endpoint: &Endpoint) -> Scope {
         SnapshotSave | SnapshotRestore | QueryList => Scope::Leader,
         InternalUiServices | InternalUiNodes | InternalUiNode(_) => Scope::Leader,
         StatusLeader | StatusPeers => Scope::Server,
+        // ACL objects are Raft state, written on the leader.
+        Acl(_) => Scope::Leader,
         _ => Scope::Agent,
     }
 }
@@ -119,8 +121,15 @@ pub async fn route(
     path_and_query: &str,
     body: &Bytes,
     hops: u8,
+    token: Option<&str>,
 ) -> Option<Result<Reply, HttpError>> {
     let scope = scope(endpoint);
+    // The server decides with the caller's token, or this agent's default when it named none.
+    let token = match token {
+        Some(t) if !t.is_empty() => Some(t.to_string()),
+        _ if agent.acl.enabled() => Some(agent.acl.effective_secret(None).into_owned()),
+        _ => None,
+    };
     let deadline = tokio::time::Instant::now() + HOLD;
     let mut tried = Vec::new();
     loop {
@@ -133,7 +142,7 @@ pub async fn route(
             Ok(Some(a)) => a,
             Err(e) => return Some(Err(e)),
         };
-        match send(&agent.forwarder, addr, method, path_and_query, body.clone(), hops).await {
+        match send(&agent.forwarder, addr, method, path_and_query, body.clone(), hops, token.as_deref()).await {
             Ok(r) => return Some(Ok(r)),
             Err(Failure::Other(e)) => return Some(Err(HttpError::Internal(e))),
             Err(Failure::Connect(e)) => {
@@ -170,13 +179,16 @@ pub async fn send(
     path_and_query: &str,
     body: Bytes,
     hops: u8,
+    token: Option<&str>,
 ) -> Result<Reply, Failure> {
-    let req = http::Request::builder()
+    let mut req = http::Request::builder()
         .method(method.clone())
         .uri(format!("http://{addr}{path_and_query}"))
-        .header(HEADER_HOPS, (hops + 1).to_string())
-        .body(Full::new(body))
-        .map_err(|e| Failure::Other(e.to_string()))?;
+        .header(HEADER_HOPS, (hops + 1).to_string());
+    if let Some(t) = token {
+        req = req.header(crate::peer_auth::TOKEN_HEADER, t);
+    }
+    let req = req.body(Full::new(body)).map_err(|e| Failure::Other(e.to_string()))?;
     // A blocking query may be parked for up to max_query_time plus jitter on the server.
     let limit = if path_and_query.contains("index=") { Duration::from_secs(700) } else { Duration::from_secs(60) };
     let resp = match tokio::time::timeout(limit, client.request(req)).await {

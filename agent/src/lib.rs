@@ -1,6 +1,7 @@
 //! The discovery agent. Layers point down: http/dns/cli → server (reads, writes, blocking) →
 //! raft glue → state store. See ARCHITECTURE.md.
 
+pub mod acl;
 pub mod agent;
 pub mod checks;
 pub mod cli;

@@ -11,12 +11,17 @@ use std::path::{Path, PathBuf};
 pub struct LocalService {
     pub service: Service,
     pub from_config: bool,
+    /// The ACL token it was registered with; its catalog sync uses it.
+    #[serde(default)]
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LocalCheck {
     pub check: Check,
     pub from_config: bool,
+    #[serde(default)]
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -98,11 +103,16 @@ mod tests {
             LocalService {
                 service: Service { id: "a".into(), service: "a".into(), ..Default::default() },
                 from_config: false,
+                token: String::new(),
             },
         );
         l.services.insert(
             "b".into(),
-            LocalService { service: Service { id: "b".into(), ..Default::default() }, from_config: true },
+            LocalService {
+                service: Service { id: "b".into(), ..Default::default() },
+                from_config: true,
+                token: String::new(),
+            },
         );
         l.persist(Some(dir.path())).expect("persist");
         let back = Local::load(Some(dir.path())).expect("load");

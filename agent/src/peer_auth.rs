@@ -61,12 +61,20 @@ impl PeerAuth {
     }
 }
 
+/// Where a [`PeerClient`] gets the ACL token it sends when a request names none (the agent's
+/// own token, for its internal RPCs).
+pub type TokenSource = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
 /// A pooled HTTP client for other agents' server ports that proves membership on every request.
 #[derive(Clone)]
 pub struct PeerClient {
     client: Client<HttpConnector, Full<Bytes>>,
     auth: PeerAuth,
+    token: Option<TokenSource>,
 }
+
+/// The header an ACL token travels in.
+pub const TOKEN_HEADER: &str = "x-consul-token";
 
 impl PeerClient {
     /// `http2_only`: one multiplexed connection per server (forwarded requests, which include
@@ -76,11 +84,26 @@ impl PeerClient {
         c.set_nodelay(true);
         c.set_connect_timeout(Some(Duration::from_secs(2)));
         let client = Client::builder(TokioExecutor::new()).http2_only(http2_only).build(c);
-        PeerClient { client, auth }
+        PeerClient { client, auth, token: None }
+    }
+
+    /// Requests that carry no token of their own get the one `source` gives.
+    pub fn with_token(mut self, source: TokenSource) -> PeerClient {
+        self.token = Some(source);
+        self
     }
 
     pub fn request(&self, mut req: http::Request<Full<Bytes>>) -> ResponseFuture {
         req.headers_mut().insert(HEADER, self.auth.header());
+        if let Some(source) = &self.token {
+            if !req.headers().contains_key(TOKEN_HEADER) {
+                if let Ok(v) = HeaderValue::from_str(&source()) {
+                    if !v.is_empty() {
+                        req.headers_mut().insert(TOKEN_HEADER, v);
+                    }
+                }
+            }
+        }
         self.client.request(req)
     }
 }

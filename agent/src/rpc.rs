@@ -130,6 +130,11 @@ fn admit(agent: &Agent, req: &hyper::Request<Incoming>) -> Result<(), Reply> {
     Ok(())
 }
 
+/// The ACL token an internal RPC carries.
+fn token_of(req: &hyper::Request<Incoming>) -> Option<String> {
+    req.headers().get(crate::peer_auth::TOKEN_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 /// The body length a request announces, if it announces one.
 pub fn declared_length(h: &http::HeaderMap) -> Option<u64> {
     h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
@@ -202,16 +207,36 @@ async fn handle(
                 reply(&server.raft.install_snapshot(r).await)
             }
             "/rpc/apply" => {
+                // A client agent's (or another server's) own sync: allowed as its token allows.
+                let token = token_of(&req);
                 let r: Request = body(req, rpc_max).await?;
+                if agent.acl.enabled() {
+                    let st = agent.store.read();
+                    let checked = agent
+                        .acl
+                        .resolve_local(token.as_deref(), &st.acl, r.now_ms)
+                        .and_then(|id| crate::acl::commands::authorize(&id, &r.command, &st));
+                    if let Err(e) = checked {
+                        drop(st);
+                        return Ok(reply(&Ok::<_, Error>(crate::structs::Response::Error(e.to_string()))));
+                    }
+                }
                 reply(&server.write_request(r).await)
+            }
+            "/rpc/acl/resolve" => {
+                let secret: String = body(req, rpc_max).await?;
+                let st = agent.store.read();
+                reply(&crate::acl::resolve_in(&st.acl, &secret, &agent.config.datacenter, crate::structs::now_ms()))
             }
             "/rpc/node" => {
                 let node: String = body(req, rpc_max).await?;
                 reply(&NodeView::of(&agent.store.read(), &node))
             }
             "/rpc/dns" => {
+                // Answered for the asking agent's DNS token.
+                let token = token_of(&req);
                 let (query, udp): (Vec<u8>, bool) = body(req, rpc_max).await?;
-                reply(&dns.answer(&query, udp).await)
+                reply(&dns.answer_as(&query, udp, token.as_deref()).await)
             }
             "/rpc/barrier" => {
                 let result: Result<u64, Error> = match server.raft.ensure_linearizable().await {

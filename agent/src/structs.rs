@@ -277,6 +277,8 @@ pub enum Command {
         config: serde_json::Value,
         cas: Option<u64>,
     },
+    /// A write to the ACL tables.
+    Acl(crate::acl::model::AclCommand),
 }
 
 impl Command {

@@ -184,6 +184,9 @@ pub struct Config {
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// `http_config.allow_write_http_from`: if not empty, only these networks may write.
     pub allow_write_http_from: Vec<Cidr>,
+    /// The `acl` block (and the legacy top-level `acl_*` keys).
+    pub acl: crate::acl::AclConfig,
+    pub primary_datacenter: String,
     /// `gossip_lan` tuning; unset fields keep Consul's LAN defaults.
     pub gossip_lan: GossipLan,
     /// How long a failed member is kept before it is reaped (`reconnect_timeout`, 72h).
@@ -369,6 +372,48 @@ fn str_list_at(m: &Map<String, Value>, path: &[&str]) -> Vec<String> {
         Some(Value::String(s)) => vec![s.clone()],
         _ => vec![],
     }
+}
+
+/// The `acl` block, with the names older configs still carry (`acl_master_token`,
+/// `acl_default_policy`, `acl.tokens.master`, ...). The schema checked the types already.
+fn acl_config(f: &Map<String, Value>) -> Result<crate::acl::AclConfig, ConfigError> {
+    use crate::acl::{AclConfig, DefaultPolicy, DownPolicy};
+    let s = |path: &[&str]| get_str(f, path).filter(|v| !v.is_empty());
+    let mut c = AclConfig {
+        // Before Consul 1.4, setting acl_datacenter turned ACLs on.
+        enabled: get_bool(f, &["acl", "enabled"]).unwrap_or(s(&["acl_datacenter"]).is_some()),
+        ..Default::default()
+    };
+    if let Some(p) = s(&["acl", "default_policy"]).or_else(|| s(&["acl_default_policy"])) {
+        c.default_policy = if p.eq_ignore_ascii_case("deny") { DefaultPolicy::Deny } else { DefaultPolicy::Allow };
+    }
+    if let Some(p) = s(&["acl", "down_policy"]).or_else(|| s(&["acl_down_policy"])) {
+        c.down_policy = match p.to_ascii_lowercase().as_str() {
+            "allow" => DownPolicy::Allow,
+            "deny" => DownPolicy::Deny,
+            _ => DownPolicy::ExtendCache,
+        };
+    }
+    if let Some(d) = get_duration(f, &["acl", "token_ttl"])?.or(get_duration(f, &["acl_ttl"])?) {
+        c.token_ttl = d;
+    }
+    c.enable_key_list_policy = get_bool(f, &["acl", "enable_key_list_policy"]).unwrap_or(false);
+    c.enable_token_persistence = get_bool(f, &["acl", "enable_token_persistence"]).unwrap_or(false);
+    let t = |new: &str, old_block: &str, legacy: &str| {
+        s(&["acl", "tokens", new])
+            .or_else(|| s(&["acl", "tokens", old_block]))
+            .or_else(|| s(&[legacy]))
+            .unwrap_or_default()
+    };
+    c.tokens.initial_management = t("initial_management", "master", "acl_master_token");
+    c.tokens.default = t("default", "default", "acl_token");
+    c.tokens.agent = t("agent", "agent", "acl_agent_token");
+    c.tokens.agent_recovery = t("agent_recovery", "agent_master", "acl_agent_master_token");
+    c.tokens.replication = t("replication", "replication", "acl_replication_token");
+    c.tokens.config_file_service_registration =
+        t("config_file_service_registration", "config_file_service_registration", "");
+    c.tokens.dns = t("dns", "dns", "");
+    Ok(c)
 }
 
 /// A network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is one host).
@@ -639,6 +684,10 @@ impl Config {
             http_max_conns_per_client: get_i64(&f, &["limits", "http_max_conns_per_client"]).unwrap_or(200) as usize,
             response_headers,
             allow_write_http_from,
+            acl: acl_config(&f)?,
+            primary_datacenter: get_str(&f, &["primary_datacenter"])
+                .or_else(|| get_str(&f, &["acl_datacenter"]))
+                .unwrap_or_default(),
             gossip_lan: GossipLan {
                 probe_interval: get_duration(&f, &["gossip_lan", "probe_interval"])?,
                 probe_timeout: get_duration(&f, &["gossip_lan", "probe_timeout"])?,

@@ -63,7 +63,21 @@ pub const TOP: &[(&str, Ty)] = &[
             ("enable_token_persistence", Ty::Bool),
             ("enable_token_replication", Ty::Bool),
             ("enable_key_list_policy", Ty::Bool),
-            ("tokens", Ty::StrMap),
+            (
+                "tokens",
+                Ty::Obj(&[
+                    ("initial_management", Ty::Str),
+                    ("master", Ty::Str),
+                    ("default", Ty::Str),
+                    ("agent", Ty::Str),
+                    ("agent_recovery", Ty::Str),
+                    ("agent_master", Ty::Str),
+                    ("replication", Ty::Str),
+                    ("config_file_service_registration", Ty::Str),
+                    ("dns", Ty::Str),
+                ]),
+            ),
+            ("msp_disable_bootstrap", Ty::Bool),
         ]),
     ),
     ("acl_datacenter", Ty::Str),
@@ -366,21 +380,6 @@ pub fn unenforced(doc: &Map<String, Value>) -> Vec<String> {
     let is_true = |path: &[&str]| get(path).and_then(Value::as_bool) == Some(true);
     let is_set = |path: &[&str]| get(path).is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
     let mut found = Vec::new();
-    const ACLS: &str = "this agent does not enforce ACLs yet";
-    if is_true(&["acl", "enabled"]) {
-        found.push(format!("acl.enabled = true: {ACLS}"));
-    }
-    if get(&["acl", "default_policy"]).and_then(Value::as_str).is_some_and(|p| p.eq_ignore_ascii_case("deny")) {
-        found.push(format!("acl.default_policy = \"deny\": {ACLS}"));
-    }
-    for legacy in ["acl_datacenter", "acl_master_token", "acl_agent_master_token", "acl_agent_token", "acl_token"] {
-        if is_set(&[legacy]) {
-            found.push(format!("{legacy}: {ACLS}"));
-        }
-    }
-    if get(&["acl_default_policy"]).and_then(Value::as_str).is_some_and(|p| p.eq_ignore_ascii_case("deny")) {
-        found.push(format!("acl_default_policy = \"deny\": {ACLS}"));
-    }
     const TLS: &str = "this agent does not serve TLS yet";
     for key in
         ["verify_incoming", "verify_incoming_rpc", "verify_incoming_https", "verify_outgoing", "verify_server_hostname"]
@@ -465,8 +464,8 @@ mod tests {
         let v = json!({"acl": {"enabled": true, "default_policy": "deny"}, "verify_incoming": true,
                        "tls": {"defaults": {"ca_file": "/ca.pem", "verify_incoming": false}}, "ports": {"https": 8501}});
         let found = unenforced(v.as_object().expect("object"));
-        assert_eq!(found.len(), 5, "{found:?}");
-        assert!(found[0].starts_with("acl.enabled = true"));
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("verify_incoming = true"));
         let off = json!({"acl": {"enabled": false}, "verify_incoming": false, "ports": {"https": -1}, "ca_file": ""});
         assert!(unenforced(off.as_object().expect("object")).is_empty());
     }

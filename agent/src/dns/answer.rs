@@ -218,8 +218,9 @@ pub fn answer<R: Rng>(
     edns: bool,
     serial: u32,
     rng: &mut R,
+    id: Option<&crate::acl::Identity>,
 ) -> Outcome {
-    let mut cx = Cx { state, s, serial, edns, rng, cache, recursed: false };
+    let mut cx = Cx { state, s, serial, edns, rng, cache, recursed: false, id };
     if let Some(hit) = cache.and_then(|c| c.lock().get(state.catalog_index(), qname, qtype, edns)) {
         return Outcome::Answer(cx.assemble(&hit));
     }
@@ -291,6 +292,8 @@ struct Cx<'a, R> {
     /// Whether answering looked up another name (a CNAME target): such answers are not cached,
     /// as the target's own answer is shuffled per query.
     recursed: bool,
+    /// Who asks (ACLs on): only nodes and services it may read are answered.
+    id: Option<&'a crate::acl::Identity>,
 }
 
 /// The records one service instance contributes (Consul's `makeNodeServiceRecords`).
@@ -302,6 +305,14 @@ struct InstanceRecords {
 }
 
 impl<R: Rng> Cx<'_, R> {
+    fn may_read(&self, node: &str, service: Option<&str>) -> bool {
+        use crate::acl::{Access, Resource};
+        self.id.is_none_or(|id| {
+            id.allows(Resource::Node, node, Access::Read)
+                && service.is_none_or(|s| id.allows(Resource::Service, s, Access::Read))
+        })
+    }
+
     fn answer(&mut self, qname: &Name, qtype: RecordType, level: u8) -> Outcome {
         let s = self.s;
         let serial = self.serial;
@@ -326,8 +337,11 @@ impl<R: Rng> Cx<'_, R> {
             Lookup::Service { name, tag, .. } => self.service(qname, qtype, &name, tag.as_deref(), level),
             Lookup::Node { name, .. } => {
                 let st = self.state;
-                let node =
-                    st.nodes.get(&name).or_else(|| st.nodes.values().find(|n| n.node.eq_ignore_ascii_case(&name)));
+                let node = st
+                    .nodes
+                    .get(&name)
+                    .or_else(|| st.nodes.values().find(|n| n.node.eq_ignore_ascii_case(&name)))
+                    .filter(|n| self.may_read(&n.node, None));
                 match node {
                     Some(n) => self.node_answer(qname, qtype, n, level),
                     None => s.nx(serial),
@@ -372,11 +386,15 @@ impl<R: Rng> Cx<'_, R> {
             return a;
         }
         let is_ip = |addr: &str| addr.parse::<IpAddr>().ok() == Some(ip);
-        let target = match self.state.nodes.values().find(|n| is_ip(&n.address)) {
+        let target = match self.state.nodes.values().find(|n| is_ip(&n.address) && self.may_read(&n.node, None)) {
             Some(n) => s.node_name(&n.node),
-            None => self.state.all_services().find(|(_, svc)| is_ip(&svc.address)).and_then(|(_, svc)| {
-                Name::from_ascii(format!("{}.service.{}.{}", svc.service, s.datacenter, s.domain)).ok()
-            }),
+            None => self
+                .state
+                .all_services()
+                .find(|(node, svc)| is_ip(&svc.address) && self.may_read(node, Some(&svc.service)))
+                .and_then(|(_, svc)| {
+                    Name::from_ascii(format!("{}.service.{}.{}", svc.service, s.datacenter, s.domain)).ok()
+                }),
         };
         if let Some(t) = target {
             a.answers.push(Record::from_rdata(qname.clone(), s.node_ttl(), RData::PTR(PTR(t))));
@@ -585,6 +603,7 @@ impl<R: Rng> Cx<'_, R> {
             .all_services()
             .filter(|(_, svc)| svc.service.eq_ignore_ascii_case(name))
             .filter(|(_, svc)| tag.is_none_or(|t| svc.tags.iter().any(|x| x.eq_ignore_ascii_case(t))))
+            .filter(|(node, svc)| self.may_read(node, Some(&svc.service)))
             .filter_map(|(node, svc)| {
                 let n = state.nodes.get(node)?;
                 let status = instance_status(state, node, &svc.id);
@@ -736,7 +755,7 @@ mod tests {
 
     fn ask(st: &State, s: &Settings, q: &str, t: RecordType) -> Answer {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        match answer(st, s, None, &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng) {
+        match answer(st, s, None, &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng, None) {
             Outcome::Answer(a) => a,
             Outcome::Forward => panic!("forwarded {q}"),
         }
@@ -1041,13 +1060,14 @@ mod tests {
             false,
             1,
             &mut rng,
+            None,
         );
         assert_eq!(o, Outcome::Forward);
     }
 
     fn ask_cached(st: &State, cache: &Mutex<Cache>, q: &str, t: RecordType, seed: u64) -> Answer {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        match answer(st, &settings(), Some(cache), &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng) {
+        match answer(st, &settings(), Some(cache), &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng, None) {
             Outcome::Answer(a) => a,
             Outcome::Forward => panic!("forwarded {q}"),
         }

@@ -85,6 +85,7 @@ fn resolvers() -> &'static [Resolver; 2] {
                 recursors: if recursors { vec![([127, 0, 0, 1], 9).into()] } else { Vec::new() },
                 remote: Default::default(),
                 cache: Default::default(),
+                acl: Default::default(),
             }
         };
         [resolver(false), resolver(true)]

@@ -69,6 +69,9 @@ pub struct Resolver {
     recursors: Vec<SocketAddr>,
     remote: std::sync::OnceLock<Remote>,
     cache: parking_lot::Mutex<answer::Cache>,
+    /// With ACLs on, answers hold only what the DNS token (`acl.tokens.dns`, else `default`)
+    /// may read.
+    acl: std::sync::OnceLock<Arc<crate::acl::Acl>>,
 }
 
 type Shared = Resolver;
@@ -82,7 +85,36 @@ impl Resolver {
             dns: config.dns.clone(),
             recursors: !recursors.is_empty(),
         };
-        Ok(Arc::new(Resolver { store, settings, recursors, remote: Default::default(), cache: Default::default() }))
+        Ok(Arc::new(Resolver {
+            store,
+            settings,
+            recursors,
+            remote: Default::default(),
+            cache: Default::default(),
+            acl: Default::default(),
+        }))
+    }
+
+    pub fn set_acl(&self, acl: Arc<crate::acl::Acl>) {
+        let _ = self.acl.set(acl);
+    }
+
+    /// Who a query is answered for: `token` (a client agent's DNS token, over `/rpc/dns`), else
+    /// this agent's DNS token; `None` while ACLs are off. A token that does not resolve gets
+    /// the anonymous token's view.
+    fn identity(&self, token: Option<&str>) -> Option<Arc<crate::acl::Identity>> {
+        let acl = self.acl.get().filter(|a| a.enabled())?;
+        let own = acl.dns_token();
+        let secret = token.filter(|t| !t.is_empty()).unwrap_or(&own);
+        let st = self.store.read();
+        let now = crate::structs::now_ms();
+        acl.resolve_local(Some(secret), &st.acl, now).or_else(|_| acl.resolve_local(None, &st.acl, now)).ok()
+    }
+
+    /// [`Resolver::answer`] for a client agent whose DNS token is `token`.
+    pub async fn answer_as(&self, query: &[u8], udp: bool, token: Option<&str>) -> Option<Vec<u8>> {
+        let id = self.identity(token);
+        self.complete(respond_as(self, query, udp, id.as_deref()), query, udp).await
     }
 
     /// Makes every query go through `remote` (a client agent's servers).
@@ -450,6 +482,14 @@ fn serial() -> u32 {
 
 /// Answers one request from local state, or says it must be forwarded.
 fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
+    if sh.acl.get().is_some_and(|a| a.enabled()) && sh.remote.get().is_none() {
+        let id = sh.identity(None);
+        return respond_as(sh, buf, udp, id.as_deref());
+    }
+    respond_as(sh, buf, udp, None)
+}
+
+fn respond_as(sh: &Shared, buf: &[u8], udp: bool, id: Option<&crate::acl::Identity>) -> Reply {
     if sh.remote.get().is_some() {
         return Reply::Remote;
     }
@@ -479,7 +519,9 @@ fn respond(sh: &Shared, buf: &[u8], udp: bool) -> Reply {
         let state = sh.store.read();
         let edns = req.edns.is_some();
         let rng = &mut rand::thread_rng();
-        answer::answer(&state, &sh.settings, Some(&sh.cache), &q.name, q.query_type, edns, serial(), rng)
+        // A restricted answer is not cached: the cache is for everyone.
+        let cache = if id.is_some_and(|i| !i.unrestricted) { None } else { Some(&sh.cache) };
+        answer::answer(&state, &sh.settings, cache, &q.name, q.query_type, edns, serial(), rng, id)
     };
     let a = match outcome {
         Outcome::Forward if sh.recursors.is_empty() => {

@@ -1,6 +1,7 @@
 //! `/v1/agent/*`: this agent's own view — its services and checks, members, config, maintenance.
 
 use super::{convert, Body, Ctx, HttpError, HttpResult, Reply};
+use crate::acl::{Access, Resource};
 use crate::structs::*;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -99,11 +100,13 @@ pub async fn members(ctx: &Ctx) -> HttpResult {
         m.port = ctx.agent.config.ports.serf_wan.max(0) as u16;
         return Ok(Reply::json(&vec![m]));
     }
-    let list: Vec<api::AgentMember> = match ctx.agent.gossip.get() {
+    let acl = super::acl_filter::AclFilter::new(&ctx.identity);
+    let mut list: Vec<api::AgentMember> = match ctx.agent.gossip.get() {
         Some(g) => g.members().iter().map(crate::serf::api_member).collect(),
         None => vec![member(ctx)],
     };
-    Ok(Reply::json(&list))
+    list.retain(|m| acl.node(&m.name));
+    Ok(acl.mark(Reply::json(&list)))
 }
 
 /// The agent's services as `/v1/agent/service/:id` shows them (with `ContentHash`), or, when
@@ -115,11 +118,32 @@ fn local_services(ctx: &Ctx, hashed: bool) -> BTreeMap<String, api::AgentService
 }
 
 pub async fn services(ctx: &Ctx) -> HttpResult {
-    let mut json = serde_json::to_value(local_services(ctx, false)).unwrap_or_default();
+    let acl = super::acl_filter::AclFilter::new(&ctx.identity);
+    let mut services = local_services(ctx, false);
+    services.retain(|_, s| acl.service(&s.service));
+    let mut json = serde_json::to_value(services).unwrap_or_default();
     if let Some(f) = ctx.read_opts()?.filter {
         super::apply_filter(&mut json, &f);
     }
-    Ok(Reply { status: 200, body: Body::Json(json), headers: vec![] })
+    Ok(acl.mark(Reply { status: 200, body: Body::Json(json), headers: vec![] }))
+}
+
+/// The name of a local service (for its ACL rule), or `NotFound` as the caller would get.
+fn local_service_name(ctx: &Ctx, id: &str) -> Option<String> {
+    ctx.agent.local.lock().services.get(id).map(|s| s.service.service.clone())
+}
+
+/// A local check needs write on its service, or on this agent's node for a node check.
+fn require_check_write(ctx: &Ctx, id: &str) -> Result<(), HttpError> {
+    let service = ctx.agent.local.lock().checks.get(id).map(|c| c.check.service_id.clone());
+    match service {
+        Some(sid) if !sid.is_empty() => {
+            let name = local_service_name(ctx, &sid).unwrap_or_default();
+            ctx.identity.require(Resource::Service, &name, Access::Write)?;
+        }
+        _ => ctx.identity.require(Resource::Node, &ctx.agent.config.node_name, Access::Write)?,
+    }
+    Ok(())
 }
 
 /// One local service, with hash-based blocking (`?hash=&wait=`).
@@ -127,6 +151,9 @@ pub async fn service(ctx: &Ctx, id: &str) -> HttpResult {
     let opts = ctx.read_opts()?;
     let want = ctx.query.get("hash").unwrap_or("").to_string();
     let deadline = tokio::time::Instant::now() + opts.wait;
+    if let Some(name) = local_service_name(ctx, id) {
+        ctx.identity.require(Resource::Service, &name, Access::Read)?;
+    }
     let mut changed = ctx.agent.local_changed.subscribe();
     loop {
         let svc = local_services(ctx, true).remove(id);
@@ -162,16 +189,22 @@ fn local_checks(ctx: &Ctx) -> BTreeMap<String, api::HealthCheck> {
 }
 
 pub async fn checks(ctx: &Ctx) -> HttpResult {
-    let mut json = serde_json::to_value(local_checks(ctx)).unwrap_or_default();
+    let acl = super::acl_filter::AclFilter::new(&ctx.identity);
+    let mut checks = local_checks(ctx);
+    checks.retain(|_, c| acl.check(&c.node, &c.service_name));
+    let mut json = serde_json::to_value(checks).unwrap_or_default();
     if let Some(f) = ctx.read_opts()?.filter {
         super::apply_filter(&mut json, &f);
     }
-    Ok(Reply { status: 200, body: Body::Json(json), headers: vec![] })
+    Ok(acl.mark(Reply { status: 200, body: Body::Json(json), headers: vec![] }))
 }
 
 /// Local aggregated health of a service by name or ID (200 passing, 429 warning, 503 critical).
 pub async fn health(ctx: &Ctx, name: Option<&str>, id: Option<&str>) -> HttpResult {
     let services = local_services(ctx, true);
+    for s in services.values().filter(|s| name.is_none_or(|n| s.service == n) && id.is_none_or(|i| s.id == i)) {
+        ctx.identity.require(Resource::Service, &s.service, Access::Read)?;
+    }
     let checks = local_checks(ctx);
     let node_checks: Vec<api::HealthCheck> = checks.values().filter(|c| c.service_id.is_empty()).cloned().collect();
     let entries: Vec<(api::AgentService, Vec<api::HealthCheck>, &'static str)> = services
@@ -238,6 +271,10 @@ pub async fn maintenance(ctx: &Ctx, service: Option<&str>) -> HttpResult {
         Some(_) => return Err(HttpError::BadRequest("Invalid value for enable".into())),
     };
     let reason = ctx.query.get("reason").unwrap_or("");
+    if let Some(id) = service {
+        let name = local_service_name(ctx, id).unwrap_or_default();
+        ctx.identity.require(Resource::Service, &name, Access::Write)?;
+    }
     ctx.agent.set_maintenance(service, enable, reason).await?;
     Ok(Reply::empty())
 }
@@ -280,9 +317,14 @@ pub async fn service_register(ctx: &Ctx) -> HttpResult {
     let (svc, checks) = crate::defs::service(&v, &ctx.agent.config.node_name)?;
     let replace = ctx.query.flag("replace-existing-checks")?;
     let sidecar = sidecar_for(ctx, &svc)?;
-    ctx.agent.register_service(svc, checks, replace).await?;
+    ctx.identity.require(Resource::Service, &svc.service, Access::Write)?;
+    if let Some(sc) = &sidecar {
+        ctx.identity.require(Resource::Service, &sc.service, Access::Write)?;
+    }
+    let token = ctx.identity.secret.clone();
+    ctx.agent.register_service(svc, checks, replace, &token).await?;
     if let Some(sidecar) = sidecar {
-        ctx.agent.register_service(sidecar, vec![], replace).await?;
+        ctx.agent.register_service(sidecar, vec![], replace, &token).await?;
     }
     Ok(Reply::empty())
 }
@@ -320,6 +362,9 @@ fn sidecar_for(ctx: &Ctx, svc: &Service) -> Result<Option<Service>, HttpError> {
 }
 
 pub async fn service_deregister(ctx: &Ctx, id: &str) -> HttpResult {
+    if let Some(name) = local_service_name(ctx, id) {
+        ctx.identity.require(Resource::Service, &name, Access::Write)?;
+    }
     ctx.agent.deregister_service(id).await?;
     let sidecar = format!("{id}-sidecar-proxy");
     if ctx.agent.local.lock().services.contains_key(&sidecar) {
@@ -334,10 +379,14 @@ pub async fn check_register(ctx: &Ctx) -> HttpResult {
         return Err(HttpError::BadRequest("Request decode failed: expected a check definition object".into()));
     }
     let check = crate::defs::check(&v, &ctx.agent.config.node_name, None)?;
+    match local_service_name(ctx, &check.service_id) {
+        Some(name) => ctx.identity.require(Resource::Service, &name, Access::Write)?,
+        None => ctx.identity.require(Resource::Node, &ctx.agent.config.node_name, Access::Write)?,
+    }
     if check.check_type.is_empty() {
         return Err(HttpError::BadRequest("Invalid check: TTL must be > 0 for TTL checks".into()));
     }
-    ctx.agent.register_check(check).await.map_err(|e| match e {
+    ctx.agent.register_check(check, &ctx.identity.secret).await.map_err(|e| match e {
         crate::agent::AgentError::NotFound(m) => HttpError::NotFound(m),
         other => other.into(),
     })?;
@@ -345,12 +394,14 @@ pub async fn check_register(ctx: &Ctx) -> HttpResult {
 }
 
 pub async fn check_deregister(ctx: &Ctx, id: &str) -> HttpResult {
+    require_check_write(ctx, id)?;
     ctx.agent.deregister_check(id).await?;
     Ok(Reply::empty())
 }
 
 /// pass/warn/fail (`?note=`) or update (`{"Status","Output"}`) of a TTL check.
 pub async fn check_ttl(ctx: &Ctx, id: &str, status: Option<Status>) -> HttpResult {
+    require_check_write(ctx, id)?;
     let (status, output) = match status {
         Some(s) => (s, ctx.query.get("note").unwrap_or("").to_string()),
         None => {
@@ -363,4 +414,18 @@ pub async fn check_ttl(ctx: &Ctx, id: &str, status: Option<Status>) -> HttpResul
     };
     ctx.agent.update_ttl_check(id, status, &output).await?;
     Ok(Reply { status: 200, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" }, headers: vec![] })
+}
+
+/// `PUT /v1/agent/token/<kind>` `{"Token": "..."}` (the caller has `acl:write`: checked before).
+pub async fn set_token(ctx: &Ctx, kind: &str) -> HttpResult {
+    let v = ctx.typed_body(super::shape::Go::Struct("agentToken", &[("Token", super::shape::Go::String)]))?;
+    let token = crate::defs::s(&v, "Token");
+    ctx.agent.acl.set_agent_token(kind, &token).map_err(|e| {
+        if e.contains("unknown") {
+            HttpError::NotFound(e)
+        } else {
+            HttpError::Internal(e)
+        }
+    })?;
+    Ok(Reply::empty())
 }

@@ -1,6 +1,8 @@
 //! `/v1/catalog/*`, `/v1/health/*` and the UI's `/v1/internal/ui/*` summaries.
 
+use super::acl_filter::AclFilter;
 use super::{convert, Ctx, HttpError, HttpResult, Reply};
+use crate::acl::commands::authorize;
 use crate::defs::{s, string_map};
 use crate::state::{State, Table};
 use crate::structs::*;
@@ -84,8 +86,9 @@ pub async fn register(ctx: &Ctx) -> HttpResult {
         }
         checks.push(c);
     }
-    let req = RegisterRequest { node, service, checks, skip_node_update: skip };
-    match ctx.agent.write(Command::Register(req)).await? {
+    let cmd = Command::Register(RegisterRequest { node, service, checks, skip_node_update: skip });
+    authorize(&ctx.identity, &cmd, &ctx.agent.store.read())?;
+    match ctx.agent.write(cmd).await? {
         Response::Error(e) => Err(HttpError::BadRequest(e)),
         _ => Ok(Reply::json(&true)),
     }
@@ -99,8 +102,9 @@ pub async fn deregister(ctx: &Ctx) -> HttpResult {
         return Err(HttpError::BadRequest("Must provide node".into()));
     }
     let opt = |k: &str| Some(s(&v, k)).filter(|x| !x.is_empty());
-    let req = DeregisterRequest { node, service_id: opt("ServiceID"), check_id: opt("CheckID") };
-    ctx.agent.write(Command::Deregister(req)).await?;
+    let cmd = Command::Deregister(DeregisterRequest { node, service_id: opt("ServiceID"), check_id: opt("CheckID") });
+    authorize(&ctx.identity, &cmd, &ctx.agent.store.read())?;
+    ctx.agent.write(cmd).await?;
     Ok(Reply::json(&true))
 }
 
@@ -122,24 +126,34 @@ fn meta_matches(n: &Node, filter: &[(String, String)]) -> bool {
 
 pub async fn nodes(ctx: &Ctx) -> HttpResult {
     let mf = node_meta_filter(ctx);
-    ctx.read(|st, ws| {
-        ws.table(Table::Nodes);
-        let list: Vec<api::Node> = st.nodes.values().filter(|n| meta_matches(n, &mf)).map(convert::node).collect();
-        (st.index.nodes, list)
-    })
-    .await
+    let acl = AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.table(Table::Nodes);
+            acl.reset();
+            let list: Vec<api::Node> =
+                st.nodes.values().filter(|n| meta_matches(n, &mf) && acl.node(&n.node)).map(convert::node).collect();
+            (st.index.nodes, list)
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }
 
 pub async fn services(ctx: &Ctx) -> HttpResult {
     let mf = node_meta_filter(ctx);
     // `?filter` applies to each service instance before the name → tags summary is built.
     let filter = ctx.read_opts()?.filter;
+    let acl = AclFilter::new(&ctx.identity);
     let (headers, out, _) = ctx
         .read_value(|st, ws| {
             ws.table(Table::Services);
             ws.table(Table::Nodes);
+            acl.reset();
             let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
             for (node, svc) in st.all_services() {
+                if !acl.instance(node, &svc.service) {
+                    continue;
+                }
                 if let Some(n) = st.nodes.get(node) {
                     if !meta_matches(n, &mf) {
                         continue;
@@ -158,7 +172,7 @@ pub async fn services(ctx: &Ctx) -> HttpResult {
             (st.index.services, out)
         })
         .await?;
-    Ok(Reply::json(&out).with_headers(headers))
+    Ok(acl.mark(Reply::json(&out).with_headers(headers)))
 }
 
 fn has_tags(svc: &Service, tags: &[&str]) -> bool {
@@ -203,27 +217,34 @@ pub async fn service(ctx: &Ctx, name: &str, connect: bool) -> HttpResult {
     let tags: Vec<String> = ctx.query.all("tag").into_iter().map(str::to_string).collect();
     let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
     let mf = node_meta_filter(ctx);
-    ctx.read(|st, ws| {
-        ws.service(name);
-        if peer {
-            return (st.service_index(name), vec![]);
-        }
-        let list: Vec<api::CatalogService> = instances(st, name, connect)
-            .into_iter()
-            .filter(|(n, s)| has_tags(s, &tags) && meta_matches(n, &mf))
-            .map(|(n, s)| convert::catalog_service(n, s))
-            .collect();
-        (st.service_index(name), list)
-    })
-    .await
+    let acl = AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.service(name);
+            acl.reset();
+            if peer {
+                return (st.service_index(name), vec![]);
+            }
+            let list: Vec<api::CatalogService> = instances(st, name, connect)
+                .into_iter()
+                .filter(|(n, s)| has_tags(s, &tags) && meta_matches(n, &mf) && acl.instance(&n.node, &s.service))
+                .map(|(n, s)| convert::catalog_service(n, s))
+                .collect();
+            (st.service_index(name), list)
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }
 
 pub async fn node(ctx: &Ctx, name: &str, as_list: bool) -> HttpResult {
     let dc = ctx.agent.config.datacenter.clone();
     // `?filter` applies to the node's services, not to the document.
     let filter = ctx.read_opts()?.filter;
-    let keep =
-        |s: &api::AgentService| filter.as_ref().is_none_or(|f| f.matches(&serde_json::to_value(s).unwrap_or_default()));
+    let acl = AclFilter::new(&ctx.identity);
+    let keep = |s: &api::AgentService| {
+        acl.service(&s.service)
+            && filter.as_ref().is_none_or(|f| f.matches(&serde_json::to_value(s).unwrap_or_default()))
+    };
     let (headers, v, _) = ctx
         .read_value(|st, ws| {
             ws.node(name);
@@ -245,31 +266,42 @@ pub async fn node(ctx: &Ctx, name: &str, as_list: bool) -> HttpResult {
             (index, v)
         })
         .await?;
-    Ok(Reply::json(&v).with_headers(headers))
+    Ok(acl.mark(Reply::json(&v).with_headers(headers)))
 }
 
 pub async fn health_node(ctx: &Ctx, name: &str) -> HttpResult {
-    ctx.read(|st, ws| {
-        ws.node(name);
-        ws.table(Table::Checks);
-        (st.index.checks, st.node_checks(name).map(convert::check).collect::<Vec<_>>())
-    })
-    .await
+    let acl = AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.node(name);
+            ws.table(Table::Checks);
+            acl.reset();
+            let list: Vec<api::HealthCheck> =
+                st.node_checks(name).filter(|c| acl.check(&c.node, &c.service_name)).map(convert::check).collect();
+            (st.index.checks, list)
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }
 
 pub async fn health_checks(ctx: &Ctx, service: &str) -> HttpResult {
     let mf = node_meta_filter(ctx);
-    ctx.read(|st, ws| {
-        ws.service(service);
-        let list: Vec<api::HealthCheck> = st
-            .all_checks()
-            .filter(|c| c.service_name == service)
-            .filter(|c| st.nodes.get(&c.node).is_none_or(|n| meta_matches(n, &mf)))
-            .map(convert::check)
-            .collect();
-        (st.service_index(service), list)
-    })
-    .await
+    let acl = AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.service(service);
+            acl.reset();
+            let list: Vec<api::HealthCheck> = st
+                .all_checks()
+                .filter(|c| c.service_name == service)
+                .filter(|c| st.nodes.get(&c.node).is_none_or(|n| meta_matches(n, &mf)))
+                .filter(|c| acl.check(&c.node, &c.service_name))
+                .map(convert::check)
+                .collect();
+            (st.service_index(service), list)
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }
 
 pub fn service_entries(
@@ -304,16 +336,21 @@ pub async fn health_service(ctx: &Ctx, name: &str, connect: bool) -> HttpResult 
     let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
     let mf = node_meta_filter(ctx);
     let dc = ctx.agent.config.datacenter.clone();
-    ctx.read(|st, ws| {
-        ws.service(name);
-        if peer {
-            return (st.service_index(name), vec![]);
-        }
-        let mut list = service_entries(st, name, &tags, passing, &dc, connect);
-        list.retain(|e| mf.iter().all(|(k, v)| e.node.meta.get(k) == Some(v)));
-        (st.service_index(name), list)
-    })
-    .await
+    let acl = AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.service(name);
+            acl.reset();
+            if peer {
+                return (st.service_index(name), vec![]);
+            }
+            let mut list = service_entries(st, name, &tags, passing, &dc, connect);
+            list.retain(|e| mf.iter().all(|(k, v)| e.node.meta.get(k) == Some(v)));
+            list.retain(|e| acl.instance(&e.node.node, &e.service.service));
+            (st.service_index(name), list)
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }
 
 pub async fn health_state(ctx: &Ctx, state: &str) -> HttpResult {
@@ -322,82 +359,105 @@ pub async fn health_state(ctx: &Ctx, state: &str) -> HttpResult {
         s => Some(Status::parse(s).ok_or_else(|| HttpError::BadRequest(format!("Invalid state {s}")))?),
     };
     let mf = node_meta_filter(ctx);
-    ctx.read(|st, ws| {
-        ws.table(Table::Checks);
-        let list: Vec<api::HealthCheck> = st
-            .all_checks()
-            .filter(|c| want.is_none_or(|w| c.status() == w))
-            .filter(|c| st.nodes.get(&c.node).is_none_or(|n| meta_matches(n, &mf)))
-            .map(convert::check)
-            .collect();
-        (st.index.checks, list)
-    })
-    .await
+    let acl = AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.table(Table::Checks);
+            acl.reset();
+            let list: Vec<api::HealthCheck> = st
+                .all_checks()
+                .filter(|c| want.is_none_or(|w| c.status() == w))
+                .filter(|c| st.nodes.get(&c.node).is_none_or(|n| meta_matches(n, &mf)))
+                .filter(|c| acl.check(&c.node, &c.service_name))
+                .map(convert::check)
+                .collect();
+            (st.index.checks, list)
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }
 
 /// The UI's per-service summary: instances, nodes and check counts at a glance.
 pub async fn ui_services(ctx: &Ctx) -> HttpResult {
-    ctx.read(|st, ws| {
-        ws.table(Table::Services);
-        ws.table(Table::Checks);
-        ws.table(Table::Nodes);
-        let mut by_name: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>, usize, [usize; 3], String)> =
-            BTreeMap::new();
-        for (node, svc) in st.all_services() {
-            let e = by_name.entry(svc.service.clone()).or_default();
-            e.0.insert(node.clone());
-            e.1.extend(svc.tags.iter().cloned());
-            e.2 += 1;
-            e.4 = svc.kind.clone();
-            for c in st.instance_checks(node, &svc.id) {
-                match c.status() {
-                    Status::Passing => e.3[0] += 1,
-                    Status::Warning => e.3[1] += 1,
-                    Status::Critical => e.3[2] += 1,
+    let acl = AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.table(Table::Services);
+            ws.table(Table::Checks);
+            ws.table(Table::Nodes);
+            acl.reset();
+            let mut by_name: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>, usize, [usize; 3], String)> =
+                BTreeMap::new();
+            for (node, svc) in st.all_services() {
+                if !acl.instance(node, &svc.service) {
+                    continue;
+                }
+                let e = by_name.entry(svc.service.clone()).or_default();
+                e.0.insert(node.clone());
+                e.1.extend(svc.tags.iter().cloned());
+                e.2 += 1;
+                e.4 = svc.kind.clone();
+                for c in st.instance_checks(node, &svc.id) {
+                    match c.status() {
+                        Status::Passing => e.3[0] += 1,
+                        Status::Warning => e.3[1] += 1,
+                        Status::Critical => e.3[2] += 1,
+                    }
                 }
             }
-        }
-        let list: Vec<Value> = by_name
-            .into_iter()
-            .map(|(name, (nodes, tags, count, c, kind))| {
-                json!({
-                    "Name": name, "Kind": kind, "Tags": tags, "Nodes": nodes, "InstanceCount": count,
-                    "ChecksPassing": c[0], "ChecksWarning": c[1], "ChecksCritical": c[2],
-                    "Datacenter": ctx.agent.config.datacenter,
+            let list: Vec<Value> = by_name
+                .into_iter()
+                .map(|(name, (nodes, tags, count, c, kind))| {
+                    json!({
+                        "Name": name, "Kind": kind, "Tags": tags, "Nodes": nodes, "InstanceCount": count,
+                        "ChecksPassing": c[0], "ChecksWarning": c[1], "ChecksCritical": c[2],
+                        "Datacenter": ctx.agent.config.datacenter,
+                    })
                 })
-            })
-            .collect();
-        (st.catalog_index(), list)
-    })
-    .await
+                .collect();
+            (st.catalog_index(), list)
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }
 
 /// The UI's node dump: every node with its services and checks (or one node).
 pub async fn ui_nodes(ctx: &Ctx, only: Option<&str>) -> HttpResult {
     let dc = ctx.agent.config.datacenter.clone();
-    ctx.read(|st, ws| {
-        ws.table(Table::Services);
-        ws.table(Table::Checks);
-        ws.table(Table::Nodes);
-        let dump: Vec<Value> = st
-            .nodes
-            .values()
-            .filter(|n| only.is_none_or(|o| o == n.node))
-            .map(|n| {
-                let mut v = serde_json::to_value(convert::node(n)).unwrap_or_default();
-                let services: Vec<api::AgentService> =
-                    st.node_services(&n.node).map(|s| convert::service(s, &dc)).collect();
-                let checks: Vec<api::HealthCheck> = st.node_checks(&n.node).map(convert::check).collect();
-                v["Services"] = json!(services);
-                v["Checks"] = json!(checks);
-                v
-            })
-            .collect();
-        let v = match only {
-            Some(_) => dump.into_iter().next().unwrap_or(Value::Null),
-            None => Value::Array(dump),
-        };
-        (st.catalog_index(), v)
-    })
-    .await
+    let acl = AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.table(Table::Services);
+            ws.table(Table::Checks);
+            ws.table(Table::Nodes);
+            acl.reset();
+            let dump: Vec<Value> = st
+                .nodes
+                .values()
+                .filter(|n| only.is_none_or(|o| o == n.node) && acl.node(&n.node))
+                .map(|n| {
+                    let mut v = serde_json::to_value(convert::node(n)).unwrap_or_default();
+                    let services: Vec<api::AgentService> = st
+                        .node_services(&n.node)
+                        .filter(|s| acl.service(&s.service))
+                        .map(|s| convert::service(s, &dc))
+                        .collect();
+                    let checks: Vec<api::HealthCheck> = st
+                        .node_checks(&n.node)
+                        .filter(|c| acl.check(&c.node, &c.service_name))
+                        .map(convert::check)
+                        .collect();
+                    v["Services"] = json!(services);
+                    v["Checks"] = json!(checks);
+                    v
+                })
+                .collect();
+            let v = match only {
+                Some(_) => dump.into_iter().next().unwrap_or(Value::Null),
+                None => Value::Array(dump),
+            };
+            (st.catalog_index(), v)
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }

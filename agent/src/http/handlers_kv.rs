@@ -1,5 +1,6 @@
 //! `/v1/kv` and `/v1/txn`.
 
+use super::acl_filter::AclFilter;
 use super::{convert, Body, Ctx, HttpError, HttpResult, Reply};
 use crate::structs::*;
 use base64::Engine;
@@ -9,14 +10,26 @@ pub async fn get(ctx: &Ctx, key: &str) -> HttpResult {
     let q = &ctx.query;
     // The reads below capture what they need by value (two `&str`s) rather than keep copies as
     // locals: the largest branch sizes the future a parked plain get is boxed in.
+    let acl = AclFilter::new(&ctx.identity);
+    let list_need =
+        if ctx.agent.acl.config.enable_key_list_policy { crate::acl::Access::List } else { crate::acl::Access::Read };
+    if q.has("keys") || q.has("recurse") {
+        // Listing a prefix needs list (with enable_key_list_policy) or read on the prefix
+        // itself only where Consul asks for it; each entry is then filtered by key:read.
+        if ctx.agent.acl.config.enable_key_list_policy {
+            ctx.identity.require(crate::acl::Resource::Key, key, list_need)?;
+        }
+    }
     if q.has("keys") {
         let sep = q.get("separator").unwrap_or("");
         let root = key.is_empty();
+        let acl = &acl;
         let (headers, keys, _) = ctx
             .read_value(move |s, ws| {
                 ws.kv_prefix(key);
+                acl.reset();
                 let mut out: Vec<String> = Vec::new();
-                for e in s.kv_prefix(key) {
+                for e in s.kv_prefix(key).filter(|e| acl.key(&e.key)) {
                     let rest = &e.key[key.len()..];
                     let k = match (!sep.is_empty()).then(|| rest.find(sep)).flatten() {
                         Some(i) => format!("{}{}", key, &rest[..i + sep.len()]),
@@ -34,13 +47,18 @@ pub async fn get(ctx: &Ctx, key: &str) -> HttpResult {
         if status == 404 {
             return Ok(Reply { status, body: Body::Raw { bytes: Bytes::new(), content_type: "text/plain" }, headers });
         }
-        return Ok(Reply { status, body: Body::Json(serde_json::json!(keys)), headers });
+        return Ok(acl.mark(Reply { status, body: Body::Json(serde_json::json!(keys)), headers }));
     }
     if q.has("recurse") {
+        let acl = &acl;
         let (headers, entries, _) = ctx
             .read_value(move |s, ws| {
                 ws.kv_prefix(key);
-                (s.kv_prefix_index(key), s.kv_prefix(key).map(convert::kv).collect::<Vec<_>>())
+                acl.reset();
+                (
+                    s.kv_prefix_index(key),
+                    s.kv_prefix(key).filter(|e| acl.key(&e.key)).map(convert::kv).collect::<Vec<_>>(),
+                )
             })
             .await?;
         if entries.is_empty() {
@@ -50,7 +68,7 @@ pub async fn get(ctx: &Ctx, key: &str) -> HttpResult {
                 headers,
             });
         }
-        return Ok(Reply { status: 200, body: Body::Json(serde_json::json!(entries)), headers });
+        return Ok(acl.mark(Reply { status: 200, body: Body::Json(serde_json::json!(entries)), headers }));
     }
     if key.is_empty() {
         return Err(HttpError::BadRequest("Missing key name".into()));
@@ -143,7 +161,9 @@ pub async fn delete(ctx: &Ctx, key: &str) -> HttpResult {
     };
     let req =
         KvRequest { op, key: key.to_string(), value: vec![], flags: 0, session: None, modify_index: cas.unwrap_or(0) };
-    bool_reply(ctx.agent.write(Command::Kv(req)).await?)
+    let cmd = Command::Kv(req);
+    crate::acl::commands::authorize(&ctx.identity, &cmd, &ctx.agent.store.read())?;
+    bool_reply(ctx.agent.write(cmd).await?)
 }
 
 fn txn_op(v: &serde_json::Value, ctx: &Ctx) -> Result<TxnOp, HttpError> {
@@ -225,7 +245,9 @@ pub async fn txn(ctx: &Ctx) -> HttpResult {
         return Err(HttpError::TooLarge(format!("Transaction contains too many operations ({} > {max})", ops.len())));
     }
     let ops = ops.iter().map(|o| txn_op(o, ctx)).collect::<Result<Vec<_>, _>>()?;
-    let resp = ctx.agent.write(Command::Txn(ops)).await?;
+    let cmd = Command::Txn(ops);
+    crate::acl::commands::authorize(&ctx.identity, &cmd, &ctx.agent.store.read())?;
+    let resp = ctx.agent.write(cmd).await?;
     let Response::Txn(r) = resp else {
         return Err(HttpError::Internal(format!("unexpected transaction result {resp:?}")));
     };

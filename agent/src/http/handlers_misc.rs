@@ -1,6 +1,7 @@
 //! Status, events, coordinates, operator (Raft, autopilot), snapshots, metrics and monitor.
 
 use super::{Body, Ctx, HttpError, HttpResult, Reply};
+use crate::acl::{Access, Resource};
 use crate::structs::*;
 use base64::Engine;
 use bytes::Bytes;
@@ -82,6 +83,8 @@ fn autopilot_defaults() -> Value {
 
 /// GET/PUT `/v1/operator/autopilot/configuration` (PUT takes `?cas=`), replicated through Raft.
 pub async fn autopilot_configuration(ctx: &Ctx) -> HttpResult {
+    let need = if ctx.method == http::Method::PUT { Access::Write } else { Access::Read };
+    ctx.identity.require(Resource::Operator, "", need)?;
     if ctx.method == http::Method::PUT {
         let body = ctx.typed_body(super::shape::AUTOPILOT_CONFIGURATION)?;
         let Value::Object(given) = body else {
@@ -200,7 +203,12 @@ pub async fn event_list(ctx: &Ctx) -> HttpResult {
     loop {
         let list: Vec<api::UserEvent> = {
             let ev = ctx.agent.events.lock();
-            ev.list.iter().filter(|e| name.is_empty() || e.name == name).cloned().collect()
+            ev.list
+                .iter()
+                .filter(|e| name.is_empty() || e.name == name)
+                .filter(|e| ctx.identity.allows(Resource::Event, &e.name, Access::Read))
+                .cloned()
+                .collect()
         };
         let index = list.last().map(|e| crate::agent::event_index(&e.id)).unwrap_or(0).max(1);
         if opts.index == 0 || index != opts.index || tokio::time::Instant::now() >= deadline {
@@ -230,21 +238,32 @@ pub async fn coordinate_datacenters(ctx: &Ctx) -> HttpResult {
 }
 
 pub async fn coordinate_nodes(ctx: &Ctx) -> HttpResult {
-    ctx.read(|st, ws| {
-        ws.table(crate::state::Table::Nodes);
-        let list: Vec<Value> = st.nodes.keys().map(|n| json!({"Node": n, "Segment": "", "Coord": coord()})).collect();
-        (st.index.nodes, list)
-    })
-    .await
+    let acl = super::acl_filter::AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.table(crate::state::Table::Nodes);
+            acl.reset();
+            let list: Vec<Value> = st
+                .nodes
+                .keys()
+                .filter(|n| acl.node(n))
+                .map(|n| json!({"Node": n, "Segment": "", "Coord": coord()}))
+                .collect();
+            (st.index.nodes, list)
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }
 
 /// `PUT /v1/coordinate/update`: the body is checked as Consul checks it; coordinates are not
 /// kept (every node is answered with the origin, see `coord`).
 pub async fn coordinate_update(ctx: &Ctx) -> HttpResult {
     let v = ctx.typed_body(super::shape::COORDINATE_UPDATE)?;
-    if crate::defs::s(&v, "Node").is_empty() {
+    let node = crate::defs::s(&v, "Node");
+    if node.is_empty() {
         return Err(HttpError::BadRequest("Missing node name".into()));
     }
+    ctx.identity.require(Resource::Node, &node, Access::Write)?;
     let Some(c) = v.get("Coord").filter(|c| c.is_object()) else {
         return Err(HttpError::BadRequest("Missing coordinate".into()));
     };
@@ -483,6 +502,8 @@ pub async fn usage(ctx: &Ctx) -> HttpResult {
 /// `/v1/operator/keyring`: the gossip keys. Without `-encrypt` there is no keyring, which
 /// Consul reports as a server error.
 pub async fn keyring(ctx: &Ctx) -> HttpResult {
+    let need = if ctx.method == http::Method::GET { Access::Read } else { Access::Write };
+    ctx.identity.require(Resource::Keyring, "", need)?;
     let Some(key) = ctx.agent.config.encrypt.clone() else {
         return Err(HttpError::Internal(
             "keyring operations are not available: gossip encryption is not enabled".into(),

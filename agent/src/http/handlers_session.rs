@@ -1,6 +1,8 @@
 //! `/v1/session/*`: sessions for locks and leader election. TTL timers run on the leader.
 
+use super::acl_filter::AclFilter;
 use super::{convert, Ctx, HttpError, HttpResult, Reply};
+use crate::acl::Resource;
 use crate::defs::{s, strings};
 use crate::state::Table;
 use crate::structs::*;
@@ -78,7 +80,9 @@ pub async fn create(ctx: &Ctx) -> HttpResult {
         ..Default::default()
     };
     let id = session.id.clone();
-    match ctx.agent.write(Command::SessionCreate(session)).await? {
+    let cmd = Command::SessionCreate(session);
+    crate::acl::commands::authorize(&ctx.identity, &cmd, &ctx.agent.store.read())?;
+    match ctx.agent.write(cmd).await? {
         Response::Error(e) => Err(HttpError::Internal(e)),
         _ => {
             ctx.agent.reset_session_timer(&id, ttl_dur);
@@ -88,7 +92,9 @@ pub async fn create(ctx: &Ctx) -> HttpResult {
 }
 
 pub async fn destroy(ctx: &Ctx, id: &str) -> HttpResult {
-    ctx.agent.write(Command::SessionDestroy { id: id.to_string() }).await?;
+    let cmd = Command::SessionDestroy { id: id.to_string() };
+    crate::acl::commands::authorize(&ctx.identity, &cmd, &ctx.agent.store.read())?;
+    ctx.agent.write(cmd).await?;
     ctx.agent.clear_session_timer(id);
     Ok(Reply::json(&true))
 }
@@ -98,6 +104,7 @@ pub async fn renew(ctx: &Ctx, id: &str) -> HttpResult {
     let Some(session) = session else {
         return Err(HttpError::NotFound(format!("Session id '{id}' not found")));
     };
+    ctx.identity.require(crate::acl::Resource::Session, &session.node, crate::acl::Access::Write)?;
     if let Ok(d) = api::duration::parse(&session.ttl) {
         ctx.agent.reset_session_timer(id, d);
     }
@@ -105,11 +112,16 @@ pub async fn renew(ctx: &Ctx, id: &str) -> HttpResult {
 }
 
 pub async fn info(ctx: &Ctx, id: &str) -> HttpResult {
-    ctx.read(|st, ws| {
-        ws.table(Table::Sessions);
-        (st.index.sessions, st.sessions.get(id).map(convert::session).into_iter().collect::<Vec<_>>())
-    })
-    .await
+    let acl = AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.table(Table::Sessions);
+            acl.reset();
+            let found = st.sessions.get(id).filter(|s| acl.can(Resource::Session, &s.node));
+            (st.index.sessions, found.map(convert::session).into_iter().collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }
 
 pub async fn node(ctx: &Ctx, node: &str) -> HttpResult {
@@ -122,9 +134,15 @@ pub async fn node(ctx: &Ctx, node: &str) -> HttpResult {
 }
 
 pub async fn list(ctx: &Ctx) -> HttpResult {
-    ctx.read(|st, ws| {
-        ws.table(Table::Sessions);
-        (st.index.sessions, st.sessions.values().map(convert::session).collect::<Vec<_>>())
-    })
-    .await
+    let acl = AclFilter::new(&ctx.identity);
+    let reply = ctx
+        .read(|st, ws| {
+            ws.table(Table::Sessions);
+            acl.reset();
+            let list: Vec<api::Session> =
+                st.sessions.values().filter(|s| acl.can(Resource::Session, &s.node)).map(convert::session).collect();
+            (st.index.sessions, list)
+        })
+        .await?;
+    Ok(acl.mark(reply))
 }

@@ -2,7 +2,9 @@
 //! parsed into an [`routes::Endpoint`] first; handlers go through `server` for reads and writes;
 //! every error becomes a status code in one place ([`HttpError::status`]).
 
+mod acl_filter;
 pub mod convert;
+mod handlers_acl;
 mod handlers_agent;
 mod handlers_catalog;
 mod handlers_kv;
@@ -77,6 +79,17 @@ impl HttpError {
 impl From<server::Error> for HttpError {
     fn from(e: server::Error) -> Self {
         HttpError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::acl::AclError> for HttpError {
+    fn from(e: crate::acl::AclError) -> Self {
+        use crate::acl::AclError;
+        match e {
+            AclError::Disabled => HttpError::Unauthorized(e.to_string()),
+            AclError::NotFound | AclError::Denied(_) => HttpError::Forbidden(e.to_string()),
+            AclError::Unavailable(m) => HttpError::Internal(m),
+        }
     }
 }
 
@@ -270,6 +283,8 @@ pub struct Ctx {
     /// blocking query should hold as little as possible).
     pub accept: Option<String>,
     pub body: Bytes,
+    /// Who is asking: what lists are filtered by and what the handler checks.
+    pub identity: Arc<crate::acl::Identity>,
 }
 
 /// `?index`, `?wait`, consistency and `?filter` of a read.
@@ -462,7 +477,7 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         AgentMonitor => h!(handlers_misc::monitor(&ctx)),
         AgentHost => h!(handlers_misc::host(&ctx)),
         AgentVersion => h!(handlers_misc::version(&ctx)),
-        // ACLs are off (an agent configured with them refuses to start), so, as Consul's:
+        AgentToken(kind) if ctx.agent.acl.enabled() => h!(handlers_agent::set_token(&ctx, &kind)),
         AgentToken(_) => now!(Err(HttpError::Unauthorized("ACL support disabled".into()))),
         EventFire(n) => h!(handlers_misc::event_fire(&ctx, &n)),
         EventList => h!(handlers_misc::event_list(&ctx)),
@@ -487,6 +502,7 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         InternalUiNode(n) => h!(handlers_catalog::ui_nodes(&ctx, Some(&n))),
         Ui(p) => now!(ui::serve(&ctx, &p)),
         Options(allow) => now!(Ok(Reply::empty().header("Allow", allow))),
+        Acl(e) => h!(handlers_acl::handle(&ctx, &e)),
         Index => now!(Ok(if ctx.agent.config.ui {
             Reply {
                 status: 301,
@@ -555,6 +571,7 @@ pub fn handle(agent: Arc<Agent>, req: hyper::Request<Incoming>) -> impl Future<O
     let head = Head {
         bad_head: bad_head(&parts),
         write_refused: write_refused(&agent, &parts),
+        token: request_token(&parts, &query),
         path: percent_decode(parts.uri.path()),
         query,
         accept: parts.headers.get("accept").and_then(|v| v.to_str().ok()).map(str::to_string),
@@ -612,6 +629,58 @@ fn write_refused(agent: &Agent, parts: &http::request::Parts) -> bool {
     }
 }
 
+/// The ACL token a request names: `X-Consul-Token`, then `Authorization: Bearer`, then `?token=`.
+fn request_token(parts: &http::request::Parts, query: &Query) -> Option<String> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(t) = header(crate::peer_auth::TOKEN_HEADER).filter(|t| !t.is_empty()) {
+        return Some(t.trim().to_string());
+    }
+    if let Some(b) =
+        header("authorization").and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")))
+    {
+        return Some(b.trim().to_string());
+    }
+    query.get("token").filter(|t| !t.is_empty()).map(str::to_string)
+}
+
+/// Who is asking, and whether `endpoint` lets them: resolved from this server's state, or
+/// (a client agent) through a server.
+async fn identify(
+    agent: &Agent,
+    endpoint: &Endpoint,
+    query: &Query,
+    token: Option<&str>,
+) -> Result<Arc<crate::acl::Identity>, HttpError> {
+    use crate::acl::endpoints::{need, Need};
+    if !agent.acl.enabled() {
+        return Ok(agent.acl.open());
+    }
+    let id = if agent.server.is_some() {
+        agent.acl.resolve_local(token, &agent.store.read().acl, crate::structs::now_ms())
+    } else {
+        agent.acl.resolve_remote(token).await
+    };
+    // Logging in and out, and asking about one's own token, need no token that resolves.
+    let id = match (id, endpoint) {
+        (Err(crate::acl::AclError::NotFound), Endpoint::Acl(a))
+            if matches!(
+                a,
+                routes::AclEndpoint::Login | routes::AclEndpoint::Logout | routes::AclEndpoint::Bootstrap
+            ) =>
+        {
+            agent.acl.resolve_local(None, &agent.store.read().acl, crate::structs::now_ms())?
+        }
+        (id, _) => id?,
+    };
+    let recurse = query.has("recurse") || query.has("keys");
+    match need(endpoint, &agent.config.node_name, recurse) {
+        Need::Nothing | Need::InHandler => {}
+        Need::One(r, name, a) => id.require(r, &name, a)?,
+        Need::Management => id.require_management()?,
+    }
+    Ok(id)
+}
+
 /// What Go's HTTP server refuses in a head before any handler sees it: an HTTP/1.1 request
 /// must name exactly one `Host` (HTTP/2 carries its authority in the request line instead).
 fn bad_head(parts: &http::request::Parts) -> Option<&'static str> {
@@ -629,6 +698,7 @@ fn bad_head(parts: &http::request::Parts) -> Option<&'static str> {
 struct Head {
     bad_head: Option<&'static str>,
     write_refused: bool,
+    token: Option<String>,
     method: http::Method,
     path: String,
     query: Query,
@@ -644,7 +714,7 @@ async fn prepare(
     req: Head,
     body: Incoming,
 ) -> Result<(Ctx, Endpoint), (http::Method, String, HttpResult)> {
-    let Head { bad_head, write_refused, method, path, query, accept, hops, uri } = req;
+    let Head { bad_head, write_refused, token, method, path, query, accept, hops, uri } = req;
     if let Some(what) = bad_head {
         return Err((method, path, Err(HttpError::BadHead(what))));
     }
@@ -680,10 +750,16 @@ async fn prepare(
         }
     };
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if let Some(answer) = Box::pin(crate::forward::route(&agent, &endpoint, &method, &query, pq, &body, hops)).await {
+    if let Some(answer) =
+        Box::pin(crate::forward::route(&agent, &endpoint, &method, &query, pq, &body, hops, token.as_deref())).await
+    {
         return Err((method, path, answer));
     }
-    Ok((Ctx { agent, method, path, query, accept, body }, endpoint))
+    let identity = match Box::pin(identify(&agent, &endpoint, &query, token.as_deref())).await {
+        Ok(id) => id,
+        Err(e) => return Err((method, path, Err(e))),
+    };
+    Ok((Ctx { agent, method, path, query, accept, body, identity }, endpoint))
 }
 
 /// The largest request body: past the largest thing Consul accepts it is 413, not memory.
@@ -733,7 +809,12 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener, conns: Arc<limits::
                 req.extensions_mut().insert(ClientAddr(peer));
                 let agent = agent.clone();
                 let extra = !agent.config.response_headers.is_empty();
+                let deny = agent.acl.enabled() && agent.acl.config.default_policy == crate::acl::DefaultPolicy::Deny;
                 handle(agent.clone(), req).map(move |mut resp| {
+                    if deny {
+                        resp.headers_mut()
+                            .insert("x-consul-default-acl-policy", http::HeaderValue::from_static("deny"));
+                    }
                     if extra {
                         for (k, v) in &agent.config.response_headers {
                             resp.headers_mut().insert(k.clone(), v.clone());
@@ -797,12 +878,13 @@ mod size_tests {
                 .expect("config");
         let agent = rt.block_on(crate::agent::Agent::start(agent_cfg)).expect("agent");
         let ctx = super::Ctx {
-            agent,
+            agent: agent.clone(),
             method: http::Method::GET,
             path: "/v1/kv/x".into(),
             query: super::Query::default(),
             accept: None,
             body: bytes::Bytes::new(),
+            identity: agent.acl.open(),
         };
         let answer = super::dispatch(ctx, super::Endpoint::KvGet("x".into()), false);
         let answer = std::mem::size_of_val(&*answer);

@@ -84,6 +84,112 @@ pub enum Endpoint {
     /// `OPTIONS` on a known path: 200 with the `Allow` header, as Consul answers it (and no
     /// CORS grant, so a browser's preflight goes no further).
     Options(String),
+    /// `/v1/acl/*`, `/v1/internal/acl/authorize`.
+    Acl(AclEndpoint),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AclEndpoint {
+    Bootstrap,
+    Login,
+    Logout,
+    Replication,
+    Policies,
+    PolicyCreate,
+    PolicyRead(String),
+    PolicyReadByName(String),
+    PolicyUpdate(String),
+    PolicyDelete(String),
+    Roles,
+    RoleCreate,
+    RoleRead(String),
+    RoleReadByName(String),
+    RoleUpdate(String),
+    RoleDelete(String),
+    BindingRules,
+    BindingRuleCreate,
+    BindingRuleRead(String),
+    BindingRuleUpdate(String),
+    BindingRuleDelete(String),
+    AuthMethods,
+    AuthMethodCreate,
+    AuthMethodRead(String),
+    AuthMethodUpdate(String),
+    AuthMethodDelete(String),
+    Tokens,
+    TokenCreate,
+    TokenSelf,
+    TokenRead(String),
+    TokenUpdate(String),
+    TokenDelete(String),
+    TokenClone(String),
+    TemplatedPolicies,
+    TemplatedPolicyRead(String),
+    TemplatedPolicyPreview(String),
+    Authorize,
+}
+
+/// `/v1/acl/...` (the part after `/v1/acl`), as Consul's http_register.go lists them.
+fn acl_route(m: &str, rest: &str) -> Option<Result<AclEndpoint, (&'static [&'static str], ())>> {
+    use AclEndpoint::*;
+    let exact: &[(&str, &[&str], AclEndpoint)] = &[
+        ("/bootstrap", &["PUT"], Bootstrap),
+        ("/login", &["POST"], Login),
+        ("/logout", &["POST"], Logout),
+        ("/replication", &["GET"], Replication),
+        ("/policies", &["GET"], Policies),
+        ("/policy", &["PUT"], PolicyCreate),
+        ("/roles", &["GET"], Roles),
+        ("/role", &["PUT"], RoleCreate),
+        ("/binding-rules", &["GET"], BindingRules),
+        ("/binding-rule", &["PUT"], BindingRuleCreate),
+        ("/auth-methods", &["GET"], AuthMethods),
+        ("/auth-method", &["PUT"], AuthMethodCreate),
+        ("/tokens", &["GET"], Tokens),
+        ("/token", &["PUT"], TokenCreate),
+        ("/token/self", &["GET"], TokenSelf),
+        ("/templated-policies", &["GET"], TemplatedPolicies),
+    ];
+    for (p, verbs, e) in exact {
+        if rest == *p {
+            return Some(if verbs.contains(&m) { Ok(e.clone()) } else { Err((verbs, ())) });
+        }
+    }
+    type Make = fn(String) -> AclEndpoint;
+    let by_name: &[(&str, &[&str], Make)] = &[
+        ("/policy/name/", &["GET"], PolicyReadByName),
+        ("/role/name/", &["GET"], RoleReadByName),
+        ("/templated-policy/name/", &["GET"], TemplatedPolicyRead),
+        ("/templated-policy/preview/", &["POST"], TemplatedPolicyPreview),
+    ];
+    for (p, verbs, make) in by_name {
+        if let Some(param) = rest.strip_prefix(p) {
+            return Some(if verbs.contains(&m) { Ok(make(param.to_string())) } else { Err((verbs, ())) });
+        }
+    }
+    let crud: &[(&str, Make, Make, Make)] = &[
+        ("/policy/", PolicyRead, PolicyUpdate, PolicyDelete),
+        ("/role/", RoleRead, RoleUpdate, RoleDelete),
+        ("/binding-rule/", BindingRuleRead, BindingRuleUpdate, BindingRuleDelete),
+        ("/auth-method/", AuthMethodRead, AuthMethodUpdate, AuthMethodDelete),
+        ("/token/", TokenRead, TokenUpdate, TokenDelete),
+    ];
+    for (p, read, update, delete) in crud {
+        if let Some(param) = rest.strip_prefix(p) {
+            if *p == "/token/" {
+                if let Some(id) = param.strip_suffix("/clone") {
+                    return Some(if m == "PUT" { Ok(TokenClone(id.to_string())) } else { Err((&["PUT"], ())) });
+                }
+            }
+            return Some(match m {
+                "GET" => Ok(read(param.to_string())),
+                "PUT" => Ok(update(param.to_string())),
+                "DELETE" => Ok(delete(param.to_string())),
+                _ => Err((&["GET", "PUT", "DELETE"], ())),
+            });
+        }
+    }
+    None
 }
 
 /// Matches `path` (already percent-decoded) and `method` to an endpoint.
@@ -114,6 +220,16 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
     }
     if let Some(key) = rest("/v1/kv/").or_else(|| (path == "/v1/kv").then(String::new)) {
         return methods!("GET" => KvGet(key.clone()), "PUT" => KvPut(key.clone()), "DELETE" => KvDelete(key));
+    }
+    if let Some(rest) = path.strip_prefix("/v1/acl") {
+        return match acl_route(m, rest) {
+            Some(Ok(e)) => Ok(Acl(e)),
+            Some(Err((verbs, ()))) => not_allowed(verbs),
+            None => Err(HttpError::NotFound(String::new())),
+        };
+    }
+    if path == "/v1/internal/acl/authorize" {
+        return methods!("POST" => Acl(AclEndpoint::Authorize));
     }
     let p = path.trim_end_matches('/');
     // Paths with a trailing parameter.
@@ -239,6 +355,22 @@ mod tests {
             ("GET", "/ui/services", Ok(Endpoint::Ui("/services".into()))),
             ("GET", "/ui/app.js", Ok(Endpoint::Ui("/app.js".into()))),
             ("GET", "/ui", Ok(Endpoint::Ui("".into()))),
+            ("GET", "/v1/acl/tokens", Ok(Endpoint::Acl(AclEndpoint::Tokens))),
+            ("PUT", "/v1/acl/token/abc/clone", Ok(Endpoint::Acl(AclEndpoint::TokenClone("abc".into())))),
+            ("DELETE", "/v1/acl/token/abc", Ok(Endpoint::Acl(AclEndpoint::TokenDelete("abc".into())))),
+            ("GET", "/v1/acl/token/self", Ok(Endpoint::Acl(AclEndpoint::TokenSelf))),
+            (
+                "GET",
+                "/v1/acl/policy/name/global-management",
+                Ok(Endpoint::Acl(AclEndpoint::PolicyReadByName("global-management".into()))),
+            ),
+            (
+                "GET",
+                "/v1/acl/templated-policy/name/builtin/service",
+                Ok(Endpoint::Acl(AclEndpoint::TemplatedPolicyRead("builtin/service".into()))),
+            ),
+            ("POST", "/v1/acl/policy", Err(405)),
+            ("GET", "/v1/acl/nope", Err(404)),
         ];
         for (m, p, want) in cases {
             let got = route(&m.parse().expect("method"), p).map_err(|e| e.status());

@@ -66,7 +66,19 @@ pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
     body: &Req,
     timeout: std::time::Duration,
 ) -> Result<Resp, PostError> {
-    call(client, addr, path, body, timeout).await.map_err(|e| match e {
+    post_json_as(client, addr, path, body, timeout, None).await
+}
+
+/// [`post_json`] carrying the ACL token `token` (else the client's own).
+pub async fn post_json_as<Req: Serialize, Resp: DeserializeOwned>(
+    client: &HttpClient,
+    addr: &str,
+    path: &str,
+    body: &Req,
+    timeout: std::time::Duration,
+    token: Option<&str>,
+) -> Result<Resp, PostError> {
+    call(client, addr, path, body, timeout, token).await.map_err(|e| match e {
         CallError::Unreachable(e) => PostError::Unreachable(e),
         CallError::Network(e) => PostError::Failed(e),
     })
@@ -78,12 +90,14 @@ async fn call<Req: Serialize, Resp: DeserializeOwned>(
     path: &str,
     body: &Req,
     timeout: std::time::Duration,
+    token: Option<&str>,
 ) -> Result<Resp, CallError> {
     let bytes = serde_json::to_vec(body).map_err(|e| CallError::Network(e.to_string()))?;
-    let req = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| CallError::Network(e.to_string()))?;
+    let mut req = http::Request::post(format!("http://{addr}{path}")).header("content-type", "application/json");
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        req = req.header(crate::peer_auth::TOKEN_HEADER, t);
+    }
+    let req = req.body(Full::new(Bytes::from(bytes))).map_err(|e| CallError::Network(e.to_string()))?;
     let resp = tokio::time::timeout(timeout, client.request(req))
         .await
         .map_err(|_| CallError::Network(format!("rpc {path} to {addr} timed out")))?
@@ -119,7 +133,7 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let result: Result<Result<Resp, RaftError<NodeId, E>>, CallError> =
-            call(&self.client, &self.peer.addr, path, req, option.hard_ttl()).await;
+            call(&self.client, &self.peer.addr, path, req, option.hard_ttl(), None).await;
         match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(remote)) => {

@@ -45,6 +45,7 @@ pub(super) fn apply(state: &mut State, index: u64, req: &Request, ch: &mut Chang
             state.autopilot = Some((config.clone(), create, index));
             Response::Bool(true)
         }
+        Command::Acl(cmd) => super::apply_acl::apply(state, index, cmd, ch),
         Command::TombstoneReap { up_to } => {
             state.tombstones.retain(|_, i| *i > *up_to);
             Response::Ok

@@ -5,6 +5,7 @@
 //! [`Store::apply`] and [`Store::restore`]); time arrives inside the command (`Request::now_ms`).
 
 mod apply;
+mod apply_acl;
 pub mod watch;
 
 use crate::structs::*;
@@ -44,6 +45,9 @@ pub struct State {
     /// Operator-set autopilot configuration and (create, modify) indexes; `None` means defaults.
     #[serde(default)]
     pub autopilot: Option<(serde_json::Value, u64, u64)>,
+    /// Tokens, policies, roles, auth methods, binding rules.
+    #[serde(default)]
+    pub acl: crate::acl::model::Tables,
 }
 
 pub type Snapshot = State;

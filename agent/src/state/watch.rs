@@ -15,9 +15,10 @@ pub enum Table {
     Checks,
     Kv,
     Sessions,
+    Acl,
 }
 
-const TABLES: [Table; 5] = [Table::Nodes, Table::Services, Table::Checks, Table::Kv, Table::Sessions];
+const TABLES: [Table; 6] = [Table::Nodes, Table::Services, Table::Checks, Table::Kv, Table::Sessions, Table::Acl];
 
 /// What one committed write touched; the store turns it into wake-ups.
 #[derive(Debug, Default)]
