@@ -1,7 +1,9 @@
 //! The project's load tool, used by `scripts/bench.sh` to measure the agent beside its peers.
 //!
-//! `bench kv-put --target agent|etcd --addr HOST:PORT [--conns 32] [--secs 10] [--value-size 128]`
+//! `bench kv-put --target agent|etcd --addr HOST:PORT [--conns 32] [--secs 10] [--value-size 128] [--token T]`
 //!   PUTs to distinct keys over keep-alive connections; prints throughput and latency.
+//! `bench kv-get --addr HOST:PORT [--key bench/get] [--conns 32] [--secs 10] [--token T]`
+//!   GETs one existing key (the agent's default consistency) over keep-alive connections.
 //! `bench blocking --addr HOST:PORT --pid PID [--watchers 10000] [--conns 50]`
 //!   parks N blocking KV queries (HTTP/2 streams), then writes each watched key and measures the
 //!   time from the write to the watcher's answer, and the agent's memory per waiting query: the
@@ -66,6 +68,9 @@ fn request(method: &str, addr: &str, path: &str, body: Vec<u8>) -> anyhow::Resul
 }
 
 async fn kv_put(args: &[String]) -> anyhow::Result<()> {
+    let get = args.get(1).map(String::as_str) == Some("kv-get");
+    let read_key = arg(args, "--key", "bench/get");
+    let token = arg(args, "--token", "");
     let target = arg(args, "--target", "agent");
     let addr = arg(args, "--addr", "127.0.0.1:8500");
     let conns: usize = arg(args, "--conns", "32").parse()?;
@@ -77,6 +82,7 @@ async fn kv_put(args: &[String]) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for c in 0..conns {
         let (addr, target, value, errors) = (addr.clone(), target.clone(), value.clone(), errors.clone());
+        let (token, read_key) = (token.clone(), read_key.clone());
         tasks.push(tokio::spawn(async move {
             let mut send = h1(&addr).await?;
             let mut lat = Vec::new();
@@ -84,7 +90,14 @@ async fn kv_put(args: &[String]) -> anyhow::Result<()> {
             while Instant::now() < deadline {
                 let key = format!("bench/{c}/{i}");
                 i += 1;
-                let req = put_request(&target, &addr, &key, &value)?;
+                let mut req = if get {
+                    request("GET", &addr, &format!("/v1/kv/{read_key}"), Vec::new())?
+                } else {
+                    put_request(&target, &addr, &key, &value)?
+                };
+                if !token.is_empty() {
+                    req.headers_mut().insert("x-consul-token", http::HeaderValue::from_str(&token)?);
+                }
                 let started = Instant::now();
                 send.ready().await?;
                 let resp = send.send_request(req).await?;
@@ -104,8 +117,10 @@ async fn kv_put(args: &[String]) -> anyhow::Result<()> {
     }
     all.sort();
     let errs = errors.load(Ordering::Relaxed);
+    let op = if get { "kv-get" } else { "kv-put" };
+    let acl = if token.is_empty() { "" } else { " (token)" };
     println!(
-        "kv-put {target:5} conns={conns} secs={secs} value={size}B: {:>8.0} req/s  p50 {}  p99 {}  errors {errs}",
+        "{op} {target:5}{acl} conns={conns} secs={secs} value={size}B: {:>8.0} req/s  p50 {}  p99 {}  errors {errs}",
         all.len() as f64 / secs as f64,
         ms(percentile(&all, 0.50)),
         ms(percentile(&all, 0.99)),
@@ -319,7 +334,7 @@ async fn blocking(args: &[String]) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("kv-put") => kv_put(&args).await,
+        Some("kv-put") | Some("kv-get") => kv_put(&args).await,
         Some("blocking") => blocking(&args).await,
         Some("first-write") => first_write(&args).await,
         _ => bail!("usage: bench kv-put|blocking|first-write [options] (see the source's header)"),
