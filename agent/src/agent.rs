@@ -107,6 +107,8 @@ pub struct Agent {
     pub peer_auth: crate::peer_auth::PeerAuth,
     /// Tokens and what they may do; the agent's own tokens.
     pub acl: Arc<crate::acl::Acl>,
+    /// Certificates, when TLS is on; read again on reload.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// Tokens of services and checks just removed, for the sync that deregisters them.
     retired_tokens: Mutex<HashMap<String, String>>,
     /// Set once this node's catalog record is known to match (full syncs compare it again).
@@ -168,6 +170,18 @@ impl Agent {
         let key = config.encrypt.as_deref().map(crate::serf::decode_key).transpose().map_err(StartError::Config)?;
         let peer_auth = crate::peer_auth::PeerAuth::new(key.as_ref().map(|k| &k[..]));
         let acl = Arc::new(crate::acl::Acl::new(config.acl.clone(), &config.datacenter, data_dir_of(&config)));
+        let tls = if config.tls.any() {
+            Some(Arc::new(
+                crate::tls::Tls::load(config.tls.clone()).map_err(|e| StartError::Config(format!("tls: {e}")))?,
+            ))
+        } else {
+            None
+        };
+        let rpc_tls = tls.as_ref().and_then(|t| t.rpc_client());
+        let with_tls = |mut c: crate::peer_auth::PeerClient| {
+            c.set_tls(rpc_tls.clone(), &config.tls.server_name);
+            c
+        };
         let agent_token: crate::peer_auth::TokenSource = {
             let acl = acl.clone();
             Arc::new(move || acl.agent_token())
@@ -183,7 +197,7 @@ impl Agent {
                     .validate()
                     .map_err(|e| StartError::Raft(e.to_string()))?,
             );
-            let http = network::http_client(peer_auth.clone()).with_token(agent_token.clone());
+            let http = with_tls(network::http_client(peer_auth.clone()).with_token(agent_token.clone()));
             let rid = raft::node_id_from(&node_id);
             let peer = Peer {
                 addr: config.server_rpc_addr().to_string(),
@@ -215,8 +229,9 @@ impl Agent {
             sync_lock: tokio::sync::Mutex::new(()),
             members: Default::default(),
             gossip: Default::default(),
-            forwarder: crate::forward::client(peer_auth.clone()),
-            rpc: network::http_client(peer_auth.clone()).with_token(agent_token),
+            forwarder: with_tls(crate::forward::client(peer_auth.clone())),
+            rpc: with_tls(network::http_client(peer_auth.clone()).with_token(agent_token)),
+            tls,
             peer_auth,
             acl,
             retired_tokens: Default::default(),
@@ -489,8 +504,19 @@ impl Agent {
         Ok(())
     }
 
-    /// SIGHUP / `PUT /v1/agent/reload`: re-reads service and check definitions from the files.
+    /// SIGHUP / `PUT /v1/agent/reload`: re-reads service and check definitions from the files,
+    /// and the TLS certificates (new connections use them; open ones keep theirs).
     pub async fn reload(&self) -> Result<(), String> {
+        if let Some(tls) = &self.tls {
+            tls.reload().map_err(|e| format!("reloading TLS certificates: {e}"))?;
+            // Every clone of a client shares its connector, so one reload reaches them all.
+            self.forwarder.reload_tls(tls.rpc_client());
+            self.rpc.reload_tls(tls.rpc_client());
+            if let Some(s) = &self.server {
+                s.http.reload_tls(tls.rpc_client());
+            }
+            tracing::info!("reloaded TLS certificates");
+        }
         let (services, checks) = self.config.reload_definitions().map_err(|e| e.to_string())?;
         let old: Vec<String> =
             self.local.lock().checks.iter().filter(|(_, c)| c.from_config).map(|(k, _)| k.clone()).collect();

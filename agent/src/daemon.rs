@@ -31,7 +31,15 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     let mut http_listeners = Vec::new();
     for addr in config.http_addrs() {
         let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API on {addr}"))?;
-        http_listeners.push(l);
+        http_listeners.push((l, None));
+    }
+    for addr in config.https_addrs() {
+        let tls = agent.tls.clone().filter(|t| t.https_acceptor().is_some()).with_context(|| {
+            format!("ports.https is {}, but there is no certificate: set cert_file and key_file", config.ports.https)
+        })?;
+        let l =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTPS API on {addr}"))?;
+        http_listeners.push((l, Some(tls)));
     }
     let resolver = crate::dns::Resolver::new(&config, agent.store.clone())?;
     if agent.server.is_none() {
@@ -60,8 +68,8 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     crate::serf::start(&agent).await.context("starting gossip")?;
     agent.bootstrap_if_alone().await.context("bootstrapping raft")?;
     let conns = crate::http::limits::ConnLimiter::new(config.http_max_conns_per_client);
-    for l in http_listeners {
-        tokio::spawn(crate::http::serve(agent.clone(), l, conns.clone()));
+    for (l, tls) in http_listeners {
+        tokio::spawn(crate::http::serve(agent.clone(), l, conns.clone(), tls));
     }
     if let Some(dns) = dns {
         tokio::spawn(dns.run(agent.shutdown.subscribe()));
@@ -75,9 +83,10 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     println!("                Server: {} (Bootstrap: {})", config.server, config.bootstrap);
     let clients: Vec<String> = config.client_addrs.iter().map(|a| a.to_string()).collect();
     println!(
-        "           Client Addr: [{}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {})",
+        "           Client Addr: [{}] (HTTP: {}, HTTPS: {}, gRPC: -1, DNS: {})",
         clients.join(" "),
         config.ports.http,
+        config.ports.https,
         config.ports.dns
     );
     println!(

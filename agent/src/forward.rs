@@ -183,7 +183,7 @@ pub async fn send(
 ) -> Result<Reply, Failure> {
     let mut req = http::Request::builder()
         .method(method.clone())
-        .uri(format!("http://{addr}{path_and_query}"))
+        .uri(client.url(&addr.to_string(), path_and_query))
         .header(HEADER_HOPS, (hops + 1).to_string());
     if let Some(t) = token {
         req = req.header(crate::peer_auth::TOKEN_HEADER, t);
@@ -193,8 +193,10 @@ pub async fn send(
     let limit = if path_and_query.contains("index=") { Duration::from_secs(700) } else { Duration::from_secs(60) };
     let resp = match tokio::time::timeout(limit, client.request(req)).await {
         Err(_) => return Err(Failure::Other(format!("rpc to {addr} timed out"))),
-        Ok(Err(e)) if e.is_connect() => return Err(Failure::Connect(format!("rpc to {addr}: {e}"))),
-        Ok(Err(e)) => return Err(Failure::Other(format!("rpc to {addr}: {e}"))),
+        Ok(Err(e)) if e.is_connect() => {
+            return Err(Failure::Connect(format!("rpc to {addr}: {}", crate::peer_auth::chain(&e))))
+        }
+        Ok(Err(e)) => return Err(Failure::Other(format!("rpc to {addr}: {}", crate::peer_auth::chain(&e)))),
         Ok(Ok(r)) => r,
     };
     let (parts, body) = resp.into_parts();

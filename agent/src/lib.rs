@@ -24,3 +24,4 @@ pub mod server;
 pub mod state;
 pub mod structs;
 pub mod telemetry;
+pub mod tls;

@@ -65,12 +65,43 @@ impl PeerAuth {
 /// own token, for its internal RPCs).
 pub type TokenSource = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 
-/// A pooled HTTP client for other agents' server ports that proves membership on every request.
+type Inner = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A pooled HTTP client for other agents' server ports that proves membership on every request,
+/// over TLS when the agent has `verify_outgoing` (`Tls::rpc_client`).
 #[derive(Clone)]
 pub struct PeerClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    inner: std::sync::Arc<parking_lot::RwLock<(Inner, &'static str)>>,
+    http2_only: bool,
+    server_name: String,
     auth: PeerAuth,
     token: Option<TokenSource>,
+}
+
+fn build(
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    server_name: &str,
+    http2_only: bool,
+) -> (Inner, &'static str) {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(2)));
+    http.enforce_http(false);
+    let (config, scheme) = match tls {
+        Some(c) => ((*c).clone(), "https"),
+        None => ((*crate::tls::unused_client_config()).clone(), "http"),
+    };
+    // Servers are dialled by IP; their certificates are checked against the servers' name.
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap_or_else(|_| {
+        rustls::pki_types::ServerName::try_from("server.dc1.consul").expect("a valid literal name")
+    });
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        .enable_all_versions()
+        .wrap_connector(http);
+    (Client::builder(TokioExecutor::new()).http2_only(http2_only).build(connector), scheme)
 }
 
 /// The header an ACL token travels in.
@@ -80,11 +111,31 @@ impl PeerClient {
     /// `http2_only`: one multiplexed connection per server (forwarded requests, which include
     /// parked blocking queries); otherwise pooled HTTP/1 connections (Raft, internal RPCs).
     pub fn new(auth: PeerAuth, http2_only: bool) -> PeerClient {
-        let mut c = HttpConnector::new();
-        c.set_nodelay(true);
-        c.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new()).http2_only(http2_only).build(c);
-        PeerClient { client, auth, token: None }
+        PeerClient {
+            inner: std::sync::Arc::new(parking_lot::RwLock::new(build(None, "server.dc1.consul", http2_only))),
+            http2_only,
+            server_name: "server.dc1.consul".into(),
+            auth,
+            token: None,
+        }
+    }
+
+    /// Speaks TLS to server ports with `config` (`None`: plain), checking servers' certificates
+    /// against `server_name`. Also what a certificate reload calls; requests already under way
+    /// keep their connections.
+    pub fn set_tls(&mut self, config: Option<std::sync::Arc<rustls::ClientConfig>>, server_name: &str) {
+        self.server_name = server_name.to_string();
+        *self.inner.write() = build(config, server_name, self.http2_only);
+    }
+
+    /// The same, for a client already shared (every clone sees the change).
+    pub fn reload_tls(&self, config: Option<std::sync::Arc<rustls::ClientConfig>>) {
+        *self.inner.write() = build(config, &self.server_name, self.http2_only);
+    }
+
+    /// `http://addr/path`, or `https://` when this client speaks TLS.
+    pub fn url(&self, addr: &str, path: &str) -> String {
+        format!("{}://{addr}{path}", self.inner.read().1)
     }
 
     /// Requests that carry no token of their own get the one `source` gives.
@@ -104,8 +155,25 @@ impl PeerClient {
                 }
             }
         }
-        self.client.request(req)
+        let client = self.inner.read().0.clone();
+        client.request(req)
     }
+}
+
+/// An error with its causes ("client error (Connect): invalid peer certificate: UnknownIssuer"):
+/// hyper's own text alone does not say why a TLS connection failed.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 #[cfg(test)]

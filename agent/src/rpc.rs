@@ -54,7 +54,7 @@ impl RpcServer {
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 r = self.listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => {
@@ -70,31 +70,59 @@ impl RpcServer {
             let agent = self.agent.clone();
             let dns = self.dns.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    use futures::future::{Either, FutureExt};
-                    if let Err(refusal) = admit(&agent, &req) {
-                        return Either::Right(Box::pin(std::future::ready(Ok(refusal))) as RpcFuture);
+                let tls = agent.tls.clone();
+                let mut first = [0u8; 1];
+                let tls_hello = match tokio::time::timeout(HEAD_TIMEOUT, stream.peek(&mut first)).await {
+                    Ok(Ok(1)) => first[0] == crate::tls::HANDSHAKE,
+                    _ => return,
+                };
+                match (tls_hello, tls.as_ref().and_then(|t| t.rpc_acceptor())) {
+                    (true, Some(acceptor)) => match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => serve_conn(agent, dns, s).await,
+                        Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "rpc: TLS handshake failed"),
+                        Err(_) => tracing::warn!(peer = %peer, "rpc: TLS handshake timed out"),
+                    },
+                    (true, None) => {
+                        tracing::warn!(peer = %peer, "rpc: refused a TLS connection: this server has no certificate")
                     }
-                    // Forwarded blocking queries park here: keep only `http::handle`'s small future.
-                    if req.uri().path().starts_with("/v1/") {
-                        return Either::Left(crate::http::handle(agent.clone(), req).map(Ok));
-                    }
-                    let agent = agent.clone();
-                    let dns = dns.clone();
-                    Either::Right(Box::pin(async move {
-                        let Some(server) = agent.server.clone() else {
-                            return Ok(status(503, "not a server").map(|b| b.boxed()));
-                        };
-                        Ok(handle(server, &agent, &dns, req).await.map(|b| b.boxed()))
-                    }))
-                });
-                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT);
-                builder.http2().max_concurrent_streams(4096);
-                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    (false, _) if tls.as_ref().is_some_and(|t| t.rpc_requires_tls()) => tracing::warn!(
+                        peer = %peer,
+                        "rpc: refused a plain connection: verify_incoming requires TLS with a client certificate"
+                    ),
+                    (false, _) => serve_conn(agent, dns, stream).await,
+                }
             });
         }
     }
+}
+
+/// Serves one accepted connection (plain or TLS) of the server port.
+async fn serve_conn<I>(agent: Arc<Agent>, dns: Arc<Resolver>, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        use futures::future::{Either, FutureExt};
+        if let Err(refusal) = admit(&agent, &req) {
+            return Either::Right(Box::pin(std::future::ready(Ok(refusal))) as RpcFuture);
+        }
+        // Forwarded blocking queries park here: keep only `http::handle`'s small future.
+        if req.uri().path().starts_with("/v1/") {
+            return Either::Left(crate::http::handle(agent.clone(), req).map(Ok));
+        }
+        let agent = agent.clone();
+        let dns = dns.clone();
+        Either::Right(Box::pin(async move {
+            let Some(server) = agent.server.clone() else {
+                return Ok(status(503, "not a server").map(|b| b.boxed()));
+            };
+            Ok(handle(server, &agent, &dns, req).await.map(|b| b.boxed()))
+        }))
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT);
+    builder.http2().max_concurrent_streams(4096);
+    let _ = builder.serve_connection(TokioIo::new(io), svc).await;
 }
 
 type RpcFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, std::convert::Infallible>> + Send>>;

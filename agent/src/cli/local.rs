@@ -649,8 +649,8 @@ mod tests {
         let warnings = validate_paths(std::slice::from_ref(&d)).unwrap();
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].ends_with("b.json: bogus_key"), "{warnings:?}");
-        std::fs::write(dir.path().join("b.json"), r#"{"verify_incoming": true}"#).unwrap();
-        assert!(validate_paths(std::slice::from_ref(&d)).unwrap_err().contains("does not serve TLS"));
+        std::fs::write(dir.path().join("b.json"), r#"{"auto_encrypt": {"tls": true}}"#).unwrap();
+        assert!(validate_paths(std::slice::from_ref(&d)).unwrap_err().contains("auto_encrypt"));
         std::fs::write(dir.path().join("b.json"), r#"{"server": "yes"}"#).unwrap();
         assert!(validate_paths(std::slice::from_ref(&d)).unwrap_err().contains("'server' expected type 'bool'"));
         std::fs::remove_file(dir.path().join("b.json")).unwrap();

@@ -9,6 +9,7 @@ mod http;
 mod kv;
 mod local;
 mod table;
+mod tls;
 mod watch;
 
 use std::io::Write;
@@ -109,6 +110,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("reload", "Triggers the agent to reload configuration files"),
     ("services", "Interact with services"),
     ("snapshot", "Saves, restores and inspects snapshots of server state"),
+    ("tls", "Builtin helpers for creating CAs and certificates"),
     ("validate", "Validate config files/directories"),
     ("version", "Prints the version"),
     ("watch", "Watch for changes"),
@@ -153,6 +155,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         "snapshot" => local::snapshot(rest).await,
         "keygen" => local::keygen(rest),
         "validate" => local::validate(rest),
+        "tls" => tls::run(rest),
         "watch" => watch::watch(rest).await,
         "lock" => watch::lock(rest).await,
         other => {

@@ -90,6 +90,8 @@ pub struct AgentFlags {
     pub http_port: Option<i32>,
     #[arg(long = "dns-port")]
     pub dns_port: Option<i32>,
+    #[arg(long = "https-port")]
+    pub https_port: Option<i32>,
     #[arg(long = "serf-lan-port")]
     pub serf_lan_port: Option<i32>,
     #[arg(long = "serf-wan-port")]
@@ -117,6 +119,8 @@ pub struct AgentFlags {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ports {
     pub http: i32,
+    /// `ports.https`: the HTTPS API (-1: off, Consul's default; 8501 by convention).
+    pub https: i32,
     pub dns: i32,
     pub serf_lan: i32,
     pub serf_wan: i32,
@@ -186,6 +190,8 @@ pub struct Config {
     pub allow_write_http_from: Vec<Cidr>,
     /// The `acl` block (and the legacy top-level `acl_*` keys).
     pub acl: crate::acl::AclConfig,
+    /// The `tls` block (and the old flat keys), per side.
+    pub tls: crate::tls::TlsConfig,
     pub primary_datacenter: String,
     /// `gossip_lan` tuning; unset fields keep Consul's LAN defaults.
     pub gossip_lan: GossipLan,
@@ -416,6 +422,46 @@ fn acl_config(f: &Map<String, Value>) -> Result<crate::acl::AclConfig, ConfigErr
     Ok(c)
 }
 
+/// The TLS settings of the server port and of HTTPS, as Consul merges them: a side's own block
+/// (`tls.internal_rpc`, `tls.https`), then `tls.defaults`, then the old flat keys
+/// (`verify_incoming_rpc`, `verify_incoming_https`, `verify_incoming`, `ca_file`, ...).
+fn tls_config(f: &Map<String, Value>, dc: &str, domain: &str) -> crate::tls::TlsConfig {
+    let side = |block: &str, flat_incoming: &str| {
+        let s = |key: &str, flat: &str| {
+            get_str(f, &["tls", block, key])
+                .or_else(|| get_str(f, &["tls", "defaults", key]))
+                .or_else(|| get_str(f, &[flat]))
+                .filter(|v| !v.is_empty())
+        };
+        let b = |key: &str, flats: &[&str]| {
+            get_bool(f, &["tls", block, key])
+                .or_else(|| get_bool(f, &["tls", "defaults", key]))
+                .or_else(|| flats.iter().find_map(|k| get_bool(f, &[k])))
+                .unwrap_or(false)
+        };
+        crate::tls::TlsSettings {
+            ca_file: s("ca_file", "ca_file").map(PathBuf::from),
+            ca_path: s("ca_path", "ca_path").map(PathBuf::from),
+            cert_file: s("cert_file", "cert_file").map(PathBuf::from),
+            key_file: s("key_file", "key_file").map(PathBuf::from),
+            verify_incoming: b("verify_incoming", &[flat_incoming, "verify_incoming"]),
+            verify_outgoing: b("verify_outgoing", &["verify_outgoing"]),
+            verify_server_hostname: b("verify_server_hostname", &["verify_server_hostname"]),
+            min_version: s("tls_min_version", "tls_min_version"),
+            cipher_suites: s("tls_cipher_suites", "tls_cipher_suites"),
+        }
+    };
+    crate::tls::TlsConfig {
+        internal_rpc: side("internal_rpc", "verify_incoming_rpc"),
+        https: crate::tls::TlsSettings {
+            verify_outgoing: false,
+            verify_server_hostname: false,
+            ..side("https", "verify_incoming_https")
+        },
+        server_name: format!("server.{dc}.{}", domain.trim_end_matches('.')),
+    }
+}
+
 /// A network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is one host).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cidr {
@@ -518,6 +564,7 @@ impl Config {
         };
         let ports = Ports {
             http: port(flags.http_port, "http", 8500, true)?,
+            https: port(flags.https_port, "https", -1, true)?,
             dns: port(flags.dns_port, "dns", 8600, true)?,
             serf_lan: port(flags.serf_lan_port, "serf_lan", 8301, false)?,
             serf_wan: port(flags.serf_wan_port, "serf_wan", 8302, true)?,
@@ -552,6 +599,14 @@ impl Config {
             }
             _ => vec![],
         };
+        let dc_for_tls = flags
+            .datacenter
+            .clone()
+            .or_else(|| get_str(&f, &["datacenter"]))
+            .unwrap_or_else(|| "dc1".into())
+            .to_lowercase();
+        let domain_for_tls =
+            flags.domain.clone().or_else(|| get_str(&f, &["domain"])).unwrap_or_else(|| "consul.".into());
         let mut allow_write_http_from = Vec::new();
         for cidr in str_list_at(&f, &["http_config", "allow_write_http_from"]) {
             allow_write_http_from.push(Cidr::parse(&cidr).ok_or_else(|| ConfigError::Invalid {
@@ -685,6 +740,7 @@ impl Config {
             response_headers,
             allow_write_http_from,
             acl: acl_config(&f)?,
+            tls: tls_config(&f, &dc_for_tls, &domain_for_tls),
             primary_datacenter: get_str(&f, &["primary_datacenter"])
                 .or_else(|| get_str(&f, &["acl_datacenter"]))
                 .unwrap_or_default(),
@@ -716,6 +772,13 @@ impl Config {
             return vec![];
         }
         self.client_addrs.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.http as u16)).collect()
+    }
+
+    pub fn https_addrs(&self) -> Vec<std::net::SocketAddr> {
+        if self.ports.https <= 0 {
+            return vec![];
+        }
+        self.client_addrs.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.https as u16)).collect()
     }
 
     pub fn server_rpc_addr(&self) -> std::net::SocketAddr {

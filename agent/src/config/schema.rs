@@ -4,7 +4,7 @@
 //! coerced), and a key we do not know is a warning, as in Consul.
 //!
 //! Also the settings that would make an operator believe the agent protects something it does
-//! not protect yet (ACLs, TLS): those stop the agent ([`unenforced`]); they never just warn.
+//! not protect yet (`auto_encrypt`): those stop the agent ([`unenforced`]); they never just warn.
 
 use serde_json::{Map, Value};
 
@@ -378,39 +378,10 @@ pub fn unenforced(doc: &Map<String, Value>) -> Vec<String> {
         Some(cur)
     };
     let is_true = |path: &[&str]| get(path).and_then(Value::as_bool) == Some(true);
-    let is_set = |path: &[&str]| get(path).is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
     let mut found = Vec::new();
-    const TLS: &str = "this agent does not serve TLS yet";
-    for key in
-        ["verify_incoming", "verify_incoming_rpc", "verify_incoming_https", "verify_outgoing", "verify_server_hostname"]
-    {
-        if is_true(&[key]) {
-            found.push(format!("{key} = true: {TLS}"));
-        }
-    }
-    for key in ["ca_file", "ca_path", "cert_file", "key_file"] {
-        if is_set(&[key]) {
-            found.push(format!("{key}: {TLS}"));
-        }
-    }
-    for block in ["defaults", "internal_rpc", "https", "grpc"] {
-        for (key, _) in TLS_BLOCK {
-            let path = ["tls", block, key];
-            let on = match get(&path) {
-                Some(Value::Bool(b)) => *b,
-                Some(Value::String(s)) => !s.is_empty(),
-                _ => false,
-            };
-            if on {
-                found.push(format!("tls.{block}.{key}: {TLS}"));
-            }
-        }
-    }
-    if get(&["ports", "https"]).and_then(Value::as_i64).is_some_and(|p| p > 0) {
-        found.push(format!("ports.https: {TLS}"));
-    }
+    const AUTO: &str = "this agent does not distribute certificates (auto_encrypt); give each agent its own with ca_file, cert_file and key_file";
     if is_true(&["auto_encrypt", "tls"]) || is_true(&["auto_encrypt", "allow_tls"]) {
-        found.push(format!("auto_encrypt: {TLS}"));
+        found.push(format!("auto_encrypt: {AUTO}"));
     }
     found
 }
@@ -461,12 +432,11 @@ mod tests {
 
     #[test]
     fn security_settings_not_enforced_are_listed() {
-        let v = json!({"acl": {"enabled": true, "default_policy": "deny"}, "verify_incoming": true,
-                       "tls": {"defaults": {"ca_file": "/ca.pem", "verify_incoming": false}}, "ports": {"https": 8501}});
+        let v = json!({"auto_encrypt": {"tls": true}, "verify_incoming": true});
         let found = unenforced(v.as_object().expect("object"));
-        assert_eq!(found.len(), 3, "{found:?}");
-        assert!(found[0].starts_with("verify_incoming = true"));
-        let off = json!({"acl": {"enabled": false}, "verify_incoming": false, "ports": {"https": -1}, "ca_file": ""});
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("auto_encrypt:"));
+        let off = json!({"auto_encrypt": {"tls": false}, "ca_file": ""});
         assert!(unenforced(off.as_object().expect("object")).is_empty());
     }
 }

@@ -772,9 +772,14 @@ pub fn endpoint_of(method: &http::Method, uri: &http::Uri) -> Result<Endpoint, H
     routes::route(method, &percent_decode(uri.path()))
 }
 
-/// Serves the HTTP API on `listener` until shutdown. `conns` counts connections per client IP
-/// over all of the agent's HTTP listeners.
-pub async fn serve(agent: Arc<Agent>, listener: TcpListener, conns: Arc<limits::ConnLimiter>) {
+/// Serves the HTTP API on `listener` until shutdown; HTTPS when `tls` is given (the `ports.https`
+/// listeners). `conns` counts connections per client IP over all of the agent's listeners.
+pub async fn serve(
+    agent: Arc<Agent>,
+    listener: TcpListener,
+    conns: Arc<limits::ConnLimiter>,
+    tls: Option<Arc<crate::tls::Tls>>,
+) {
     let mut shutdown = agent.shutdown.subscribe();
     loop {
         let (stream, peer): (_, SocketAddr) = tokio::select! {
@@ -799,40 +804,77 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener, conns: Arc<limits::
             });
             continue;
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            if !limits::first_bytes(&stream, limits::HEAD_TIMEOUT).await {
+            let Some(tls) = tls else {
+                if limits::first_bytes(&stream, limits::HEAD_TIMEOUT).await {
+                    serve_conn(agent, peer, stream, None).await;
+                }
                 return;
+            };
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(limits::HEAD_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == crate::tls::HANDSHAKE => {}
+                Ok(Ok(1)) => {
+                    use tokio::io::AsyncWriteExt;
+                    let mut stream = stream;
+                    let write = stream.write_all(crate::tls::PLAIN_ON_TLS);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+                    return;
+                }
+                _ => return,
             }
-            // The service's future is what hyper keeps per stream: `handle`'s two boxed stages.
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ClientAddr(peer));
-                let agent = agent.clone();
-                let extra = !agent.config.response_headers.is_empty();
-                let deny = agent.acl.enabled() && agent.acl.config.default_policy == crate::acl::DefaultPolicy::Deny;
-                handle(agent.clone(), req).map(move |mut resp| {
-                    if deny {
-                        resp.headers_mut()
-                            .insert("x-consul-default-acl-policy", http::HeaderValue::from_static("deny"));
-                    }
-                    if extra {
-                        for (k, v) in &agent.config.response_headers {
-                            resp.headers_mut().insert(k.clone(), v.clone());
-                        }
-                    }
-                    Ok::<_, std::convert::Infallible>(resp)
-                })
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            // A head must arrive within the timeout, which also ends a kept-alive HTTP/1
-            // connection left idle that long (hyper runs the timer while it waits for a head).
-            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits::HEAD_TIMEOUT);
-            // Watchers multiplex many blocking queries over one HTTP/2 connection; a stream costs
-            // the same memory whichever connection carries it, so allow plenty per connection.
-            builder.http2().max_concurrent_streams(4096);
-            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+            let Some(acceptor) = tls.https_acceptor() else { return };
+            match tokio::time::timeout(limits::HEAD_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_conn(agent, peer, s, Some(h2)).await;
+                }
+                Ok(Err(e)) => tracing::info!(client = %peer, error = %e, "https: TLS handshake failed"),
+                Err(_) => tracing::debug!(client = %peer, "https: TLS handshake timed out"),
+            }
         });
     }
+}
+
+/// Serves one accepted connection. `h2`: the protocol TLS's ALPN settled on (`None`: tell
+/// HTTP/1 and HTTP/2 apart by the first bytes).
+async fn serve_conn<I>(agent: Arc<Agent>, peer: SocketAddr, io: I, h2: Option<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // The service's future is what hyper keeps per stream: `handle`'s two boxed stages.
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ClientAddr(peer));
+        let agent = agent.clone();
+        let extra = !agent.config.response_headers.is_empty();
+        let deny = agent.acl.enabled() && agent.acl.config.default_policy == crate::acl::DefaultPolicy::Deny;
+        handle(agent.clone(), req).map(move |mut resp| {
+            if deny {
+                resp.headers_mut().insert("x-consul-default-acl-policy", http::HeaderValue::from_static("deny"));
+            }
+            if extra {
+                for (k, v) in &agent.config.response_headers {
+                    resp.headers_mut().insert(k.clone(), v.clone());
+                }
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        })
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder = match h2 {
+        Some(true) => builder.http2_only(),
+        Some(false) => builder.http1_only(),
+        None => builder,
+    };
+    // A head must arrive within the timeout, which also ends a kept-alive HTTP/1 connection
+    // left idle that long (hyper runs the timer while it waits for a head).
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits::HEAD_TIMEOUT);
+    // Watchers multiplex many blocking queries over one HTTP/2 connection; a stream costs the
+    // same memory whichever connection carries it, so allow plenty per connection.
+    builder.http2().max_concurrent_streams(4096);
+    let _ = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).await;
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ async fn call<Req: Serialize, Resp: DeserializeOwned>(
     token: Option<&str>,
 ) -> Result<Resp, CallError> {
     let bytes = serde_json::to_vec(body).map_err(|e| CallError::Network(e.to_string()))?;
-    let mut req = http::Request::post(format!("http://{addr}{path}")).header("content-type", "application/json");
+    let mut req = http::Request::post(client.url(addr, path)).header("content-type", "application/json");
     if let Some(t) = token.filter(|t| !t.is_empty()) {
         req = req.header(crate::peer_auth::TOKEN_HEADER, t);
     }
@@ -103,9 +103,9 @@ async fn call<Req: Serialize, Resp: DeserializeOwned>(
         .map_err(|_| CallError::Network(format!("rpc {path} to {addr} timed out")))?
         .map_err(|e| {
             if e.is_connect() {
-                CallError::Unreachable(format!("connecting to {addr}: {e}"))
+                CallError::Unreachable(format!("connecting to {addr}: {}", crate::peer_auth::chain(&e)))
             } else {
-                CallError::Network(format!("rpc {path} to {addr}: {e}"))
+                CallError::Network(format!("rpc {path} to {addr}: {}", crate::peer_auth::chain(&e)))
             }
         })?;
     let status = resp.status();

@@ -10,4 +10,5 @@ mod harness;
 mod http_api;
 mod restart;
 mod security;
+mod tls;
 mod ui;

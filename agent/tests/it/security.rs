@@ -130,7 +130,7 @@ fn run_agent(args: &[&str], limit: Duration) -> (Option<i32>, String) {
 fn settings_it_cannot_honour_and_bad_values_stop_the_agent_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases: &[(&str, &str, &str)] = &[
-        ("tls.json", r#"{"verify_incoming": true, "cert_file": "/x.pem"}"#, "verify_incoming = true"),
+        ("tls.json", r#"{"auto_encrypt": {"tls": true}}"#, "auto_encrypt"),
         ("server.json", r#"{"server": "yes"}"#, "'server' expected type 'bool', got unconvertible type 'string', value: 'yes'"),
         ("raft.json", r#"{"performance": {"raft_multiplier": 11}}"#, "'performance.raft_multiplier' cannot be 11"),
         ("log.json", r#"{"log_level": "bogus"}"#, "'log_level': invalid value \"bogus\""),
