@@ -1,6 +1,7 @@
 //! The agent's integration tests: real agent processes on distinct 127.0.0.x addresses with real
 //! ports and data dirs. Each test owns its address, so they run in parallel.
 
+mod acl_cli;
 mod bad_input;
 mod cluster;
 mod dns;
