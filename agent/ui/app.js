@@ -1,9 +1,12 @@
 // The agent's web UI: hash-routed pages (#/services, #/services/web, #/nodes, #/nodes/n1, #/kv/a/b,
-// #/servers, #/members). Each page keeps one long-poll per dataset it shows: a blocking query whose
-// ?index= is the last X-Consul-Index, so the agent answers only when the data changed. Endpoints that
-// do not block (Raft configuration, members) are re-read every few seconds, only while the tab is
-// visible. Leaving a page aborts its requests. All API URLs are /v1/..., so the UI works behind a
-// proxy that forwards /ui/ and /v1/ to an agent.
+// #/servers, #/members, and with ACLs on #/login, #/acl/tokens, #/acl/policies). Each page keeps one
+// long-poll per dataset it shows: a blocking query whose ?index= is the last X-Consul-Index, so the
+// agent answers only when the data changed. Endpoints that do not block (Raft configuration,
+// members) are re-read every few seconds, only while the tab is visible. Leaving a page aborts its
+// requests. All API URLs are /v1/..., so the UI works behind a proxy that forwards /ui/ and /v1/ to
+// an agent. With ACLs on, the token a person logs in with is kept in this browser (localStorage) and
+// sent as X-Consul-Token on every request; a 403 answer replaces the page with what the agent said.
+// This is the UI of a Consul-compatible agent, not HashiCorp's Consul UI.
 'use strict';
 
 const WAIT = '55s'; // below a proxy's usual 60 s read timeout
@@ -11,8 +14,37 @@ const POLL_MS = 3000; // for endpoints without X-Consul-Index
 const MAX_BACKOFF_MS = 30000;
 const MIN_GAP_MS = 200; // between one watch's requests, so a flapping check cannot make a hot loop
 
+const APP = 'agent UI (Consul-compatible)';
+const TOKEN_KEY = 'agent-ui:token';
+const GLOBAL_MANAGEMENT = '00000000-0000-0000-0000-000000000001';
+
 const main = document.getElementById('main');
 const live = document.getElementById('live');
+
+// ---------- the token: kept in localStorage, sent as X-Consul-Token on every request ----------
+
+// {SecretID, AccessorID, Description} of the token logged in with, or null.
+function session() {
+  try {
+    const s = JSON.parse(localStorage.getItem(TOKEN_KEY) || 'null');
+    return s && typeof s.SecretID === 'string' && s.SecretID ? s : null;
+  } catch {
+    return null;
+  }
+}
+function saveSession(s) {
+  localStorage.setItem(TOKEN_KEY, JSON.stringify(s));
+}
+function withToken(headers) {
+  const s = session();
+  return s ? { ...(headers || {}), 'X-Consul-Token': s.SecretID } : { ...(headers || {}) };
+}
+const tokenName = (s) => s.Description || (s.AccessorID ? s.AccessorID.slice(0, 8) : 'token');
+
+// 'enabled', 'disabled' (the agent answers 401 on /v1/acl/*) or 'unknown' until asked.
+let aclState = 'unknown';
+let authProblem = ''; // the agent's answer when it refuses the stored token
+let lastPage = '#/services'; // where logging in returns to
 
 // ---------- DOM helpers: text goes in through textContent only, never as HTML ----------
 
@@ -110,9 +142,11 @@ function whenVisible(signal) {
 
 // ---------- the one watch loop ----------
 
-// Calls onData(body, index) with the first answer and again whenever the data changes, until
-// `signal` aborts. A 404 is data (null) when `notFound` is set: a missing KV key can be watched.
-function watch(url, onData, signal, { notFound = false } = {}) {
+// Calls onData(body, index, meta) with the first answer and again whenever the data changes, until
+// `signal` aborts; meta.filtered says the agent left out what the token may not see. A 404 is data
+// (null) when `notFound` is set: a missing KV key can be watched. A 403 replaces the page with the
+// agent's answer (naming `what` could not be seen) and a 401 says ACLs are off; neither is retried.
+function watch(url, onData, signal, { notFound = false, what = 'this page' } = {}) {
   let index = 0;
   let failures = 0;
   let first = true;
@@ -126,15 +160,23 @@ function watch(url, onData, signal, { notFound = false } = {}) {
       const sep = url.includes('?') ? '&' : '?';
       const u = index > 0 ? `${url}${sep}index=${index}&wait=${WAIT}` : url;
       try {
-        const r = await fetch(u, { signal, headers: { Accept: 'application/json' } });
+        const r = await fetch(u, { signal, headers: withToken({ Accept: 'application/json' }) });
         let body;
+        if (r.status === 401 || r.status === 403) {
+          const text = (await r.text()).trim();
+          if (signal.aborted) return;
+          if (r.status === 403) showDenied(what, text);
+          else showAclDisabled(text);
+          return;
+        }
         if (r.status === 404 && notFound) body = null;
         else if (!r.ok) throw new Error(`${r.status} ${(await r.text()).trim() || r.statusText}`);
         else body = await r.json();
         const next = Number(r.headers.get('X-Consul-Index')) || 0;
+        const meta = { filtered: r.headers.get('X-Consul-Results-Filtered-By-ACLs') === 'true' };
         if (failures) setLive(true, 'Live');
         failures = 0;
-        if (first || next === 0 || next !== index) onData(body, next);
+        if (first || next === 0 || next !== index) onData(body, next, meta);
         first = false;
         // An index that goes backwards (a restored snapshot, another server) starts over.
         index = next > 0 ? next : 0;
@@ -155,16 +197,79 @@ function watch(url, onData, signal, { notFound = false } = {}) {
 }
 
 async function api(method, path, body) {
-  const r = await fetch(path, { method, body });
+  const r = await fetch(path, { method, body, headers: withToken() });
   const text = await r.text();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text.trim()}`);
+  if (!r.ok) {
+    const e = new Error(`${method} ${path}: ${r.status} ${text.trim()}`);
+    e.status = r.status;
+    throw e;
+  }
   return text ? JSON.parse(text) : null;
+}
+
+// ---------- what a token may not see ----------
+
+function logoutButton() {
+  return h('button', { type: 'button', id: 'logout', onclick: logout }, 'Log out');
+}
+
+// Who the requests are made as, and the way to change it.
+function whoLine() {
+  const s = session();
+  if (s) {
+    return h('p', null, 'You are logged in with the token ', h('strong', null, tokenName(s)), '. ', h('a', { href: '#/login' }, 'Log in with another token'), ' ', logoutButton());
+  }
+  return h('p', null, 'You are not logged in: requests carry no token, so the agent answers as its default (or the anonymous) token allows. ', h('a', { href: '#/login', id: 'denied-login' }, 'Log in with a token'), '.');
+}
+
+// The page for a 403: what could not be seen, and the agent's own words.
+function showDenied(what, text) {
+  if (active) active.abort(); // the page's other requests would only be refused too
+  document.title = `Permission denied · ${APP}`;
+  const notFound = /^ACL not found/.test(text);
+  fill(
+    main,
+    h('h1', { tabindex: '-1', id: 'denied-title' }, 'Permission denied'),
+    h(
+      'section',
+      { class: 'card', id: 'denied', role: 'alert' },
+      h('p', { id: 'denied-what' }, `This token may not see ${what}.`),
+      notFound ? h('p', null, 'The agent knows no such token: it may have been deleted, or it expired.') : null,
+      h('p', null, 'The agent answered 403:'),
+      h('pre', { class: 'value', id: 'denied-text' }, text || 'Forbidden'),
+      whoLine()
+    )
+  );
+}
+
+function showAclDisabled(text) {
+  if (active) active.abort();
+  aclState = 'disabled';
+  renderAuth();
+  document.title = `ACLs disabled · ${APP}`;
+  fill(
+    main,
+    h('h1', { tabindex: '-1' }, 'ACLs are disabled'),
+    h('p', { class: 'msg warn', id: 'acl-disabled' }, 'This agent does not enforce ACLs (acl.enabled is off), so there are no tokens or policies to show, and no token is needed.'),
+    h('pre', { class: 'value' }, text)
+  );
+}
+
+// Shown with a list the agent filtered: with nothing left, say so instead of "none registered".
+function filteredNote(meta, empty, what) {
+  if (!meta || !meta.filtered) return null;
+  return h(
+    'p',
+    { class: 'msg warn', id: 'filtered' },
+    empty ? `This token may not see any ${what}. ` : `Some ${what} are hidden: this token may not see them. `,
+    session() ? null : h('a', { href: '#/login' }, 'Log in with a token')
+  );
 }
 
 // ---------- pages ----------
 
 function page(title, signal, ...kids) {
-  document.title = `${title} · Consul`;
+  document.title = `${title} · ${APP}`;
   const h1 = h('h1', { tabindex: '-1' }, title);
   fill(main, h1, ...kids);
   return h1;
@@ -174,8 +279,10 @@ function servicesPage(signal) {
   const filter = h('input', { type: 'search', placeholder: 'Filter by name or tag', 'aria-label': 'Filter services' });
   const summary = h('p', { class: 'sub', id: 'summary' });
   const region = h('div', { id: 'services' });
-  const h1 = page('Services', signal, summary, h('div', { class: 'tools' }, filter), region);
+  const note = h('div');
+  const h1 = page('Services', signal, summary, note, h('div', { class: 'tools' }, filter), region);
   let data = [];
+  let hidden = false;
   const render = () => {
     const q = filter.value.trim().toLowerCase();
     const rows = data.filter((s) => !q || s.Name.toLowerCase().includes(q) || (s.Tags || []).some((t) => t.toLowerCase().includes(q)));
@@ -198,21 +305,24 @@ function servicesPage(signal) {
           { label: 'Tags', key: 'tags', cell: (s) => tags(s.Tags) },
         ],
         rows.map((s) => ({ ...s, __key: s.Name })),
-        q ? 'No service matches the filter.' : 'No services registered.'
+        q ? 'No service matches the filter.' : hidden ? 'No services visible with this token.' : 'No services registered.'
       )
     );
   };
   filter.addEventListener('input', render);
   watch(
     '/v1/internal/ui/services',
-    (list) => {
+    (list, _index, meta) => {
       data = list || [];
+      hidden = meta.filtered;
+      fill(note, filteredNote(meta, !data.length, 'services'));
       const crit = data.filter((s) => s.ChecksCritical).length;
       summary.textContent = `${data.length} service${data.length === 1 ? '' : 's'}` + (crit ? `, ${crit} with critical checks` : ', none critical');
       render();
       performance.mark('ui:services-rendered');
     },
-    signal
+    signal,
+    { what: 'the services' }
   );
   return h1;
 }
@@ -236,7 +346,7 @@ function servicePage(signal, name) {
   const h1 = page(name, signal, h('p', { class: 'crumbs' }, h('a', { href: '#/services' }, 'Services'), ' / ', name), summary, region);
   watch(
     `/v1/health/service/${encSeg(name)}`,
-    (entries) => {
+    (entries, _index, meta) => {
       entries = entries || [];
       const all = entries.flatMap((e) => e.Checks.map((c) => c.Status));
       const n = (s) => all.filter((x) => x === s).length;
@@ -265,10 +375,13 @@ function servicePage(signal, name) {
                 checksTable(e.Checks, false)
               );
             })
-          : h('p', { class: 'empty' }, `No instances of ${name} are registered.`)
+          : meta.filtered
+            ? h('p', { class: 'msg warn', id: 'filtered' }, `This token may not see service ${name} or its instances. `, session() ? null : h('a', { href: '#/login' }, 'Log in with a token'))
+            : h('p', { class: 'empty' }, `No instances of ${name} are registered.`)
       );
     },
-    signal
+    signal,
+    { what: `service ${name}` }
   );
   return h1;
 }
@@ -285,11 +398,13 @@ function counts(checks) {
 function nodesPage(signal) {
   const summary = h('p', { class: 'sub', id: 'summary' });
   const region = h('div', { id: 'nodes' });
-  const h1 = page('Nodes', signal, summary, region);
+  const note = h('div');
+  const h1 = page('Nodes', signal, summary, note, region);
   watch(
     '/v1/internal/ui/nodes',
-    (nodes) => {
+    (nodes, _index, meta) => {
       nodes = nodes || [];
+      fill(note, filteredNote(meta, !nodes.length, 'nodes'));
       const serf = (n) => n.Checks.find((c) => c.CheckID === 'serfHealth');
       const failing = nodes.filter((n) => (serf(n) || {}).Status !== 'passing').length;
       summary.textContent = `${nodes.length} node${nodes.length === 1 ? '' : 's'}` + (failing ? `, ${failing} not healthy` : ', all healthy');
@@ -309,7 +424,8 @@ function nodesPage(signal) {
         )
       );
     },
-    signal
+    signal,
+    { what: 'the nodes' }
   );
   return h1;
 }
@@ -352,7 +468,8 @@ function nodePage(signal, name) {
         checksTable([...nodeChecks, ...n.Checks.filter((c) => c.ServiceID)], true)
       );
     },
-    signal
+    signal,
+    { what: `node ${name}` }
   );
   return h1;
 }
@@ -451,10 +568,11 @@ function kvFolderPage(signal, prefix) {
   const h1 = page(prefix ? prefix : 'Key/Value', signal, kvCrumbs(prefix), msg, region, form, prefix ? confirmButton('Delete folder', `Delete ${prefix} and every key under it?`, remove) : null);
   watch(
     `/v1/kv/${encKey(prefix)}?keys&separator=/`,
-    (keys) => {
+    (keys, _index, meta) => {
       keys = (keys || []).filter((k) => k !== prefix).sort();
       fill(
         region,
+        filteredNote(meta, !keys.length, 'keys here'),
         keys.length
           ? h(
               'ul',
@@ -474,7 +592,7 @@ function kvFolderPage(signal, prefix) {
       );
     },
     signal,
-    { notFound: true }
+    { notFound: true, what: prefix ? `the keys under ${prefix}` : 'the keys' }
   );
   return h1;
 }
@@ -614,7 +732,7 @@ function kvKeyPage(signal, key) {
       if (!saving) follow();
     },
     signal,
-    { notFound: true }
+    { notFound: true, what: `key ${key}` }
   );
   return h1;
 }
@@ -657,14 +775,15 @@ function serversPage(signal) {
       h('p', { class: 'empty' }, `Raft configuration index ${config.Index}.`)
     );
   };
-  watch('/v1/operator/raft/configuration', (c) => ((config = c), render()), signal);
+  watch('/v1/operator/raft/configuration', (c) => ((config = c), render()), signal, { what: 'the Raft servers' });
   watch(
     '/v1/operator/autopilot/health',
     (a) => {
       health = Object.fromEntries(((a && a.Servers) || []).map((s) => [s.ID, s]));
       render();
     },
-    signal
+    signal,
+    { what: 'the Raft servers' }
   );
   return h1;
 }
@@ -673,11 +792,13 @@ const MEMBER_STATUS = ['none', 'alive', 'leaving', 'left', 'failed'];
 function membersPage(signal) {
   const region = h('div', { id: 'members' });
   const summary = h('p', { class: 'sub', id: 'summary' });
-  const h1 = page('Members', signal, summary, region);
+  const note = h('div');
+  const h1 = page('Members', signal, summary, note, region);
   watch(
     '/v1/agent/members',
-    (list) => {
+    (list, _index, meta) => {
       list = (list || []).slice().sort((a, b) => a.Name.localeCompare(b.Name));
+      fill(note, filteredNote(meta, !list.length, 'members'));
       const status = (m) => MEMBER_STATUS[m.Status] || String(m.Status);
       summary.textContent = `${list.length} member${list.length === 1 ? '' : 's'} in this agent's LAN gossip pool`;
       fill(
@@ -697,7 +818,427 @@ function membersPage(signal) {
         )
       );
     },
-    signal
+    signal,
+    { what: "the cluster's members" }
+  );
+  return h1;
+}
+
+// ---------- logging in ----------
+
+// The header's corner: who the requests are made as, and the way in or out.
+function renderAuth() {
+  for (const li of document.querySelectorAll('[data-acl]')) li.hidden = aclState !== 'enabled';
+  const box = document.getElementById('auth');
+  const s = session();
+  if (aclState === 'disabled') return fill(box);
+  if (s) {
+    return fill(
+      box,
+      h('span', { id: 'who', class: authProblem ? 'bad' : null, title: authProblem ? `Refused: ${authProblem}` : `AccessorID ${s.AccessorID || '?'}` }, authProblem ? `${tokenName(s)} (refused)` : tokenName(s)),
+      logoutButton()
+    );
+  }
+  fill(box, h('a', { href: '#/login', id: 'login-link' }, 'Log in'));
+}
+
+// Asks the agent who the stored token is (and whether it has ACLs at all).
+async function checkAuth() {
+  try {
+    const r = await fetch('/v1/acl/token/self', { headers: withToken() });
+    const text = await r.text();
+    authProblem = '';
+    if (r.status === 401) {
+      aclState = 'disabled';
+    } else {
+      aclState = 'enabled';
+      const s = session();
+      if (s && r.ok) {
+        const t = JSON.parse(text);
+        saveSession({ ...s, AccessorID: t.AccessorID, Description: t.Description });
+      } else if (s) {
+        authProblem = text.trim() || `${r.status}`;
+      }
+    }
+  } catch {
+    // Not reachable now; the pages say so.
+  }
+  renderAuth();
+}
+
+function logout() {
+  localStorage.removeItem(TOKEN_KEY);
+  authProblem = '';
+  renderAuth();
+  route();
+}
+
+function loginPage(signal) {
+  const input = h('input', { type: 'password', id: 'login-token', autocomplete: 'off', spellcheck: 'false', required: true });
+  const msg = h('div', { class: 'msg', role: 'alert', id: 'login-msg' });
+  const say = (cls, text) => ((msg.className = 'msg ' + cls), (msg.textContent = text));
+  const submit = async (ev) => {
+    ev.preventDefault();
+    const secret = input.value.trim();
+    if (!secret) return;
+    try {
+      const r = await fetch('/v1/acl/token/self', { headers: { 'X-Consul-Token': secret } });
+      const text = await r.text();
+      if (r.ok) {
+        const t = JSON.parse(text);
+        saveSession({ SecretID: secret, AccessorID: t.AccessorID, Description: t.Description });
+        aclState = 'enabled';
+        authProblem = '';
+        renderAuth();
+        location.hash = lastPage;
+      } else if (r.status === 401) {
+        say('warn', `This agent does not enforce ACLs, so it needs no token (${text.trim()}).`);
+      } else {
+        say('error', `Not logged in: the agent refused this token (${r.status} ${text.trim()}).`);
+      }
+    } catch (e) {
+      say('error', `Not logged in: ${e.message || e}`);
+    }
+  };
+  const s = session();
+  return page(
+    'Log in',
+    signal,
+    h(
+      'form',
+      { class: 'card', id: 'login-form', onsubmit: submit },
+      h('h2', { style: 'margin-top:0' }, 'Log in with a token'),
+      h('p', null, 'With ACLs on, the agent shows and changes only what a request\'s token allows. Paste the SecretID of your token. This browser keeps it (in localStorage) and sends it as X-Consul-Token with every request until you log out.'),
+      h('label', { for: 'login-token' }, 'Token SecretID'),
+      input,
+      msg,
+      h('div', { class: 'tools' }, h('button', { type: 'submit', class: 'primary', id: 'login-submit' }, 'Log in'))
+    ),
+    s ? whoLine() : null
+  );
+}
+
+// ---------- ACL tokens and policies ----------
+
+const when = (t) => (t ? t.replace('T', ' ').replace(/(\.\d+)?Z$/, ' UTC') : '');
+function aclLinks(links, kind) {
+  if (!(links || []).length) return h('span', { class: 'empty' }, 'none');
+  return links.map((l, i) => [i ? ', ' : '', h('a', { href: `#/acl/${kind}/${encSeg(l.ID)}` }, l.Name || l.ID)]);
+}
+
+// Checkboxes for the policies the agent has; `set` loads a choice, `selected` reads it.
+function policyPicker(id, signal) {
+  const box = h('fieldset', { class: 'picker', id });
+  let policies = [];
+  let chosen = new Set();
+  const render = () =>
+    fill(
+      box,
+      h('legend', null, 'Policies'),
+      policies.length
+        ? policies.map((p) => {
+            const cb = h('input', { type: 'checkbox', value: p.ID, 'data-policy': p.Name, checked: chosen.has(p.ID) });
+            cb.addEventListener('change', () => (cb.checked ? chosen.add(p.ID) : chosen.delete(p.ID)));
+            return h('label', { class: 'check' }, cb, ' ', p.Name);
+          })
+        : h('span', { class: 'empty' }, 'No policies yet.')
+    );
+  watch('/v1/acl/policies', (list) => ((policies = (list || []).slice().sort((a, b) => a.Name.localeCompare(b.Name))), render()), signal, { what: 'the ACL policies' });
+  render();
+  return {
+    el: box,
+    set: (ids) => ((chosen = new Set(ids)), render()),
+    selected: () => [...chosen],
+  };
+}
+
+function tokensPage(signal) {
+  const summary = h('p', { class: 'sub', id: 'summary' });
+  const region = h('div', { id: 'tokens' });
+  const msg = h('div', { class: 'msg', role: 'alert', id: 'token-msg' });
+  const description = h('input', { type: 'text', id: 'token-new-description', autocomplete: 'off' });
+  const picker = policyPicker('token-new-policies', signal);
+  const create = async (ev) => {
+    ev.preventDefault();
+    try {
+      const t = await api('PUT', '/v1/acl/token', JSON.stringify({ Description: description.value, Policies: picker.selected().map((ID) => ({ ID })) }));
+      location.hash = `#/acl/tokens/${encSeg(t.AccessorID)}`;
+    } catch (e) {
+      msg.className = 'msg error';
+      msg.textContent = String(e.message || e);
+    }
+  };
+  const form = h(
+    'form',
+    { class: 'card', id: 'token-create', onsubmit: create },
+    h('h2', { style: 'margin-top:0' }, 'Create a token'),
+    h('label', { for: 'token-new-description' }, 'Description'),
+    description,
+    picker.el,
+    h('div', { class: 'tools' }, h('button', { type: 'submit', class: 'primary' }, 'Create token'))
+  );
+  const h1 = page('ACL tokens', signal, summary, msg, region, form);
+  watch(
+    '/v1/acl/tokens',
+    (list) => {
+      list = list || [];
+      const me = (session() || {}).AccessorID;
+      summary.textContent = `${list.length} token${list.length === 1 ? '' : 's'}`;
+      fill(
+        region,
+        table(
+          'tokens',
+          [
+            { label: 'AccessorID', key: 'accessor', cell: (t) => [h('a', { href: `#/acl/tokens/${encSeg(t.AccessorID)}` }, h('code', null, t.AccessorID)), t.AccessorID === me ? [' ', h('span', { class: 'badge muted' }, 'yours')] : null] },
+            { label: 'Description', key: 'description', cell: (t) => t.Description },
+            { label: 'Policies', key: 'policies', cell: (t) => aclLinks(t.Policies, 'policies') },
+            { label: 'Local', key: 'local', cell: (t) => (t.Local ? 'yes' : 'no') },
+            { label: 'Created', key: 'created', cell: (t) => when(t.CreateTime) },
+          ],
+          list.map((t) => ({ ...t, __key: t.AccessorID })),
+          'No tokens.'
+        )
+      );
+    },
+    signal,
+    { what: 'the ACL tokens' }
+  );
+  return h1;
+}
+
+function tokenPage(signal, accessor) {
+  const info = h('div', { id: 'token-info' });
+  const msg = h('div', { class: 'msg', role: 'alert', id: 'token-msg' });
+  const description = h('input', { type: 'text', id: 'token-description', autocomplete: 'off' });
+  const picker = policyPicker('token-policies', signal);
+  let current = null;
+  let edited = false; // the form holds the person's edit: live updates leave it alone
+  const mark = () => (edited = true);
+  description.addEventListener('input', mark);
+  picker.el.addEventListener('change', mark);
+  const say = (cls, text) => ((msg.className = 'msg ' + cls), (msg.textContent = text));
+  const save = async (ev) => {
+    ev.preventDefault();
+    if (!current) return;
+    try {
+      await api(
+        'PUT',
+        `/v1/acl/token/${encSeg(accessor)}`,
+        JSON.stringify({
+          AccessorID: current.AccessorID,
+          Description: description.value,
+          Policies: picker.selected().map((ID) => ({ ID })),
+          Roles: current.Roles || [],
+          ServiceIdentities: current.ServiceIdentities || [],
+          NodeIdentities: current.NodeIdentities || [],
+          TemplatedPolicies: current.TemplatedPolicies || [],
+          Local: current.Local,
+        })
+      );
+      edited = false;
+      say('ok', 'Saved.');
+    } catch (e) {
+      say('error', String(e.message || e));
+    }
+  };
+  const remove = async () => {
+    try {
+      await api('DELETE', `/v1/acl/token/${encSeg(accessor)}`);
+      location.hash = '#/acl/tokens';
+    } catch (e) {
+      say('error', String(e.message || e));
+    }
+  };
+  const form = h(
+    'form',
+    { class: 'card', id: 'token-edit', onsubmit: save },
+    h('h2', { style: 'margin-top:0' }, 'Edit'),
+    h('label', { for: 'token-description' }, 'Description'),
+    description,
+    picker.el,
+    h('div', { class: 'tools' }, h('button', { type: 'submit', class: 'primary', id: 'token-save' }, 'Save'), confirmButton('Delete token', `Delete token ${accessor}?`, remove))
+  );
+  const h1 = page(`Token ${accessor.slice(0, 8)}`, signal, h('p', { class: 'crumbs' }, h('a', { href: '#/acl/tokens' }, 'ACL tokens'), ' / ', accessor), msg, info, form);
+  let shown = false;
+  const secretCell = h('span', { id: 'token-secret' });
+  const showSecret = () => {
+    if (!current) return;
+    const hidden = current.SecretID === '<hidden>';
+    fill(
+      secretCell,
+      h('code', null, shown || hidden ? current.SecretID : '••••••••'),
+      hidden ? null : [' ', h('button', { type: 'button', id: 'token-secret-toggle', onclick: () => ((shown = !shown), showSecret()) }, shown ? 'Hide' : 'Show')]
+    );
+  };
+  watch(
+    `/v1/acl/token/${encSeg(accessor)}`,
+    (t) => {
+      current = t;
+      showSecret();
+      fill(
+        info,
+        h(
+          'dl',
+          null,
+          h('dt', null, 'AccessorID'),
+          h('dd', { id: 'token-accessor' }, h('code', null, t.AccessorID)),
+          h('dt', null, 'SecretID'),
+          h('dd', null, secretCell),
+          h('dt', null, 'Description'),
+          h('dd', { id: 'token-current-description' }, t.Description || h('span', { class: 'empty' }, 'none')),
+          h('dt', null, 'Policies'),
+          h('dd', { id: 'token-current-policies' }, aclLinks(t.Policies, 'policies')),
+          (t.Roles || []).length ? [h('dt', null, 'Roles'), h('dd', null, t.Roles.map((r) => r.Name).join(', '))] : null,
+          (t.ServiceIdentities || []).length ? [h('dt', null, 'Service identities'), h('dd', null, t.ServiceIdentities.map((x) => x.ServiceName + (x.Datacenters && x.Datacenters.length ? ` (${x.Datacenters.join(', ')})` : '')).join(', '))] : null,
+          (t.NodeIdentities || []).length ? [h('dt', null, 'Node identities'), h('dd', null, t.NodeIdentities.map((x) => `${x.NodeName} (${x.Datacenter})`).join(', '))] : null,
+          h('dt', null, 'Local'),
+          h('dd', null, t.Local ? 'yes' : 'no'),
+          h('dt', null, 'Created'),
+          h('dd', null, when(t.CreateTime)),
+          t.ExpirationTime ? [h('dt', null, 'Expires'), h('dd', null, when(t.ExpirationTime))] : null
+        )
+      );
+      if (!edited) {
+        description.value = t.Description || '';
+        picker.set((t.Policies || []).map((l) => l.ID));
+      }
+    },
+    signal,
+    { what: `token ${accessor}` }
+  );
+  return h1;
+}
+
+function policiesPage(signal) {
+  const region = h('div', { id: 'policies' });
+  const msg = h('div', { class: 'msg', role: 'alert', id: 'policy-msg' });
+  const name = h('input', { type: 'text', id: 'policy-new-name', required: true, autocomplete: 'off' });
+  const description = h('input', { type: 'text', id: 'policy-new-description', autocomplete: 'off' });
+  const rules = h('textarea', { id: 'policy-new-rules', placeholder: 'key_prefix "app/" { policy = "read" }' });
+  const create = async (ev) => {
+    ev.preventDefault();
+    try {
+      const p = await api('PUT', '/v1/acl/policy', JSON.stringify({ Name: name.value.trim(), Description: description.value, Rules: rules.value }));
+      location.hash = `#/acl/policies/${encSeg(p.ID)}`;
+    } catch (e) {
+      msg.className = 'msg error';
+      msg.textContent = String(e.message || e);
+    }
+  };
+  const form = h(
+    'form',
+    { class: 'card', id: 'policy-create', onsubmit: create },
+    h('h2', { style: 'margin-top:0' }, 'Create a policy'),
+    h('label', { for: 'policy-new-name' }, 'Name'),
+    name,
+    h('label', { for: 'policy-new-description' }, 'Description'),
+    description,
+    h('label', { for: 'policy-new-rules' }, 'Rules (HCL or JSON)'),
+    rules,
+    h('div', { class: 'tools' }, h('button', { type: 'submit', class: 'primary' }, 'Create policy'))
+  );
+  const h1 = page('ACL policies', signal, msg, region, form);
+  watch(
+    '/v1/acl/policies',
+    (list) => {
+      list = (list || []).slice().sort((a, b) => a.Name.localeCompare(b.Name));
+      fill(
+        region,
+        table(
+          'policies',
+          [
+            { label: 'Name', key: 'name', cell: (p) => h('a', { href: `#/acl/policies/${encSeg(p.ID)}` }, p.Name) },
+            { label: 'Description', key: 'description', cell: (p) => p.Description },
+            { label: 'Datacenters', key: 'dcs', cell: (p) => ((p.Datacenters || []).length ? p.Datacenters.join(', ') : 'all') },
+          ],
+          list.map((p) => ({ ...p, __key: p.Name })),
+          'No policies.'
+        )
+      );
+    },
+    signal,
+    { what: 'the ACL policies' }
+  );
+  return h1;
+}
+
+function policyPage(signal, id) {
+  const info = h('div', { id: 'policy-info' });
+  const msg = h('div', { class: 'msg', role: 'alert', id: 'policy-msg' });
+  const name = h('input', { type: 'text', id: 'policy-name', required: true, autocomplete: 'off' });
+  const description = h('input', { type: 'text', id: 'policy-description', autocomplete: 'off' });
+  const rules = h('textarea', { id: 'policy-rules' });
+  let current = null;
+  let edited = false;
+  for (const el of [name, description, rules]) el.addEventListener('input', () => (edited = true));
+  const say = (cls, text) => ((msg.className = 'msg ' + cls), (msg.textContent = text));
+  const save = async (ev) => {
+    ev.preventDefault();
+    try {
+      await api(
+        'PUT',
+        `/v1/acl/policy/${encSeg(id)}`,
+        JSON.stringify({ ID: id, Name: name.value.trim(), Description: description.value, Rules: rules.value, Datacenters: (current && current.Datacenters) || [] })
+      );
+      edited = false;
+      say('ok', 'Saved.');
+    } catch (e) {
+      say('error', String(e.message || e));
+    }
+  };
+  const remove = async () => {
+    try {
+      await api('DELETE', `/v1/acl/policy/${encSeg(id)}`);
+      location.hash = '#/acl/policies';
+    } catch (e) {
+      say('error', String(e.message || e));
+    }
+  };
+  const form = h(
+    'form',
+    { class: 'card', id: 'policy-edit', onsubmit: save },
+    h('h2', { style: 'margin-top:0' }, 'Edit'),
+    h('label', { for: 'policy-name' }, 'Name'),
+    name,
+    h('label', { for: 'policy-description' }, 'Description'),
+    description,
+    h('label', { for: 'policy-rules' }, 'Rules'),
+    rules,
+    h('div', { class: 'tools' }, h('button', { type: 'submit', class: 'primary', id: 'policy-save' }, 'Save'), id === GLOBAL_MANAGEMENT ? null : confirmButton('Delete policy', 'Delete this policy? Tokens and roles that link it lose it.', remove))
+  );
+  const title = h('span', null, 'Policy');
+  const h1 = page('Policy', signal, h('p', { class: 'crumbs' }, h('a', { href: '#/acl/policies' }, 'ACL policies'), ' / ', title), msg, info, form);
+  watch(
+    `/v1/acl/policy/${encSeg(id)}`,
+    (p) => {
+      if (!p) return fill(info, h('p', { class: 'msg warn' }, `Policy ${id} does not exist (it may have been deleted).`));
+      current = p;
+      h1.textContent = p.Name;
+      title.textContent = p.Name;
+      document.title = `${p.Name} · ${APP}`;
+      fill(
+        info,
+        h(
+          'dl',
+          null,
+          h('dt', null, 'ID'),
+          h('dd', { id: 'policy-id' }, h('code', null, p.ID)),
+          h('dt', null, 'Description'),
+          h('dd', { id: 'policy-current-description' }, p.Description || h('span', { class: 'empty' }, 'none')),
+          h('dt', null, 'Datacenters'),
+          h('dd', null, (p.Datacenters || []).length ? p.Datacenters.join(', ') : 'all'),
+          h('dt', null, 'Rules'),
+          h('dd', null, h('pre', { class: 'value', id: 'policy-current-rules' }, p.Rules || '(none)'))
+        )
+      );
+      if (!edited) {
+        name.value = p.Name;
+        description.value = p.Description || '';
+        rules.value = p.Rules || '';
+      }
+    },
+    signal,
+    { notFound: true, what: `policy ${id}` }
   );
   return h1;
 }
@@ -712,12 +1253,18 @@ const ROUTES = [
   [/^\/kv(\/.*)?$/, 'kv', kvPage, true],
   [/^\/servers\/?$/, 'servers', serversPage],
   [/^\/members\/?$/, 'members', membersPage],
+  [/^\/login\/?$/, 'login', loginPage],
+  [/^\/acl\/tokens\/?$/, 'acl-tokens', tokensPage],
+  [/^\/acl\/tokens\/([^/]+)\/?$/, 'acl-tokens', tokenPage],
+  [/^\/acl\/policies\/?$/, 'acl-policies', policiesPage],
+  [/^\/acl\/policies\/([^/]+)\/?$/, 'acl-policies', policyPage],
 ];
 
 let active = null;
 let firstRoute = true;
 function route() {
   const path = location.hash.replace(/^#/, '') || '/services';
+  if (!path.startsWith('/login')) lastPage = `#${path}`;
   if (active) active.abort();
   active = new AbortController();
   let h1 = null;
@@ -741,11 +1288,21 @@ function route() {
 }
 
 window.addEventListener('hashchange', route);
+// Logging in or out in another tab changes what this one may see.
+window.addEventListener('storage', (ev) => {
+  if (ev.key === TOKEN_KEY || ev.key === null) {
+    authProblem = '';
+    renderAuth();
+    route();
+  }
+});
 // The skip link moves focus without touching the hash, which is the router's.
 document.getElementById('skip').addEventListener('click', (ev) => (ev.preventDefault(), main.focus()));
 setLive(true, 'Live');
+renderAuth();
 route();
-fetch('/v1/agent/self')
-  .then((r) => r.json())
+checkAuth();
+fetch('/v1/agent/self', { headers: withToken() })
+  .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
   .then((s) => (document.getElementById('dc').textContent = `${s.Config.Datacenter} · ${s.Config.NodeName}`))
   .catch(() => {});

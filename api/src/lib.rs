@@ -2,6 +2,7 @@
 //! Consul's JSON types, an async client and the blocking-query watcher. It must not depend on
 //! the agent crate: whatever crosses this boundary crosses it as HTTP.
 
+pub mod acl;
 pub mod client;
 pub mod duration;
 #[cfg(test)]
@@ -10,6 +11,7 @@ pub mod query;
 pub mod types;
 pub mod watch;
 
+pub use acl::*;
 pub use client::{Client, Error};
 pub use query::{QueryMeta, QueryOptions};
 pub use types::*;

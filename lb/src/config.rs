@@ -1,6 +1,8 @@
 //! The command line and the optional config file (`-config=FILE`, TOML, or JSON when the name
-//! ends in `.json`): where to listen, which agents to ask, and per-route balancing options.
-//! Flags win over the file. It knows nothing about pingora or routing internals.
+//! ends in `.json`): where to listen, which agents to ask and with which ACL token, and per-route
+//! balancing options. Flags win over the file, the file over the environment
+//! (`CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`). It knows nothing about pingora or routing
+//! internals.
 
 use crate::balance::{BenchRule, Policy};
 use clap::Parser;
@@ -19,6 +21,8 @@ pub enum Error {
     NoAgent,
     #[error("invalid listen address {0:?}")]
     Listen(String),
+    #[error("reading token file {path}: {source}")]
+    TokenFile { path: PathBuf, source: std::io::Error },
 }
 
 /// `lb -listen=0.0.0.0:88 -consul-addr=HOST:PORT [-consul-addr ...] [-config=FILE]`.
@@ -31,6 +35,12 @@ pub struct Args {
     /// An agent's HTTP address (repeatable); more agents are found from the cluster's members.
     #[arg(long = "consul-addr", alias = "http-addr")]
     pub consul_addr: Vec<String>,
+    /// ACL token lb's own queries to the agents carry (default: `$CONSUL_HTTP_TOKEN`).
+    #[arg(long = "consul-token")]
+    pub consul_token: Option<String>,
+    /// A file holding that token; it wins over `-consul-token`, as in Consul's client.
+    #[arg(long = "consul-token-file")]
+    pub consul_token_file: Option<PathBuf>,
     /// TOML (or .json) file with balancing options.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -125,6 +135,8 @@ pub struct RouteOverride {
 struct File {
     listen: Option<String>,
     consul_addr: Vec<String>,
+    consul_token: Option<String>,
+    consul_token_file: Option<PathBuf>,
     domain: Option<String>,
     wait: Option<String>,
     members_interval: Option<String>,
@@ -139,11 +151,46 @@ struct File {
     services: BTreeMap<String, RouteOverride>,
 }
 
+/// An ACL token: kept out of `Debug` output, so logging a config never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Where each source may hold the token: (token, token file). A level's token file wins over its
+/// token (Consul's client reads the file into the token); flags win over the config file, which
+/// wins over the environment. An unreadable file is an error, not a silent fallback.
+type TokenSource = (Option<String>, Option<PathBuf>);
+
+fn pick_token(
+    levels: [TokenSource; 3],
+    read: impl Fn(&Path) -> std::io::Result<String>,
+) -> Result<Option<Token>, Error> {
+    for (token, file) in levels {
+        if let Some(path) = file.filter(|p| !p.as_os_str().is_empty()) {
+            let text = read(&path).map_err(|source| Error::TokenFile { path: path.clone(), source })?;
+            if !text.trim().is_empty() {
+                return Ok(Some(Token(text.trim().to_string())));
+            }
+        }
+        if let Some(t) = token.filter(|t| !t.trim().is_empty()) {
+            return Ok(Some(Token(t.trim().to_string())));
+        }
+    }
+    Ok(None)
+}
+
 /// Everything the program runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: String,
     pub consul_addr: Vec<String>,
+    /// The ACL token of lb's own watches (never forwarded with proxied requests).
+    pub consul_token: Option<Token>,
     /// Consul's DNS domain in `Host: web.service.<domain>`.
     pub domain: String,
     /// Longest wait of a blocking query.
@@ -212,6 +259,15 @@ impl Config {
         if consul_addr.is_empty() {
             return Err(Error::NoAgent);
         }
+        let env = |k: &str| std::env::var(k).ok();
+        let consul_token = pick_token(
+            [
+                (args.consul_token.clone(), args.consul_token_file.clone()),
+                (file.consul_token.clone(), file.consul_token_file.clone()),
+                (env("CONSUL_HTTP_TOKEN"), env("CONSUL_HTTP_TOKEN_FILE").map(PathBuf::from)),
+            ],
+            |p| std::fs::read_to_string(p),
+        )?;
         let threads = args
             .threads
             .or(file.threads)
@@ -219,6 +275,7 @@ impl Config {
         Ok(Config {
             listen,
             consul_addr,
+            consul_token,
             domain: file.domain.unwrap_or_else(|| "consul".to_string()).trim_matches('.').to_lowercase(),
             wait: dur(&file.wait, Duration::from_secs(30))?,
             members_interval: dur(&file.members_interval, Duration::from_secs(1))?,
@@ -240,9 +297,9 @@ impl Config {
 
     /// Reads the config file again (SIGHUP). Routing and balancing options (`defaults`, `agents`,
     /// `services`), the domain, the access log and the client timeouts take the new values; what running tasks were
-    /// started with (listen address, agents, workers, blocking-query wait, members interval,
-    /// sockets, pid file, log level) stays, and each such key that changed in the file is named in
-    /// `ignored`: it needs a restart or a graceful upgrade.
+    /// started with (listen address, agents and their token, workers, blocking-query wait,
+    /// members interval, sockets, pid file, log level) stays, and each such key that changed in
+    /// the file is named in `ignored`: it needs a restart or a graceful upgrade.
     pub fn reload(&self) -> Result<Reloaded, Error> {
         let mut new = Config::from_args(self.args.clone())?;
         let mut ignored = Vec::new();
@@ -251,6 +308,9 @@ impl Config {
         }
         if new.consul_addr != self.consul_addr {
             ignored.push("consul_addr");
+        }
+        if new.consul_token != self.consul_token {
+            ignored.push("consul_token");
         }
         if new.threads != self.threads {
             ignored.push("threads");
@@ -263,6 +323,7 @@ impl Config {
         }
         new.listen = self.listen.clone();
         new.consul_addr = self.consul_addr.clone();
+        new.consul_token = self.consul_token.clone();
         new.threads = self.threads;
         new.members_interval = self.members_interval;
         new.wait = self.wait;
@@ -385,6 +446,51 @@ policy = "ip_hash"
 
         std::fs::write(&path, "[services.web]\npolicy = \"fastest\"\n").unwrap();
         assert!(c.reload().is_err());
+    }
+
+    #[test]
+    fn the_token_comes_from_flags_then_the_file_then_the_environment() {
+        let read = |p: &Path| match p.to_str() {
+            Some("good") => Ok("  file-token\n".to_string()),
+            Some("blank") => Ok("\n".to_string()),
+            _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        };
+        let s = |v: &str| Some(v.to_string());
+        let f = |v: &str| Some(PathBuf::from(v));
+        let pick = |levels| pick_token(levels, read).map(|t| t.map(|t| t.0));
+        assert_eq!(pick([(s("flag"), None), (s("file"), None), (s("env"), None)]).unwrap(), s("flag"));
+        assert_eq!(pick([(None, None), (s("file"), None), (s("env"), None)]).unwrap(), s("file"));
+        assert_eq!(pick([(None, None), (None, None), (s("env"), None)]).unwrap(), s("env"));
+        assert_eq!(pick([(s("flag"), f("good")), (None, None), (None, None)]).unwrap(), s("file-token"));
+        assert_eq!(pick([(s("flag"), f("blank")), (None, None), (None, None)]).unwrap(), s("flag"));
+        assert_eq!(pick([(None, None), (None, None), (s("env"), f("good"))]).unwrap(), s("file-token"));
+        assert_eq!(pick([(s(""), None), (None, None), (None, None)]).unwrap(), None);
+        let e = pick([(None, f("/nope")), (None, None), (None, None)]).unwrap_err().to_string();
+        assert!(e.starts_with("reading token file /nope: "), "{e}");
+        assert_eq!(format!("{:?}", Token("secret".into())), "Token(<redacted>)");
+    }
+
+    #[test]
+    fn the_token_is_a_flag_or_a_config_key_and_a_reload_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, "consul_token = \"from-file\"\n").unwrap();
+        let c = Config::from_args(args(&format!("lb -consul-addr=a:1 -config={}", path.display())).unwrap()).unwrap();
+        assert_eq!(c.consul_token, Some(Token("from-file".into())));
+        let tf = dir.path().join("token");
+        std::fs::write(&tf, "from-token-file\n").unwrap();
+        let line = format!(
+            "lb -consul-addr=a:1 -consul-token=flag -consul-token-file={} -config={}",
+            tf.display(),
+            path.display()
+        );
+        let c2 = Config::from_args(args(&line).unwrap()).unwrap();
+        assert_eq!(c2.consul_token, Some(Token("from-token-file".into())));
+
+        std::fs::write(&path, "consul_token = \"rotated\"\n").unwrap();
+        let r = c.reload().unwrap();
+        assert_eq!(r.ignored, vec!["consul_token"]);
+        assert_eq!(r.config.consul_token, Some(Token("from-file".into())), "needs a restart");
     }
 
     #[test]

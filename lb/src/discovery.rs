@@ -4,7 +4,8 @@
 //! - a poll of `/v1/agent/members` (it has no blocking form) that also decides which agents the
 //!   watchers may fail over to,
 //!
-//! and rebuilds the `Snapshot` after each change, swapping it in atomically, so a health change
+//! all with lb's ACL token (`-consul-token`; proxied requests never carry it), and rebuilds the
+//! `Snapshot` after each change, swapping it in atomically, so a health change
 //! reaches routing as soon as the agent answers the blocking query. SIGHUP reloads the config
 //! file and rebuilds the snapshot with its routing options. It talks to agents only
 //! through the shared `api` crate.
@@ -156,7 +157,8 @@ impl Discovery {
             for msg in batch {
                 match msg {
                     Input::Members(m) => {
-                        let clients = agent_clients(&m, &cat.seeds, &self.seeds);
+                        let token = shared.config.load().consul_token.as_ref().map(|t| t.0.clone());
+                        let clients = agent_clients(&m, &cat.seeds, &self.seeds, token);
                         shared.agents.set(clients);
                         cat.members = Some(m);
                     }
@@ -230,15 +232,20 @@ impl BackgroundService for Discovery {
     }
 }
 
-/// The clients for the alive members, then any seed not among them.
-fn agent_clients(members: &[AgentMember], seed_addrs: &[SocketAddr], seeds: &[Client]) -> Vec<Client> {
+/// The clients for the alive members (carrying lb's ACL token), then any seed not among them.
+fn agent_clients(
+    members: &[AgentMember],
+    seed_addrs: &[SocketAddr],
+    seeds: &[Client],
+    token: Option<String>,
+) -> Vec<Client> {
     let mut out: Vec<Client> = Vec::new();
     for m in members.iter().filter(|m| m.status == 1) {
         let Some(addr) = agent_http_addr(m, seed_addrs) else {
             continue;
         };
         match Client::new(&addr.to_string()) {
-            Ok(c) => out.push(c),
+            Ok(c) => out.push(c.with_token(token.clone())),
             Err(e) => warn!(member = %m.name, "skipping agent: {e}"),
         }
     }
@@ -353,7 +360,7 @@ mod tests {
         let seed_addrs: Vec<SocketAddr> = vec!["127.0.0.11:8500".parse().unwrap(), "127.0.0.99:8500".parse().unwrap()];
         let members = [member("a", "127.0.0.11", 1), member("b", "127.0.0.12", 1), member("c", "127.0.0.13", 4)];
         let got: Vec<String> =
-            agent_clients(&members, &seed_addrs, &seeds).iter().map(|c| c.addr().to_string()).collect();
+            agent_clients(&members, &seed_addrs, &seeds, None).iter().map(|c| c.addr().to_string()).collect();
         assert_eq!(got, vec!["127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.99:8500"]);
     }
 

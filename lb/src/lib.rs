@@ -49,9 +49,11 @@ impl Shared {
     pub fn new(config: config::Config) -> Result<(Arc<Shared>, Vec<api::Client>), Error> {
         let mut clients = Vec::new();
         let mut seeds = Vec::new();
+        let token = config.consul_token.as_ref().map(|t| t.0.clone());
         for addr in &config.consul_addr {
-            let client =
-                api::Client::new(addr).map_err(|e| Error::Agent { addr: addr.clone(), message: e.to_string() })?;
+            let client = api::Client::new(addr)
+                .map_err(|e| Error::Agent { addr: addr.clone(), message: e.to_string() })?
+                .with_token(token.clone());
             let resolved = client
                 .addr()
                 .to_socket_addrs()

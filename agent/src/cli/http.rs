@@ -121,6 +121,41 @@ pub(super) fn transport_message(method: &Method, url: &str, addr: &str, err: &ap
     }
 }
 
+/// The token as Consul's Go client picks it: `-token`, else `CONSUL_HTTP_TOKEN`; but a token
+/// file (`-token-file`, else `CONSUL_HTTP_TOKEN_FILE`) that holds a token always wins over both,
+/// and one that cannot be read is an error (`api.NewClient`).
+pub(super) fn resolve_token(
+    token: Option<String>,
+    file: Option<String>,
+    read: impl Fn(&str) -> std::io::Result<String>,
+) -> Result<Option<String>, String> {
+    if let Some(f) = file.filter(|f| !f.is_empty()) {
+        let text = read(&f).map_err(|e| format!("Error loading token file: {}", go_open_error(&f, &e)))?;
+        let text = text.trim();
+        if !text.is_empty() {
+            return Ok(Some(text.to_string()));
+        }
+    }
+    Ok(token.filter(|t| !t.is_empty()))
+}
+
+/// Go's `*PathError` text for a failed open: `open /x: no such file or directory`.
+pub(super) fn go_open_error(path: &str, e: &std::io::Error) -> String {
+    let detail = match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        std::io::ErrorKind::IsADirectory => return format!("read {path}: is a directory"),
+        _ => {
+            let mut m = e.to_string();
+            if let Some(p) = m.find(" (os error") {
+                m.truncate(p);
+            }
+            m.to_lowercase()
+        }
+    };
+    format!("open {path}: {detail}")
+}
+
 pub(super) struct Ctx {
     pub client: api::Client,
     /// `host:port`
@@ -138,25 +173,15 @@ impl Ctx {
         if addr.starts_with("https://") || addr.starts_with("unix://") {
             return Err(format!("{addr}: only plain http:// addresses are supported"));
         }
-        let token = match p.str("token") {
-            Some(t) => Some(t.to_string()),
-            None => match p.str("token-file") {
-                Some(f) => Some(
-                    std::fs::read_to_string(f)
-                        .map_err(|e| format!("Error loading token file {f}: {e}"))?
-                        .trim()
-                        .to_string(),
-                ),
-                None => match std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty()) {
-                    Some(t) => Some(t),
-                    None => match std::env::var("CONSUL_HTTP_TOKEN_FILE").ok().filter(|t| !t.is_empty()) {
-                        Some(f) => std::fs::read_to_string(&f).ok().map(|s| s.trim().to_string()),
-                        None => None,
-                    },
-                },
-            },
-        }
-        .filter(|t| !t.is_empty());
+        let token = resolve_token(
+            // An empty `-token=` leaves the environment's (Go's client falls back to it).
+            p.str("token")
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .or_else(|| std::env::var("CONSUL_HTTP_TOKEN").ok()),
+            p.str("token-file").map(str::to_string).or_else(|| std::env::var("CONSUL_HTTP_TOKEN_FILE").ok()),
+            |f| std::fs::read_to_string(f),
+        )?;
         let client = api::Client::new(&addr).map_err(|e| e.to_string())?.with_token(token.clone());
         let dc = p.str("datacenter").map(str::to_string).filter(|d| !d.is_empty());
         Ok(Ctx { client, addr, token, dc, stale: p.bool("stale") })
@@ -267,6 +292,25 @@ mod tests {
         assert_eq!(http_addr(Some("127.0.0.71:8571"), Some("10.0.0.1:8500".into())), "127.0.0.71:8571");
         assert_eq!(http_addr(Some("http://127.0.0.71:8571"), None), "127.0.0.71:8571");
         assert_eq!(http_addr(Some(""), None), "127.0.0.1:8500");
+    }
+
+    #[test]
+    fn a_token_file_wins_over_a_token_as_in_consuls_client() {
+        let read = |f: &str| match f {
+            "good" => Ok(" file-token\n".to_string()),
+            "empty" => Ok("\n".to_string()),
+            _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        };
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(resolve_token(s("flag"), None, read), Ok(s("flag")));
+        assert_eq!(resolve_token(s("flag"), s("good"), read), Ok(s("file-token")));
+        assert_eq!(resolve_token(s("flag"), s("empty"), read), Ok(s("flag")));
+        assert_eq!(resolve_token(None, None, read), Ok(None));
+        assert_eq!(resolve_token(s(""), s(""), read), Ok(None));
+        assert_eq!(
+            resolve_token(s("flag"), s("/nope"), read),
+            Err("Error loading token file: open /nope: no such file or directory".to_string())
+        );
     }
 
     #[test]

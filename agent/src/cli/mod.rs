@@ -3,6 +3,7 @@
 //! working. Every command talks to an agent over HTTP through the shared `api` crate only; none
 //! of this module may reach into the agent's internals (state store, raft, gossip).
 
+mod acl;
 mod cluster;
 mod flags;
 mod http;
@@ -93,6 +94,7 @@ pub(super) fn group_help(args: &[String], help: &str) -> i32 {
 }
 
 const COMMANDS: &[(&str, &str)] = &[
+    ("acl", "Interact with the ACL system"),
     ("agent", "Runs an agent"),
     ("catalog", "Interact with the catalog"),
     ("event", "Fire a new event"),
@@ -139,6 +141,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         }
         "-v" | "-version" | "--version" => local::version(&[]),
         "version" => local::version(rest),
+        "acl" => acl::run(rest).await,
         "kv" => kv::run(rest).await,
         "members" => cluster::members(rest).await,
         "info" => cluster::info(rest).await,
@@ -183,6 +186,8 @@ mod tests {
         assert_eq!(run(vec!["kv".into()]).await.unwrap(), 1);
         assert_eq!(run(vec!["kv".into(), "-h".into()]).await.unwrap(), 0);
         assert_eq!(run(vec!["operator".into(), "raft".into()]).await.unwrap(), 1);
+        assert_eq!(run(vec!["acl".into()]).await.unwrap(), 1);
+        assert_eq!(run(vec!["acl".into(), "token".into(), "-h".into()]).await.unwrap(), 0);
     }
 
     #[test]

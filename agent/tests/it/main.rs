@@ -2,6 +2,7 @@
 //! ports and data dirs. Each test owns its address, so they run in parallel.
 
 mod acl;
+mod acl_cli;
 mod bad_input;
 mod cluster;
 mod dns;

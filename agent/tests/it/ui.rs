@@ -1,7 +1,8 @@
 //! The web UI in a real headless Chromium (Debian's `chromium`), driven over the DevTools protocol:
 //! a real agent with `-ui`, services with passing and failing checks registered over the API, and
 //! assertions on what a person sees. The tests also write the README's screenshots to
-//! `docs/screenshots/` and print the services page's first paint. Addresses 127.0.90.x only.
+//! `docs/screenshots/` and print the services page's first paint. Addresses 127.0.90.x, and
+//! 127.0.140.20 for the ACL pages.
 
 use crate::harness::{json, text, wait_for, TestAgent};
 use chromiumoxide::browser::{Browser, BrowserConfig};
@@ -515,5 +516,215 @@ async fn servers_page_marks_the_leader_and_members_page_lists_the_agent() {
     assert_eq!(eval(&page, "document.getElementById('live').className").await, "ok");
     a.kill9();
     until(&page, "not-live notice", "document.getElementById('live').className === 'err' && document.getElementById('live').innerText.includes('retrying')").await;
+    ui.close().await;
+}
+
+/// The value of a localStorage key in the page (null when absent).
+async fn stored(page: &Page, key: &str) -> Value {
+    eval(page, &format!("localStorage.getItem({key:?})")).await
+}
+
+#[tokio::test]
+async fn acl_login_shows_only_what_the_token_may_see_and_management_edits_acls() {
+    use crate::acl_cli::{acl_agent, MGMT};
+    let a = acl_agent("127.0.140.20", Some(MGMT), &["-ui"]);
+    a.ready().await;
+    for (name, port) in [("web", 8080), ("db", 5432)] {
+        register(&a, serde_json::json!({"Name": name, "ID": name, "Port": port})).await;
+    }
+    for (key, value) in [("app/config", "max_conns = 100"), ("secret/root-password", "hunter2")] {
+        assert_eq!(a.put(&format!("/v1/kv/{key}"), value).await.status, 200);
+    }
+    let rules = "service \"web\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }\nkey_prefix \"app/\" { policy = \"read\" }";
+    let r = a.put("/v1/acl/policy", &serde_json::json!({"Name": "web-reader", "Rules": rules}).to_string()).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = a
+        .put(
+            "/v1/acl/token",
+            &serde_json::json!({"Description": "web reader", "Policies": [{"Name": "web-reader"}]}).to_string(),
+        )
+        .await;
+    let token = json(&r);
+    let (accessor, secret) =
+        (token["AccessorID"].as_str().expect("accessor"), token["SecretID"].as_str().expect("secret"));
+    wait_for(DEADLINE, "web and db in the catalog", || async {
+        let v = json(&a.get("/v1/catalog/services").await);
+        (v.get("web").is_some() && v.get("db").is_some()).then_some(())
+    })
+    .await;
+
+    let ui = Ui::launch().await;
+    let page = ui.open("http://127.0.140.20:8500/ui/").await;
+    eval(
+        &page,
+        "window.__csp = []; document.addEventListener('securitypolicyviolation', e => __csp.push(e.violatedDirective + ' ' + e.blockedURI)); true",
+    )
+    .await;
+    // It says what it is.
+    assert!(eval(&page, "document.title").await.as_str().unwrap_or("").contains("Consul-compatible"));
+    assert!(eval(&page, &text_of("#about")).await.as_str().unwrap_or("").contains("not HashiCorp Consul"));
+
+    // No token: the list is filtered down to nothing, and the page says so.
+    until(
+        &page,
+        "filtered services",
+        &format!("{}.includes('This token may not see any services')", text_of("#filtered")),
+    )
+    .await;
+    until(
+        &page,
+        "ACL nav and login link",
+        "!document.querySelector('[data-acl]').hidden && !!document.querySelector('#login-link')",
+    )
+    .await;
+    // A page that needs a permission the anonymous token lacks: the 403 page, in the agent's words.
+    page.evaluate("location.hash = '#/servers'").await.expect("go to servers");
+    until(&page, "403 page", &format!("{} === 'This token may not see the Raft servers.'", text_of("#denied-what")))
+        .await;
+    let said = eval(&page, &text_of("#denied-text")).await;
+    assert!(
+        said.as_str().unwrap_or("").starts_with("Permission denied: anonymous token lacks permission 'operator:read'"),
+        "{said}"
+    );
+    assert_eq!(eval(&page, &text_of("h1")).await, "Permission denied");
+    screenshot(&page, "acl-denied.png").await;
+
+    // Log in: a token the agent does not know is refused, a real one is kept and used.
+    click(&page, "#denied-login").await;
+    until(&page, "login page", "location.hash === '#/login' && !!document.querySelector('#login-token')").await;
+    assert_eq!(eval(&page, &text_of("#login-form h2")).await, "Log in with a token");
+    type_into(&page, "#login-token", "0a0a0a0a-0000-4000-8000-000000000000").await;
+    click(&page, "#login-submit").await;
+    until(&page, "refused", &format!("{}.includes('ACL not found')", text_of("#login-msg"))).await;
+    assert_eq!(stored(&page, "agent-ui:token").await, Value::Null);
+    screenshot(&page, "acl-login.png").await;
+    type_into(&page, "#login-token", secret).await;
+    click(&page, "#login-submit").await;
+    until(&page, "logged in", &format!("{} === 'web reader'", text_of("#who"))).await;
+    let kept = stored(&page, "agent-ui:token").await;
+    let kept: Value = serde_json::from_str(kept.as_str().unwrap_or("null")).expect("stored token");
+    assert_eq!((kept["SecretID"].as_str(), kept["AccessorID"].as_str()), (Some(secret), Some(accessor)));
+    // Back on the page it came from, which this token may not see either, now named.
+    until(
+        &page,
+        "403 again, for this token",
+        &format!("location.hash === '#/servers' && {}.includes({accessor:?})", text_of("#denied-text")),
+    )
+    .await;
+
+    // Only the services and keys the token may read.
+    page.evaluate("location.hash = '#/services'").await.expect("services");
+    until(&page, "web listed", "!!document.querySelector('tr[data-row=web]')").await;
+    assert_eq!(
+        eval(&page, "!!document.querySelector('tr[data-row=db]') || !!document.querySelector('tr[data-row=consul]')")
+            .await,
+        false
+    );
+    assert!(eval(&page, &text_of("#filtered")).await.as_str().unwrap_or("").contains("Some services are hidden"));
+    page.evaluate("location.hash = '#/kv/'").await.expect("kv");
+    until(&page, "app/ listed", "!!document.querySelector('[data-key-row=\"app/\"]')").await;
+    assert_eq!(eval(&page, "!!document.querySelector('[data-key-row=\"secret/\"]')").await, false);
+    page.evaluate("location.hash = '#/kv/secret/root-password'").await.expect("secret key");
+    until(
+        &page,
+        "a key it may not read",
+        &format!("{} === 'This token may not see key secret/root-password.'", text_of("#denied-what")),
+    )
+    .await;
+
+    // Log out: the token is gone from the browser and from the requests.
+    click(&page, "#logout").await;
+    until(&page, "logged out", "!!document.querySelector('#login-link')").await;
+    assert_eq!(stored(&page, "agent-ui:token").await, Value::Null);
+    page.evaluate("location.hash = '#/services'").await.expect("services");
+    until(&page, "nothing visible again", &format!("{}.includes('may not see any services')", text_of("#filtered")))
+        .await;
+
+    // The management token: tokens and policies.
+    page.evaluate("location.hash = '#/login'").await.expect("login");
+    until(&page, "login page", "!!document.querySelector('#login-token')").await;
+    type_into(&page, "#login-token", MGMT).await;
+    click(&page, "#login-submit").await;
+    until(&page, "logged in as management", &format!("{} === 'Initial Management Token'", text_of("#who"))).await;
+    click(&page, "nav a[data-nav=acl-tokens]").await;
+    until(&page, "tokens listed", &format!("!!document.querySelector('tr[data-row=\"{accessor}\"]')")).await;
+    let row = eval(&page, &text_of(&format!("tr[data-row=\"{accessor}\"]"))).await;
+    assert!(
+        row.as_str().unwrap_or("").contains("web reader") && row.as_str().unwrap_or("").contains("web-reader"),
+        "{row}"
+    );
+    assert!(eval(&page, "document.querySelectorAll('table.tokens tbody tr').length").await.as_u64().unwrap_or(0) >= 3);
+    screenshot(&page, "acl-tokens.png").await;
+
+    // Create a policy through the page, then edit it.
+    click(&page, "nav a[data-nav=acl-policies]").await;
+    until(&page, "policies listed", "!!document.querySelector('tr[data-row=\"web-reader\"]')").await;
+    type_into(&page, "#policy-new-name", "ops-read").await;
+    type_into(&page, "#policy-new-description", "operators read").await;
+    type_into(&page, "#policy-new-rules", "operator = \"read\"").await;
+    click(&page, "#policy-create button[type=submit]").await;
+    until(
+        &page,
+        "the new policy's page",
+        &format!("location.hash.startsWith('#/acl/policies/') && {} === 'ops-read'", text_of("h1")),
+    )
+    .await;
+    let p = json(&a.get("/v1/acl/policy/name/ops-read").await);
+    assert_eq!((p["Rules"].as_str(), p["Description"].as_str()), (Some("operator = \"read\""), Some("operators read")));
+    type_into(&page, "#policy-description", "operators may read Raft").await;
+    click(&page, "#policy-save").await;
+    until(&page, "policy saved", &format!("{} === 'Saved.'", text_of("#policy-msg"))).await;
+    assert_eq!(json(&a.get("/v1/acl/policy/name/ops-read").await)["Description"], "operators may read Raft");
+    screenshot(&page, "acl-policy.png").await;
+
+    // Edit the web reader: a new description and the new policy, through its page.
+    page.evaluate(format!("location.hash = '#/acl/tokens/{accessor}'").as_str()).await.expect("token page");
+    until(
+        &page,
+        "its policy ticked",
+        "document.querySelector('#token-policies input[data-policy=\"web-reader\"]')?.checked === true",
+    )
+    .await;
+    click(&page, "#token-policies input[data-policy=\"ops-read\"]").await;
+    type_into(&page, "#token-description", "web and Raft reader").await;
+    click(&page, "#token-save").await;
+    until(&page, "token saved", &format!("{} === 'Saved.'", text_of("#token-msg"))).await;
+    let t = json(&a.get(&format!("/v1/acl/token/{accessor}")).await);
+    assert_eq!(t["Description"], "web and Raft reader");
+    let names: Vec<&str> =
+        t["Policies"].as_array().expect("policies").iter().filter_map(|l| l["Name"].as_str()).collect();
+    assert_eq!(names, ["web-reader", "ops-read"]);
+    until(&page, "the page follows", &format!("{}.includes('ops-read')", text_of("#token-current-policies"))).await;
+
+    // Create a token through the page, then delete it there.
+    click(&page, "nav a[data-nav=acl-tokens]").await;
+    until(&page, "create form", "!!document.querySelector('#token-new-policies input[data-policy=\"ops-read\"]')")
+        .await;
+    type_into(&page, "#token-new-description", "made in the page").await;
+    click(&page, "#token-new-policies input[data-policy=\"ops-read\"]").await;
+    click(&page, "#token-create button[type=submit]").await;
+    let new_id = until(
+        &page,
+        "the new token's page",
+        "location.hash.startsWith('#/acl/tokens/') && location.hash.slice('#/acl/tokens/'.length)",
+    )
+    .await;
+    let new_id = new_id.as_str().expect("accessor").to_string();
+    let t = json(&a.get(&format!("/v1/acl/token/{new_id}")).await);
+    assert_eq!(
+        (t["Description"].as_str(), t["Policies"][0]["Name"].as_str()),
+        (Some("made in the page"), Some("ops-read"))
+    );
+    until(&page, "its page", &format!("{} === 'made in the page'", text_of("#token-current-description"))).await;
+    click(&page, "#token-edit button.danger").await;
+    click(&page, "#token-edit button.danger").await; // "Yes, delete token"
+    until(&page, "back to the list", "location.hash === '#/acl/tokens'").await;
+    assert_eq!(a.get(&format!("/v1/acl/token/{new_id}")).await.status, 403, "deleted: ACL not found");
+
+    assert_eq!(
+        eval(&page, "window.__csp").await,
+        serde_json::json!([]),
+        "the page broke its own Content-Security-Policy"
+    );
     ui.close().await;
 }

@@ -392,6 +392,8 @@ impl Lb {
         cmd.arg(format!("-upgrade-sock={}", std::env::temp_dir().join(format!("lb-it-{ip}.sock")).display()));
         cmd.arg(format!("-pid-file={}", std::env::temp_dir().join(format!("lb-it-{ip}.pid")).display()));
         cmd.args(extra);
+        // Only what a test passes: a token in the developer's environment would change what lb sees.
+        cmd.env_remove("CONSUL_HTTP_TOKEN").env_remove("CONSUL_HTTP_TOKEN_FILE");
         cmd.stdout(std::process::Stdio::null());
         let stderr = tempfile::NamedTempFile::new().expect("stderr file");
         cmd.stderr(stderr.reopen().expect("reopen stderr file"));

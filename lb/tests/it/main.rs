@@ -2,6 +2,7 @@
 //! Consul's members, catalog and health endpoints with blocking queries) and small backends, all
 //! on distinct loopback addresses with real sockets. Tests wait for conditions, never fixed sleeps.
 
+mod acl;
 mod fake;
 mod fast_path;
 mod real_agent;

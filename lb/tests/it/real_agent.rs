@@ -7,7 +7,7 @@ use crate::net;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn agent_binary() -> Option<PathBuf> {
+pub(crate) fn agent_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("LB_IT_AGENT") {
         return (p != "none").then(|| PathBuf::from(p));
     }
