@@ -625,7 +625,8 @@ async fn token_clone(ctx: &Ctx, id: &str) -> HttpResult {
     let token = Token { hash: acl::token_hash(&token), ..token };
     apply(ctx, AclCommand::TokenSet(token.clone())).await?;
     let st = ctx.agent.store.read();
-    Ok(Reply::json(&token_json(&st.acl, &token, true)))
+    let stored = st.acl.tokens.get(&token.accessor_id).unwrap_or(&token);
+    Ok(Reply::json(&token_json(&st.acl, stored, true)))
 }
 
 const POLICY: super::shape::Go = super::shape::Go::Struct(
