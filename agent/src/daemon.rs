@@ -19,6 +19,9 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     };
     crate::telemetry::init(flags.log_level.as_deref().unwrap_or(if flags.dev { "debug" } else { "info" }));
     raise_fd_limit();
+    if flags.protocol.is_some() {
+        tracing::warn!("the -protocol flag is deprecated and has no effect");
+    }
     let config = Config::from_flags(flags).context("invalid configuration")?;
     if let Some(pid) = &config.pid_file {
         std::fs::write(pid, std::process::id().to_string())
@@ -75,7 +78,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         tokio::spawn(dns.run(agent.shutdown.subscribe()));
     }
     agent.spawn_loops();
-    println!("==> Starting Consul agent...");
+    println!("==> Starting the agent (compatible with Consul {})...", crate::http::handlers_version());
     println!("               Version: '{}'", crate::http::handlers_version());
     println!("               Node ID: '{}'", agent.node_id);
     println!("             Node name: '{}'", config.node_name);

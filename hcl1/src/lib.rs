@@ -354,3 +354,4 @@ mod acl_rules {
         assert_eq!(v["service"], json!([{"web": {"policy": "write", "intentions": "read"}}]));
     }
 }
+
