@@ -934,6 +934,7 @@ impl Agent {
         tokio::spawn(crate::leader::bootstrap_expect(self.clone()));
         tokio::spawn(crate::leader::reconcile_loop(self.clone()));
         tokio::spawn(crate::acl::leader::run(self.clone()));
+        tokio::spawn(crate::ca_leader::run(self.clone()));
         let me = self.clone();
         tokio::spawn(async move {
             let mut shutdown = me.shutdown.subscribe();

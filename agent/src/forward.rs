@@ -76,6 +76,9 @@ fn scope(endpoint: &Endpoint) -> Scope {
         StatusLeader | StatusPeers => Scope::Server,
         // ACL objects are Raft state, written on the leader.
         Acl(_) => Scope::Leader,
+        ConfigApply | ConfigList(_) | ConfigGet(..) | ConfigDelete(..) => Scope::Leader,
+        IntentionList | IntentionExact | IntentionCheck | IntentionMatch => Scope::Leader,
+        CaRoots | AgentCaRoots | CaConfiguration | DiscoveryChain(_) => Scope::Leader,
         _ => Scope::Agent,
     }
 }

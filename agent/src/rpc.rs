@@ -251,6 +251,24 @@ async fn handle(
                 }
                 reply(&server.write_request(r).await)
             }
+            "/rpc/connect/leaf" => {
+                // A client agent's `/v1/agent/connect/ca/leaf/:service`, for its caller's token.
+                let token = token_of(&req);
+                let service: String = body(req, rpc_max).await?;
+                let allowed = {
+                    let st = agent.store.read();
+                    agent
+                        .acl
+                        .resolve_local(token.as_deref(), &st.acl, crate::structs::now_ms())
+                        .and_then(|id| id.require(crate::acl::Resource::Service, &service, crate::acl::Access::Write))
+                };
+                let dc = agent.config.datacenter.clone();
+                let answer: Result<serde_json::Value, String> = match allowed {
+                    Ok(()) => crate::http::issue_leaf(agent, &service, &dc),
+                    Err(e) => Err(e.to_string()),
+                };
+                reply(&answer)
+            }
             "/rpc/acl/resolve" => {
                 let secret: String = body(req, rpc_max).await?;
                 let st = agent.store.read();

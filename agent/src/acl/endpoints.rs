@@ -68,5 +68,10 @@ pub fn need(endpoint: &Endpoint, node: &str, recurse_or_keys: bool) -> Need {
         InternalUiServices | InternalUiNodes | InternalUiNode(_) => InHandler,
         Ui(_) | Index | Options(_) => Nothing,
         Acl(_) => InHandler,
+        ConfigApply | ConfigList(_) | ConfigGet(..) | ConfigDelete(..) => InHandler,
+        IntentionList | IntentionExact | IntentionCheck | IntentionMatch | CaConfiguration => InHandler,
+        CaRoots | AgentCaRoots => Nothing,
+        AgentCaLeaf(s) => one(Resource::Service, s, Access::Write),
+        DiscoveryChain(s) => one(Resource::Service, s, Access::Read),
     }
 }

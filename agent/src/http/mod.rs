@@ -7,6 +7,7 @@ pub mod convert;
 mod handlers_acl;
 mod handlers_agent;
 mod handlers_catalog;
+mod handlers_connect;
 mod handlers_kv;
 mod handlers_misc;
 mod handlers_session;
@@ -438,7 +439,20 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         CatalogServices => h!(handlers_catalog::services(&ctx)),
         CatalogService(s) => h!(handlers_catalog::service(&ctx, &s, false)),
         CatalogConnect(s) => h!(handlers_catalog::service(&ctx, &s, true)),
-        CatalogGatewayServices(_) | HealthIngress(_) => h!(handlers_catalog::empty_list(&ctx)),
+        CatalogGatewayServices(g) => h!(handlers_connect::gateway_services(&ctx, &g)),
+        HealthIngress(_) => h!(handlers_catalog::empty_list(&ctx)),
+        ConfigApply => h!(handlers_connect::config_apply(&ctx)),
+        ConfigList(kind) => h!(handlers_connect::config_list(&ctx, &kind)),
+        ConfigGet(kind, name) => h!(handlers_connect::config_get(&ctx, &kind, &name)),
+        ConfigDelete(kind, name) => h!(handlers_connect::config_delete(&ctx, &kind, &name)),
+        IntentionList => h!(handlers_connect::intention_list(&ctx)),
+        IntentionExact => h!(handlers_connect::intention_exact(&ctx)),
+        IntentionCheck => h!(handlers_connect::intention_check(&ctx)),
+        IntentionMatch => h!(handlers_connect::intention_match(&ctx)),
+        CaRoots | AgentCaRoots => h!(handlers_connect::ca_roots(&ctx)),
+        CaConfiguration => h!(handlers_connect::ca_configuration(&ctx)),
+        AgentCaLeaf(s) => h!(handlers_connect::agent_leaf(&ctx, &s)),
+        DiscoveryChain(s) => h!(handlers_connect::discovery_chain(&ctx, &s)),
         HealthConnect(s) => h!(handlers_catalog::health_service(&ctx, &s, true)),
         CatalogNode(n) => h!(handlers_catalog::node(&ctx, &n, false)),
         CatalogNodeServices(n) => h!(handlers_catalog::node(&ctx, &n, true)),
@@ -570,6 +584,7 @@ pub fn handle(agent: Arc<Agent>, req: hyper::Request<Incoming>) -> impl Future<O
     let pretty = query.has("pretty") || agent.config.dev;
     let head = Head {
         bad_head: bad_head(&parts),
+        unclean: unclean(&parts.uri),
         write_refused: write_refused(&agent, &parts),
         token: request_token(&parts, &query),
         path: percent_decode(parts.uri.path()),
@@ -681,6 +696,35 @@ async fn identify(
     Ok(id)
 }
 
+/// Go's `path.Clean`, keeping a trailing slash as ServeMux does.
+pub fn clean_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut out = format!("/{}", parts.join("/"));
+    if p.ends_with('/') && out != "/" {
+        out.push('/');
+    }
+    out
+}
+
+/// The redirect target of a path that is not clean (`//`, `/./`, `/../`), with its query.
+fn unclean(uri: &http::Uri) -> Option<String> {
+    let p = uri.path();
+    let cleaned = clean_path(p);
+    (cleaned != p).then(|| match uri.query() {
+        Some(q) => format!("{cleaned}?{q}"),
+        None => cleaned,
+    })
+}
+
 /// What Go's HTTP server refuses in a head before any handler sees it: an HTTP/1.1 request
 /// must name exactly one `Host` (HTTP/2 carries its authority in the request line instead).
 fn bad_head(parts: &http::request::Parts) -> Option<&'static str> {
@@ -697,6 +741,8 @@ fn bad_head(parts: &http::request::Parts) -> Option<&'static str> {
 /// What is kept of a request's head.
 struct Head {
     bad_head: Option<&'static str>,
+    /// Where Go's ServeMux would redirect a path with `//`, `/./` or `/../` (301).
+    unclean: Option<String>,
     write_refused: bool,
     token: Option<String>,
     method: http::Method,
@@ -714,9 +760,17 @@ async fn prepare(
     req: Head,
     body: Incoming,
 ) -> Result<(Ctx, Endpoint), (http::Method, String, HttpResult)> {
-    let Head { bad_head, write_refused, token, method, path, query, accept, hops, uri } = req;
+    let Head { bad_head, unclean, write_refused, token, method, path, query, accept, hops, uri } = req;
     if let Some(what) = bad_head {
         return Err((method, path, Err(HttpError::BadHead(what))));
+    }
+    if let Some(location) = unclean {
+        let reply = Reply {
+            status: 301,
+            body: Body::Raw { bytes: Bytes::new(), content_type: "text/html; charset=utf-8" },
+            headers: vec![("Location", location)],
+        };
+        return Err((method, path, Ok(reply)));
     }
     if write_refused {
         return Err((method, path, Err(HttpError::Forbidden("Access is restricted".into()))));
@@ -761,6 +815,8 @@ async fn prepare(
     };
     Ok((Ctx { agent, method, path, query, accept, body, identity }, endpoint))
 }
+
+pub use handlers_connect::issue_leaf;
 
 /// The largest request body: past the largest thing Consul accepts it is 413, not memory.
 pub fn body_limit(config: &crate::config::Config) -> usize {
@@ -898,6 +954,16 @@ mod tests {
         assert!(!Query::parse(None).has(""));
         assert_eq!(Query::parse(Some("cas=0&acquire=a%20b&flags=1")).encode_sorted(), "acquire=a+b&cas=0&flags=1");
         assert_eq!(Query::parse(Some("recurse&cas")).encode_sorted(), "cas=&recurse=");
+        for (p, want) in [
+            ("/v1/kv//app/config", "/v1/kv/app/config"),
+            ("/v1/kv/a/./b", "/v1/kv/a/b"),
+            ("/v1/kv/a/../b/", "/v1/kv/b/"),
+            ("/../x", "/x"),
+            ("/v1/kv/", "/v1/kv/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(clean_path(p), want, "{p}");
+        }
     }
 }
 

@@ -58,6 +58,20 @@ pub enum Endpoint {
     AgentHost,
     AgentVersion,
     AgentToken(String),
+    /// `PUT /v1/config`.
+    ConfigApply,
+    ConfigList(String),
+    ConfigGet(String, String),
+    ConfigDelete(String, String),
+    IntentionList,
+    IntentionExact,
+    IntentionCheck,
+    IntentionMatch,
+    CaRoots,
+    CaConfiguration,
+    AgentCaRoots,
+    AgentCaLeaf(String),
+    DiscoveryChain(String),
     EventFire(String),
     EventList,
     StatusLeader,
@@ -227,6 +241,36 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
             Some(Err((verbs, ()))) => not_allowed(verbs),
             None => Err(HttpError::NotFound(String::new())),
         };
+    }
+    if path == "/v1/config" {
+        return methods!("PUT" => ConfigApply);
+    }
+    if let Some(rest) = path.strip_prefix("/v1/config/") {
+        return match rest.split_once('/') {
+            Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
+                methods!("GET" => ConfigGet(kind.to_string(), name.to_string()), "DELETE" => ConfigDelete(kind.to_string(), name.to_string()))
+            }
+            None if !rest.is_empty() => methods!("GET" => ConfigList(rest.to_string())),
+            _ => Err(HttpError::BadRequest(format!("Missing kind or name in path {path}"))),
+        };
+    }
+    match path {
+        "/v1/connect/intentions" => return methods!("GET" => IntentionList),
+        "/v1/connect/intentions/exact" => {
+            return methods!("GET" => IntentionExact, "PUT" => IntentionExact, "DELETE" => IntentionExact)
+        }
+        "/v1/connect/intentions/check" => return methods!("GET" => IntentionCheck),
+        "/v1/connect/intentions/match" => return methods!("GET" => IntentionMatch),
+        "/v1/connect/ca/roots" => return methods!("GET" => CaRoots),
+        "/v1/connect/ca/configuration" => return methods!("GET" => CaConfiguration, "PUT" => CaConfiguration),
+        "/v1/agent/connect/ca/roots" => return methods!("GET" => AgentCaRoots),
+        _ => {}
+    }
+    if let Some(service) = path.strip_prefix("/v1/agent/connect/ca/leaf/").filter(|s| !s.is_empty()) {
+        return methods!("GET" => AgentCaLeaf(service.to_string()));
+    }
+    if let Some(service) = path.strip_prefix("/v1/discovery-chain/").filter(|s| !s.is_empty()) {
+        return methods!("GET" => DiscoveryChain(service.to_string()), "POST" => DiscoveryChain(service.to_string()));
     }
     if path == "/v1/internal/acl/authorize" {
         return methods!("POST" => Acl(AclEndpoint::Authorize));

@@ -46,6 +46,73 @@ pub(super) fn apply(state: &mut State, index: u64, req: &Request, ch: &mut Chang
             Response::Bool(true)
         }
         Command::Acl(cmd) => super::apply_acl::apply(state, index, cmd, ch),
+        Command::ConfigEntrySet { entry, cas } => {
+            let kind = entry.get("Kind").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let name = entry.get("Name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let existing = state.config_entries.get(&kind).and_then(|m| m.get(&name));
+            let current = existing.and_then(|e| e.get("ModifyIndex")).and_then(|v| v.as_u64()).unwrap_or(0);
+            if cas.is_some_and(|c| c != current) {
+                return Response::Bool(false);
+            }
+            let create = existing.and_then(|e| e.get("CreateIndex")).and_then(|v| v.as_u64()).unwrap_or(index);
+            let mut e = entry.clone();
+            if let Some(m) = e.as_object_mut() {
+                m.insert("CreateIndex".into(), create.into());
+                m.insert("ModifyIndex".into(), index.into());
+            }
+            state.config_entries.entry(kind).or_default().insert(name, e);
+            state.index.config_entries = index;
+            ch.table(Table::ConfigEntries);
+            Response::Bool(true)
+        }
+        Command::ConfigEntryDelete { kind, name, cas } => {
+            let current = state
+                .config_entries
+                .get(kind)
+                .and_then(|m| m.get(name))
+                .and_then(|e| e.get("ModifyIndex"))
+                .and_then(|v| v.as_u64());
+            if let Some(c) = cas {
+                if current != Some(*c) {
+                    return Response::Bool(false);
+                }
+            }
+            if let Some(m) = state.config_entries.get_mut(kind) {
+                m.remove(name);
+                if m.is_empty() {
+                    state.config_entries.remove(kind);
+                }
+            }
+            state.index.config_entries = index;
+            ch.table(Table::ConfigEntries);
+            Response::Bool(true)
+        }
+        Command::CoordinateBatch(updates) => {
+            for (node, coord) in updates {
+                state.coordinates.insert(node.clone(), coord.clone());
+            }
+            state.index.coordinates = index;
+            ch.table(Table::Coordinates);
+            Response::Ok
+        }
+        Command::ConnectCaSet { ca, cas } => {
+            let current =
+                state.connect_ca.as_ref().and_then(|c| c.get("ModifyIndex")).and_then(|v| v.as_u64()).unwrap_or(0);
+            if cas.is_some_and(|c| c != current) {
+                return Response::Bool(false);
+            }
+            let create =
+                state.connect_ca.as_ref().and_then(|c| c.get("CreateIndex")).and_then(|v| v.as_u64()).unwrap_or(index);
+            let mut ca = ca.clone();
+            if let Some(m) = ca.as_object_mut() {
+                m.insert("CreateIndex".into(), create.into());
+                m.insert("ModifyIndex".into(), index.into());
+            }
+            state.connect_ca = Some(ca);
+            state.index.connect_ca = index;
+            ch.table(Table::ConnectCa);
+            Response::Bool(true)
+        }
         Command::TombstoneReap { up_to } => {
             state.tombstones.retain(|_, i| *i > *up_to);
             Response::Ok

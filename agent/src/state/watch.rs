@@ -16,9 +16,22 @@ pub enum Table {
     Kv,
     Sessions,
     Acl,
+    ConfigEntries,
+    Coordinates,
+    ConnectCa,
 }
 
-const TABLES: [Table; 6] = [Table::Nodes, Table::Services, Table::Checks, Table::Kv, Table::Sessions, Table::Acl];
+const TABLES: [Table; 9] = [
+    Table::Nodes,
+    Table::Services,
+    Table::Checks,
+    Table::Kv,
+    Table::Sessions,
+    Table::Acl,
+    Table::ConfigEntries,
+    Table::Coordinates,
+    Table::ConnectCa,
+];
 
 /// What one committed write touched; the store turns it into wake-ups.
 #[derive(Debug, Default)]
