@@ -97,6 +97,8 @@ pub struct Agent {
     sync_lock: tokio::sync::Mutex<()>,
     /// The cluster's members as gossip reports them.
     pub members: crate::cluster::Members,
+    /// The servers of every datacenter, as the WAN pool reports them (servers only).
+    pub wan: crate::cluster::Members,
     /// Gossip, once started (`serf::start`).
     pub gossip: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
     /// HTTP/2 connections to servers for forwarded API requests.
@@ -228,6 +230,7 @@ impl Agent {
             requests: AtomicU64::new(0),
             sync_lock: tokio::sync::Mutex::new(()),
             members: Default::default(),
+            wan: Default::default(),
             gossip: Default::default(),
             forwarder: with_tls(crate::forward::client(peer_auth.clone())),
             rpc: with_tls(network::http_client(peer_auth.clone()).with_token(agent_token)),

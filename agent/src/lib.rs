@@ -20,6 +20,7 @@ pub mod http;
 pub mod leader;
 pub mod local;
 pub mod peer_auth;
+pub mod prepared_query;
 pub mod raft;
 pub mod rpc;
 pub mod serf;

@@ -269,6 +269,16 @@ async fn handle(
                 };
                 reply(&answer)
             }
+            "/rpc/query/execute" => {
+                // Another datacenter's prepared query failing over here: run it on this catalog.
+                let token = token_of(&req);
+                let args: serde_json::Value = body(req, rpc_max).await?;
+                let limit = args["Limit"].as_u64().unwrap_or(0) as usize;
+                let answer: Result<serde_json::Value, String> =
+                    crate::http::execute_query_here(agent, &args["Query"], limit, token.as_deref())
+                        .map_err(|e| e.to_string());
+                reply(&answer)
+            }
             "/rpc/acl/resolve" => {
                 let secret: String = body(req, rpc_max).await?;
                 let st = agent.store.read();

@@ -354,4 +354,3 @@ mod acl_rules {
         assert_eq!(v["service"], json!([{"web": {"policy": "write", "intentions": "read"}}]));
     }
 }
-

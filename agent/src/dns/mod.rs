@@ -72,6 +72,7 @@ pub struct Resolver {
     /// With ACLs on, answers hold only what the DNS token (`acl.tokens.dns`, else `default`)
     /// may read.
     acl: std::sync::OnceLock<Arc<crate::acl::Acl>>,
+    federation: std::sync::OnceLock<Federation>,
 }
 
 type Shared = Resolver;
@@ -92,6 +93,7 @@ impl Resolver {
             remote: Default::default(),
             cache: Default::default(),
             acl: Default::default(),
+            federation: Default::default(),
         }))
     }
 
@@ -144,7 +146,54 @@ impl Resolver {
                 Some(remote) => remote(query.to_vec(), udp).await,
                 None => None,
             },
+            Reply::OtherDatacenter(req, dc) => {
+                if let Some(f) = self.federation.get() {
+                    if let Some(b) = (f.ask)(dc, query.to_vec(), udp).await {
+                        return Some(b);
+                    }
+                }
+                // No path to that datacenter: NXDOMAIN, as Consul answers.
+                let nx = Answer::nxdomain(&self.settings, serial());
+                match finish(self, &req, nx, udp) {
+                    Reply::Bytes(b) => Some(b),
+                    _ => None,
+                }
+            }
+            Reply::Failover(req, q) => {
+                let found = match self.federation.get() {
+                    Some(f) => (f.failover)((*q).clone()).await,
+                    None => Vec::new(),
+                };
+                let nodes: Vec<(crate::structs::Node, crate::structs::Service)> =
+                    found.iter().map(from_entry).collect();
+                let qname = req.queries.first().map(|x| x.name.clone())?;
+                let qtype = req.queries.first().map(|x| x.query_type)?;
+                let a = {
+                    let state = self.store.read();
+                    let rng = &mut rand::thread_rng();
+                    answer::answer_with(
+                        &state,
+                        &self.settings,
+                        &qname,
+                        qtype,
+                        req.edns.is_some(),
+                        serial(),
+                        rng,
+                        &q,
+                        &nodes,
+                    )
+                };
+                match finish(self, &req, a, udp) {
+                    Reply::Bytes(b) => Some(b),
+                    _ => None,
+                }
+            }
         }
+    }
+
+    /// Lets this server answer names of other datacenters and prepared queries' failover.
+    pub fn set_federation(&self, f: Federation) {
+        let _ = self.federation.set(f);
     }
 }
 
@@ -268,7 +317,11 @@ fn serve_udp(sh: Arc<Shared>, sock: Arc<std::net::UdpSocket>, rt: tokio::runtime
                     replies.push(b);
                     peers.push(Some(peer));
                 }
-                reply @ (Reply::Forward(_) | Reply::Resolve(..) | Reply::Remote) => {
+                reply @ (Reply::Forward(_)
+                | Reply::Resolve(..)
+                | Reply::Remote
+                | Reply::OtherDatacenter(..)
+                | Reply::Failover(..)) => {
                     // Answers that wait on another server run on the runtime. (A UDP send does
                     // not wait for the peer: it blocks only while the socket's buffer is full.)
                     let Some(to) = socket_addr(&peer) else { continue };
@@ -449,6 +502,52 @@ enum Reply {
     Resolve(Message, Box<Answer>),
     /// A server answers it (client agents).
     Remote,
+    /// A server of another datacenter answers it.
+    OtherDatacenter(Message, String),
+    /// A prepared query found nothing here and fails over: its definition.
+    Failover(Message, Box<serde_json::Value>),
+}
+
+/// What a server needs to answer names of other datacenters (set by the daemon; absent on
+/// client agents, which ask a server for everything).
+pub struct Federation {
+    /// Sends the raw question to a server of the datacenter; its answer as bytes.
+    pub ask: Box<dyn Fn(String, Vec<u8>, bool) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> + Send + Sync>,
+    /// Runs a prepared query that found nothing here in its failover datacenters, nearest
+    /// first; the instances of the first that has any.
+    pub failover:
+        Box<dyn Fn(serde_json::Value) -> futures::future::BoxFuture<'static, Vec<api::ServiceEntry>> + Send + Sync>,
+}
+
+/// A remote datacenter's instance as the records builder takes it.
+fn from_entry(e: &api::ServiceEntry) -> (crate::structs::Node, crate::structs::Service) {
+    let n = &e.node;
+    let node = crate::structs::Node {
+        id: n.id.clone(),
+        node: n.node.clone(),
+        address: n.address.clone(),
+        datacenter: n.datacenter.clone(),
+        tagged_addresses: n.tagged_addresses.clone(),
+        meta: n.meta.clone(),
+        ..Default::default()
+    };
+    let s = &e.service;
+    let service = crate::structs::Service {
+        id: s.id.clone(),
+        service: s.service.clone(),
+        tags: s.tags.clone(),
+        address: s.address.clone(),
+        port: s.port,
+        meta: s.meta.clone(),
+        weights: crate::structs::Weights { passing: s.weights.passing, warning: s.weights.warning },
+        tagged_addresses: s
+            .tagged_addresses
+            .iter()
+            .map(|(k, a)| (k.clone(), crate::structs::ServiceAddress { address: a.address.clone(), port: a.port }))
+            .collect(),
+        ..Default::default()
+    };
+    (node, service)
 }
 
 fn base_response(sh: &Shared, req: &Message, rcode: ResponseCode) -> Message {
@@ -528,6 +627,8 @@ fn respond_as(sh: &Shared, buf: &[u8], udp: bool, id: Option<&crate::acl::Identi
             return encode(&base_response(sh, &req, ResponseCode::Refused));
         }
         Outcome::Forward => return Reply::Forward(req),
+        Outcome::OtherDatacenter(dc) => return Reply::OtherDatacenter(req, dc),
+        Outcome::Failover { query } => return Reply::Failover(req, Box::new(query)),
         Outcome::Answer(a) if !a.pending.is_empty() => return Reply::Resolve(req, Box::new(a)),
         Outcome::Answer(a) => a,
     };

@@ -10,6 +10,7 @@ mod handlers_catalog;
 mod handlers_connect;
 mod handlers_kv;
 mod handlers_misc;
+mod handlers_query;
 mod handlers_session;
 pub mod limits;
 pub mod routes;
@@ -510,7 +511,13 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         OperatorRaftTransferLeader => h!(handlers_misc::transfer_leader(&ctx)),
         SnapshotSave => h!(handlers_misc::snapshot_save(&ctx)),
         SnapshotRestore => h!(handlers_misc::snapshot_restore(&ctx)),
-        QueryList => now!(Ok(Reply::json(&Vec::<serde_json::Value>::new()))),
+        QueryList => h!(handlers_query::list(&ctx)),
+        QueryCreate => h!(handlers_query::create(&ctx)),
+        QueryGet(id) => h!(handlers_query::get(&ctx, &id)),
+        QueryUpdate(id) => h!(handlers_query::update(&ctx, &id)),
+        QueryDelete(id) => h!(handlers_query::delete(&ctx, &id)),
+        QueryExecute(id) => h!(handlers_query::execute(&ctx, &id)),
+        QueryExplain(id) => h!(handlers_query::explain(&ctx, &id)),
         InternalUiServices => h!(handlers_catalog::ui_services(&ctx)),
         InternalUiNodes => h!(handlers_catalog::ui_nodes(&ctx, None)),
         InternalUiNode(n) => h!(handlers_catalog::ui_nodes(&ctx, Some(&n))),
@@ -816,7 +823,10 @@ async fn prepare(
     Ok((Ctx { agent, method, path, query, accept, body, identity }, endpoint))
 }
 
+pub use handlers_catalog::service_entries;
 pub use handlers_connect::issue_leaf;
+pub use handlers_query::execute_here as execute_query_here;
+pub use handlers_query::failover as query_failover;
 
 /// The largest request body: past the largest thing Consul accepts it is 413, not memory.
 pub fn body_limit(config: &crate::config::Config) -> usize {

@@ -162,6 +162,13 @@ impl TestAgent {
             .expect("request")
     }
 
+    pub async fn post(&self, path: &str, body: &str) -> api::client::Response {
+        self.client
+            .request(api::client::Method::POST, path, Some(body.to_string().into()), Some(Duration::from_secs(30)))
+            .await
+            .expect("request")
+    }
+
     pub async fn delete(&self, path: &str) -> api::client::Response {
         self.client
             .request(api::client::Method::DELETE, path, None, Some(Duration::from_secs(30)))
