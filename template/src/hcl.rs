@@ -182,20 +182,29 @@ impl Parser<'_> {
             Some(d) => (true, d.to_string()),
             None => (false, text.clone()),
         };
-        // strconv.ParseInt(s, 0, 64): 0x hex, 0o/leading-0 octal, 0b binary.
-        let parsed = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
-            i64::from_str_radix(h, 16).ok()
+        // strconv.ParseInt(s, 0, 64): 0x hex, 0o/leading-0 octal, 0b binary. One sign only:
+        // `--5` is no number, and the magnitude is read unsigned so that the sign is applied
+        // with a range check (`-9223372036854775808` is i64::MIN; negating a parsed
+        // `-9223372036854775808` overflowed, found by fuzzing).
+        let magnitude = if digits.starts_with(['-', '+']) {
+            None
+        } else if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+            u64::from_str_radix(h, 16).ok()
         } else if let Some(o) = digits.strip_prefix("0o") {
-            i64::from_str_radix(o, 8).ok()
+            u64::from_str_radix(o, 8).ok()
         } else if let Some(b) = digits.strip_prefix("0b") {
-            i64::from_str_radix(b, 2).ok()
+            u64::from_str_radix(b, 2).ok()
         } else if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()) {
-            i64::from_str_radix(&digits[1..], 8).ok()
+            u64::from_str_radix(&digits[1..], 8).ok()
         } else {
-            digits.parse::<i64>().ok()
+            digits.parse::<u64>().ok()
         };
+        let parsed = magnitude.and_then(|m| {
+            let m = i128::from(m);
+            i64::try_from(if neg { -m } else { m }).ok()
+        });
         if let Some(n) = parsed {
-            return Ok(Value::from(if neg { -n } else { n }));
+            return Ok(Value::from(n));
         }
         text.parse::<f64>()
             .ok()
@@ -328,6 +337,21 @@ EOF
         assert_eq!(v["template"][1]["command"], "echo \"hi\"");
         assert_eq!(v["template"][1]["exec"][0]["command"], json!(["a", "b"]));
         assert_eq!(v["max_stale"], "10m");
+    }
+
+    #[test]
+    fn numbers_take_one_sign_and_stay_in_range() {
+        // Found by fuzzing (`template_config`): the second `-` made the parser negate i64::MIN.
+        let e = parse("list = [1, 2.5, --9223372036854775808, true]").unwrap_err();
+        assert!(e.message.contains("invalid number"), "{e}");
+        assert!(parse("a = --5").is_err());
+        assert!(parse("a = -+5").is_err());
+        let v = parse("a = -9223372036854775808\nb = 9223372036854775807\nc = -0x10\nd = 9223372036854775808").unwrap();
+        assert_eq!(v["a"], serde_json::json!(i64::MIN));
+        assert_eq!(v["b"], serde_json::json!(i64::MAX));
+        assert_eq!(v["c"], serde_json::json!(-16));
+        // Past i64 the reader falls back to a float, as it did before.
+        assert_eq!(v["d"], serde_json::json!(9223372036854775808.0));
     }
 
     #[test]
