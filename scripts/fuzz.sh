@@ -61,7 +61,9 @@ if [ "$engine" = stable ]; then
 fi
 
 [ "$engine" = libfuzzer ] || { echo "FUZZ_ENGINE must be libfuzzer or stable" >&2; exit 2; }
-targets=${FUZZ_TARGETS:-$(FUZZ_TARGET=list "$lf_bin" 2>&1 | sed -n 's/^targets: //p')}
+# An unknown target name makes the binary list them all (and exit 2).
+targets=${FUZZ_TARGETS:-$({ FUZZ_TARGET=list "$lf_bin" 2>&1 || true; } | sed -n 's/^targets: //p')}
+[ -n "$targets" ] || { echo "no targets listed by $lf_bin" >&2; exit 1; }
 logs=$(mktemp -d)
 rows=()
 failed=0

@@ -22,9 +22,11 @@ fn target() -> &'static fuzz::Target {
     })
 }
 
-fn describe() {
-    let Some(path) = std::env::var_os("FUZZ_DESCRIBE") else { return };
+/// Before the first input: an unknown `FUZZ_TARGET` lists the targets and exits here, not
+/// inside an input (where libFuzzer would save the exit as a crash).
+fn init() {
     let t = target();
+    let Some(path) = std::env::var_os("FUZZ_DESCRIBE") else { return };
     let mut out = String::new();
     for word in t.dict.iter().chain(fuzz::COMMON_DICT) {
         out.push('"');
@@ -48,7 +50,7 @@ fn describe() {
     std::process::exit(0);
 }
 
-libfuzzer_sys::fuzz_target!(init: describe(), |data: &[u8]| {
+libfuzzer_sys::fuzz_target!(init: init(), |data: &[u8]| {
     let t = target();
     if data.len() <= t.max_len {
         (t.run)(data);
