@@ -7,7 +7,8 @@
 //! the time. Prints executions, executions per second and crashes per target; exits 1 if any
 //! target crashed.
 //!
-//! `fuzz --repro TARGET FILE...` runs saved inputs once each, in this process.
+//! `fuzz --repro TARGET FILE...` runs saved inputs once each, in this process (on the same
+//! stack size as the fuzzing loop).
 
 use fuzz::mutate::{Mutator, Rng};
 use fuzz::Target;
@@ -150,7 +151,12 @@ fn main() -> ExitCode {
         }
     };
     if !args.repro.is_empty() {
-        return repro(args.targets[0], &args.repro);
+        // On the stack the fuzzing loop gives a target, so that a stack overflow reproduces.
+        let (t, files) = (args.targets[0], args.repro.clone());
+        return std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(move || repro(t, &files))
+            .map_or(ExitCode::FAILURE, |h| h.join().unwrap_or(ExitCode::FAILURE));
     }
     if let Some(shm) = &args.child {
         return child(&args, args.targets[0], shm);
