@@ -50,10 +50,42 @@ fn init() {
     std::process::exit(0);
 }
 
+/// The thread inputs run on: a tokio worker's 2 MiB stack, as in the stable engine (libFuzzer's
+/// own thread has 8 MiB, where a recursion that overflows in the agent would pass). A panic
+/// there aborts the process (libfuzzer-sys's panic hook), and libFuzzer saves the input.
+struct Worker {
+    inputs: std::sync::mpsc::SyncSender<Vec<u8>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+fn worker() -> &'static std::sync::Mutex<Worker> {
+    static W: OnceLock<std::sync::Mutex<Worker>> = OnceLock::new();
+    W.get_or_init(|| {
+        let (inputs, input_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(0);
+        let (done_tx, done) = std::sync::mpsc::sync_channel(0);
+        let t = target();
+        std::thread::Builder::new()
+            .name("fuzz-input".into())
+            .stack_size(2 << 20)
+            .spawn(move || {
+                for data in input_rx {
+                    (t.run)(&data);
+                    let _ = fuzz::take_features();
+                    if done_tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .unwrap_or_else(|e| panic!("starting the input thread: {e}"));
+        std::sync::Mutex::new(Worker { inputs, done })
+    })
+}
+
 libfuzzer_sys::fuzz_target!(init: init(), |data: &[u8]| {
-    let t = target();
-    if data.len() <= t.max_len {
-        (t.run)(data);
+    if data.len() <= target().max_len {
+        let w = worker().lock().unwrap_or_else(|p| p.into_inner());
+        if w.inputs.send(data.to_vec()).is_err() || w.done.recv().is_err() {
+            panic!("the input thread is gone");
+        }
     }
-    let _ = fuzz::take_features();
 });
