@@ -784,6 +784,7 @@ impl Agent {
         self.sync_node(None).await?;
         let check = self.local.lock().checks.get(id).map(|c| c.check.clone());
         let node = self.config.node_name.clone();
+        let service_id = check.as_ref().map(|c| c.service_id.clone()).unwrap_or_default();
         let command = match check {
             Some(c) => Command::Register(RegisterRequest {
                 node: self.node(),
@@ -793,7 +794,27 @@ impl Agent {
             }),
             None => Command::Deregister(DeregisterRequest { node, service_id: None, check_id: Some(id.to_string()) }),
         };
-        self.sync_write(command, self.check_token(id)).await
+        match self.sync_write(command, self.check_token(id)).await {
+            // The catalog lost this check's service (someone deregistered it through
+            // `/v1/catalog/deregister`): register the service again with its checks, as the next
+            // anti-entropy sync would, instead of failing a request the agent has already applied
+            // locally (the fuzzer found it answering 500 to a check registration).
+            Err(server::Error::Rpc(e)) if !service_id.is_empty() && e.starts_with("Missing service registration") => {
+                let (svc, checks) = {
+                    let local = self.local.lock();
+                    (local.services.get(&service_id).map(|s| s.service.clone()), local.service_checks(&service_id))
+                };
+                let Some(svc) = svc else { return Err(server::Error::Rpc(e)) };
+                let command = Command::Register(RegisterRequest {
+                    node: self.node(),
+                    service: Some(svc),
+                    checks,
+                    skip_node_update: true,
+                });
+                self.sync_write(command, self.service_token(&service_id)).await
+            }
+            other => other,
+        }
     }
 
     /// Makes the catalog's view of this node match the local state: registers what is missing or
@@ -1012,4 +1033,48 @@ fn truncate_output(s: &str, max: usize) -> String {
         cut -= 1;
     }
     format!("{} ...", &s[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    async fn call(agent: &Arc<Agent>, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut req = hyper::Request::new(Full::new(bytes::Bytes::from(body.to_string())));
+        *req.method_mut() = method.parse().expect("method");
+        *req.uri_mut() = path.parse().expect("path");
+        req.headers_mut().insert("host", http::HeaderValue::from_static("127.0.0.1"));
+        let resp = crate::http::handle(agent.clone(), req).await;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Found by fuzzing the HTTP API: once a service of this agent had been deregistered
+    /// through the catalog API, registering a check for it answered 500 ("Missing service
+    /// registration") although the agent had recorded the check. Consul registers it, and its
+    /// anti-entropy puts the service back; so does this agent now, at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_check_registers_after_its_service_left_the_catalog() {
+        let flags = crate::config::AgentFlags { dev: true, node: Some("t1".into()), ..Default::default() };
+        let agent = Agent::start(Config::from_flags(flags).expect("config")).await.expect("agent");
+        agent.bootstrap_if_alone().await.expect("bootstrap");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while call(&agent, "PUT", "/v1/kv/ready", "1").await.0 != 200 {
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let svc = r#"{"Name":"api","ID":"api-1","Port":9000}"#;
+        assert_eq!(call(&agent, "PUT", "/v1/agent/service/register", svc).await.0, 200);
+        let gone = r#"{"Node":"t1","ServiceID":"api-1"}"#;
+        assert_eq!(call(&agent, "PUT", "/v1/catalog/deregister", gone).await.0, 200);
+        // The fuzzer's input, byte for byte.
+        let check = r#"{"ID": "mem", "Name": "Memory utilization", "Notes": "Ensure we don't oversubscribe memory", "TTL": "15s", "Status": "passing", "ServiceID": "api-1"}"#;
+        assert_eq!(call(&agent, "PUT", "/v1/agent/check/register", check).await, (200, String::new()));
+        let (status, body) = call(&agent, "GET", "/v1/health/service/api", "").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("\"api-1\"") && body.contains("\"mem\""), "{body}");
+        agent.shutdown().await;
+    }
 }
