@@ -155,6 +155,7 @@ impl Agent {
         let key = config.encrypt.as_deref().map(crate::serf::decode_key).transpose().map_err(StartError::Config)?;
         let peer_auth = crate::peer_auth::PeerAuth::new(key.as_ref().map(|k| &k[..]));
         let store = Arc::new(Store::new());
+        let shutdown = watch::channel(false).0;
         let data_dir = if config.dev { None } else { config.data_dir.clone() };
         let mut server = None;
         if config.server {
@@ -175,7 +176,8 @@ impl Agent {
             let r = openraft::Raft::new(rid, raft_config, network::Network::new(http.clone()), db.log_store(), sm)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
-            server = Some(Server::new(r, store.clone(), rid, peer, http));
+            let timing = raft::Timing::new(config.raft_multiplier, config.dev);
+            server = Some(Server::new(r, store.clone(), rid, peer, http, timing, shutdown.subscribe()));
         }
         let local = Local::load(data_dir.as_deref()).map_err(StartError::Local)?;
         let (results_tx, results_rx) = mpsc::unbounded_channel();
@@ -191,7 +193,7 @@ impl Agent {
             local_changed: watch::channel(0).0,
             session_timers: Mutex::new(HashMap::new()),
             session_wake: Notify::new(),
-            shutdown: watch::channel(false).0,
+            shutdown,
             started: Instant::now(),
             requests: AtomicU64::new(0),
             sync_lock: tokio::sync::Mutex::new(()),
