@@ -739,31 +739,13 @@ impl Agent {
         }
     }
 
-    /// Watches leadership: a new leader restarts every session's TTL timer.
-    async fn leader_loop(self: Arc<Self>) {
-        let Some(server) = self.server.clone() else { return };
-        let mut metrics = server.raft.metrics();
-        let mut shutdown = self.shutdown.subscribe();
-        let mut was_leader = false;
-        loop {
-            let is_leader = server.is_leader();
-            if is_leader && !was_leader {
-                // The members, this server included, are registered by `leader::reconcile_loop`.
-                tracing::info!("cluster leadership acquired");
-                let sessions: Vec<(String, String)> =
-                    self.store.read().sessions.values().map(|s| (s.id.clone(), s.ttl.clone())).collect();
-                for (id, ttl) in sessions {
-                    if let Ok(d) = api::duration::parse(&ttl) {
-                        self.reset_session_timer(&id, d);
-                    }
-                }
-            } else if !is_leader && was_leader {
-                tracing::info!("cluster leadership lost");
-            }
-            was_leader = is_leader;
-            tokio::select! {
-                r = metrics.changed() => if r.is_err() { return },
-                _ = shutdown.changed() => return,
+    /// A new leader restarts every session's TTL timer (Consul's `initializeSessionTimers`).
+    pub fn restart_session_timers(&self) {
+        let sessions: Vec<(String, String)> =
+            self.store.read().sessions.values().map(|s| (s.id.clone(), s.ttl.clone())).collect();
+        for (id, ttl) in sessions {
+            if let Ok(d) = api::duration::parse(&ttl) {
+                self.reset_session_timer(&id, d);
             }
         }
     }
@@ -793,11 +775,10 @@ impl Agent {
 
     /// Starts the background loops (leader duties, anti-entropy, session expiry, watch sweeping).
     pub fn spawn_loops(self: &Arc<Self>) {
-        tokio::spawn(self.clone().leader_loop());
+        tokio::spawn(crate::leader::Duties { agent: self.clone() }.run(self.shutdown.subscribe()));
         tokio::spawn(self.clone().anti_entropy_loop());
         tokio::spawn(self.clone().session_expiry_loop());
         tokio::spawn(crate::leader::bootstrap_expect(self.clone()));
-        tokio::spawn(crate::leader::reconcile_loop(self.clone()));
         let me = self.clone();
         tokio::spawn(async move {
             let mut shutdown = me.shutdown.subscribe();
