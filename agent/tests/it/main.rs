@@ -7,6 +7,7 @@ mod dns;
 mod gossip;
 mod harness;
 mod http_api;
+mod partition;
 mod restart;
 mod security;
 mod ui;
