@@ -208,7 +208,11 @@ async fn autopilot(agent: &Agent, server: &Server, members: &[cluster::Member], 
     health.retain(|id, _| nodes.iter().any(|(n, _, _)| n == id));
     let voters: Vec<NodeId> = nodes.iter().filter(|(_, _, v)| *v).map(|(id, _, _)| *id).collect();
     for change in cluster::raft_changes(members, dc, &servers, &cfg) {
-        tracing::info!(?change, "autopilot: changing the raft configuration");
+        let state = match &change {
+            RaftChange::Promote(id) | RaftChange::Remove(id) => servers.iter().find(|s| s.id == *id),
+            RaftChange::AddLearner(..) => None,
+        };
+        tracing::info!(?change, ?state, "autopilot: changing the raft configuration");
         let result = match change {
             RaftChange::AddLearner(id, peer) => server.raft.add_learner(id, peer, false).await.map(|_| ()),
             RaftChange::Promote(id) => {
