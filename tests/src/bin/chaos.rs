@@ -1,7 +1,7 @@
 //! A Jepsen-style test of the agent's servers (issue 13), run by `scripts/chaos.sh`.
 //!
 //! `chaos run --agent BIN --workdir DIR [--secs 150] [--nemesis mixed|kill|pause|partition|none]
-//!            [--servers 3] [--net 127.0.135] [--multiplier 1] [--clients 16] [--keys 4]
+//!            [--servers 3] [--net 127.0.135] [--multiplier 1] [--clients 12] [--keys 4]
 //!            [--locks 3] [--history FILE]`
 //!   starts `--servers` servers on `NET.1`, `NET.2`, ... (each as its own group, so iptables can
 //!   cut it off), runs clients doing default and `?consistent` reads, writes and CAS on a few
@@ -273,7 +273,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
     let settings = Settings {
         secs: num(args, "--secs", "150")?,
         nemesis: arg(args, "--nemesis", "mixed"),
-        clients: num(args, "--clients", "16")?,
+        clients: num(args, "--clients", "12")?,
         keys: num(args, "--keys", "4")?,
         locks: num(args, "--locks", "3")?,
         op_timeout: Duration::from_millis((1500 * multiplier).max(2000)),
@@ -301,6 +301,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
     );
     let clients: Arc<Vec<api::Client>> = Arc::new(cluster.servers.iter().map(|s| s.client.clone()).collect());
     let deadline = Instant::now() + Duration::from_secs(settings.secs);
+    CLIENTS.store(settings.clients, std::sync::atomic::Ordering::Relaxed);
     let mut tasks = Vec::new();
     for p in 0..settings.clients {
         tasks.push(tokio::spawn(register_client(
@@ -394,6 +395,15 @@ async fn put(c: &api::Client, path: &str, body: &str, timeout: Duration) -> Resu
     }
 }
 
+/// A client's pause between two steps.
+const THINK_MS: std::ops::Range<u64> = 20..60;
+
+/// The process number of the reads after the full restart.
+const FINAL: u32 = u32::MAX;
+
+/// How many register clients run (process numbers are this apart for one client).
+static CLIENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
 /// How long a client waits for its operation before it leaves it running and goes on as a new
 /// process (Jepsen replaces a hung process the same way): clients stuck on a paused or cut-off
 /// server must not hide that the rest of the cluster answers.
@@ -407,6 +417,8 @@ async fn register_client(
     keys: u32,
     timeout: Duration,
 ) {
+    // Process numbers: a client's replacement is the next free one of its class.
+    let clients_n = CLIENTS.load(std::sync::atomic::Ordering::Relaxed);
     let mut process = p;
     let mut seq = 0u64;
     let mut pending = Vec::new();
@@ -420,8 +432,12 @@ async fn register_client(
         let mut task = tokio::spawn(step);
         if tokio::time::timeout(PATIENCE, &mut task).await.is_err() {
             pending.push(task);
-            process += 1000;
+            process += clients_n;
         }
+        // A few hundred operations a second in all: enough to see every failover to within
+        // tens of milliseconds, few enough that the history checks in seconds.
+        let think = rand::thread_rng().gen_range(THINK_MS);
+        tokio::time::sleep(Duration::from_millis(think)).await;
     }
     for t in pending {
         let _ = t.await;
@@ -595,7 +611,7 @@ async fn final_reads(cluster: &Cluster, rec: &Recorder, keys: u32) -> anyhow::Re
             let call = rec.now();
             if let Some((v, _)) = read(c, &key, true, Duration::from_secs(10)).await {
                 let op = Op {
-                    process: 10_000,
+                    process: FINAL,
                     key,
                     kind: Kind::Read { consistent: true },
                     call,
@@ -787,7 +803,8 @@ fn analyse(lines: &[Line]) -> Report {
     ok &= overlaps.is_empty();
     // Availability: the run is from the first operation to the last fault's end plus the quiet
     // after it, i.e. up to the last operation before the final restart.
-    let run_end = ops.iter().filter(|o| o.process < 10_000).map(|o| o.ret).max().unwrap_or(0);
+    // Up to the clients' deadline: operations still answering after it start no new writes.
+    let run_end = ops.iter().filter(|o| o.process != FINAL).map(|o| o.ret).max().unwrap_or(0).min(secs * 1_000_000);
     let up = check::quorum_up(&faults, servers, 0, run_end);
     let write_acks: Vec<u64> = ops
         .iter()

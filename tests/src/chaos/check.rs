@@ -147,9 +147,14 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
             ev[k].ret = ret_pos.get(&ev[k].op).copied();
         }
     }
-    let words = steps.len().div_ceil(64);
-    let mut linearized = vec![0u64; words];
-    let mut cache: HashSet<(Vec<u64>, State)> = HashSet::new();
+    // The set of linearized operations is kept as a 128-bit Zobrist hash (one random key per
+    // operation, XORed in and out): the memo holds 20 bytes per state instead of a bitset of the
+    // whole history. A collision could only prune a branch, i.e. report a violation that is
+    // not one; at 2^-128 per pair of states it does not happen.
+    let keys: Vec<u128> =
+        (0..steps.len() as u64).map(|i| (splitmix(2 * i) as u128) << 64 | splitmix(2 * i + 1) as u128).collect();
+    let mut linearized: u128 = 0;
+    let mut cache: HashSet<(u128, State)> = HashSet::new();
     let mut stack: Vec<(usize, State, bool)> = Vec::new();
     let mut state: State = 0;
     let mut entry = ev[0].next;
@@ -186,11 +191,9 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
             };
             let mut fresh = false;
             if let Some(s) = next {
-                linearized[i / 64] |= 1 << (i % 64);
-                fresh = cache.insert((linearized.clone(), s));
-                if !fresh {
-                    linearized[i / 64] &= !(1 << (i % 64));
-                } else {
+                fresh = cache.insert((linearized ^ keys[i], s));
+                if fresh {
+                    linearized ^= keys[i];
                     if cache.len() > max_states {
                         return Verdict::Unknown;
                     }
@@ -225,8 +228,7 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
                     return Verdict::Violation { at, linearized: deepest.0 };
                 };
                 state = prev_state;
-                let i = ev[top].op;
-                linearized[i / 64] &= !(1 << (i % 64));
+                linearized ^= keys[ev[top].op];
                 if let Some(r) = ev[top].ret {
                     relink(&mut ev, r);
                 }
@@ -238,6 +240,14 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
             }
         }
     }
+}
+
+/// A well-mixed 64-bit value for `x` (SplitMix64's finalizer).
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    z ^ (z >> 31)
 }
 
 /// Per-key linearizability of a whole history, keys in parallel on up to `threads` threads.
