@@ -68,14 +68,18 @@ pub fn linearizable(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdic
     };
     if ops.iter().any(unseen) {
         let reduced: Vec<Op> = ops.iter().filter(|o| !unseen(o)).cloned().collect();
-        if search(&reduced, read_slack_us, max_states) == Verdict::Linearizable {
+        if search(&reduced, read_slack_us, max_states, &seen) == Verdict::Linearizable {
             return Verdict::Linearizable;
         }
     }
-    search(ops, read_slack_us, max_states)
+    search(ops, read_slack_us, max_states, &seen)
 }
 
-fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
+/// The state of a register holding a value that no read returned and no CAS expected: all
+/// such values are alike to every later operation.
+const UNSEEN: State = State::MAX;
+
+fn search(ops: &[Op], read_slack_us: u64, max_states: usize, seen: &HashSet<&str>) -> Verdict {
     // Operations that constrain the register: failed ones never happened; a read with no
     // answer tells nothing.
     let ops: Vec<&Op> = ops
@@ -103,8 +107,16 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
     }
     let mut steps = Vec::with_capacity(ops.len());
     for o in &ops {
+        // Unknown writes of values nobody saw are interchangeable: only the earliest-invoked
+        // one not yet placed is ever tried (placing a later one instead changes nothing a later
+        // operation can tell), so their placements do not multiply the search.
+        let mut interchangeable = false;
         let step = match (&o.kind, &o.result) {
             (Kind::Read { .. }, Res::Read(v)) => Step::Read(id(v)),
+            (Kind::Write { value }, Res::Info) if !seen.contains(value.as_str()) => {
+                interchangeable = true;
+                Step::Write(UNSEEN)
+            }
             (Kind::Write { value }, _) => Step::Write(id(&Some(value.clone()))),
             (Kind::Cas { expected, value }, r) => {
                 let answer = match r {
@@ -118,12 +130,12 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
         };
         let slack = matches!(o.kind, Kind::Read { consistent: false }) as u64 * read_slack_us;
         let ret = (!matches!(o.result, Res::Info)).then_some(o.ret);
-        steps.push((o.call.saturating_sub(slack), ret, step, (*o).clone()));
+        steps.push((o.call.saturating_sub(slack), ret, step, (*o).clone(), interchangeable));
     }
     // Events sorted by time, calls before returns at the same instant (touching operations are
     // concurrent).
     let mut order: Vec<(u64, bool, usize)> = Vec::new();
-    for (i, (call, ret, _, _)) in steps.iter().enumerate() {
+    for (i, (call, ret, _, _, _)) in steps.iter().enumerate() {
         order.push((*call, false, i));
         if let Some(r) = ret {
             order.push(((*r).max(*call), true, i));
@@ -155,7 +167,10 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
         (0..steps.len() as u64).map(|i| (splitmix(2 * i) as u128) << 64 | splitmix(2 * i + 1) as u128).collect();
     let mut linearized: u128 = 0;
     let mut cache: HashSet<(u128, State)> = HashSet::new();
-    let mut stack: Vec<(usize, State, bool)> = Vec::new();
+    // (entry, state before it, placed for good, whether an interchangeable write had been
+    // passed in the scan that placed it)
+    let mut stack: Vec<(usize, State, bool, bool)> = Vec::new();
+    let mut passed_interchangeable = false;
     let mut state: State = 0;
     let mut entry = ev[0].next;
     let mut deepest = (0usize, 0usize);
@@ -182,6 +197,13 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
             let e = &ev[entry];
             let i = e.op;
             let step = steps[i].2;
+            if steps[i].4 {
+                if passed_interchangeable {
+                    entry = ev[entry].next;
+                    continue;
+                }
+                passed_interchangeable = true;
+            }
             let next = match step {
                 Step::Read(v) => (v == state).then_some(state),
                 Step::Write(v) => Some(v),
@@ -204,7 +226,8 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
                         Step::Read(_) | Step::Cas(_, _, Some(false)) => true,
                         Step::Write(_) | Step::Cas(..) => false,
                     };
-                    stack.push((entry, state, keeps));
+                    stack.push((entry, state, keeps, passed_interchangeable && !steps[i].4));
+                    passed_interchangeable = false;
                     state = s;
                     unlink(&mut ev, entry);
                     if let Some(r) = ev[entry].ret {
@@ -223,7 +246,7 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
             // A return whose call is not linearized yet: undo the last choice (and the
             // operations placed for good after it).
             loop {
-                let Some((top, prev_state, kept)) = stack.pop() else {
+                let Some((top, prev_state, kept, passed)) = stack.pop() else {
                     let at = steps[ev[deepest.1.max(1)].op].3.clone();
                     return Verdict::Violation { at, linearized: deepest.0 };
                 };
@@ -235,6 +258,7 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdict {
                 relink(&mut ev, top);
                 if !kept {
                     entry = ev[top].next;
+                    passed_interchangeable = passed || steps[ev[top].op].4;
                     break;
                 }
             }
@@ -494,6 +518,28 @@ mod tests {
             op(0, r(), 6, 7, val("b")),
         ];
         assert_eq!(linearizable(&h, 0, 1 << 20), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn many_unknown_writes_nobody_saw_do_not_blow_up_the_search() {
+        // 60 timed-out writes nobody saw, pending to the end, around a stale read: the search
+        // must find the violation, not give up.
+        let mut h = vec![op(0, w("a"), 0, 1, Res::Ok)];
+        for i in 0..60 {
+            h.push(op(1 + i, w(&format!("lost{i}")), 2 + i as u64, 3 + i as u64, Res::Info));
+        }
+        h.push(op(100, w("b"), 100, 101, Res::Ok));
+        h.push(op(100, r(), 102, 103, val("a")));
+        assert!(matches!(linearizable(&h, 0, 1 << 16), Verdict::Violation { .. }));
+        // A CAS that failed because one of them happened is fine.
+        let mut h = h[..61].to_vec();
+        h.push(op(100, cas(Some("a"), "c"), 100, 101, Res::CasFalse));
+        h.push(op(100, r(), 102, 103, Res::Read(Some("a".into()))));
+        assert!(matches!(linearizable(&h, 0, 1 << 16), Verdict::Violation { .. }), "a was overwritten");
+        let mut h = h[..62].to_vec();
+        h.push(op(100, w("d"), 102, 103, Res::Ok));
+        h.push(op(100, r(), 104, 105, val("d")));
+        assert_eq!(linearizable(&h, 0, 1 << 16), Verdict::Linearizable);
     }
 
     #[test]
