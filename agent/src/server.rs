@@ -262,12 +262,12 @@ impl Server {
         &self,
         req: AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        let vote = req.vote;
+        let (vote, arrived) = (req.vote, std::time::Instant::now());
         let resp = self.raft.append_entries(req).await;
         if let Ok(r) = &resp {
             if vote.is_committed() && !matches!(r, AppendEntriesResponse::HigherVote(_)) {
                 if let Some(leader) = vote.leader_id().voted_for() {
-                    self.leadership.heard_from(leader, vote.leader_id().get_term());
+                    self.leadership.heard_from(leader, vote.leader_id().get_term(), arrived);
                 }
             }
         }
@@ -279,12 +279,12 @@ impl Server {
         &self,
         req: InstallSnapshotRequest<TypeConfig>,
     ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, openraft::error::InstallSnapshotError>> {
-        let vote = req.vote;
+        let (vote, arrived) = (req.vote, std::time::Instant::now());
         let resp = self.raft.install_snapshot(req).await;
         if let Ok(r) = &resp {
             if vote.is_committed() && r.vote <= vote {
                 if let Some(leader) = vote.leader_id().voted_for() {
-                    self.leadership.heard_from(leader, vote.leader_id().get_term());
+                    self.leadership.heard_from(leader, vote.leader_id().get_term(), arrived);
                 }
             }
         }

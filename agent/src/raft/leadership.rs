@@ -80,14 +80,17 @@ impl Leadership {
         self.view.subscribe()
     }
 
-    /// Called when a leader's AppendEntries or InstallSnapshot was accepted here.
-    pub fn heard_from(&self, leader: NodeId, term: u64) {
-        let now = Instant::now();
+    /// Called when a leader's AppendEntries or InstallSnapshot that arrived at `now` was accepted
+    /// here.
+    pub fn heard_from(&self, leader: NodeId, term: u64, now: Instant) {
         let poke = {
             let mut c = self.clock.lock();
             let fresh = c.contact.is_none_or(|p| now.duration_since(p.at) >= self.timing.election_max);
             let changed = c.contact.is_none_or(|p| p.leader != leader || p.term != term) || fresh;
-            c.contact = Some(Contact { at: now, leader, term });
+            // Concurrent requests may finish out of order: contact only moves forward.
+            if changed || c.contact.is_some_and(|p| p.at < now) {
+                c.contact = Some(Contact { at: now, leader, term });
+            }
             changed
         };
         if poke {
@@ -175,11 +178,14 @@ impl Leadership {
     /// quorum stops acting as one at once.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut metrics = self.raft.metrics();
+        // When the metrics were last read: what is read now was published after that.
+        let mut last_read = Instant::now();
         loop {
             let now = Instant::now();
             let deadline = {
                 let m = metrics.borrow_and_update();
-                self.observe(&m, now);
+                self.observe(&m, last_read);
+                last_read = now;
                 let view =
                     View { term: m.current_term, leading: self.leading_in(&m, now), leader: self.leader_in(&m, now) };
                 let was_leading = self.view.borrow().leading;
@@ -211,16 +217,20 @@ impl Leadership {
         }
     }
 
-    /// Records what the metrics say about the quorum's acknowledgements.
-    fn observe(&self, m: &super::Metrics, now: Instant) {
+    /// Records what the metrics say about the quorum's acknowledgements. `published_after` is
+    /// when the metrics were read before: these were published since.
+    fn observe(&self, m: &super::Metrics, published_after: Instant) {
         let mut c = self.clock.lock();
         if m.state == openraft::ServerState::Leader && m.current_leader == Some(self.id) {
-            // The metrics carry the age of the quorum-acked instant when they were published;
-            // counted from now, a late observation only makes the lease end later than openraft's
-            // clock would, which the read path's second check (after reading) guards against.
+            // The metrics carry the age of the quorum-acked instant when they were published, and
+            // not when that was. Counted from the earliest moment they can have been published,
+            // the acknowledgement is dated no later than it was: a late reading (this task
+            // scheduled late, or the whole process paused in between) shortens the lease, never
+            // lengthens it. openraft publishes on every event, so in steady state the two
+            // readings are a heartbeat apart at most.
             if let Some(ms) = m.millis_since_quorum_ack {
-                let t = now.checked_sub(std::time::Duration::from_millis(ms)).unwrap_or(now);
-                c.quorum_ack = Some(t);
+                let ms = std::time::Duration::from_millis(ms + 1);
+                c.quorum_ack = Some(published_after.checked_sub(ms).unwrap_or(published_after));
             }
         } else {
             c.quorum_ack = None;
