@@ -734,7 +734,12 @@ fn analyse(lines: &[Line]) -> Report {
                 _ => None,
             })
             .collect();
-        let unknown = v.values().any(|v| *v == check::Verdict::Unknown);
+        let unknown = v.values().any(|v| matches!(v, check::Verdict::Unknown { .. }));
+        for (k, v) in v {
+            if let check::Verdict::Unknown { at, linearized } = v {
+                eprintln!("chaos check: {k}: gave up after placing {linearized} ops in order; stuck at {at:?}");
+            }
+        }
         let s = if !bad.is_empty() {
             format!("NOT linearizable ({})", bad.join("; "))
         } else if unknown {

@@ -25,8 +25,8 @@ pub enum Verdict {
         at: Op,
         linearized: usize,
     },
-    /// The search gave up (too many states).
-    Unknown,
+    /// The search gave up (too many states); `at` is the op it could get no further than.
+    Unknown { at: Op, linearized: usize },
 }
 
 /// The register's state: index into the key's values (`0` is absent).
@@ -79,14 +79,33 @@ pub fn linearizable(ops: &[Op], read_slack_us: u64, max_states: usize) -> Verdic
 /// such values are alike to every later operation.
 const UNSEEN: State = State::MAX;
 
+#[derive(Clone, Copy)]
+enum Step {
+    Read(State),
+    Write(State),
+    /// expected, new, whether it answered true or false (`None`: unknown).
+    Cas(State, State, Option<bool>),
+}
+
+/// One operation as the search sees it.
+struct Entry {
+    call: u64,
+    /// `None`: unknown outcome, no return to respect.
+    ret: Option<u64>,
+    step: Step,
+    op: Op,
+    /// A write of a value nobody saw (see [`search`]).
+    unseen: bool,
+}
+
+/// Wing & Gong's search with Lowe's memo over one key's operations.
+///
+/// Writes of values nobody saw (no read returned them, no CAS expected them) all leave the
+/// register in the same state as far as any later operation can tell, so they are
+/// interchangeable but for their deadlines: when one can be placed, only the one whose return
+/// comes first is tried (any order that places another one here can swap the two). Writes held
+/// through an election, dozens at once, then cost one choice instead of every ordering.
 fn search(ops: &[Op], read_slack_us: u64, max_states: usize, seen: &HashSet<&str>) -> Verdict {
-    // Operations that constrain the register: failed ones never happened; a read with no
-    // answer tells nothing.
-    let ops: Vec<&Op> = ops
-        .iter()
-        .filter(|o| !matches!(o.result, Res::Fail))
-        .filter(|o| !(matches!(o.kind, Kind::Read { .. }) && !matches!(o.result, Res::Read(_))))
-        .collect();
     let mut values: HashMap<String, State> = HashMap::new();
     let mut id = |v: &Option<String>| -> State {
         match v {
@@ -97,24 +116,16 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize, seen: &HashSet<&str
             }
         }
     };
-    // (call time, return time or none, step)
-    #[derive(Clone, Copy)]
-    enum Step {
-        Read(State),
-        Write(State),
-        /// expected, new, whether it answered false (then it must fail).
-        Cas(State, State, Option<bool>),
-    }
-    let mut steps = Vec::with_capacity(ops.len());
-    for o in &ops {
-        // Unknown writes of values nobody saw are interchangeable: only the earliest-invoked
-        // one not yet placed is ever tried (placing a later one instead changes nothing a later
-        // operation can tell), so their placements do not multiply the search.
-        let mut interchangeable = false;
+    // Operations that constrain the register: failed ones never happened; a read with no
+    // answer tells nothing.
+    let mut entries: Vec<Entry> = Vec::with_capacity(ops.len());
+    for o in ops.iter().filter(|o| !matches!(o.result, Res::Fail)) {
+        let mut unseen = false;
         let step = match (&o.kind, &o.result) {
             (Kind::Read { .. }, Res::Read(v)) => Step::Read(id(v)),
-            (Kind::Write { value }, Res::Info) if !seen.contains(value.as_str()) => {
-                interchangeable = true;
+            (Kind::Read { .. }, _) => continue,
+            (Kind::Write { value }, _) if !seen.contains(value.as_str()) => {
+                unseen = true;
                 Step::Write(UNSEEN)
             }
             (Kind::Write { value }, _) => Step::Write(id(&Some(value.clone()))),
@@ -126,24 +137,23 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize, seen: &HashSet<&str
                 };
                 Step::Cas(id(expected), id(&Some(value.clone())), answer)
             }
-            _ => continue,
         };
         let slack = matches!(o.kind, Kind::Read { consistent: false }) as u64 * read_slack_us;
-        let ret = (!matches!(o.result, Res::Info)).then_some(o.ret);
-        steps.push((o.call.saturating_sub(slack), ret, step, (*o).clone(), interchangeable));
+        let ret = (!matches!(o.result, Res::Info)).then_some(o.ret.max(o.call));
+        entries.push(Entry { call: o.call.saturating_sub(slack), ret, step, op: o.clone(), unseen });
     }
     // Events sorted by time, calls before returns at the same instant (touching operations are
-    // concurrent).
+    // concurrent), in a doubly linked list with a sentinel head at index 0.
     let mut order: Vec<(u64, bool, usize)> = Vec::new();
-    for (i, (call, ret, _, _, _)) in steps.iter().enumerate() {
-        order.push((*call, false, i));
-        if let Some(r) = ret {
-            order.push(((*r).max(*call), true, i));
+    for (i, e) in entries.iter().enumerate() {
+        order.push((e.call, false, i));
+        if let Some(r) = e.ret {
+            order.push((r, true, i));
         }
     }
     order.sort_by_key(|(t, is_ret, i)| (*t, *is_ret, *i));
-    // A doubly linked list with a sentinel head at index 0.
     let n = order.len();
+    let end = n + 1;
     let mut ev: Vec<Event> = Vec::with_capacity(n + 1);
     ev.push(Event { op: usize::MAX, call: false, ret: None, prev: 0, next: 1 });
     let mut ret_pos: HashMap<usize, usize> = HashMap::new();
@@ -153,26 +163,32 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize, seen: &HashSet<&str
             ret_pos.insert(*i, k + 1);
         }
     }
-    let end = n + 1;
     for k in 1..=n {
         if ev[k].call {
             ev[k].ret = ret_pos.get(&ev[k].op).copied();
         }
     }
-    // The set of linearized operations is kept as a 128-bit Zobrist hash (one random key per
+    // The set of placed operations is kept as a 128-bit Zobrist hash (one random key per
     // operation, XORed in and out): the memo holds 20 bytes per state instead of a bitset of the
     // whole history. A collision could only prune a branch, i.e. report a violation that is
     // not one; at 2^-128 per pair of states it does not happen.
     let keys: Vec<u128> =
-        (0..steps.len() as u64).map(|i| (splitmix(2 * i) as u128) << 64 | splitmix(2 * i + 1) as u128).collect();
-    let mut linearized: u128 = 0;
+        (0..entries.len() as u64).map(|i| (splitmix(2 * i) as u128) << 64 | splitmix(2 * i + 1) as u128).collect();
+    let mut placed: u128 = 0;
     let mut cache: HashSet<(u128, State)> = HashSet::new();
-    // (entry, state before it, placed for good, whether an interchangeable write had been
-    // passed in the scan that placed it)
-    let mut stack: Vec<(usize, State, bool, bool)> = Vec::new();
-    let mut passed_interchangeable = false;
+    // A choice: (entry placed, state before it, placed for good, where the scan that chose it
+    // resumes when it is undone, whether that scan had passed the unseen writes).
+    struct Choice {
+        entry: usize,
+        state: State,
+        kept: bool,
+        resume: usize,
+        passed_unseen: bool,
+    }
+    let mut stack: Vec<Choice> = Vec::new();
     let mut state: State = 0;
     let mut entry = ev[0].next;
+    let mut passed_unseen = false;
     let mut deepest = (0usize, 0usize);
     let unlink = |ev: &mut Vec<Event>, k: usize| {
         let (p, nx) = (ev[k].prev, ev[k].next);
@@ -188,77 +204,81 @@ fn search(ops: &[Op], read_slack_us: u64, max_states: usize, seen: &HashSet<&str
             ev[nx].prev = k;
         }
     };
+    let stuck = |deepest: (usize, usize), ev: &Vec<Event>| entries[ev[deepest.1.max(1)].op].op.clone();
     loop {
         if ev[0].next >= end {
             return Verdict::Linearizable;
         }
         // Past the last event: the returns of unknown operations, which lie at infinity.
         if entry < end && ev[entry].call {
-            let e = &ev[entry];
-            let i = e.op;
-            let step = steps[i].2;
-            if steps[i].4 {
-                if passed_interchangeable {
+            let scan_at = entry;
+            let mut candidate = entry;
+            if entries[ev[entry].op].unseen {
+                if passed_unseen {
                     entry = ev[entry].next;
                     continue;
                 }
-                passed_interchangeable = true;
+                passed_unseen = true;
+                // Of the unseen writes that can be placed now, the one due first.
+                let due = |k: usize| entries[ev[k].op].ret.unwrap_or(u64::MAX);
+                let mut k = entry;
+                while k < end && ev[k].call {
+                    if entries[ev[k].op].unseen && due(k) < due(candidate) {
+                        candidate = k;
+                    }
+                    k = ev[k].next;
+                }
             }
-            let next = match step {
+            let i = ev[candidate].op;
+            let next = match entries[i].step {
                 Step::Read(v) => (v == state).then_some(state),
                 Step::Write(v) => Some(v),
                 Step::Cas(exp, new, Some(true)) => (exp == state).then_some(new),
                 Step::Cas(exp, _, Some(false)) => (exp != state).then_some(state),
                 Step::Cas(exp, new, None) => Some(if exp == state { new } else { state }),
             };
-            let mut fresh = false;
-            if let Some(s) = next {
-                fresh = cache.insert((linearized ^ keys[i], s));
-                if fresh {
-                    linearized ^= keys[i];
+            match next {
+                Some(s) if cache.insert((placed ^ keys[i], s)) => {
                     if cache.len() > max_states {
-                        return Verdict::Unknown;
+                        return Verdict::Unknown { at: stuck(deepest, &ev), linearized: deepest.0 };
                     }
                     // An operation that leaves the state as it is (a read, a CAS that failed)
                     // and fits now is placed now for good: any order that places it later can
                     // place it here instead, so deferring it is never tried.
-                    let keeps = match step {
-                        Step::Read(_) | Step::Cas(_, _, Some(false)) => true,
-                        Step::Write(_) | Step::Cas(..) => false,
-                    };
-                    stack.push((entry, state, keeps, passed_interchangeable && !steps[i].4));
-                    passed_interchangeable = false;
+                    let kept = matches!(entries[i].step, Step::Read(_) | Step::Cas(_, _, Some(false)));
+                    let passed_before = passed_unseen && !entries[i].unseen;
+                    stack.push(Choice { entry: candidate, state, kept, resume: scan_at, passed_unseen: passed_before });
+                    placed ^= keys[i];
                     state = s;
-                    unlink(&mut ev, entry);
-                    if let Some(r) = ev[entry].ret {
+                    unlink(&mut ev, candidate);
+                    if let Some(r) = ev[candidate].ret {
                         unlink(&mut ev, r);
                     }
                     if stack.len() > deepest.0 {
-                        deepest = (stack.len(), entry);
+                        deepest = (stack.len(), candidate);
                     }
                     entry = ev[0].next;
+                    passed_unseen = false;
                 }
-            }
-            if !fresh {
-                entry = ev[entry].next;
+                _ => entry = ev[entry].next,
             }
         } else {
-            // A return whose call is not linearized yet: undo the last choice (and the
-            // operations placed for good after it).
+            // A return whose call is not placed yet: undo the last choice (and the operations
+            // placed for good after it).
             loop {
-                let Some((top, prev_state, kept, passed)) = stack.pop() else {
-                    let at = steps[ev[deepest.1.max(1)].op].3.clone();
-                    return Verdict::Violation { at, linearized: deepest.0 };
+                let Some(c) = stack.pop() else {
+                    return Verdict::Violation { at: stuck(deepest, &ev), linearized: deepest.0 };
                 };
-                state = prev_state;
-                linearized ^= keys[ev[top].op];
-                if let Some(r) = ev[top].ret {
+                state = c.state;
+                let i = ev[c.entry].op;
+                placed ^= keys[i];
+                if let Some(r) = ev[c.entry].ret {
                     relink(&mut ev, r);
                 }
-                relink(&mut ev, top);
-                if !kept {
-                    entry = ev[top].next;
-                    passed_interchangeable = passed || steps[ev[top].op].4;
+                relink(&mut ev, c.entry);
+                if !c.kept {
+                    entry = ev[c.resume].next;
+                    passed_unseen = c.passed_unseen || entries[i].unseen;
                     break;
                 }
             }
