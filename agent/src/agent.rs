@@ -189,6 +189,7 @@ impl Agent {
             Arc::new(move || acl.agent_token())
         };
         let store = Arc::new(Store::new());
+        let shutdown = watch::channel(false).0;
         let data_dir = if config.dev { None } else { config.data_dir.clone() };
         let mut server = None;
         if config.server {
@@ -209,7 +210,8 @@ impl Agent {
             let r = openraft::Raft::new(rid, raft_config, network::Network::new(http.clone()), db.log_store(), sm)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
-            server = Some(Server::new(r, store.clone(), rid, peer, http));
+            let timing = raft::Timing::new(config.raft_multiplier, config.dev);
+            server = Some(Server::new(r, store.clone(), rid, peer, http, timing, shutdown.subscribe()));
         }
         let local = Local::load(data_dir.as_deref()).map_err(StartError::Local)?;
         let (results_tx, results_rx) = mpsc::unbounded_channel();
@@ -225,7 +227,7 @@ impl Agent {
             local_changed: watch::channel(0).0,
             session_timers: Mutex::new(HashMap::new()),
             session_wake: Notify::new(),
-            shutdown: watch::channel(false).0,
+            shutdown,
             started: Instant::now(),
             requests: AtomicU64::new(0),
             sync_lock: tokio::sync::Mutex::new(()),
@@ -898,31 +900,13 @@ impl Agent {
         }
     }
 
-    /// Watches leadership: a new leader restarts every session's TTL timer.
-    async fn leader_loop(self: Arc<Self>) {
-        let Some(server) = self.server.clone() else { return };
-        let mut metrics = server.raft.metrics();
-        let mut shutdown = self.shutdown.subscribe();
-        let mut was_leader = false;
-        loop {
-            let is_leader = server.is_leader();
-            if is_leader && !was_leader {
-                // The members, this server included, are registered by `leader::reconcile_loop`.
-                tracing::info!("cluster leadership acquired");
-                let sessions: Vec<(String, String)> =
-                    self.store.read().sessions.values().map(|s| (s.id.clone(), s.ttl.clone())).collect();
-                for (id, ttl) in sessions {
-                    if let Ok(d) = api::duration::parse(&ttl) {
-                        self.reset_session_timer(&id, d);
-                    }
-                }
-            } else if !is_leader && was_leader {
-                tracing::info!("cluster leadership lost");
-            }
-            was_leader = is_leader;
-            tokio::select! {
-                r = metrics.changed() => if r.is_err() { return },
-                _ = shutdown.changed() => return,
+    /// A new leader restarts every session's TTL timer (Consul's `initializeSessionTimers`).
+    pub fn restart_session_timers(&self) {
+        let sessions: Vec<(String, String)> =
+            self.store.read().sessions.values().map(|s| (s.id.clone(), s.ttl.clone())).collect();
+        for (id, ttl) in sessions {
+            if let Ok(d) = api::duration::parse(&ttl) {
+                self.reset_session_timer(&id, d);
             }
         }
     }
@@ -952,11 +936,10 @@ impl Agent {
 
     /// Starts the background loops (leader duties, anti-entropy, session expiry, watch sweeping).
     pub fn spawn_loops(self: &Arc<Self>) {
-        tokio::spawn(self.clone().leader_loop());
+        tokio::spawn(crate::leader::Duties { agent: self.clone() }.run(self.shutdown.subscribe()));
         tokio::spawn(self.clone().anti_entropy_loop());
         tokio::spawn(self.clone().session_expiry_loop());
         tokio::spawn(crate::leader::bootstrap_expect(self.clone()));
-        tokio::spawn(crate::leader::reconcile_loop(self.clone()));
         tokio::spawn(crate::acl::leader::run(self.clone()));
         tokio::spawn(crate::ca_leader::run(self.clone()));
         let me = self.clone();

@@ -1,8 +1,8 @@
 //! The server port (8300): only servers listen here, and only servers and agents of this
 //! cluster are answered. What it serves, and nothing more:
-//! - Raft's RPCs from other servers (`/raft/*`);
+//! - Raft's RPCs from other servers (`/raft/*`, with the pre-vote our Raft adds);
 //! - the internal RPCs of followers and client agents (`/rpc/*`: writes, read barriers, a
-//!   client's view of its node, DNS questions);
+//!   client's view of its node, DNS questions, a server's Raft stats for autopilot);
 //! - forwarded HTTP API requests (`/v1/...` with the forwarding header), and only for endpoints
 //!   a server answers for others (catalog, health, KV, sessions, status, operator, snapshots).
 //!   Agent-local actions (leave, join, reload, maintenance, service and check registration) are
@@ -224,7 +224,7 @@ async fn handle(
         Ok::<_, hyper::Response<Full<Bytes>>>(match path.as_str() {
             "/raft/append" => {
                 let r: AppendEntriesRequest<TypeConfig> = body(req, RAFT_BODY_MAX).await?;
-                reply(&server.raft.append_entries(r).await)
+                reply(&server.append_entries(r).await)
             }
             "/raft/vote" => {
                 let r: VoteRequest<u64> = body(req, rpc_max).await?;
@@ -232,8 +232,13 @@ async fn handle(
             }
             "/raft/snapshot" => {
                 let r: InstallSnapshotRequest<TypeConfig> = body(req, RAFT_BODY_MAX).await?;
-                reply(&server.raft.install_snapshot(r).await)
+                reply(&server.install_snapshot(r).await)
             }
+            "/raft/prevote" => {
+                let r: crate::raft::prevote::Request = body(req, rpc_max).await?;
+                reply(&server.pre_vote(&r))
+            }
+            "/rpc/stats" => reply(&server.stats()),
             "/rpc/apply" => {
                 // A client agent's (or another server's) own sync: allowed as its token allows.
                 let token = token_of(&req);

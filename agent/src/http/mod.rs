@@ -365,6 +365,9 @@ impl Ctx {
         // parked blocking query.
         let meta = Box::pin(server.prepare_read(opts.consistency)).await?;
         let (index, value) = blocking_query(&self.agent.store, opts.index, opts.wait, query).await;
+        server.confirm_read(&meta)?;
+        // As of the answer, not of the start of a blocking query.
+        let meta = server.read_meta();
         let headers = vec![
             (api::query::HEADER_INDEX, index.max(1).to_string()),
             (api::query::HEADER_KNOWN_LEADER, meta.known_leader.to_string()),
