@@ -101,6 +101,8 @@ pub struct Agent {
     pub wan: crate::cluster::Members,
     /// Gossip, once started (`serf::start`).
     pub gossip: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
+    /// A server's WAN pool (`serf::start_wan`); its members are in `wan`.
+    pub gossip_wan: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
     /// HTTP/2 connections to servers for forwarded API requests.
     pub forwarder: crate::forward::ForwardClient,
     /// HTTP/1 connections to servers' `/rpc/*` (a client agent's writes and catalog reads).
@@ -234,6 +236,7 @@ impl Agent {
             members: Default::default(),
             wan: Default::default(),
             gossip: Default::default(),
+            gossip_wan: Default::default(),
             forwarder: with_tls(crate::forward::client(peer_auth.clone())),
             rpc: with_tls(network::http_client(peer_auth.clone()).with_token(agent_token)),
             tls,
@@ -978,6 +981,9 @@ impl Agent {
     /// A graceful leave (`consul leave`, or SIGTERM on a client): the others see this agent
     /// Left, not Failed, and the leader deregisters it; then the agent stops.
     pub async fn leave(&self) {
+        if let Some(g) = self.gossip_wan.get() {
+            g.leave(Duration::from_secs(5)).await;
+        }
         if let Some(g) = self.gossip.get() {
             g.leave(Duration::from_secs(5)).await;
         }
@@ -986,6 +992,9 @@ impl Agent {
 
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+        if let Some(g) = self.gossip_wan.get() {
+            g.shutdown().await;
+        }
         if let Some(g) = self.gossip.get() {
             g.shutdown().await;
         }

@@ -99,6 +99,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         tokio::spawn(rpc.run(agent.shutdown.subscribe()));
     }
     crate::serf::start(&agent).await.context("starting gossip")?;
+    crate::serf::start_wan(&agent).await.context("starting WAN gossip")?;
     agent.bootstrap_if_alone().await.context("bootstrapping raft")?;
     let conns = crate::http::limits::ConnLimiter::new(config.http_max_conns_per_client);
     for (l, tls) in http_listeners {

@@ -11,9 +11,10 @@ use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// How many times a request has been forwarded (client → server → leader is the longest path).
+/// How many times a request has been forwarded (client → server → other datacenter's server →
+/// its leader is the longest path).
 pub const HEADER_HOPS: &str = "x-consul-forward-hops";
-const MAX_HOPS: u8 = 2;
+const MAX_HOPS: u8 = 4;
 
 /// Response headers passed back to the caller.
 const PASSED_HEADERS: &[&str] = &[
@@ -76,7 +77,8 @@ fn scope(endpoint: &Endpoint) -> Scope {
             Scope::Leader
         }
         InternalUiServices | InternalUiNodes | InternalUiNode(_) => Scope::Leader,
-        StatusLeader | StatusPeers => Scope::Server,
+        // A server knows the datacenters from its WAN pool.
+        StatusLeader | StatusPeers | CatalogDatacenters => Scope::Server,
         // ACL objects are Raft state, written on the leader.
         Acl(_) => Scope::Leader,
         ConfigApply | ConfigList(_) | ConfigGet(..) | ConfigDelete(..) => Scope::Leader,
@@ -164,6 +166,55 @@ pub async fn route(
             }
         }
     }
+}
+
+/// Answers a request for another datacenter (`?dc=`): a client agent hands it to one of its
+/// servers; a server sends it to a server of that datacenter, trying the next when one cannot
+/// be reached, and that server answers as if asked there (forwarding to its leader). `None`:
+/// the endpoint is this agent's own and takes no datacenter.
+#[allow(clippy::too_many_arguments)]
+pub async fn route_datacenter(
+    agent: &Agent,
+    endpoint: &Endpoint,
+    dc: &str,
+    method: &http::Method,
+    path_and_query: &str,
+    body: &Bytes,
+    hops: u8,
+    token: Option<&str>,
+) -> Option<Result<Reply, HttpError>> {
+    if scope(endpoint) == Scope::Agent {
+        return None;
+    }
+    if hops >= MAX_HOPS {
+        return Some(Err(HttpError::Internal("No path to datacenter".into())));
+    }
+    let token = match token {
+        Some(t) if !t.is_empty() => Some(t.to_string()),
+        _ if agent.acl.enabled() => Some(agent.acl.effective_secret(None).into_owned()),
+        _ => None,
+    };
+    let candidates: Vec<SocketAddr> = match &agent.server {
+        None => agent.pick_server().into_iter().collect(),
+        Some(_) => datacenter_servers(agent, &dc.to_ascii_lowercase()),
+    };
+    if candidates.is_empty() {
+        return Some(Err(HttpError::Internal("No path to datacenter".into())));
+    }
+    let mut last = String::new();
+    for addr in candidates {
+        match send(&agent.forwarder, addr, method, path_and_query, body.clone(), hops, token.as_deref()).await {
+            Ok(r) => return Some(Ok(r)),
+            Err(Failure::Other(e)) => return Some(Err(HttpError::Internal(e))),
+            Err(Failure::Connect(e)) => {
+                tracing::warn!(server = %addr, dc = %dc, error = %e, "server of another datacenter unreachable");
+                agent.members.bench(addr);
+                agent.wan.bench(addr);
+                last = e;
+            }
+        }
+    }
+    Some(Err(HttpError::Internal(last)))
 }
 
 /// How long a request waits for a leader during an election (Consul's rpc_hold_timeout).

@@ -1,6 +1,8 @@
 //! The agent's side of gossip (Consul's serf_lan): the tags it announces, joining (`-join`,
 //! `-retry-join`, `/v1/agent/join`), the member list fed into [`crate::cluster::Members`], user
-//! events in both directions, and leaving.
+//! events in both directions, and leaving. Servers also run the WAN pool (Consul's serf_wan, on
+//! `ports.serf_wan`): the servers of every datacenter, named `<node>.<dc>`, fed into
+//! `Agent::wan`, which `forward` uses to reach other datacenters.
 
 use crate::agent::Agent;
 use crate::cluster::tag;
@@ -87,6 +89,93 @@ pub async fn start(agent: &Arc<Agent>) -> anyhow::Result<Arc<Gossip>> {
         tokio::spawn(reconnect_servers(agent.clone(), g.clone()));
     }
     Ok(g)
+}
+
+/// Consul's default `serf_wan` port, used when a WAN join address has none.
+pub const DEFAULT_WAN_PORT: u16 = 8302;
+
+/// `host` with the WAN port when it names none (`10.0.0.1`, `[::1]`, `name`), else as given.
+fn wan_addr(addr: &str) -> String {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return addr.to_string();
+    }
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, DEFAULT_WAN_PORT).to_string(),
+        Err(_) if addr.contains(':') => addr.to_string(),
+        Err(_) => format!("{addr}:{DEFAULT_WAN_PORT}"),
+    }
+}
+
+/// Starts a server's WAN pool: every datacenter's servers, named `<node>.<dc>`.
+pub async fn start_wan(agent: &Arc<Agent>) -> anyhow::Result<Option<Arc<Gossip>>> {
+    let cfg = &agent.config;
+    if !cfg.server || cfg.ports.serf_wan < 0 {
+        return Ok(None);
+    }
+    let key = cfg.encrypt.as_deref().map(decode_key).transpose().map_err(anyhow::Error::msg)?;
+    let port = cfg.ports.serf_wan as u16;
+    let mut timing = if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::wan() };
+    timing.reap_after = cfg.reconnect_timeout;
+    let g = Gossip::start(gossip::Config {
+        node_name: format!("{}.{}", cfg.node_name, cfg.datacenter),
+        bind: SocketAddr::new(cfg.bind_addr, port),
+        advertise: SocketAddr::new(cfg.advertise_addr_wan, port),
+        tags: tags(cfg, &agent.node_id),
+        key,
+        timing,
+        snapshot: cfg.data_dir.as_ref().filter(|_| !cfg.dev).map(|d| d.join("serf").join("remote.snapshot")),
+    })
+    .await?;
+    let _ = agent.gossip_wan.set(g.clone());
+    agent.wan.set(g.members());
+    tokio::spawn(follow_wan(agent.clone(), g.clone()));
+    if !cfg.retry_join_wan.is_empty() {
+        let addrs: Vec<String> = cfg.retry_join_wan.iter().map(|a| wan_addr(a)).collect();
+        tokio::spawn(retry_join_wan(agent.clone(), g.clone(), addrs));
+    }
+    Ok(Some(g))
+}
+
+/// Joins the WAN pool through `addr` (`/v1/agent/join/:addr?wan`).
+pub async fn join_wan(agent: &Agent, addr: &str) -> Result<usize, String> {
+    let g = agent.gossip_wan.get().ok_or_else(|| "this agent is not a server: it has no WAN pool".to_string())?;
+    g.join(&[wan_addr(addr)]).await
+}
+
+/// Feeds the WAN pool's membership into `Agent::wan`.
+async fn follow_wan(agent: Arc<Agent>, g: Arc<Gossip>) {
+    let mut events = g.subscribe();
+    let mut shutdown = agent.shutdown.subscribe();
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = shutdown.changed() => return,
+        };
+        match ev {
+            Ok(Event::User(_)) => {}
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => agent.wan.set(g.members()),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// `-retry-join-wan`: tries the addresses every `retry_interval` until one answers; unlike
+/// the LAN join it never stops the agent (a datacenter serves its own without the others).
+async fn retry_join_wan(agent: Arc<Agent>, g: Arc<Gossip>, addrs: Vec<String>) {
+    let mut shutdown = agent.shutdown.subscribe();
+    loop {
+        match g.join(&addrs).await {
+            Ok(n) => {
+                tracing::info!(joined = n, "wan join completed");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "wan join failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(agent.config.retry_interval.max(Duration::from_millis(50))) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// How often a server tries to reach the servers gossip has Failed.

@@ -207,7 +207,9 @@ pub const TOP: &[(&str, Ty)] = &[
     ("recursors", Ty::Strings),
     ("rejoin_after_leave", Ty::Bool),
     ("retry_interval", Ty::Duration),
+    ("retry_interval_wan", Ty::Duration),
     ("retry_join", Ty::Strings),
+    ("retry_join_wan", Ty::Strings),
     ("retry_max", COUNT),
     ("server", Ty::Bool),
     ("service", Ty::Any),
@@ -215,7 +217,9 @@ pub const TOP: &[(&str, Ty)] = &[
     ("session_ttl_min", Ty::Duration),
     ("skip_leave_on_interrupt", Ty::Bool),
     ("start_join", Ty::Strings),
+    ("start_join_wan", Ty::Strings),
     ("telemetry", Ty::Any),
+    ("translate_wan_addrs", Ty::Bool),
     (
         "tls",
         Ty::Obj(&[
