@@ -35,6 +35,10 @@ pub fn tags(cfg: &Config, node_id: &str) -> BTreeMap<String, String> {
         if cfg.bootstrap {
             t.insert(tag::BOOTSTRAP.into(), "1".into());
         }
+        if cfg.ports.serf_wan >= 0 {
+            // As Consul: where the other servers of this datacenter flood-join our WAN pool.
+            t.insert("wan_join_port".into(), cfg.ports.serf_wan.to_string());
+        }
         if cfg.bootstrap_expect > 0 {
             t.insert(tag::EXPECT.into(), cfg.bootstrap_expect.to_string());
         }
@@ -51,8 +55,11 @@ pub fn decode_key(key: &str) -> Result<[u8; 32], String> {
 }
 
 fn timing(cfg: &Config) -> gossip::Timing {
-    let mut t = if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::lan() };
-    let g = &cfg.gossip_lan;
+    let t = if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::lan() };
+    tuned(t, &cfg.gossip_lan, cfg)
+}
+
+fn tuned(mut t: gossip::Timing, g: &crate::config::GossipLan, cfg: &Config) -> gossip::Timing {
     t.probe_interval = g.probe_interval.unwrap_or(t.probe_interval);
     t.probe_timeout = g.probe_timeout.unwrap_or(t.probe_timeout);
     t.gossip_interval = g.gossip_interval.unwrap_or(t.gossip_interval);
@@ -114,8 +121,7 @@ pub async fn start_wan(agent: &Arc<Agent>) -> anyhow::Result<Option<Arc<Gossip>>
     }
     let key = cfg.encrypt.as_deref().map(decode_key).transpose().map_err(anyhow::Error::msg)?;
     let port = cfg.ports.serf_wan as u16;
-    let mut timing = if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::wan() };
-    timing.reap_after = cfg.reconnect_timeout;
+    let timing = tuned(if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::wan() }, &cfg.gossip_wan, cfg);
     let g = Gossip::start(gossip::Config {
         node_name: format!("{}.{}", cfg.node_name, cfg.datacenter),
         bind: SocketAddr::new(cfg.bind_addr, port),
@@ -129,11 +135,41 @@ pub async fn start_wan(agent: &Arc<Agent>) -> anyhow::Result<Option<Arc<Gossip>>
     let _ = agent.gossip_wan.set(g.clone());
     agent.wan.set(g.members());
     tokio::spawn(follow_wan(agent.clone(), g.clone()));
+    tokio::spawn(flood_join(agent.clone(), g.clone()));
     if !cfg.retry_join_wan.is_empty() {
         let addrs: Vec<String> = cfg.retry_join_wan.iter().map(|a| wan_addr(a)).collect();
         tokio::spawn(retry_join_wan(agent.clone(), g.clone(), addrs));
     }
     Ok(Some(g))
+}
+
+/// Consul's flood join: every server of this datacenter in the LAN pool is joined into the WAN
+/// pool, so a datacenter joins another through any one of its servers.
+async fn flood_join(agent: Arc<Agent>, g: Arc<Gossip>) {
+    let mut shutdown = agent.shutdown.subscribe();
+    let dc = agent.config.datacenter.clone();
+    loop {
+        let wan: std::collections::HashSet<String> =
+            g.members().into_iter().filter(|m| m.status == gossip::MemberStatus::Alive).map(|m| m.name).collect();
+        let missing: Vec<String> = agent
+            .members
+            .all()
+            .iter()
+            .filter(|m| m.is_server() && m.tag(tag::DC) == dc && m.status == gossip::MemberStatus::Alive)
+            .filter(|m| !wan.contains(&format!("{}.{dc}", m.name)))
+            .filter_map(|m| Some(SocketAddr::new(m.addr.ip(), m.tag("wan_join_port").parse().ok()?).to_string()))
+            .collect();
+        if !missing.is_empty() {
+            if let Err(e) = g.join(&missing).await {
+                tracing::debug!(error = %e, "wan flood join failed");
+            }
+        }
+        tokio::select! {
+            _ = agent.members.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(if agent.config.dev { 1 } else { 10 })) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Joins the WAN pool through `addr` (`/v1/agent/join/:addr?wan`).

@@ -211,13 +211,27 @@ pub struct Config {
     pub primary_datacenter: String,
     /// `gossip_lan` tuning; unset fields keep Consul's LAN defaults.
     pub gossip_lan: GossipLan,
+    /// `gossip_wan` tuning; unset fields keep Consul's WAN defaults.
+    pub gossip_wan: GossipLan,
     /// How long a failed member is kept before it is reaped (`reconnect_timeout`, 72h).
     pub reconnect_timeout: Duration,
     /// The files and dirs it was loaded from, for `reload`.
     pub flags: AgentFlags,
 }
 
-/// Consul's `gossip_lan` block.
+/// A `gossip_lan` or `gossip_wan` block.
+fn gossip_tuning(f: &Map<String, Value>, block: &str) -> Result<GossipLan, ConfigError> {
+    Ok(GossipLan {
+        probe_interval: get_duration(f, &[block, "probe_interval"])?,
+        probe_timeout: get_duration(f, &[block, "probe_timeout"])?,
+        gossip_interval: get_duration(f, &[block, "gossip_interval"])?,
+        gossip_nodes: get_i64(f, &[block, "gossip_nodes"]).map(|v| v.max(1) as usize),
+        suspicion_mult: get_i64(f, &[block, "suspicion_mult"]).map(|v| v.max(1) as u32),
+        retransmit_mult: get_i64(f, &[block, "retransmit_mult"]).map(|v| v.max(1) as u32),
+    })
+}
+
+/// Consul's `gossip_lan` (and `gossip_wan`) block.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GossipLan {
     pub probe_interval: Option<Duration>,
@@ -819,14 +833,8 @@ impl Config {
             primary_datacenter: get_str(&f, &["primary_datacenter"])
                 .or_else(|| get_str(&f, &["acl_datacenter"]))
                 .unwrap_or_default(),
-            gossip_lan: GossipLan {
-                probe_interval: get_duration(&f, &["gossip_lan", "probe_interval"])?,
-                probe_timeout: get_duration(&f, &["gossip_lan", "probe_timeout"])?,
-                gossip_interval: get_duration(&f, &["gossip_lan", "gossip_interval"])?,
-                gossip_nodes: get_i64(&f, &["gossip_lan", "gossip_nodes"]).map(|v| v.max(1) as usize),
-                suspicion_mult: get_i64(&f, &["gossip_lan", "suspicion_mult"]).map(|v| v.max(1) as u32),
-                retransmit_mult: get_i64(&f, &["gossip_lan", "retransmit_mult"]).map(|v| v.max(1) as u32),
-            },
+            gossip_lan: gossip_tuning(&f, "gossip_lan")?,
+            gossip_wan: gossip_tuning(&f, "gossip_wan")?,
             reconnect_timeout: get_duration(&f, &["reconnect_timeout"])?.unwrap_or(Duration::from_secs(72 * 3600)),
             flags,
         })

@@ -157,6 +157,17 @@ pub const TOP: &[(&str, Ty)] = &[
             ("retransmit_mult", Ty::Int(1, 1024)),
         ]),
     ),
+    (
+        "gossip_wan",
+        Ty::Obj(&[
+            ("probe_interval", Ty::Duration),
+            ("probe_timeout", Ty::Duration),
+            ("gossip_interval", Ty::Duration),
+            ("gossip_nodes", Ty::Int(1, 1024)),
+            ("suspicion_mult", Ty::Int(1, 1024)),
+            ("retransmit_mult", Ty::Int(1, 1024)),
+        ]),
+    ),
     ("http_config", Ty::Obj(&[("response_headers", Ty::StrMap), ("allow_write_http_from", Ty::Strings)])),
     ("key_file", Ty::Str),
     ("leave_on_terminate", Ty::Bool),

@@ -823,7 +823,8 @@ where
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     if let Some(dc) = query.get("dc").filter(|d| !d.is_empty() && !d.eq_ignore_ascii_case(&agent.config.datacenter)) {
         let dc = dc.to_string();
-        let routed = crate::forward::route_datacenter(&agent, &endpoint, &dc, &method, pq, &body, hops, token.as_deref());
+        let routed =
+            crate::forward::route_datacenter(&agent, &endpoint, &dc, &method, pq, &body, hops, token.as_deref());
         if let Some(answer) = Box::pin(routed).await {
             return Err((method, path, answer));
         }

@@ -7,6 +7,7 @@ mod bad_input;
 mod cluster;
 mod connect;
 mod dns;
+mod federation;
 mod gossip;
 mod harness;
 mod http_api;
