@@ -63,6 +63,9 @@ pub struct Members {
     /// Servers that failed an RPC recently: skipped until the instant passes.
     benched: RwLock<HashMap<SocketAddr, Instant>>,
     changed: tokio::sync::Notify,
+    /// Network coordinates by member name (the WAN pool's: measured by `wan_rtt`), this
+    /// agent's own included.
+    coords: RwLock<HashMap<String, crate::coordinate::Coord>>,
 }
 
 /// What this agent saw of a member's history: since when it has its status, and when it last
@@ -101,8 +104,19 @@ impl Members {
             }
             seen.retain(|name, _| members.iter().any(|m| m.name == *name));
         }
+        self.coords.write().retain(|name, _| members.iter().any(|m| m.name == *name));
         *self.list.write() = members;
         self.changed.notify_waiters();
+    }
+
+    pub fn set_coordinate(&self, name: &str, c: crate::coordinate::Coord) {
+        if c.is_valid() {
+            self.coords.write().insert(name.to_string(), c);
+        }
+    }
+
+    pub fn coordinate(&self, name: &str) -> Option<crate::coordinate::Coord> {
+        self.coords.read().get(name).cloned()
     }
 
     /// [`Seen`] for every member.

@@ -296,8 +296,12 @@ pub fn datacenters_by_distance(agent: &Agent) -> Vec<String> {
         .collect();
     others.sort();
     others.dedup();
+    // Nearest first by the median estimated round trip; unknown distances last, by name.
+    let mut keyed: Vec<(f64, String)> =
+        others.into_iter().map(|d| (crate::wan_rtt::distance_to(agent, &d).unwrap_or(f64::INFINITY), d)).collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     let mut out = vec![local];
-    out.extend(others);
+    out.extend(keyed.into_iter().map(|(_, d)| d));
     out
 }
 

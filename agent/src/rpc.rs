@@ -284,6 +284,13 @@ async fn handle(
                         .map_err(|e| e.to_string());
                 reply(&answer)
             }
+            "/rpc/coordinate/ping" => {
+                // Another server measuring its round trip to this one: its coordinate for ours.
+                let (name, theirs): (String, crate::coordinate::Coord) = body(req, rpc_max).await?;
+                agent.wan.set_coordinate(&name, theirs);
+                let mine = agent.wan.coordinate(&crate::wan_rtt::wan_name(agent)).unwrap_or_default();
+                reply(&mine)
+            }
             "/rpc/acl/resolve" => {
                 let secret: String = body(req, rpc_max).await?;
                 let st = agent.store.read();

@@ -136,6 +136,7 @@ pub async fn start_wan(agent: &Arc<Agent>) -> anyhow::Result<Option<Arc<Gossip>>
     agent.wan.set(g.members());
     tokio::spawn(follow_wan(agent.clone(), g.clone()));
     tokio::spawn(flood_join(agent.clone(), g.clone()));
+    tokio::spawn(crate::wan_rtt::run(agent.clone()));
     if !cfg.retry_join_wan.is_empty() {
         let addrs: Vec<String> = cfg.retry_join_wan.iter().map(|a| wan_addr(a)).collect();
         tokio::spawn(retry_join_wan(agent.clone(), g.clone(), addrs));

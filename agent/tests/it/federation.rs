@@ -110,6 +110,18 @@ async fn two_datacenters_federated_over_the_wan() {
     assert_eq!(dcs, serde_json::json!(["dc1", "dc2"]));
     assert_eq!(json(&c2.get("/v1/catalog/datacenters").await)[0], "dc2");
 
+    // WAN coordinates measured for the six servers, listed per datacenter.
+    wait_for(LONG, "measured WAN coordinates of both datacenters", || async {
+        let v = json(&c1.get("/v1/coordinate/datacenters").await);
+        let list = v.as_array()?;
+        let measured = |i: usize| -> Option<usize> {
+            let coords = list.get(i)?["Coordinates"].as_array()?;
+            Some(coords.iter().filter(|c| c["Coord"]["Error"].as_f64().is_some_and(|e| e < 1.5)).count())
+        };
+        (list.len() == 2 && list[0]["Datacenter"] == "dc1" && measured(0)? == 3 && measured(1)? == 3).then_some(())
+    })
+    .await;
+
     // ?dc= writes and reads across, from a client of the other datacenter.
     let r = c1.put("/v1/kv/shared/greeting?dc=dc2", "hello from dc1").await;
     assert_eq!((r.status, text(&r).trim()), (200, "true"));
