@@ -944,6 +944,7 @@ impl Agent {
         tokio::spawn(self.clone().session_expiry_loop());
         tokio::spawn(crate::leader::bootstrap_expect(self.clone()));
         tokio::spawn(crate::acl::leader::run(self.clone()));
+        tokio::spawn(crate::acl::replication::run(self.clone()));
         tokio::spawn(crate::ca_leader::run(self.clone()));
         let me = self.clone();
         tokio::spawn(async move {

@@ -461,6 +461,9 @@ fn acl_config(f: &Map<String, Value>) -> Result<crate::acl::AclConfig, ConfigErr
     }
     c.enable_key_list_policy = get_bool(f, &["acl", "enable_key_list_policy"]).unwrap_or(false);
     c.enable_token_persistence = get_bool(f, &["acl", "enable_token_persistence"]).unwrap_or(false);
+    c.enable_token_replication = get_bool(f, &["acl", "enable_token_replication"])
+        .or_else(|| get_bool(f, &["enable_acl_replication"]))
+        .unwrap_or(false);
     let t = |new: &str, old_block: &str, legacy: &str| {
         s(&["acl", "tokens", new])
             .or_else(|| s(&["acl", "tokens", old_block]))

@@ -821,6 +821,24 @@ where
         }
     };
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Endpoint::Acl(acl) = &endpoint {
+        // Global ACL objects are written in the primary datacenter.
+        if let Some(primary) = crate::acl::replication::route_to_primary(&agent, acl, &method, &body) {
+            let routed = crate::forward::route_datacenter(
+                &agent,
+                &endpoint,
+                &primary,
+                &method,
+                pq,
+                &body,
+                hops,
+                token.as_deref(),
+            );
+            if let Some(answer) = Box::pin(routed).await {
+                return Err((method, path, answer));
+            }
+        }
+    }
     if let Some(dc) = query.get("dc").filter(|d| !d.is_empty() && !d.eq_ignore_ascii_case(&agent.config.datacenter)) {
         let dc = dc.to_string();
         let routed =

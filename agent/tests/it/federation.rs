@@ -243,3 +243,92 @@ async fn two_datacenters_federated_over_the_wan() {
     .await;
     drop((dc1, dc2));
 }
+
+/// ACLs across datacenters: dc1 is the primary; dc2 replicates its policies, roles and global
+/// tokens, forwards writes of global objects to it, and keeps its local tokens to itself.
+#[tokio::test]
+async fn acl_objects_replicate_from_the_primary_datacenter() {
+    use crate::acl::{req, MGMT};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, extra: serde_json::Value| {
+        let mut cfg = serde_json::json!({
+            "primary_datacenter": "dc1",
+            "acl": {"enabled": true, "default_policy": "deny", "enable_token_replication": true,
+                    "tokens": {"initial_management": MGMT, "replication": MGMT, "agent": MGMT}}
+        });
+        if let (Some(base), Some(more)) = (cfg.as_object_mut(), extra.as_object()) {
+            base.extend(more.clone());
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, cfg.to_string()).expect("write config");
+        format!("-config-file={}", path.display())
+    };
+    let (c1, c2) =
+        (write("dc1.json", serde_json::json!({})), write("dc2.json", serde_json::json!({"datacenter": "dc2"})));
+    let p = TestAgent::start("127.0.192.1", false, &[&c1, WAN_FAST]);
+    let s = TestAgent::start("127.0.193.1", false, &[&c2, WAN_FAST, "-retry-join-wan=127.0.192.1"]);
+    for a in [&p, &s] {
+        wait_for(LONG, "acl ready", || async {
+            (req(a, "GET", "/v1/acl/token/self", Some(MGMT), None).await.0 == 200).then_some(())
+        })
+        .await;
+    }
+
+    // A policy and a global token made in the primary work in the secondary.
+    let body = r#"{"Name": "app-read", "Rules": "key_prefix \"app/\" { policy = \"read\" }"}"#;
+    let (code, pol) = req(&p, "PUT", "/v1/acl/policy", Some(MGMT), Some(body)).await;
+    assert_eq!(code, 200, "{pol}");
+    let pol: serde_json::Value = serde_json::from_str(&pol).expect("json");
+    let body = serde_json::json!({"Description": "reader", "Policies": [{"ID": pol["ID"]}]}).to_string();
+    let (code, tok) = req(&p, "PUT", "/v1/acl/token", Some(MGMT), Some(&body)).await;
+    assert_eq!(code, 200, "{tok}");
+    let reader = serde_json::from_str::<serde_json::Value>(&tok).expect("json")["SecretID"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    assert_eq!(req(&s, "PUT", "/v1/kv/app/x", Some(MGMT), Some("in dc2")).await.0, 200);
+    wait_for(LONG, "the primary's token usable in dc2", || async {
+        let (code, body) = req(&s, "GET", "/v1/kv/app/x?raw", Some(&reader), None).await;
+        (code == 200 && body == "in dc2").then_some(())
+    })
+    .await;
+    assert_eq!(req(&s, "PUT", "/v1/kv/app/x", Some(&reader), Some("no")).await.0, 403);
+    let (_, status) = req(&s, "GET", "/v1/acl/replication", None, None).await;
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(
+        (&status["Enabled"], &status["Running"], &status["SourceDatacenter"], &status["ReplicationType"]),
+        (&serde_json::json!(true), &serde_json::json!(true), &serde_json::json!("dc1"), &serde_json::json!("tokens")),
+        "{status}"
+    );
+    assert!(status["ReplicatedIndex"].as_u64().is_some_and(|i| i > 0), "{status}");
+    let (_, status) = req(&p, "GET", "/v1/acl/replication", None, None).await;
+    assert!(status.contains(r#""Enabled":false"#), "{status}");
+
+    // A policy written in the secondary is written in the primary, and comes back.
+    let body = r#"{"Name": "made-in-dc2", "Rules": "node_prefix \"\" { policy = \"read\" }"}"#;
+    let (code, out) = req(&s, "PUT", "/v1/acl/policy", Some(MGMT), Some(body)).await;
+    assert_eq!(code, 200, "{out}");
+    let (_, list) = req(&p, "GET", "/v1/acl/policies", Some(MGMT), None).await;
+    assert!(list.contains("made-in-dc2"), "{list}");
+    wait_for(LONG, "the policy replicated back to dc2", || async {
+        req(&s, "GET", "/v1/acl/policies", Some(MGMT), None).await.1.contains("made-in-dc2").then_some(())
+    })
+    .await;
+
+    // A local token stays in dc2, through replication rounds.
+    let body =
+        serde_json::json!({"Description": "dc2 only", "Local": true, "Policies": [{"ID": pol["ID"]}]}).to_string();
+    let (code, tok) = req(&s, "PUT", "/v1/acl/token", Some(MGMT), Some(&body)).await;
+    assert_eq!(code, 200, "{tok}");
+    let local = serde_json::from_str::<serde_json::Value>(&tok).expect("json")["SecretID"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let before = req(&s, "GET", "/v1/acl/replication", None, None).await.1;
+    wait_for(LONG, "another replication round", || async {
+        (req(&s, "GET", "/v1/acl/replication", None, None).await.1 != before).then_some(())
+    })
+    .await;
+    assert_eq!(req(&s, "GET", "/v1/kv/app/x?raw", Some(&local), None).await.0, 200);
+    assert_eq!(req(&p, "GET", "/v1/kv/app/x?raw", Some(&local), None).await.0, 403, "a local token is unknown in dc1");
+}
