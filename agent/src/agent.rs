@@ -324,9 +324,10 @@ impl Agent {
     /// This agent's catalog node.
     pub fn node(&self) -> Node {
         let addr = self.config.advertise_addr.to_string();
+        let wan = self.config.advertise_addr_wan.to_string();
         let mut tagged = BTreeMap::new();
-        for k in ["lan", "lan_ipv4", "wan", "wan_ipv4"] {
-            tagged.insert(k.to_string(), addr.clone());
+        for (k, a) in [("lan", &addr), ("lan_ipv4", &addr), ("wan", &wan), ("wan_ipv4", &wan)] {
+            tagged.insert(k.to_string(), a.clone());
         }
         let mut meta = self.config.node_meta.clone();
         meta.insert("consul-network-segment".into(), String::new());

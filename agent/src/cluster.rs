@@ -224,7 +224,10 @@ fn deregister(node: &str) -> Command {
 
 fn register_member(m: &Member, state: &State, status: crate::structs::Status, output: &str) -> Command {
     let address = m.addr.ip().to_string();
-    // The agent's own anti-entropy owns the node's metadata; keep what it wrote.
+    // The agent's own anti-entropy owns the node's metadata; keep what it wrote, also when it
+    // writes between this command's making and its apply: the node is only replaced when its
+    // address or ID changed.
+    let keep = state.nodes.get(&m.name).is_none_or(|n| n.address == address && n.id == m.tag(tag::ID));
     let mut node = state.nodes.get(&m.name).cloned().unwrap_or_else(|| {
         let mut tagged = BTreeMap::new();
         for k in ["lan", "lan_ipv4", "wan", "wan_ipv4"] {
@@ -251,7 +254,7 @@ fn register_member(m: &Member, state: &State, status: crate::structs::Status, ou
         port: m.tag(tag::PORT).parse().unwrap_or(8300),
         ..Default::default()
     });
-    Command::Register(RegisterRequest { node, service, checks: vec![serf], skip_node_update: false })
+    Command::Register(RegisterRequest { node, service, checks: vec![serf], skip_node_update: keep })
 }
 
 /// A change to the Raft configuration that autopilot wants.

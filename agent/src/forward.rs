@@ -204,6 +204,7 @@ pub async fn route_datacenter(
     let mut last = String::new();
     for addr in candidates {
         match send(&agent.forwarder, addr, method, path_and_query, body.clone(), hops, token.as_deref()).await {
+            Ok(r) if agent.config.translate_wan_addrs && agent.server.is_some() => return Some(Ok(translate_wan(r))),
             Ok(r) => return Some(Ok(r)),
             Err(Failure::Other(e)) => return Some(Err(HttpError::Internal(e))),
             Err(Failure::Connect(e)) => {
@@ -215,6 +216,49 @@ pub async fn route_datacenter(
         }
     }
     Some(Err(HttpError::Internal(last)))
+}
+
+/// `translate_wan_addrs`: in another datacenter's answer, every node's and service's address
+/// becomes its WAN address (`TaggedAddresses.wan`), as Consul's servers rewrite them, and the
+/// answer says so (`X-Consul-Translate-Addresses`).
+fn translate_wan(mut reply: Reply) -> Reply {
+    let Body::Forwarded { bytes, content_type } = &reply.body else { return reply };
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(bytes) else { return reply };
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            serde_json::Value::Object(o) => {
+                let wan = |key: &str, o: &serde_json::Map<String, serde_json::Value>| {
+                    o.get(key)?.get("wan")?.as_str().filter(|a| !a.is_empty()).map(str::to_string)
+                };
+                // A node (catalog and health answers).
+                if let (Some(w), true) = (wan("TaggedAddresses", o), o.contains_key("Address")) {
+                    o.insert("Address".into(), w.into());
+                }
+                // A service in a catalog answer: its own WAN address, else the node's.
+                if o.contains_key("ServiceAddress") {
+                    let w = o
+                        .get("ServiceTaggedAddresses")
+                        .and_then(|t| t.get("wan"))
+                        .and_then(|t| t.get("Address"))
+                        .and_then(|a| a.as_str())
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string);
+                    if let Some(w) = w {
+                        o.insert("ServiceAddress".into(), w.into());
+                    }
+                }
+                o.values_mut().for_each(walk);
+            }
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    let Ok(out) = serde_json::to_vec(&v) else { return reply };
+    reply.body = Body::Forwarded { bytes: Bytes::from(out), content_type: content_type.clone() };
+    reply.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("X-Consul-Translate-Addresses"));
+    reply.headers.push(("X-Consul-Translate-Addresses", "true".into()));
+    reply
 }
 
 /// How long a request waits for a leader during an election (Consul's rpc_hold_timeout).
