@@ -151,8 +151,8 @@ fn exact_query(source: &str, destination: &str) -> Vec<(String, String)> {
 
 /// `GET /v1/connect/intentions/exact`: the intention, or `None` on a 404.
 async fn get_exact(ctx: &Ctx, source: &str, destination: &str) -> Result<Option<Value>, CallError> {
-    let sent = ctx.send(Method::GET, "/v1/connect/intentions/exact", &exact_query(source, destination), None, true, None);
-    match sent.await {
+    let query = exact_query(source, destination);
+    match ctx.send(Method::GET, "/v1/connect/intentions/exact", &query, None, true, None).await {
         Ok(resp) => serde_json::from_slice(&resp.body)
             .map(Some)
             .map_err(|e| CallError::Decode(format!("decoding the answer from /v1/connect/intentions/exact: {e}"))),
