@@ -11,9 +11,10 @@ use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// How many times a request has been forwarded (client → server → leader is the longest path).
+/// How many times a request has been forwarded (client → server → other datacenter's server →
+/// its leader is the longest path).
 pub const HEADER_HOPS: &str = "x-consul-forward-hops";
-const MAX_HOPS: u8 = 2;
+const MAX_HOPS: u8 = 4;
 
 /// Response headers passed back to the caller.
 const PASSED_HEADERS: &[&str] = &[
@@ -71,9 +72,13 @@ fn scope(endpoint: &Endpoint) -> Scope {
         | OperatorAutopilotHealth
         | OperatorUsage
         | OperatorRaftTransferLeader => Scope::Leader,
-        SnapshotSave | SnapshotRestore | QueryList => Scope::Leader,
+        SnapshotSave | SnapshotRestore => Scope::Leader,
+        QueryList | QueryCreate | QueryGet(_) | QueryUpdate(_) | QueryDelete(_) | QueryExecute(_) | QueryExplain(_) => {
+            Scope::Leader
+        }
         InternalUiServices | InternalUiNodes | InternalUiNode(_) => Scope::Leader,
-        StatusLeader | StatusPeers => Scope::Server,
+        // A server knows the datacenters from its WAN pool.
+        StatusLeader | StatusPeers | CatalogDatacenters => Scope::Server,
         // ACL objects are Raft state, written on the leader.
         Acl(_) => Scope::Leader,
         ConfigApply | ConfigList(_) | ConfigGet(..) | ConfigDelete(..) => Scope::Leader,
@@ -163,6 +168,55 @@ pub async fn route(
     }
 }
 
+/// Answers a request for another datacenter (`?dc=`): a client agent hands it to one of its
+/// servers; a server sends it to a server of that datacenter, trying the next when one cannot
+/// be reached, and that server answers as if asked there (forwarding to its leader). `None`:
+/// the endpoint is this agent's own and takes no datacenter.
+#[allow(clippy::too_many_arguments)]
+pub async fn route_datacenter(
+    agent: &Agent,
+    endpoint: &Endpoint,
+    dc: &str,
+    method: &http::Method,
+    path_and_query: &str,
+    body: &Bytes,
+    hops: u8,
+    token: Option<&str>,
+) -> Option<Result<Reply, HttpError>> {
+    if scope(endpoint) == Scope::Agent {
+        return None;
+    }
+    if hops >= MAX_HOPS {
+        return Some(Err(HttpError::Internal("No path to datacenter".into())));
+    }
+    let token = match token {
+        Some(t) if !t.is_empty() => Some(t.to_string()),
+        _ if agent.acl.enabled() => Some(agent.acl.effective_secret(None).into_owned()),
+        _ => None,
+    };
+    let candidates: Vec<SocketAddr> = match &agent.server {
+        None => agent.pick_server().into_iter().collect(),
+        Some(_) => datacenter_servers(agent, &dc.to_ascii_lowercase()),
+    };
+    if candidates.is_empty() {
+        return Some(Err(HttpError::Internal("No path to datacenter".into())));
+    }
+    let mut last = String::new();
+    for addr in candidates {
+        match send(&agent.forwarder, addr, method, path_and_query, body.clone(), hops, token.as_deref()).await {
+            Ok(r) => return Some(Ok(r)),
+            Err(Failure::Other(e)) => return Some(Err(HttpError::Internal(e))),
+            Err(Failure::Connect(e)) => {
+                tracing::warn!(server = %addr, dc = %dc, error = %e, "server of another datacenter unreachable");
+                agent.members.bench(addr);
+                agent.wan.bench(addr);
+                last = e;
+            }
+        }
+    }
+    Some(Err(HttpError::Internal(last)))
+}
+
 /// How long a request waits for a leader during an election (Consul's rpc_hold_timeout).
 const HOLD: Duration = Duration::from_secs(7);
 
@@ -217,4 +271,72 @@ pub async fn send(
         .collect();
     let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
     Ok(Reply { status: parts.status.as_u16(), body: Body::Forwarded { bytes, content_type }, headers })
+}
+
+/// The alive servers of datacenter `dc`: the LAN pool's for this agent's own, the WAN pool's
+/// (servers only) for the others.
+pub fn datacenter_servers(agent: &Agent, dc: &str) -> Vec<SocketAddr> {
+    if dc.eq_ignore_ascii_case(&agent.config.datacenter) {
+        agent.members.servers(&agent.config.datacenter, &agent.config.node_name)
+    } else {
+        agent.wan.servers(dc, &agent.config.node_name)
+    }
+}
+
+/// Every known datacenter, this one first, then the others nearest first (by the WAN
+/// coordinates when known, else by name).
+pub fn datacenters_by_distance(agent: &Agent) -> Vec<String> {
+    let local = agent.config.datacenter.clone();
+    let mut others: Vec<String> = agent
+        .wan
+        .all()
+        .iter()
+        .map(|m| m.tag(crate::cluster::tag::DC).to_string())
+        .filter(|d| !d.is_empty() && *d != local)
+        .collect();
+    others.sort();
+    others.dedup();
+    // Nearest first by the median estimated round trip; unknown distances last, by name.
+    let mut keyed: Vec<(f64, String)> =
+        others.into_iter().map(|d| (crate::wan_rtt::distance_to(agent, &d).unwrap_or(f64::INFINITY), d)).collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let mut out = vec![local];
+    out.extend(keyed.into_iter().map(|(_, d)| d));
+    out
+}
+
+/// An internal RPC (`/rpc/...`) to a server of datacenter `dc`, trying the next server when one
+/// cannot be reached. `Err` says why no server answered.
+pub async fn call_datacenter<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    agent: &Agent,
+    dc: &str,
+    path: &str,
+    body: &Req,
+    token: Option<&str>,
+) -> Result<Resp, String> {
+    let servers = datacenter_servers(agent, dc);
+    if servers.is_empty() {
+        return Err("No path to datacenter".into());
+    }
+    let mut last = String::new();
+    for addr in servers {
+        match crate::raft::network::post_json_as(
+            &agent.forwarder,
+            &addr.to_string(),
+            path,
+            body,
+            Duration::from_secs(10),
+            token,
+        )
+        .await
+        {
+            Ok(v) => return Ok(v),
+            Err(crate::raft::network::PostError::Unreachable(e)) => {
+                agent.wan.bench(addr);
+                last = e;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!("Remote DC has no server currently reachable: {last}"))
 }

@@ -298,6 +298,13 @@ pub enum Command {
         ca: serde_json::Value,
         cas: Option<u64>,
     },
+    /// Creates or replaces a prepared query (Consul's JSON with its `ID`).
+    QuerySet {
+        query: serde_json::Value,
+    },
+    QueryDelete {
+        id: String,
+    },
 }
 
 impl Command {

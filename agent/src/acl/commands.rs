@@ -56,6 +56,18 @@ pub fn authorize(id: &Identity, cmd: &Command, state: &State) -> Result<(), AclE
             config_entry_write(id, kind, name)
         }
         Command::ConfigEntryDelete { kind, name, .. } => config_entry_write(id, kind, name),
+        Command::QuerySet { query } => {
+            id.require(Resource::Query, query.get("Name").and_then(|v| v.as_str()).unwrap_or_default(), Access::Write)
+        }
+        Command::QueryDelete { id: qid } => {
+            let name = state
+                .prepared_queries
+                .get(qid)
+                .and_then(|q| q.get("Name"))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            id.require(Resource::Query, name, Access::Write)
+        }
         Command::CoordinateBatch(updates) => {
             updates.iter().try_for_each(|(node, _)| id.require(Resource::Node, node, Access::Write))
         }

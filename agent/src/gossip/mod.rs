@@ -120,6 +120,22 @@ impl Timing {
         }
     }
 
+    /// Consul's WAN defaults (memberlist's `DefaultWANConfig`): slower probes and a longer
+    /// suspicion, for links between datacenters.
+    pub fn wan() -> Timing {
+        Timing {
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(3),
+            gossip_interval: Duration::from_millis(500),
+            gossip_nodes: 4,
+            suspicion_mult: 6,
+            retransmit_mult: 4,
+            push_pull_interval: Duration::from_secs(60),
+            reap_after: Duration::from_secs(72 * 3600),
+            reconnect_interval: Duration::from_secs(30),
+        }
+    }
+
     /// Fast timings for `-dev` and tests on loopback: a killed agent is Failed within about 1s.
     pub fn dev() -> Timing {
         Timing {

@@ -226,15 +226,34 @@ fn coord() -> Value {
 }
 
 pub async fn coordinate_datacenters(ctx: &Ctx) -> HttpResult {
-    let servers: Vec<Value> = ctx
-        .agent
-        .store
-        .read()
-        .all_services()
-        .filter(|(_, s)| s.id == "consul")
-        .map(|(n, _)| json!({"Node": format!("{n}.{}", ctx.agent.config.datacenter), "Coord": coord()}))
+    let agent = &ctx.agent;
+    if agent.gossip_wan.get().is_none() {
+        // No WAN pool: this datacenter's servers, without measurements.
+        let servers: Vec<Value> = agent
+            .store
+            .read()
+            .all_services()
+            .filter(|(_, s)| s.id == "consul")
+            .map(|(n, _)| json!({"Node": format!("{n}.{}", agent.config.datacenter), "Coord": coord()}))
+            .collect();
+        return Ok(Reply::json(
+            &json!([{"Datacenter": agent.config.datacenter, "AreaID": "WAN", "Coordinates": servers}]),
+        ));
+    }
+    // Every datacenter of the WAN pool, nearest first, with the coordinates measured so far.
+    let members = agent.wan.all();
+    let list: Vec<Value> = crate::forward::datacenters_by_distance(agent)
+        .into_iter()
+        .map(|dc| {
+            let coords: Vec<Value> = members
+                .iter()
+                .filter(|m| m.tag(crate::cluster::tag::DC) == dc && m.status == crate::gossip::MemberStatus::Alive)
+                .filter_map(|m| Some(json!({"Node": m.name, "Coord": agent.wan.coordinate(&m.name)?})))
+                .collect();
+            json!({"Datacenter": dc, "AreaID": "WAN", "Coordinates": coords})
+        })
         .collect();
-    Ok(Reply::json(&json!([{"Datacenter": ctx.agent.config.datacenter, "AreaID": "WAN", "Coordinates": servers}])))
+    Ok(Reply::json(&list))
 }
 
 pub async fn coordinate_nodes(ctx: &Ctx) -> HttpResult {

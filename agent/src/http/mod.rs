@@ -10,6 +10,7 @@ mod handlers_catalog;
 mod handlers_connect;
 mod handlers_kv;
 mod handlers_misc;
+mod handlers_query;
 mod handlers_session;
 pub mod limits;
 pub mod routes;
@@ -364,6 +365,9 @@ impl Ctx {
         // parked blocking query.
         let meta = Box::pin(server.prepare_read(opts.consistency)).await?;
         let (index, value) = blocking_query(&self.agent.store, opts.index, opts.wait, query).await;
+        server.confirm_read(&meta)?;
+        // As of the answer, not of the start of a blocking query.
+        let meta = server.read_meta();
         let headers = vec![
             (api::query::HEADER_INDEX, index.max(1).to_string()),
             (api::query::HEADER_KNOWN_LEADER, meta.known_leader.to_string()),
@@ -434,7 +438,7 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         SessionList => h!(handlers_session::list(&ctx)),
         CatalogRegister => h!(handlers_catalog::register(&ctx)),
         CatalogDeregister => h!(handlers_catalog::deregister(&ctx)),
-        CatalogDatacenters => now!(Ok(Reply::json(&vec![ctx.agent.config.datacenter.clone()]))),
+        CatalogDatacenters => now!(Ok(Reply::json(&crate::forward::datacenters_by_distance(&ctx.agent)))),
         CatalogNodes => h!(handlers_catalog::nodes(&ctx)),
         CatalogServices => h!(handlers_catalog::services(&ctx)),
         CatalogService(s) => h!(handlers_catalog::service(&ctx, &s, false)),
@@ -510,7 +514,13 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         OperatorRaftTransferLeader => h!(handlers_misc::transfer_leader(&ctx)),
         SnapshotSave => h!(handlers_misc::snapshot_save(&ctx)),
         SnapshotRestore => h!(handlers_misc::snapshot_restore(&ctx)),
-        QueryList => now!(Ok(Reply::json(&Vec::<serde_json::Value>::new()))),
+        QueryList => h!(handlers_query::list(&ctx)),
+        QueryCreate => h!(handlers_query::create(&ctx)),
+        QueryGet(id) => h!(handlers_query::get(&ctx, &id)),
+        QueryUpdate(id) => h!(handlers_query::update(&ctx, &id)),
+        QueryDelete(id) => h!(handlers_query::delete(&ctx, &id)),
+        QueryExecute(id) => h!(handlers_query::execute(&ctx, &id)),
+        QueryExplain(id) => h!(handlers_query::explain(&ctx, &id)),
         InternalUiServices => h!(handlers_catalog::ui_services(&ctx)),
         InternalUiNodes => h!(handlers_catalog::ui_nodes(&ctx, None)),
         InternalUiNode(n) => h!(handlers_catalog::ui_nodes(&ctx, Some(&n))),
@@ -577,7 +587,15 @@ pub type Response = hyper::Response<http_body_util::combinators::BoxBody<Bytes, 
 /// In two stages, each its own allocation: preparing (the body, forwarding to another agent)
 /// and answering. Only the second lives while a blocking query waits, so a parked query holds its
 /// `Ctx` and its handler's state, not the request head, the body reader or the forwarding state.
-pub fn handle(agent: Arc<Agent>, req: hyper::Request<Incoming>) -> impl Future<Output = Response> + Send {
+///
+/// Generic over the body so that the fuzz targets can answer requests in process (hyper's
+/// `Incoming` cannot be built by hand); the server ports use it with `Incoming`.
+pub fn handle<B>(agent: Arc<Agent>, req: hyper::Request<B>) -> impl Future<Output = Response> + Send
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     agent.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query());
@@ -755,11 +773,15 @@ struct Head {
 
 /// Routes the request, reads its body and forwards it if another agent answers it. `Ok` is a
 /// request for this agent's handlers; `Err` an answer already (with the method and path to log).
-async fn prepare(
+async fn prepare<B>(
     agent: Arc<Agent>,
     req: Head,
-    body: Incoming,
-) -> Result<(Ctx, Endpoint), (http::Method, String, HttpResult)> {
+    body: B,
+) -> Result<(Ctx, Endpoint), (http::Method, String, HttpResult)>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let Head { bad_head, unclean, write_refused, token, method, path, query, accept, hops, uri } = req;
     if let Some(what) = bad_head {
         return Err((method, path, Err(HttpError::BadHead(what))));
@@ -786,11 +808,6 @@ async fn prepare(
             return Err((method, path, Err(HttpError::BadRequest(e))));
         }
     }
-    if let Some(dc) = query.get("dc").filter(|d| !d.is_empty()) {
-        if !dc.eq_ignore_ascii_case(&agent.config.datacenter) {
-            return Err((method, path, Err(HttpError::Internal("No path to datacenter".into()))));
-        }
-    }
     let limit = body_limit(&agent.config);
     let body = match Box::pin(Limited::new(body, limit).collect()).await {
         Ok(b) => b.to_bytes(),
@@ -804,6 +821,14 @@ async fn prepare(
         }
     };
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Some(dc) = query.get("dc").filter(|d| !d.is_empty() && !d.eq_ignore_ascii_case(&agent.config.datacenter)) {
+        let dc = dc.to_string();
+        let routed =
+            crate::forward::route_datacenter(&agent, &endpoint, &dc, &method, pq, &body, hops, token.as_deref());
+        if let Some(answer) = Box::pin(routed).await {
+            return Err((method, path, answer));
+        }
+    }
     if let Some(answer) =
         Box::pin(crate::forward::route(&agent, &endpoint, &method, &query, pq, &body, hops, token.as_deref())).await
     {
@@ -816,7 +841,10 @@ async fn prepare(
     Ok((Ctx { agent, method, path, query, accept, body, identity }, endpoint))
 }
 
+pub use handlers_catalog::service_entries;
 pub use handlers_connect::issue_leaf;
+pub use handlers_query::execute_here as execute_query_here;
+pub use handlers_query::failover as query_failover;
 
 /// The largest request body: past the largest thing Consul accepts it is 413, not memory.
 pub fn body_limit(config: &crate::config::Config) -> usize {
@@ -999,7 +1027,7 @@ mod size_tests {
         fn size_of_ret2<A, B, Fut, F: Fn(A, B) -> Fut>(_: F) -> usize {
             std::mem::size_of::<Fut>()
         }
-        let handle = size_of_ret2(super::handle);
+        let handle = size_of_ret2(super::handle::<hyper::body::Incoming>);
         eprintln!("sizes: handle {handle} kv get answer {answer}");
         assert!(handle <= 64, "handle future is {handle} bytes");
         // 584 bytes today (832 before the last trims: the answer and the watch set dropped

@@ -90,6 +90,12 @@ pub enum Endpoint {
     SnapshotSave,
     SnapshotRestore,
     QueryList,
+    QueryCreate,
+    QueryGet(String),
+    QueryUpdate(String),
+    QueryDelete(String),
+    QueryExecute(String),
+    QueryExplain(String),
     InternalUiServices,
     InternalUiNodes,
     InternalUiNode(String),
@@ -242,6 +248,18 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
             None => Err(HttpError::NotFound(String::new())),
         };
     }
+    if path == "/v1/query" || path == "/v1/query/" {
+        return methods!("GET" => QueryList, "POST" => QueryCreate);
+    }
+    if let Some(rest) = path.strip_prefix("/v1/query/").filter(|r| !r.is_empty()) {
+        return match rest.rsplit_once('/') {
+            Some((id, "execute")) => methods!("GET" => QueryExecute(id.to_string())),
+            Some((id, "explain")) => methods!("GET" => QueryExplain(id.to_string())),
+            _ => {
+                methods!("GET" => QueryGet(rest.to_string()), "PUT" => QueryUpdate(rest.to_string()), "DELETE" => QueryDelete(rest.to_string()))
+            }
+        };
+    }
     if path == "/v1/config" {
         return methods!("PUT" => ConfigApply);
     }
@@ -345,7 +363,6 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
         ("/v1/operator/usage", &["GET"], OperatorUsage),
         ("/v1/operator/keyring", &["GET", "POST", "PUT", "DELETE"], OperatorKeyring),
         ("/v1/operator/raft/transfer-leader", &["POST", "PUT"], OperatorRaftTransferLeader),
-        ("/v1/query", &["GET"], QueryList),
         ("/v1/internal/ui/services", &["GET"], InternalUiServices),
         ("/v1/internal/ui/nodes", &["GET"], InternalUiNodes),
     ];

@@ -95,6 +95,30 @@ pub(super) fn apply(state: &mut State, index: u64, req: &Request, ch: &mut Chang
             ch.table(Table::Coordinates);
             Response::Ok
         }
+        Command::QuerySet { query } => {
+            let id = query.get("ID").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let create = state
+                .prepared_queries
+                .get(&id)
+                .and_then(|q| q.get("CreateIndex"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(index);
+            let mut q = query.clone();
+            if let Some(m) = q.as_object_mut() {
+                m.insert("CreateIndex".into(), create.into());
+                m.insert("ModifyIndex".into(), index.into());
+            }
+            state.prepared_queries.insert(id, q);
+            state.index.prepared_queries = index;
+            ch.table(Table::PreparedQueries);
+            Response::Ok
+        }
+        Command::QueryDelete { id } => {
+            state.prepared_queries.remove(id);
+            state.index.prepared_queries = index;
+            ch.table(Table::PreparedQueries);
+            Response::Ok
+        }
         Command::ConnectCaSet { ca, cas } => {
             let current =
                 state.connect_ca.as_ref().and_then(|c| c.get("ModifyIndex")).and_then(|v| v.as_u64()).unwrap_or(0);
@@ -521,6 +545,13 @@ fn session_invalidate(state: &mut State, index: u64, id: &str, now: u64, ch: &mu
     let Some(session) = state.sessions.remove(id) else { return };
     state.index.sessions = index;
     ch.table(Table::Sessions);
+    // A prepared query bound to the session goes with it, as in Consul.
+    let before = state.prepared_queries.len();
+    state.prepared_queries.retain(|_, q| q.get("Session").and_then(|s| s.as_str()) != Some(id));
+    if state.prepared_queries.len() != before {
+        state.index.prepared_queries = index;
+        ch.table(Table::PreparedQueries);
+    }
     let held: Vec<String> =
         state.kv.values().filter(|e| e.session.as_deref() == Some(id)).map(|e| e.key.clone()).collect();
     for key in held {

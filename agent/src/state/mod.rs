@@ -27,6 +27,8 @@ pub struct Indexes {
     pub coordinates: u64,
     #[serde(default)]
     pub connect_ca: u64,
+    #[serde(default)]
+    pub prepared_queries: u64,
 }
 
 /// Everything the store holds; also the snapshot format.
@@ -63,6 +65,9 @@ pub struct State {
     /// The Connect CA: its configuration, roots and (private) signing key, as one JSON value.
     #[serde(default)]
     pub connect_ca: Option<serde_json::Value>,
+    /// Prepared queries as Consul's JSON, by ID.
+    #[serde(default)]
+    pub prepared_queries: BTreeMap<String, serde_json::Value>,
 }
 
 pub type Snapshot = State;

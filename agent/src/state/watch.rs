@@ -19,9 +19,10 @@ pub enum Table {
     ConfigEntries,
     Coordinates,
     ConnectCa,
+    PreparedQueries,
 }
 
-const TABLES: [Table; 9] = [
+const TABLES: [Table; 10] = [
     Table::Nodes,
     Table::Services,
     Table::Checks,
@@ -31,6 +32,7 @@ const TABLES: [Table; 9] = [
     Table::ConfigEntries,
     Table::Coordinates,
     Table::ConnectCa,
+    Table::PreparedQueries,
 ];
 
 /// What one committed write touched; the store turns it into wake-ups.
