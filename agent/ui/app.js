@@ -1347,7 +1347,11 @@ function intentionPage(signal, source, destination) {
   const save = async (ev) => {
     ev.preventDefault();
     try {
-      const body = { SourceType: 'consul', Action: chosen('intention-action'), Description: description.value, Meta: (current && current.Meta) || {} };
+      const body = { SourceType: 'consul', Description: description.value, Meta: (current && current.Meta) || {} };
+      // An L7 intention has permissions instead of an action: keep them as they are.
+      const perms = (current && current.Permissions) || [];
+      if (perms.length) body.Permissions = perms;
+      else body.Action = chosen('intention-action');
       await api('PUT', `/v1/connect/intentions/exact?${q}`, JSON.stringify(body));
       edited = false;
       say('ok', 'Saved.');

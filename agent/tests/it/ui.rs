@@ -815,6 +815,24 @@ async fn intentions_created_edited_and_deleted_in_the_page_and_config_entries_re
     click(&page, "#config-kinds a[data-kind=service-intentions]").await;
     until(&page, "the intentions entry of db", "!!document.querySelector('[data-row=db]')").await;
 
+    // An L7 intention: its permissions are shown, and an edit of its description keeps them.
+    let r = a
+        .put(
+            "/v1/connect/intentions/exact?source=api&destination=web",
+            r#"{"Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/v1/"}}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    page.evaluate("location.hash = '#/intentions/api/web'").await.expect("go to the L7 intention");
+    until(&page, "1 permission", "!!document.querySelector('#intention-current-action [data-action=l7]')").await;
+    assert_eq!(eval(&page, "document.querySelector('#intention-action').hidden").await, true);
+    type_into(&page, "#intention-description", "api calls /v1/").await;
+    click(&page, "#intention-save").await;
+    until(&page, "saved L7", &format!("{}.startsWith('Saved')", text_of("#intention-msg"))).await;
+    let i = exact("api", "web").await.expect("still there");
+    assert_eq!(i["Description"], "api calls /v1/");
+    assert_eq!(i["Permissions"][0]["HTTP"]["PathPrefix"], "/v1/", "the edit dropped the permissions: {i}");
+
     assert_eq!(eval(&page, "window.__csp").await, serde_json::json!([]), "the page broke its own Content-Security-Policy");
     ui.close().await;
 }
