@@ -154,6 +154,9 @@ async fn intentions_create_check_match_get_list_delete() {
     assert!(o.starts_with("Source:       web\nDestination:  db\nAction:       allow\n"), "{o}");
     assert!(o.contains("Meta[team]:   db\n"), "{o}");
     assert!(o.contains("Created At:   "), "{o}");
+    // Kept as config entries, intentions have no IDs: one given is not found.
+    let (_, e) = exits(run(&a, &["intention", "get", "0b9e0a0e-5a4f-4a1b-9c55-2f6d2a9e1c11"]), 1);
+    assert_eq!(e, "Intention not found with ID \"0b9e0a0e-5a4f-4a1b-9c55-2f6d2a9e1c11\"\n");
     let (_, e) = exits(run(&a, &["intention", "get", "nope", "db"]), 1);
     assert_eq!(e, "Intention not found with source \"nope\" and destination \"db\"\n");
 
