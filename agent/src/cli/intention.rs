@@ -222,9 +222,16 @@ fn from_files(args: &[String]) -> Result<Vec<Wanted>, String> {
 
 async fn put_exact(ctx: &Ctx, w: &Wanted) -> Result<(), CallError> {
     let body = serde_json::to_vec(&w.body).unwrap_or_default();
-    ctx.send(Method::PUT, "/v1/connect/intentions/exact", &exact_query(&w.source, &w.destination), Some(body), false, None)
-        .await
-        .map(|_| ())
+    ctx.send(
+        Method::PUT,
+        "/v1/connect/intentions/exact",
+        &exact_query(&w.source, &w.destination),
+        Some(body),
+        false,
+        None,
+    )
+    .await
+    .map(|_| ())
 }
 
 async fn create(args: &[String]) -> i32 {
@@ -300,9 +307,7 @@ async fn get_from_args(ctx: &Ctx, args: &[String]) -> Result<Value, String> {
         }
         [source, destination] => match get_exact(ctx, source, destination).await {
             Ok(Some(i)) => Ok(i),
-            Ok(None) => {
-                Err(format!("Intention not found with source {source:?} and destination {destination:?}"))
-            }
+            Ok(None) => Err(format!("Intention not found with source {source:?} and destination {destination:?}")),
             Err(e) => Err(format!("Error reading the intention: {e}")),
         },
         _ => Err("command requires exactly 1 or 2 arguments".into()),

@@ -62,7 +62,8 @@ async fn config_write_read_list_delete_with_cas_from_hcl_and_json() {
 
     // A JSON file, in the API's own names.
     let json_file = dir.path().join("api.json");
-    std::fs::write(&json_file, r#"{"Kind": "service-defaults", "Name": "api", "Protocol": "grpc"}"#).expect("write json");
+    std::fs::write(&json_file, r#"{"Kind": "service-defaults", "Name": "api", "Protocol": "grpc"}"#)
+        .expect("write json");
     let (o, _) = exits(run(&a, &["config", "write", json_file.to_str().expect("path")]), 0);
     assert_eq!(o, "Config entry written: service-defaults/api\n");
     let (o, _) = exits(run(&a, &["config", "list", "-kind", "service-defaults"]), 0);
@@ -79,7 +80,8 @@ async fn config_write_read_list_delete_with_cas_from_hcl_and_json() {
     let index = json(&a.get("/v1/config/service-defaults/web").await)["ModifyIndex"].as_u64().expect("index");
 
     // Consul's refusals before anything is sent.
-    let (_, e) = exits(run(&a, &["config", "delete", "-kind", "service-defaults", "-name", "web", "-modify-index=3"]), 1);
+    let (_, e) =
+        exits(run(&a, &["config", "delete", "-kind", "service-defaults", "-name", "web", "-modify-index=3"]), 1);
     assert_eq!(e, "Cannot specify -modify-index without -cas\n");
     let (_, e) = exits(run(&a, &["config", "delete", "-kind", "service-defaults", "-name", "web", "-cas"]), 1);
     assert_eq!(e, "Must specify a -modify-index greater than 0 with -cas\n");
@@ -111,15 +113,20 @@ async fn config_write_read_list_delete_with_cas_from_hcl_and_json() {
     );
     assert_eq!(e, "Config entry not deleted: service-defaults/web\n");
     let idx = index.to_string();
-    let (o, _) =
-        exits(run(&a, &["config", "delete", "-kind", "service-defaults", "-name", "web", "-cas", "-modify-index", &idx]), 0);
+    let (o, _) = exits(
+        run(&a, &["config", "delete", "-kind", "service-defaults", "-name", "web", "-cas", "-modify-index", &idx]),
+        0,
+    );
     assert_eq!(o, "Config entry deleted: service-defaults/web\n");
     let (o, _) = exits(run(&a, &["config", "delete", "-kind", "service-defaults", "-name", "api"]), 0);
     assert_eq!(o, "Config entry deleted: service-defaults/api\n");
     let (o, _) = exits(run(&a, &["config", "list", "-kind", "service-defaults"]), 0);
     assert_eq!(o, "");
     let (_, e) = exits(run(&a, &["config", "read", "-kind", "service-defaults", "-name", "web"]), 1);
-    assert!(e.starts_with("Error reading config entry \"service-defaults\" / \"web\": Unexpected response code: 404"), "{e}");
+    assert!(
+        e.starts_with("Error reading config entry \"service-defaults\" / \"web\": Unexpected response code: 404"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

@@ -735,7 +735,12 @@ async fn intentions_created_edited_and_deleted_in_the_page_and_config_entries_re
     a.ready().await;
     let r = a.put("/v1/config", r#"{"Kind": "service-defaults", "Name": "web", "Protocol": "http"}"#).await;
     assert_eq!(r.status, 200, "{}", text(&r));
-    let r = a.put("/v1/connect/intentions/exact?source=*&destination=db", r#"{"Action": "deny", "Description": "nothing else"}"#).await;
+    let r = a
+        .put(
+            "/v1/connect/intentions/exact?source=*&destination=db",
+            r#"{"Action": "deny", "Description": "nothing else"}"#,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", text(&r));
     let exact = |s: &'static str, d: &'static str| {
         let a = &a;
@@ -833,6 +838,10 @@ async fn intentions_created_edited_and_deleted_in_the_page_and_config_entries_re
     assert_eq!(i["Description"], "api calls /v1/");
     assert_eq!(i["Permissions"][0]["HTTP"]["PathPrefix"], "/v1/", "the edit dropped the permissions: {i}");
 
-    assert_eq!(eval(&page, "window.__csp").await, serde_json::json!([]), "the page broke its own Content-Security-Policy");
+    assert_eq!(
+        eval(&page, "window.__csp").await,
+        serde_json::json!([]),
+        "the page broke its own Content-Security-Policy"
+    );
     ui.close().await;
 }

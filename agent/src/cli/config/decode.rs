@@ -271,13 +271,15 @@ mod tests {
 
     #[test]
     fn json_is_read_too_and_canonical_keys_win() {
-        let (kind, e) =
-            decode(parse(r#"{"kind": "service-defaults", "Name": "api", "protocol": "grpc", "Protocol": "http"}"#).unwrap())
-                .unwrap();
+        let (kind, e) = decode(
+            parse(r#"{"kind": "service-defaults", "Name": "api", "protocol": "grpc", "Protocol": "http"}"#).unwrap(),
+        )
+        .unwrap();
         assert_eq!(kind, "service-defaults");
         assert_eq!((e["Name"].as_str(), e["Protocol"].as_str()), (Some("api"), Some("http")));
         let (_, e) =
-            decode(parse(r#"{"Kind": "service-splitter", "Name": "w", "Splits": [{"Weight": 100}]}"#).unwrap()).unwrap();
+            decode(parse(r#"{"Kind": "service-splitter", "Name": "w", "Splits": [{"Weight": 100}]}"#).unwrap())
+                .unwrap();
         assert_eq!(e["Splits"], json!([{"Weight": 100}]));
     }
 
