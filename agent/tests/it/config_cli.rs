@@ -16,6 +16,23 @@ fn run(a: &TestAgent, args: &[&str]) -> Output {
         .expect("run agent CLI")
 }
 
+/// Runs `agent <args>` with `input` on its stdin.
+fn run_stdin(a: &TestAgent, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .env_remove("CONSUL_HTTP_TOKEN_FILE")
+        .env("CONSUL_HTTP_ADDR", format!("{}:8500", a.ip))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run agent CLI");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("agent CLI output")
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -68,6 +85,15 @@ async fn config_write_read_list_delete_with_cas_from_hcl_and_json() {
     assert_eq!(o, "Config entry written: service-defaults/api\n");
     let (o, _) = exits(run(&a, &["config", "list", "-kind", "service-defaults"]), 0);
     assert_eq!(o, "api\nweb\n");
+
+    // From stdin, HCL with a named map and a block list.
+    let resolver = "kind = \"service-resolver\"\nname = \"web\"\ndefault_subset = \"v1\"\n\
+                    subsets { v1 { filter = \"Service.Meta.version == v1\" } }\n";
+    let (o, _) = exits(run_stdin(&a, &["config", "write", "-"], resolver), 0);
+    assert_eq!(o, "Config entry written: service-resolver/web\n");
+    let e = json(&a.get("/v1/config/service-resolver/web").await);
+    assert_eq!(e["DefaultSubset"], "v1", "{e}");
+    assert_eq!(e["Subsets"]["v1"]["Filter"], "Service.Meta.version == v1", "{e}");
 
     // -cas: 0 writes only what does not exist; a stale index loses; the current one wins.
     let (_, e) = exits(run(&a, &["config", "write", "-cas", "-modify-index=0", hcl]), 1);
@@ -140,7 +166,12 @@ async fn intentions_create_check_match_get_list_delete() {
     assert_eq!(o, "Created: web => db (allow)\n");
     let (_, e) = exits(run(&a, &["intention", "create", "web", "db"]), 1);
     assert!(e.contains("duplicate intention found: web => db (allow)"), "{e}");
-    let (o, _) = exits(run(&a, &["intention", "create", "-deny", "*", "db"]), 0);
+    // -file: JSON intentions, as Consul's `intention create -file` reads them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("any-db.json");
+    std::fs::write(&file, r#"{"SourceName": "*", "DestinationName": "db", "Action": "deny", "Description": "x"}"#)
+        .expect("write");
+    let (o, _) = exits(run(&a, &["intention", "create", "-file", file.to_str().expect("path")]), 0);
     assert_eq!(o, "Created: * => db (deny)\n");
 
     let (o, _) = exits(run(&a, &["intention", "check", "web", "db"]), 0);
