@@ -5,6 +5,7 @@ mod acl;
 mod acl_cli;
 mod bad_input;
 mod cluster;
+mod config_cli;
 mod connect;
 mod dns;
 mod federation;
