@@ -5,7 +5,7 @@
 
 use crate::balance::{ActiveGuard, Stats};
 use crate::metrics::UpstreamError;
-use crate::routing::{agent_read_timeout, host_only, parse_service_host, strip_path, Match, Route};
+use crate::routing::{agent_read_timeout, host_only, parse_service_host, strip_path, Match, Route, Want};
 use crate::{head, status, Shared};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -109,6 +109,15 @@ fn check_h2(req: &RequestHeader) -> std::result::Result<(), head::Refusal> {
     rules.finish(head::Version::H2).map(|_| ())
 }
 
+/// A request's route in the live table: `Err(None)` while it still waits on discovery.
+fn rebuilt_lookup(shared: &Shared, host: Option<&str>, path: &str) -> std::result::Result<Arc<Route>, Option<String>> {
+    match shared.snapshot.load().lookup(host, path) {
+        Match::Route(r) => Ok(r.clone()),
+        Match::Unknown(why) => Err(Some(why)),
+        Match::Remote(_) => Err(None),
+    }
+}
+
 async fn respond(session: &mut Session, code: u16, content_type: &str, body: String) -> Result<()> {
     let body = Bytes::from(body);
     let mut resp = ResponseHeader::build(code, Some(3))?;
@@ -139,6 +148,28 @@ impl Proxy {
             }
             "/_lb/health" => respond(session, 200, "text/plain", "ok\n".to_string()).await,
             _ => respond(session, 404, "text/plain", format!("lb: no such endpoint {path}\n")).await,
+        }
+    }
+
+    /// The first request for a service of another datacenter: asks discovery to watch it and
+    /// waits, up to `remote_wait`, for a table that routes it (or says why not).
+    async fn wait_remote(&self, host: Option<&str>, path: &str, want: Want) -> std::result::Result<Arc<Route>, String> {
+        let mut rebuilt = self.shared.demand.subscribe();
+        let wait = self.shared.config.load().remote_wait;
+        let deadline = tokio::time::Instant::now() + wait;
+        let what = format!("service {:?} of datacenter {:?}", want.service, want.dc);
+        self.shared.demand.want(want);
+        loop {
+            match rebuilt_lookup(&self.shared, host, path) {
+                Ok(r) => return Ok(r),
+                Err(Some(why)) => return Err(why),
+                Err(None) => {}
+            }
+            match tokio::time::timeout_at(deadline, rebuilt.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(format!("{what} cannot be watched: discovery stopped")),
+                Err(_) => return Err(format!("{what} was not known within {}", api::duration::format(wait))),
+            }
         }
     }
 
@@ -197,15 +228,26 @@ impl ProxyHttp for Proxy {
             self.serve_own(session, &path).await?;
             return Ok(true);
         }
-        let unknown = match snap.lookup(host, path) {
-            Match::Route(route) => {
-                ctx.route = Some(route.clone());
-                if !route.pool.is_empty() {
+        let found = match snap.lookup(host, path) {
+            Match::Route(route) => Ok(route.clone()),
+            Match::Unknown(why) => Err(why),
+            Match::Remote(want) => {
+                let (host, path) = (host.map(str::to_string), path.to_string());
+                drop(snap);
+                self.wait_remote(host.as_deref(), &path, want).await
+            }
+        };
+        let unknown = match found {
+            Ok(route) => {
+                let healthy = !route.pool.is_empty();
+                let why = format!("no healthy instance of {}", route.what);
+                ctx.route = Some(route);
+                if healthy {
                     return Ok(false);
                 }
-                format!("no healthy instance of {}", route.what)
+                why
             }
-            Match::Unknown(why) => why,
+            Err(why) => why,
         };
         respond(session, 503, "text/plain", format!("lb: {unknown}\n")).await?;
         Ok(true)
