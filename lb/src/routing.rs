@@ -482,6 +482,13 @@ impl Snapshot {
         self.datacenter.as_deref()
     }
 
+    /// Every datacenter of the WAN pool (lowercase), and those whose catalog is watched.
+    pub fn datacenters(&self) -> (&[String], Vec<&str>) {
+        let mut watched: Vec<&str> = self.remote.keys().map(String::as_str).collect();
+        watched.sort_unstable();
+        (&self.datacenters, watched)
+    }
+
     /// Requests answered so far by the routes of another datacenter's service (lowercase
     /// names), with and without a tag: how discovery tells a watch is still used.
     pub fn remote_requests(&self, dc: &str, service: &str) -> u64 {

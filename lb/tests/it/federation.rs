@@ -115,6 +115,9 @@ async fn another_datacenters_service_is_reached_through_the_local_one() {
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec!["web1", "web2"], "both of dc2's instances");
     let r = get(&lb.addr, Some("v1.web.service.dc2.consul"), "/").await;
     assert!(r.body.starts_with("web"), "{r:?}");
+    let status = lb.status().await;
+    assert_eq!(status["Datacenters"], serde_json::json!(["dc1", "dc2"]), "{status}");
+    assert_eq!(status["WatchedDatacenters"], serde_json::json!(["dc2"]), "{status}");
 
     // What cannot be routed says why, as the local datacenter's misses do.
     let r = get(&lb.addr, Some("nope.service.dc2.consul"), "/").await;
