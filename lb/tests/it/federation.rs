@@ -131,6 +131,23 @@ async fn another_datacenters_service_is_reached_through_the_local_one() {
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.body.contains("service \"web\" is not registered"), "{r:?}");
 
+    // Names that do not exist make lb watch nothing more: the routes and datacenters it watches
+    // are those of the requests above.
+    let routes = |status: &serde_json::Value| -> Vec<String> {
+        let all = status["Routes"].as_array().cloned().unwrap_or_default();
+        all.iter().filter_map(|r| r["Route"].as_str()).filter(|n| n.contains('@')).map(String::from).collect()
+    };
+    let before = routes(&lb.status().await);
+    assert_eq!(before, vec!["service:v1.web@dc2", "service:web@dc2"]);
+    for i in 0..50 {
+        for host in [format!("x{i}.service.dc2.consul"), format!("web.service.dc{}.consul", i + 10)] {
+            assert_eq!(get(&lb.addr, Some(&host), "/").await.status, 503, "{host}");
+        }
+    }
+    let status = lb.status().await;
+    assert_eq!(routes(&status), before, "{status}");
+    assert_eq!(status["WatchedDatacenters"], serde_json::json!(["dc2"]), "{status}");
+
     // A check failing in dc2 takes its instance out of rotation (a blocking query over WAN).
     let r = request("PUT", &dc2.addr, None, "/v1/agent/check/fail/ttl1", "").await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -147,4 +164,20 @@ async fn another_datacenters_service_is_reached_through_the_local_one() {
 
     let r = get(&lb.addr, None, "/_lb/metrics").await;
     assert!(r.body.contains("lb_requests_total{route=\"service:web@dc2\",code=\"200\"}"), "{}", r.body);
+
+    // Unused, another datacenter's watches stop; the next request starts them again.
+    let r = request("PUT", &dc2.addr, None, "/v1/agent/check/pass/ttl2", "").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let idle = Lb::start(&ip(2), std::slice::from_ref(&dc1.addr), Some("remote_idle = \"300ms\"\n")).await;
+    wait_for_async("the second lb to know dc2", || async {
+        idle.status().await["Datacenters"] == serde_json::json!(["dc1", "dc2"])
+    })
+    .await;
+    assert_eq!(get(&idle.addr, Some("web.service.dc2.consul"), "/").await.body, "web2");
+    wait_for_async("the idle watches to stop", || async {
+        let status = idle.status().await;
+        routes(&status).is_empty() && status["WatchedDatacenters"] == serde_json::json!([])
+    })
+    .await;
+    assert_eq!(get(&idle.addr, Some("web.service.dc2.consul"), "/").await.body, "web2");
 }
