@@ -71,8 +71,8 @@ impl Default for Demand {
 }
 
 impl Demand {
-    /// Asks for a service; dropped when discovery is behind, as the waiting requests will see
-    /// the table rebuilt and ask again.
+    /// Asks for a service; dropped when discovery is behind: a waiting request asks again
+    /// after each rebuild.
     pub fn want(&self, want: Want) {
         let _ = self.tx.try_send(want);
     }

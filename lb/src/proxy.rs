@@ -109,15 +109,6 @@ fn check_h2(req: &RequestHeader) -> std::result::Result<(), head::Refusal> {
     rules.finish(head::Version::H2).map(|_| ())
 }
 
-/// A request's route in the live table: `Err(None)` while it still waits on discovery.
-fn rebuilt_lookup(shared: &Shared, host: Option<&str>, path: &str) -> std::result::Result<Arc<Route>, Option<String>> {
-    match shared.snapshot.load().lookup(host, path) {
-        Match::Route(r) => Ok(r.clone()),
-        Match::Unknown(why) => Err(Some(why)),
-        Match::Remote(_) => Err(None),
-    }
-}
-
 async fn respond(session: &mut Session, code: u16, content_type: &str, body: String) -> Result<()> {
     let body = Bytes::from(body);
     let mut resp = ResponseHeader::build(code, Some(3))?;
@@ -152,23 +143,29 @@ impl Proxy {
     }
 
     /// The first request for a service of another datacenter: asks discovery to watch it and
-    /// waits, up to `remote_wait`, for a table that routes it (or says why not).
-    async fn wait_remote(&self, host: Option<&str>, path: &str, want: Want) -> std::result::Result<Arc<Route>, String> {
+    /// waits, up to `remote_wait`, for a table that routes it (or says why not). Asks again
+    /// after each rebuild, as an ask is dropped when discovery is behind.
+    async fn wait_remote(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        want: &Want,
+    ) -> std::result::Result<Arc<Route>, String> {
+        // Subscribed before looking again: a rebuild since the caller's lookup is not missed.
         let mut rebuilt = self.shared.demand.subscribe();
         let wait = self.shared.config.load().remote_wait;
         let deadline = tokio::time::Instant::now() + wait;
-        let what = format!("service {:?} of datacenter {:?}", want.service, want.dc);
-        self.shared.demand.want(want);
         loop {
-            match rebuilt_lookup(&self.shared, host, path) {
-                Ok(r) => return Ok(r),
-                Err(Some(why)) => return Err(why),
-                Err(None) => {}
+            match self.shared.snapshot.load().lookup(host, path) {
+                Match::Route(r) => return Ok(r.clone()),
+                Match::Unknown(why) => return Err(why),
+                Match::Remote(w) => self.shared.demand.want(w),
             }
+            let what = || format!("service {:?} of datacenter {:?}", want.service, want.dc);
             match tokio::time::timeout_at(deadline, rebuilt.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(format!("{what} cannot be watched: discovery stopped")),
-                Err(_) => return Err(format!("{what} was not known within {}", api::duration::format(wait))),
+                Ok(Err(_)) => return Err(format!("{} cannot be watched: discovery stopped", what())),
+                Err(_) => return Err(format!("{} was not known within {}", what(), api::duration::format(wait))),
             }
         }
     }
@@ -234,17 +231,17 @@ impl ProxyHttp for Proxy {
             Match::Remote(want) => {
                 let (host, path) = (host.map(str::to_string), path.to_string());
                 drop(snap);
-                self.wait_remote(host.as_deref(), &path, want).await
+                self.wait_remote(host.as_deref(), &path, &want).await
             }
         };
         let unknown = match found {
+            Ok(route) if !route.pool.is_empty() => {
+                ctx.route = Some(route);
+                return Ok(false);
+            }
             Ok(route) => {
-                let healthy = !route.pool.is_empty();
                 let why = format!("no healthy instance of {}", route.what);
                 ctx.route = Some(route);
-                if healthy {
-                    return Ok(false);
-                }
                 why
             }
             Err(why) => why,
