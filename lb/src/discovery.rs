@@ -430,11 +430,17 @@ fn agent_clients(
     out
 }
 
-/// Polls the member list from whichever agent answers, reporting each change.
+/// Member polls per read of `/v1/catalog/datacenters`.
+const DATACENTERS_EVERY: u32 = 10;
+
+/// Polls the member list (and now and then the datacenters) from whichever agent answers,
+/// reporting each change.
 async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<Input>) {
     let interval = shared.config.load().members_interval;
     let mut last: Option<Vec<AgentMember>> = None;
     let mut last_dcs: Option<Vec<String>> = None;
+    // Member polls until the datacenters are read again; 0: at this poll.
+    let mut dcs_due = 0u32;
     let mut current = 0usize;
     loop {
         let (_, clients) = shared.agents.rotated(0);
@@ -448,15 +454,20 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
                     current = (current + i) % clients.len();
                     got = Some(m);
                     // The WAN pool's datacenters, from the same agent; sent first, so the
-                    // members' rebuild already has them.
-                    match tokio::time::timeout(Duration::from_secs(5), c.catalog_datacenters()).await {
-                        Ok(Ok(mut d)) => {
-                            d.sort();
-                            dcs = Some(d);
+                    // members' rebuild already has them. A client agent asks a server for
+                    // them, and they seldom change: read every `DATACENTERS_EVERY` polls.
+                    if dcs_due == 0 {
+                        match tokio::time::timeout(Duration::from_secs(5), c.catalog_datacenters()).await {
+                            Ok(Ok(mut d)) => {
+                                d.sort();
+                                dcs = Some(d);
+                                dcs_due = DATACENTERS_EVERY;
+                            }
+                            Ok(Err(e)) => debug!(agent = c.addr(), "datacenters: {e}"),
+                            Err(_) => debug!(agent = c.addr(), "datacenters: timed out"),
                         }
-                        Ok(Err(e)) => debug!(agent = c.addr(), "datacenters: {e}"),
-                        Err(_) => debug!(agent = c.addr(), "datacenters: timed out"),
                     }
+                    dcs_due = dcs_due.saturating_sub(1);
                     break;
                 }
                 Ok(Err(e)) => {
