@@ -44,6 +44,8 @@ enum Input {
     Datacenters(Vec<String>),
     /// Another datacenter's catalog, by lowercase datacenter name.
     RemoteServices(String, BTreeMap<String, Vec<String>>),
+    /// Another datacenter's catalog could not be read.
+    RemoteFailed(String, String),
     /// (datacenter, service, its passing instances).
     RemoteHealth(String, String, Vec<ServiceEntry>),
     /// A request asked for a service of another datacenter.
@@ -158,6 +160,7 @@ impl Discovery {
                 Target::new("/v1/catalog/services"),
                 tx.clone(),
                 Input::Services,
+                |_| None,
             )
             .instrument(tracing::info_span!("watch", path = "/v1/catalog/services")),
         ));
@@ -254,10 +257,10 @@ impl Discovery {
                             if !health_tasks.contains_key(name) {
                                 let target = Target::new(format!("/v1/health/service/{name}")).with("passing", "1");
                                 let owned = name.clone();
-                                let task = watch::<Vec<ServiceEntry>>(shared.clone(), target, tx.clone(), move |v| {
-                                    Input::Health(owned.clone(), v)
-                                })
-                                .instrument(tracing::info_span!("watch", service = %name));
+                                let wrap = move |v| Input::Health(owned.clone(), v);
+                                let task =
+                                    watch::<Vec<ServiceEntry>>(shared.clone(), target, tx.clone(), wrap, |_| None)
+                                        .instrument(tracing::info_span!("watch", service = %name));
                                 health_tasks.insert(name.clone(), tokio::spawn(task));
                             }
                         }
@@ -279,6 +282,14 @@ impl Discovery {
                             actions = remote.catalog(&dc, services.keys(), now, limit);
                             rc.health.retain(|name, _| services.contains_key(name));
                             rc.services = Some(services);
+                            rc.error = None;
+                        }
+                    }
+                    Input::RemoteFailed(dc, e) => {
+                        // Only before its first answer: then requests are told at once, instead
+                        // of each waiting `remote_wait`. Afterwards the last answer keeps routing.
+                        if let Some(rc) = cat.remote.get_mut(&dc).filter(|rc| rc.services.is_none()) {
+                            rc.error = Some(e);
                         }
                     }
                     Input::RemoteHealth(dc, name, entries) => {
@@ -354,9 +365,14 @@ impl Discovery {
                 cat.remote.insert(dc.clone(), RemoteCatalog::default());
                 let target = Target::new("/v1/catalog/services").with("dc", &dc);
                 let owned = dc.clone();
-                let task = watch::<BTreeMap<String, Vec<String>>>(shared, target, tx.clone(), move |v| {
-                    Input::RemoteServices(owned.clone(), v)
-                })
+                let failed_dc = dc.clone();
+                let task = watch::<BTreeMap<String, Vec<String>>>(
+                    shared,
+                    target,
+                    tx.clone(),
+                    move |v| Input::RemoteServices(owned.clone(), v),
+                    move |e| Some(Input::RemoteFailed(failed_dc.clone(), e)),
+                )
                 .instrument(tracing::info_span!("watch", dc = %dc, path = "/v1/catalog/services"));
                 tasks.insert((dc, None), tokio::spawn(task));
             }
@@ -367,10 +383,9 @@ impl Discovery {
                 }
                 let target = Target::new(format!("/v1/health/service/{name}")).with("passing", "1").with("dc", &dc);
                 let (d, n) = (dc.clone(), name.clone());
-                let task = watch::<Vec<ServiceEntry>>(shared, target, tx.clone(), move |v| {
-                    Input::RemoteHealth(d.clone(), n.clone(), v)
-                })
-                .instrument(tracing::info_span!("watch", dc = %dc, service = %name));
+                let wrap = move |v| Input::RemoteHealth(d.clone(), n.clone(), v);
+                let task = watch::<Vec<ServiceEntry>>(shared, target, tx.clone(), wrap, |_| None)
+                    .instrument(tracing::info_span!("watch", dc = %dc, service = %name));
                 tasks.insert((dc, Some(name)), tokio::spawn(task));
             }
             Action::Stop(dc, None) => {
@@ -509,9 +524,15 @@ const LB_MIN_DELAY: Duration = Duration::from_millis(10);
 
 /// One blocking-query loop. When the agent set changes, the watcher is handed the new list
 /// (`Watcher::set_clients`): it keeps its agent and index if that agent is still listed, and can
-/// fail over to agents that joined since it started.
-async fn watch<T>(shared: Arc<Shared>, target: Target, tx: mpsc::Sender<Input>, wrap: impl Fn(T) -> Input)
-where
+/// fail over to agents that joined since it started. `failed` may report an error (the watcher
+/// retries after it either way).
+async fn watch<T>(
+    shared: Arc<Shared>,
+    target: Target,
+    tx: mpsc::Sender<Input>,
+    wrap: impl Fn(T) -> Input,
+    failed: impl Fn(String) -> Option<Input>,
+) where
     T: DeserializeOwned + PartialEq + Clone + Default,
 {
     // Spread watchers over the agents instead of piling every blocking query on the first.
@@ -537,6 +558,11 @@ where
             Err(e) => {
                 shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(next_agent = w.agent(), "{}: {e}", target.path);
+                if let Some(msg) = failed(e.to_string()) {
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
         let now = shared.agents.generation.load(Ordering::Acquire);

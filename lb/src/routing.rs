@@ -78,6 +78,8 @@ pub struct RemoteCatalog {
     pub services: Option<BTreeMap<String, Vec<String>>>,
     /// Lowercase names of the services watched, answered or not.
     pub watched: BTreeSet<String>,
+    /// Why its catalog could not be read, until it answers once.
+    pub error: Option<String>,
     /// `GET /v1/health/service/<name>?passing&dc=` of each watched service that answered.
     pub health: HashMap<String, Vec<ServiceEntry>>,
 }
@@ -138,6 +140,8 @@ struct RemoteTable {
     known: Option<HashMap<String, String>>,
     /// Lowercase names being watched, whether or not they answered yet.
     watched: HashSet<String>,
+    /// Why its catalog has not been read.
+    error: Option<String>,
     services: HashMap<String, Arc<Route>>,
     tagged: HashMap<(String, String), Arc<Route>>,
 }
@@ -421,6 +425,7 @@ impl Snapshot {
             let mut t = RemoteTable {
                 known: rc.services.as_ref().map(|s| s.keys().map(|n| (n.to_lowercase(), n.clone())).collect()),
                 watched: rc.watched.iter().cloned().collect(),
+                error: rc.error.clone(),
                 ..Default::default()
             };
             for (name, entries) in &rc.health {
@@ -561,7 +566,12 @@ impl Snapshot {
         let Some(t) = self.remote.get(dc) else {
             return if self.remote_full { full() } else { ask() };
         };
-        let Some(known) = &t.known else { return ask() };
+        let Some(known) = &t.known else {
+            return match &t.error {
+                Some(e) => Match::Unknown(format!("datacenter {dc:?} did not answer: {e}")),
+                None => ask(),
+            };
+        };
         let Some(name) = known.get(sh.service) else {
             return Match::Unknown(format!("service {:?} is not registered in datacenter {dc:?}", sh.service));
         };
@@ -747,8 +757,17 @@ mod tests {
         );
         dc2.health.insert("down".into(), vec![]);
         Catalog {
-            datacenters: vec!["dc1".into(), "DC2".into(), "dc3".into(), "dc4".into()],
-            remote: [("dc2".to_string(), dc2), ("dc3".to_string(), RemoteCatalog::default())].into_iter().collect(),
+            datacenters: vec!["dc1".into(), "DC2".into(), "dc3".into(), "dc4".into(), "dc5".into()],
+            remote: [
+                ("dc2".to_string(), dc2),
+                ("dc3".to_string(), RemoteCatalog::default()),
+                (
+                    "dc5".to_string(),
+                    RemoteCatalog { error: Some("No path to datacenter".into()), ..Default::default() },
+                ),
+            ]
+            .into_iter()
+            .collect(),
             ..catalog()
         }
     }
@@ -770,6 +789,7 @@ mod tests {
             ("nope.service.dc2.consul", "unknown: service \"nope\" is not registered in datacenter \"dc2\""),
             ("web.service.dc3.consul", "ask: web@dc3"),
             ("web.service.dc4.consul", "ask: web@dc4"),
+            ("web.service.dc5.consul", "unknown: datacenter \"dc5\" did not answer: No path to datacenter"),
             ("web.service.dc9.consul", "unknown: datacenter \"dc9\" is not known (this is \"dc1\")"),
             // The local datacenter, named or not, is untouched by the others.
             ("web.service.dc1.consul", "service:web"),

@@ -168,7 +168,9 @@ async fn another_datacenters_service_is_reached_through_the_local_one() {
     // Unused, another datacenter's watches stop; the next request starts them again.
     let r = request("PUT", &dc2.addr, None, "/v1/agent/check/pass/ttl2", "").await;
     assert_eq!(r.status, 200, "{r:?}");
-    let idle = Lb::start(&ip(2), std::slice::from_ref(&dc1.addr), Some("remote_idle = \"300ms\"\n")).await;
+    let idle =
+        Lb::start(&ip(2), std::slice::from_ref(&dc1.addr), Some("remote_idle = \"300ms\"\nremote_wait = \"8s\"\n"))
+            .await;
     wait_for_async("the second lb to know dc2", || async {
         idle.status().await["Datacenters"] == serde_json::json!(["dc1", "dc2"])
     })
@@ -180,4 +182,21 @@ async fn another_datacenters_service_is_reached_through_the_local_one() {
     })
     .await;
     assert_eq!(get(&idle.addr, Some("web.service.dc2.consul"), "/").await.body, "web2");
+
+    // A datacenter that cannot be reached is a 503 at once, not after `remote_wait` (8 s here),
+    // to an lb that had not watched it yet.
+    wait_for_async("the idle watches to stop again", || async {
+        idle.status().await["WatchedDatacenters"] == serde_json::json!([])
+    })
+    .await;
+    let mut dc2 = dc2;
+    let _ = dc2.child.kill();
+    let _ = dc2.child.wait();
+    let started = std::time::Instant::now();
+    let r = get(&idle.addr, Some("web.service.dc2.consul"), "/").await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("datacenter \"dc2\" did not answer"), "{r:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    // An lb that had dc2's answers keeps routing by them, as it does when local agents fail.
+    assert_eq!(get(&lb.addr, Some("web.service.dc2.consul"), "/").await.body, "web2");
 }
