@@ -12,6 +12,7 @@ pub mod head;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod remote;
 pub mod routing;
 pub mod status;
 
@@ -30,6 +31,8 @@ pub struct Shared {
     pub stats: balance::StatsRegistry,
     pub metrics: metrics::Metrics,
     pub agents: discovery::Agents,
+    /// Requests' asks for services of other datacenters, and the rebuilds they wait on.
+    pub demand: discovery::Demand,
     /// `-consul-addr` values resolved once at start.
     pub seeds: Vec<SocketAddr>,
     /// Set when a graceful upgrade or shutdown begins: responses then carry `Connection: close`
@@ -71,6 +74,7 @@ impl Shared {
             stats,
             metrics,
             agents: discovery::Agents::new(clients.clone()),
+            demand: discovery::Demand::default(),
             seeds,
             draining: AtomicBool::new(false),
         };
