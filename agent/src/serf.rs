@@ -6,7 +6,6 @@ use crate::agent::Agent;
 use crate::cluster::tag;
 use crate::config::Config;
 use crate::gossip::{self, Event, Gossip};
-use base64::Engine;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,12 +40,7 @@ pub fn tags(cfg: &Config, node_id: &str) -> BTreeMap<String, String> {
 }
 
 /// Decodes Consul's `-encrypt` key: base64 of 32 bytes.
-pub fn decode_key(key: &str) -> Result<[u8; 32], String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(key.trim())
-        .map_err(|e| format!("Failed to decode encrypt key: {e}"))?;
-    bytes.try_into().map_err(|b: Vec<u8>| format!("Encrypt key must be 32 bytes (AES-256), got {} bytes", b.len()))
-}
+pub use crate::gossip::keyring::decode_key;
 
 fn timing(cfg: &Config) -> gossip::Timing {
     let mut t = if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::lan() };
@@ -64,14 +58,13 @@ fn timing(cfg: &Config) -> gossip::Timing {
 /// Starts gossip for the agent and the tasks that follow it.
 pub async fn start(agent: &Arc<Agent>) -> anyhow::Result<Arc<Gossip>> {
     let cfg = &agent.config;
-    let key = cfg.encrypt.as_deref().map(decode_key).transpose().map_err(anyhow::Error::msg)?;
     let port = cfg.ports.serf_lan.max(0) as u16;
     let g = Gossip::start(gossip::Config {
         node_name: cfg.node_name.clone(),
         bind: SocketAddr::new(cfg.bind_addr, port),
         advertise: SocketAddr::new(cfg.advertise_addr, port),
         tags: tags(cfg, &agent.node_id),
-        key,
+        keyring: agent.keyring.clone(),
         timing: timing(cfg),
         // Serf's place for it; `-dev` keeps nothing on disk.
         snapshot: cfg.data_dir.as_ref().filter(|_| !cfg.dev).map(|d| d.join("serf").join("local.snapshot")),
