@@ -7,6 +7,7 @@ mod acl;
 mod cluster;
 mod flags;
 mod http;
+mod keyring;
 mod kv;
 mod local;
 mod table;
@@ -102,6 +103,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("info", "Provides debugging information for operators."),
     ("join", "Tell an agent to join the cluster"),
     ("keygen", "Generates a new encryption key"),
+    ("keyring", "Manages gossip layer encryption keys"),
     ("kv", "Interact with the key-value store"),
     ("leave", "Gracefully leaves the cluster and shuts down"),
     ("lock", "Execute a command holding a lock"),
@@ -157,6 +159,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         "services" => local::services(rest).await,
         "snapshot" => local::snapshot(rest).await,
         "keygen" => local::keygen(rest),
+        "keyring" => keyring::keyring(rest).await,
         "validate" => local::validate(rest),
         "tls" => tls::run(rest),
         "watch" => watch::watch(rest).await,

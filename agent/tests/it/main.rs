@@ -10,6 +10,7 @@ mod dns;
 mod gossip;
 mod harness;
 mod http_api;
+mod keyring;
 mod partition;
 mod query;
 mod restart;
