@@ -117,7 +117,10 @@ pub(super) async fn keyring(args: &[String]) -> i32 {
 }
 
 async fn send(ctx: &Ctx, method: Method, query: &[(String, String)], body: Vec<u8>) -> Result<(), String> {
-    ctx.send(method, "/v1/operator/keyring", query, Some(body), false, None).await.map(|_| ()).map_err(|e| e.to_string())
+    ctx.send(method, "/v1/operator/keyring", query, Some(body), false, None)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Consul's `formatResponse`: the pool, its members' messages, then each key with how many of

@@ -94,7 +94,12 @@ impl Keyring {
     }
 
     /// `keys` primary first.
-    pub fn new(keys: Vec<[u8; KEY_LEN]>, verify_incoming: bool, verify_outgoing: bool, file: Option<PathBuf>) -> Keyring {
+    pub fn new(
+        keys: Vec<[u8; KEY_LEN]>,
+        verify_incoming: bool,
+        verify_outgoing: bool,
+        file: Option<PathBuf>,
+    ) -> Keyring {
         let mut ring: Vec<Key> = Vec::new();
         for k in keys {
             if !ring.iter().any(|r| r.raw == k) {

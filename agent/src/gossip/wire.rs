@@ -59,7 +59,10 @@ pub enum Broadcast {
 /// datagram are sent to each member directly.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Frame {
-    PushPull { is_reply: bool, state: State },
+    PushPull {
+        is_reply: bool,
+        state: State,
+    },
     Event(UserEvent),
     /// A keyring query (Serf's internal key queries), answered by `KeyringAnswer`. Keep it
     /// third: `is_keyring_query` tells it by its position.

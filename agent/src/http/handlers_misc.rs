@@ -516,16 +516,18 @@ pub async fn keyring(ctx: &Ctx) -> HttpResult {
         body.get("Key").and_then(Value::as_str).unwrap_or_default().to_string()
     };
     if let Some(rf) = ctx.query.get("relay-factor").filter(|v| !v.is_empty()) {
-        let n: i64 = rf
-            .parse()
-            .map_err(|_| HttpError::BadRequest(format!("Error parsing relay factor: strconv.Atoi: parsing {rf:?}: invalid syntax")))?;
+        let n: i64 = rf.parse().map_err(|_| {
+            HttpError::BadRequest(format!("Error parsing relay factor: strconv.Atoi: parsing {rf:?}: invalid syntax"))
+        })?;
         if !(0..=5).contains(&n) {
             return Err(HttpError::BadRequest("Invalid relay-factor: Relay factor must be in range: [0, 5]".into()));
         }
     }
     if let Some(lo) = ctx.query.get("local-only").filter(|v| !v.is_empty()) {
         let local_only = go_bool(lo).ok_or_else(|| {
-            HttpError::BadRequest(format!("Error parsing local-only: strconv.ParseBool: parsing {lo:?}: invalid syntax"))
+            HttpError::BadRequest(format!(
+                "Error parsing local-only: strconv.ParseBool: parsing {lo:?}: invalid syntax"
+            ))
         })?;
         if local_only && !is_list {
             return Err(HttpError::BadRequest(
@@ -541,7 +543,9 @@ pub async fn keyring(ctx: &Ctx) -> HttpResult {
     } else {
         match base64::engine::general_purpose::STANDARD.decode(&key) {
             Ok(raw) => raw,
-            Err(e) => return Err(HttpError::Internal(multierror(&[format!("{dc} (LAN) error: {}", go_base64_error(&e))]))),
+            Err(e) => {
+                return Err(HttpError::Internal(multierror(&[format!("{dc} (LAN) error: {}", go_base64_error(&e))])))
+            }
         }
     };
     let op = match ctx.method {

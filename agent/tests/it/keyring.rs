@@ -65,7 +65,8 @@ async fn traffic_flows(agents: &[&TestAgent], from: &TestAgent, step: &str) {
     let key = format!("/v1/kv/rotation/{}", step.replace(' ', "-"));
     let writer = agents.iter().rev().find(|a| a.ip != from.ip).expect("another agent");
     wait_for(LONG, &format!("{step}: KV write through {}", writer.ip), || async {
-        let r = writer.client.request(api::client::Method::PUT, &key, Some(step.to_string().into()), None).await.ok()?;
+        let r =
+            writer.client.request(api::client::Method::PUT, &key, Some(step.to_string().into()), None).await.ok()?;
         (r.status == 200).then_some(())
     })
     .await;
