@@ -120,6 +120,9 @@ async fn reconnect_servers(agent: Arc<Agent>, g: Arc<Gossip>) {
 /// its event buffer.
 async fn follow(agent: Arc<Agent>, g: Arc<Gossip>) {
     let mut events = g.subscribe();
+    // What changed between `start`'s snapshot and this subscription (a restarted agent's
+    // snapshot rejoin answers that fast) came with no event to us: read it once now.
+    agent.members.set(g.members());
     let mut shutdown = agent.shutdown.subscribe();
     loop {
         let ev = tokio::select! {
