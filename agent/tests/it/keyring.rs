@@ -64,12 +64,23 @@ async fn traffic_flows(agents: &[&TestAgent], from: &TestAgent, step: &str) {
     }
     let key = format!("/v1/kv/rotation/{}", step.replace(' ', "-"));
     let writer = agents.iter().rev().find(|a| a.ip != from.ip).expect("another agent");
-    wait_for(LONG, &format!("{step}: KV write through {}", writer.ip), || async {
-        let r =
-            writer.client.request(api::client::Method::PUT, &key, Some(step.to_string().into()), None).await.ok()?;
-        (r.status == 200).then_some(())
-    })
-    .await;
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let r = writer.client.request(api::client::Method::PUT, &key, Some(step.to_string().into()), None).await;
+        let last = match r {
+            Ok(r) if r.status == 200 => break,
+            Ok(r) => format!("{} {}", r.status, text(&r)),
+            Err(e) => e.to_string(),
+        };
+        if std::time::Instant::now() > deadline {
+            let log = writer.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let members = text(&writer.get("/v1/agent/members").await);
+            panic!("{step}: KV write through {}: {last}\nmembers: {members}\n{}", writer.ip, tail.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(text(&from.get(&format!("{key}?raw")).await), step, "{step}: read through {}", from.ip);
 }
 
@@ -227,4 +238,70 @@ async fn encryption_turned_on_in_a_running_cluster() {
     })
     .await;
     assert_eq!(statuses(&agents[0]).await.map(|s| s.len()), Some(3));
+}
+
+/// With ACLs on, listing needs `keyring = "read"` and changing needs `keyring = "write"`.
+#[tokio::test]
+async fn keyring_operations_need_keyring_read_and_write() {
+    const MGMT: &str = "5e3a1c2b-9f4d-4e6a-8b7c-0d1e2f3a4b5c";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("acl.json");
+    let acl = serde_json::json!({
+        "primary_datacenter": "dc1", "encrypt": K1,
+        "acl": {"enabled": true, "default_policy": "deny", "tokens": {"initial_management": MGMT}}
+    });
+    std::fs::write(&cfg, acl.to_string()).expect("config");
+    let a = TestAgent::start(&ip(21), false, &[&format!("-config-file={}", cfg.display())]);
+    let as_token = |t: &str| api::Client::new(&format!("{}:8500", ip(21))).expect("client").with_token(Some(t.into()));
+    let call = |c: api::Client, method: api::client::Method, path: String, body: Option<String>| async move {
+        let r = c.request(method, &path, body.map(Into::into), Some(Duration::from_secs(10))).await.ok()?;
+        Some((r.status, String::from_utf8_lossy(&r.body).to_string()))
+    };
+    let mgmt = as_token(MGMT);
+    wait_for(LONG, "ACLs bootstrapped", || async {
+        let (code, _) = call(mgmt.clone(), api::client::Method::GET, "/v1/acl/token/self".into(), None).await?;
+        (code == 200).then_some(())
+    })
+    .await;
+    let token = |rules: &'static str| {
+        let mgmt = mgmt.clone();
+        async move {
+            let body = serde_json::json!({"Name": format!("p-{}", rules.len()), "Rules": rules}).to_string();
+            let (code, p) = call(mgmt.clone(), api::client::Method::PUT, "/v1/acl/policy".into(), Some(body))
+                .await
+                .expect("policy");
+            assert_eq!(code, 200, "{p}");
+            let id =
+                serde_json::from_str::<serde_json::Value>(&p).expect("json")["ID"].as_str().expect("id").to_string();
+            let body = serde_json::json!({"Policies": [{"ID": id}]}).to_string();
+            let (code, t) =
+                call(mgmt, api::client::Method::PUT, "/v1/acl/token".into(), Some(body)).await.expect("token");
+            assert_eq!(code, 200, "{t}");
+            serde_json::from_str::<serde_json::Value>(&t).expect("json")["SecretID"]
+                .as_str()
+                .expect("secret")
+                .to_string()
+        }
+    };
+    let install = format!(r#"{{"Key":"{K2}"}}"#);
+    let path = || "/v1/operator/keyring".to_string();
+    let anon = api::Client::new(&format!("{}:8500", ip(21))).expect("client");
+    let (code, body) = call(anon, api::client::Method::GET, path(), None).await.expect("anonymous");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("lacks permission 'keyring:read'"), "{body}");
+
+    let reader = as_token(&token(r#"keyring = "read""#).await);
+    let (code, body) = call(reader.clone(), api::client::Method::GET, path(), None).await.expect("list");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(K1), "{body}");
+    let (code, body) = call(reader, api::client::Method::POST, path(), Some(install.clone())).await.expect("install");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("lacks permission 'keyring:write'"), "{body}");
+
+    let writer = as_token(&token(r#"keyring = "write""#).await);
+    let (code, body) = call(writer.clone(), api::client::Method::POST, path(), Some(install)).await.expect("install");
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = call(writer, api::client::Method::GET, path(), None).await.expect("list");
+    assert!(body.contains(K1) && body.contains(K2), "{body}");
+    drop(a);
 }
