@@ -168,6 +168,13 @@ async fn rotating_the_gossip_key_across_six_agents_keeps_every_member() {
     traffic_flows(&all, &agents[2], "removed").await;
     assert_alive(&all, 6, "removed").await;
 
+    // Not one member was seen Failed, even for a moment, by anyone during the rotation.
+    for a in &agents {
+        let log = a.log();
+        assert!(log.contains("event=Joined("), "{}: gossip events are logged as expected", a.ip);
+        assert!(!log.contains("event=Failed("), "{} saw a member fail", a.ip);
+    }
+
     // Each agent keeps the rotated keyring in its data dir, primary first.
     for a in &agents {
         let file = std::fs::read_to_string(a.dir.path().join("serf").join("local.keyring")).expect("keyring file");
