@@ -216,6 +216,12 @@ async fn encryption_turned_on_in_a_running_cluster() {
     agents.push(TestAgent::member(&ip(13), None, &seeds, &[&flag(2)]));
     wait_alive(&agents.iter().collect::<Vec<_>>(), 3).await;
     traffic_flows(&agents.iter().collect::<Vec<_>>(), &agents[1], "plain").await;
+    // Without encryption there is no keyring: each member says so, as Serf does.
+    let r = agents[1].get("/v1/operator/keyring").await;
+    assert_eq!(r.status, 500);
+    let body = text(&r);
+    assert!(body.starts_with("4 errors occurred:\n\t* dc1 (LAN) error: 3/3 nodes reported failure"), "{body}");
+    assert_eq!(body.matches("Keyring is empty (encryption not enabled)").count(), 3, "{body}");
 
     let phases = [
         ("key in", format!(r#"{{"encrypt":"{K1}","encrypt_verify_incoming":false,"encrypt_verify_outgoing":false}}"#)),
