@@ -10,14 +10,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aes::Aes192;
+use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm, Nonce};
 use base64::Engine;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-/// AES-256-GCM keys only (`agent keygen` makes these).
-pub const KEY_LEN: usize = 32;
+/// memberlist's key sizes: AES-128, AES-192 or AES-256 in GCM (`agent keygen` makes 32 bytes).
+pub const KEY_LENS: [usize; 3] = [16, 24, 32];
 
 const PLAIN: u8 = 0;
 const SEALED: u8 = 1;
@@ -25,26 +27,64 @@ const NONCE_LEN: usize = 12;
 /// Bytes that sealing adds to a message: version, nonce and GCM tag.
 pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + 16;
 
-/// Decodes Consul's `-encrypt` key: base64 of 32 bytes.
-pub fn decode_key(key: &str) -> Result<[u8; KEY_LEN], String> {
+/// Decodes Consul's `-encrypt` key: base64 of 16, 24 or 32 bytes.
+pub fn decode_key(key: &str) -> Result<Vec<u8>, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(key.trim())
         .map_err(|e| format!("Failed to decode encrypt key: {e}"))?;
-    bytes.try_into().map_err(|b: Vec<u8>| format!("Encrypt key must be 32 bytes (AES-256), got {} bytes", b.len()))
+    if !KEY_LENS.contains(&bytes.len()) {
+        return Err(format!("Invalid encrypt key: key size must be 16, 24 or 32 bytes, got {} bytes", bytes.len()));
+    }
+    Ok(bytes)
 }
 
 pub fn encode_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(key)
 }
 
+/// AES-GCM of the key's size, as memberlist picks it.
+enum Cipher {
+    Aes128(Aes128Gcm),
+    Aes192(AesGcm<Aes192, U12>),
+    Aes256(Aes256Gcm),
+}
+
 struct Key {
-    raw: [u8; KEY_LEN],
-    cipher: Aes256Gcm,
+    raw: Vec<u8>,
+    cipher: Cipher,
 }
 
 impl Key {
-    fn new(raw: [u8; KEY_LEN]) -> Key {
-        Key { raw, cipher: Aes256Gcm::new(&raw.into()) }
+    /// `None` for a size memberlist does not take.
+    fn new(raw: &[u8]) -> Option<Key> {
+        let cipher = match raw.len() {
+            16 => Cipher::Aes128(Aes128Gcm::new_from_slice(raw).ok()?),
+            24 => Cipher::Aes192(AesGcm::<Aes192, U12>::new_from_slice(raw).ok()?),
+            32 => Cipher::Aes256(Aes256Gcm::new_from_slice(raw).ok()?),
+            _ => return None,
+        };
+        Some(Key { raw: raw.to_vec(), cipher })
+    }
+
+    fn encrypt(&self, nonce: &[u8], payload: &[u8]) -> Vec<u8> {
+        let nonce = Nonce::from_slice(nonce);
+        // Encryption into a Vec fails only for payloads beyond GCM's 64 GiB limit.
+        match &self.cipher {
+            Cipher::Aes128(c) => c.encrypt(nonce, payload),
+            Cipher::Aes192(c) => c.encrypt(nonce, payload),
+            Cipher::Aes256(c) => c.encrypt(nonce, payload),
+        }
+        .unwrap_or_default()
+    }
+
+    fn decrypt(&self, nonce: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        let nonce = Nonce::from_slice(nonce);
+        match &self.cipher {
+            Cipher::Aes128(c) => c.decrypt(nonce, sealed),
+            Cipher::Aes192(c) => c.decrypt(nonce, sealed),
+            Cipher::Aes256(c) => c.decrypt(nonce, sealed),
+        }
+        .ok()
     }
 }
 
@@ -75,7 +115,7 @@ impl std::fmt::Debug for Keyring {
 /// memberlist's and Serf's texts, which Consul's keyring endpoint passes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("key size must be 32 bytes")]
+    #[error("key size must be 16, 24 or 32 bytes")]
     KeySize,
     #[error("Requested key is not in the keyring")]
     NotInstalled,
@@ -90,20 +130,22 @@ pub enum Error {
 impl Keyring {
     /// No keys: gossip is plain text.
     pub fn disabled() -> Keyring {
-        Keyring::new(Vec::new(), true, true, None)
+        Keyring::new(Vec::<Vec<u8>>::new(), true, true, None)
     }
 
-    /// `keys` primary first.
-    pub fn new(
-        keys: Vec<[u8; KEY_LEN]>,
+    /// `keys` primary first; keys of a size memberlist does not take (16, 24 or 32 bytes) are
+    /// left out (`decode_key` refuses them first).
+    pub fn new<K: AsRef<[u8]>>(
+        keys: impl IntoIterator<Item = K>,
         verify_incoming: bool,
         verify_outgoing: bool,
         file: Option<PathBuf>,
     ) -> Keyring {
         let mut ring: Vec<Key> = Vec::new();
         for k in keys {
+            let k = k.as_ref();
             if !ring.iter().any(|r| r.raw == k) {
-                ring.push(Key::new(k));
+                ring.extend(Key::new(k));
             }
         }
         Keyring { keys: Arc::new(RwLock::new(ring)), verify_incoming, verify_outgoing, file }
@@ -152,30 +194,30 @@ impl Keyring {
     }
 
     /// The keys, primary first.
-    pub fn keys(&self) -> Vec<[u8; KEY_LEN]> {
-        self.keys.read().iter().map(|k| k.raw).collect()
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        self.keys.read().iter().map(|k| k.raw.clone()).collect()
     }
 
-    pub fn primary(&self) -> Option<[u8; KEY_LEN]> {
-        self.keys.read().first().map(|k| k.raw)
+    pub fn primary(&self) -> Option<Vec<u8>> {
+        self.keys.read().first().map(|k| k.raw.clone())
     }
 
     /// memberlist's `AddKey`: a new key opens packets from now on; one already there is no change.
     pub fn install(&self, key: &[u8]) -> Result<(), Error> {
-        let raw = self.check(key)?;
+        let new = self.check(key)?;
         {
             let mut keys = self.keys.write();
-            if keys.iter().any(|k| k.raw == raw) {
+            if keys.iter().any(|k| k.raw == new.raw) {
                 return Ok(());
             }
-            keys.push(Key::new(raw));
+            keys.push(new);
         }
         self.write_file()
     }
 
     /// memberlist's `UseKey`: an installed key becomes the one that seals.
     pub fn use_key(&self, key: &[u8]) -> Result<(), Error> {
-        let raw = self.check(key)?;
+        let raw = self.check(key)?.raw;
         {
             let mut keys = self.keys.write();
             let Some(i) = keys.iter().position(|k| k.raw == raw) else { return Err(Error::NotInstalled) };
@@ -187,7 +229,7 @@ impl Keyring {
 
     /// memberlist's `RemoveKey`: never the primary; a key not installed is no change.
     pub fn remove(&self, key: &[u8]) -> Result<(), Error> {
-        let raw = self.check(key)?;
+        let raw = self.check(key)?.raw;
         {
             let mut keys = self.keys.write();
             if keys.first().is_some_and(|k| k.raw == raw) {
@@ -198,11 +240,11 @@ impl Keyring {
         self.write_file()
     }
 
-    fn check(&self, key: &[u8]) -> Result<[u8; KEY_LEN], Error> {
+    fn check(&self, key: &[u8]) -> Result<Key, Error> {
         if !self.is_enabled() {
             return Err(Error::Disabled);
         }
-        key.try_into().map_err(|_| Error::KeySize)
+        Key::new(key).ok_or(Error::KeySize)
     }
 
     /// Serf's keyring file: a JSON array of base64 keys, primary first, mode 0600.
@@ -213,7 +255,7 @@ impl Keyring {
         write_private(path, &text).map_err(|e| Error::File(format!("{}: {e}", path.display())))
     }
 
-    /// With a primary key (and `verify_outgoing`) `1 | nonce | AES-256-GCM(payload)`; otherwise
+    /// With a primary key (and `verify_outgoing`) `1 | nonce | AES-GCM(payload)`; otherwise
     /// `0 | payload`.
     pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
         let keys = self.keys.read();
@@ -224,8 +266,7 @@ impl Keyring {
             return out;
         };
         let nonce: [u8; NONCE_LEN] = rand::random();
-        // Encryption into a Vec fails only for payloads beyond GCM's 64 GiB limit.
-        let sealed = primary.cipher.encrypt(Nonce::from_slice(&nonce), payload).unwrap_or_default();
+        let sealed = primary.encrypt(&nonce, payload);
         let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
         out.push(SEALED);
         out.extend_from_slice(&nonce);
@@ -242,7 +283,7 @@ impl Keyring {
             PLAIN if keys.is_empty() || !self.verify_incoming => Some(rest.to_vec()),
             SEALED if rest.len() >= NONCE_LEN => {
                 let (nonce, sealed) = rest.split_at(NONCE_LEN);
-                keys.iter().find_map(|k| k.cipher.decrypt(Nonce::from_slice(nonce), sealed).ok())
+                keys.iter().find_map(|k| k.decrypt(nonce, sealed))
             }
             _ => None,
         }
@@ -287,7 +328,7 @@ impl Keyring {
     }
 }
 
-fn read_file(text: &str) -> Result<Vec<[u8; KEY_LEN]>, String> {
+fn read_file(text: &str) -> Result<Vec<Vec<u8>>, String> {
     let encoded: Vec<String> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if encoded.is_empty() {
         return Err("no keys present in keyring".into());
@@ -400,7 +441,23 @@ mod tests {
         assert_eq!(a.open(&b.seal(b"x")), None);
         b.use_key(&[7; 32]).expect("use");
         assert_eq!(a.open(&b.seal(b"x")).as_deref(), Some(&b"x"[..]));
-        assert_eq!(b.keys(), vec![[7; 32], [8; 32]]);
+        assert_eq!(b.keys(), vec![vec![7; 32], vec![8; 32]]);
+    }
+
+    #[test]
+    fn aes_128_192_and_256_keys_as_memberlist_takes_them() {
+        for len in KEY_LENS {
+            let ring = Keyring::new(vec![vec![3u8; len]], true, true, None);
+            let other = Keyring::new(vec![vec![4u8; len]], true, true, None);
+            let packet = ring.seal(b"hi");
+            assert_eq!(ring.open(&packet).as_deref(), Some(&b"hi"[..]), "{len}");
+            assert_eq!(other.open(&packet), None, "{len}");
+            ring.install(&[5u8; 16]).expect("a 16-byte key beside it");
+        }
+        assert!(decode_key(&encode_key(&[1; 16])).is_ok());
+        assert!(decode_key(&encode_key(&[1; 24])).is_ok());
+        assert!(decode_key(&encode_key(&[1; 20])).unwrap_err().contains("key size must be 16, 24 or 32 bytes"));
+        assert!(Keyring::new(vec![vec![1u8; 20]], true, true, None).keys().is_empty());
     }
 
     #[test]
@@ -421,14 +478,14 @@ mod tests {
         let ring = Keyring::new(vec![[1; 32]], true, true, None);
         assert_eq!(ring.remove(&[1; 32]), Err(Error::RemovePrimary));
         assert_eq!(ring.use_key(&[2; 32]), Err(Error::NotInstalled));
-        assert_eq!(ring.install(&[2; 16]), Err(Error::KeySize));
+        assert_eq!(ring.install(&[2; 20]), Err(Error::KeySize));
         ring.install(&[2; 32]).expect("install");
         ring.install(&[2; 32]).expect("again: no change");
         assert_eq!(ring.keys().len(), 2);
         ring.remove(&[3; 32]).expect("not installed: no change");
         ring.use_key(&[2; 32]).expect("use");
         ring.remove(&[1; 32]).expect("remove the old one");
-        assert_eq!(ring.keys(), vec![[2; 32]]);
+        assert_eq!(ring.keys(), vec![vec![2; 32]]);
         assert_eq!(Keyring::disabled().install(&[1; 32]), Err(Error::Disabled));
         assert_eq!(Error::RemovePrimary.to_string(), "Removing the primary key is not allowed");
     }
@@ -440,11 +497,11 @@ mod tests {
         let k1 = encode_key(&[1; 32]);
         let k2 = encode_key(&[2; 32]);
         let ring = Keyring::load(Some(&k1), Some(&file), true, true).expect("load");
-        assert_eq!(std::fs::read_to_string(&file).ok().map(|t| read_file(&t)), Some(Ok(vec![[1; 32]])));
+        assert_eq!(std::fs::read_to_string(&file).ok().map(|t| read_file(&t)), Some(Ok(vec![vec![1; 32]])));
         ring.install(&[2; 32]).expect("install");
         ring.use_key(&[2; 32]).expect("use");
         let again = Keyring::load(Some(&k1), Some(&file), true, true).expect("reload");
-        assert_eq!(again.keys(), vec![[2; 32], [1; 32]], "the file wins, primary first");
+        assert_eq!(again.keys(), vec![vec![2; 32], vec![1; 32]], "the file wins, primary first");
         let text = std::fs::read_to_string(&file).expect("file");
         assert_eq!(serde_json::from_str::<Vec<String>>(&text).expect("json"), vec![k2, k1]);
         assert!(Keyring::load(None, None, true, true).expect("none").keys().is_empty());

@@ -7,9 +7,9 @@
 //!   no socket, no task. `sim` drives many cores on a virtual clock over a simulated network.
 //! - `runtime` is the one tokio task that owns the core, the UDP socket, the TCP listener and the
 //!   timer heap; `Gossip` is the handle the agent holds.
-//! - `wire` is the encoding (postcard); `keyring` the keys and the AES-256-GCM seal of every
-//!   datagram and frame (any installed key opens, the primary seals), Serf's keyring file and
-//!   its key queries.
+//! - `wire` is the encoding (postcard); `keyring` the keys (16, 24 or 32 bytes) and the AES-GCM
+//!   seal of every datagram and frame (any installed key opens, the primary seals), Serf's
+//!   keyring file and its key queries.
 //!
 //! ```text
 //! Gossip::start(Config) -> io::Result<Arc<Gossip>>     binds UDP+TCP on `bind`, spawns the task
@@ -47,7 +47,7 @@
 //! random point) and a few gossip rounds after joining, a random member is synced the same way.
 //! User events up to 512 encoded bytes ride on datagrams; larger ones are
 //! sent over TCP to each alive member by the sender. With a key, every datagram and frame is
-//! `1 | nonce | AES-256-GCM`; packets that do not open are dropped and counted, so an agent
+//! `1 | nonce | AES-GCM`; packets that do not open are dropped and counted, so an agent
 //! with another key (or none) cannot join. A keyring query (Consul's `keyring` operations) is
 //! a TCP frame to each member alive; each applies it to its own keyring and answers with its
 //! result and keys, which the asker counts.

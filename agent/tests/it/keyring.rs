@@ -11,6 +11,8 @@ use crate::harness::{bin, json, text, wait_for, TestAgent};
 const LONG: Duration = Duration::from_secs(60);
 const K1: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
 const K2: &str = "Ep2Cq4Ft3bT1xZ6kJ9mN0pQrStUvWxYzAbCdEfGhIjk=";
+/// A 16-byte (AES-128) key, as older Consul guides made them.
+const K16: &str = "cg8StVXbQJ0gPvMd9o7yrg==";
 
 fn ip(host: u8) -> String {
     format!("127.0.155.{host}")
@@ -224,9 +226,9 @@ async fn encryption_turned_on_in_a_running_cluster() {
     assert_eq!(body.matches("Keyring is empty (encryption not enabled)").count(), 3, "{body}");
 
     let phases = [
-        ("key in", format!(r#"{{"encrypt":"{K1}","encrypt_verify_incoming":false,"encrypt_verify_outgoing":false}}"#)),
-        ("sending encrypted", format!(r#"{{"encrypt":"{K1}","encrypt_verify_incoming":false}}"#)),
-        ("enforced", format!(r#"{{"encrypt":"{K1}"}}"#)),
+        ("key in", format!(r#"{{"encrypt":"{K16}","encrypt_verify_incoming":false,"encrypt_verify_outgoing":false}}"#)),
+        ("sending encrypted", format!(r#"{{"encrypt":"{K16}","encrypt_verify_incoming":false}}"#)),
+        ("enforced", format!(r#"{{"encrypt":"{K16}"}}"#)),
     ];
     for (phase, config) in &phases {
         for i in 0..agents.len() {
@@ -242,7 +244,7 @@ async fn encryption_turned_on_in_a_running_cluster() {
     let info = json(&agents[0].get("/v1/agent/self").await);
     assert_eq!(info["Stats"]["serf_lan"]["encrypted"], "true");
     let lan = lan_keyring(&agents[2]).await;
-    assert_eq!(lan["Keys"], serde_json::json!({ K1: 3 }), "{lan}");
+    assert_eq!(lan["Keys"], serde_json::json!({ K16: 3 }), "{lan}");
 
     // Plain text is refused now: an agent without the key keeps failing to join.
     let plain = TestAgent::member(&ip(14), None, &seeds, &[]);
