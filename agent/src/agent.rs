@@ -109,6 +109,8 @@ pub struct Agent {
     rpc: network::HttpClient,
     /// What this agent's server port expects of callers (and this agent shows others').
     pub peer_auth: crate::peer_auth::PeerAuth,
+    /// The LAN pool's gossip keys (Serf's `local.keyring`), shared with gossip and `peer_auth`.
+    pub keyring: crate::gossip::Keyring,
     /// Tokens and what they may do; the agent's own tokens.
     pub acl: Arc<crate::acl::Acl>,
     /// Certificates, when TLS is on; read again on reload.
@@ -171,8 +173,14 @@ impl Agent {
     /// background loops are started by [`Agent::run`].
     pub async fn start(config: Config) -> Result<Arc<Agent>, StartError> {
         let node_id = ensure_node_id(&config);
-        let key = config.encrypt.as_deref().map(crate::serf::decode_key).transpose().map_err(StartError::Config)?;
-        let peer_auth = crate::peer_auth::PeerAuth::new(key.as_ref().map(|k| &k[..]));
+        let keyring = crate::gossip::Keyring::load(
+            config.encrypt.as_deref(),
+            config.data_dir.as_ref().filter(|_| !config.dev).map(|d| d.join("serf").join("local.keyring")).as_deref(),
+            config.encrypt_verify_incoming,
+            config.encrypt_verify_outgoing,
+        )
+        .map_err(StartError::Config)?;
+        let peer_auth = crate::peer_auth::PeerAuth::new(keyring.clone());
         let acl = Arc::new(crate::acl::Acl::new(config.acl.clone(), &config.datacenter, data_dir_of(&config)));
         let tls = if config.tls.any() {
             Some(Arc::new(
@@ -241,6 +249,7 @@ impl Agent {
             rpc: with_tls(network::http_client(peer_auth.clone()).with_token(agent_token)),
             tls,
             peer_auth,
+            keyring,
             acl,
             retired_tokens: Default::default(),
             node_synced: Default::default(),

@@ -127,7 +127,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         "          Cluster Addr: {} (LAN: {}, WAN: {})",
         config.advertise_addr, config.ports.serf_lan, config.ports.serf_wan
     );
-    println!("     Gossip Encryption: {}", config.encrypt.is_some());
+    println!("     Gossip Encryption: {}", agent.keyring.is_enabled());
     println!();
     println!("==> Log data will now stream in as it occurs:");
     tracing::info!(node = %config.node_name, server = config.server, "agent started");

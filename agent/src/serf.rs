@@ -8,7 +8,6 @@ use crate::agent::Agent;
 use crate::cluster::tag;
 use crate::config::Config;
 use crate::gossip::{self, Event, Gossip};
-use base64::Engine;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,12 +46,7 @@ pub fn tags(cfg: &Config, node_id: &str) -> BTreeMap<String, String> {
 }
 
 /// Decodes Consul's `-encrypt` key: base64 of 32 bytes.
-pub fn decode_key(key: &str) -> Result<[u8; 32], String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(key.trim())
-        .map_err(|e| format!("Failed to decode encrypt key: {e}"))?;
-    bytes.try_into().map_err(|b: Vec<u8>| format!("Encrypt key must be 32 bytes (AES-256), got {} bytes", b.len()))
-}
+pub use crate::gossip::keyring::decode_key;
 
 fn timing(cfg: &Config) -> gossip::Timing {
     let t = if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::lan() };
@@ -73,14 +67,13 @@ fn tuned(mut t: gossip::Timing, g: &crate::config::GossipLan, cfg: &Config) -> g
 /// Starts gossip for the agent and the tasks that follow it.
 pub async fn start(agent: &Arc<Agent>) -> anyhow::Result<Arc<Gossip>> {
     let cfg = &agent.config;
-    let key = cfg.encrypt.as_deref().map(decode_key).transpose().map_err(anyhow::Error::msg)?;
     let port = cfg.ports.serf_lan.max(0) as u16;
     let g = Gossip::start(gossip::Config {
         node_name: cfg.node_name.clone(),
         bind: SocketAddr::new(cfg.bind_addr, port),
         advertise: SocketAddr::new(cfg.advertise_addr, port),
         tags: tags(cfg, &agent.node_id),
-        key,
+        keyring: agent.keyring.clone(),
         timing: timing(cfg),
         // Serf's place for it; `-dev` keeps nothing on disk.
         snapshot: cfg.data_dir.as_ref().filter(|_| !cfg.dev).map(|d| d.join("serf").join("local.snapshot")),
@@ -119,7 +112,15 @@ pub async fn start_wan(agent: &Arc<Agent>) -> anyhow::Result<Option<Arc<Gossip>>
     if !cfg.server || cfg.ports.serf_wan < 0 {
         return Ok(None);
     }
-    let key = cfg.encrypt.as_deref().map(decode_key).transpose().map_err(anyhow::Error::msg)?;
+    // The WAN pool's own keys (Serf's `remote.keyring`): rotating a datacenter's LAN keys
+    // leaves the link between datacenters as it was.
+    let keyring = gossip::Keyring::load(
+        cfg.encrypt.as_deref(),
+        cfg.data_dir.as_ref().filter(|_| !cfg.dev).map(|d| d.join("serf").join("remote.keyring")).as_deref(),
+        cfg.encrypt_verify_incoming,
+        cfg.encrypt_verify_outgoing,
+    )
+    .map_err(anyhow::Error::msg)?;
     let port = cfg.ports.serf_wan as u16;
     let timing = tuned(if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::wan() }, &cfg.gossip_wan, cfg);
     let g = Gossip::start(gossip::Config {
@@ -127,7 +128,7 @@ pub async fn start_wan(agent: &Arc<Agent>) -> anyhow::Result<Option<Arc<Gossip>>
         bind: SocketAddr::new(cfg.bind_addr, port),
         advertise: SocketAddr::new(cfg.advertise_addr_wan, port),
         tags: tags(cfg, &agent.node_id),
-        key,
+        keyring,
         timing,
         snapshot: cfg.data_dir.as_ref().filter(|_| !cfg.dev).map(|d| d.join("serf").join("remote.snapshot")),
     })
@@ -253,6 +254,9 @@ async fn reconnect_servers(agent: Arc<Agent>, g: Arc<Gossip>) {
 /// its event buffer.
 async fn follow(agent: Arc<Agent>, g: Arc<Gossip>) {
     let mut events = g.subscribe();
+    // What changed between `start`'s snapshot and this subscription (a restarted agent's
+    // snapshot rejoin answers that fast) came with no event to us: read it once now.
+    agent.members.set(g.members());
     let mut shutdown = agent.shutdown.subscribe();
     loop {
         let ev = tokio::select! {

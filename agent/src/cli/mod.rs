@@ -9,6 +9,7 @@ mod config;
 mod flags;
 mod http;
 mod intention;
+mod keyring;
 mod kv;
 mod local;
 mod table;
@@ -106,6 +107,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("intention", "Interact with Connect service intentions"),
     ("join", "Tell an agent to join the cluster"),
     ("keygen", "Generates a new encryption key"),
+    ("keyring", "Manages gossip layer encryption keys"),
     ("kv", "Interact with the key-value store"),
     ("leave", "Gracefully leaves the cluster and shuts down"),
     ("lock", "Execute a command holding a lock"),
@@ -163,6 +165,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         "services" => local::services(rest).await,
         "snapshot" => local::snapshot(rest).await,
         "keygen" => local::keygen(rest),
+        "keyring" => keyring::keyring(rest).await,
         "validate" => local::validate(rest),
         "tls" => tls::run(rest),
         "watch" => watch::watch(rest).await,

@@ -176,6 +176,11 @@ pub struct Config {
     pub retry_max: u32,
     pub rejoin: bool,
     pub encrypt: Option<String>,
+    /// `encrypt_verify_incoming` (default true): false lets plain gossip and server-port
+    /// requests in, for turning encryption on in a running cluster.
+    pub encrypt_verify_incoming: bool,
+    /// `encrypt_verify_outgoing` (default true): false sends gossip plain.
+    pub encrypt_verify_outgoing: bool,
     pub log_level: String,
     pub pid_file: Option<PathBuf>,
     pub ui: bool,
@@ -805,6 +810,8 @@ impl Config {
             retry_max: flags.retry_max.or_else(|| get_i64(&f, &["retry_max"]).map(|v| v as u32)).unwrap_or(0),
             rejoin: flags.rejoin,
             encrypt: flags.encrypt.clone().or_else(|| get_str(&f, &["encrypt"])),
+            encrypt_verify_incoming: get_bool(&f, &["encrypt_verify_incoming"]).unwrap_or(true),
+            encrypt_verify_outgoing: get_bool(&f, &["encrypt_verify_outgoing"]).unwrap_or(true),
             log_level,
             pid_file: flags.pid_file.clone().or_else(|| get_str(&f, &["pid_file"]).map(PathBuf::from)),
             ui,

@@ -28,7 +28,7 @@ pub fn member(ctx: &Ctx) -> api::AgentMember {
 fn serf_stats(a: &crate::agent::Agent) -> Value {
     let s = a.gossip.get().map(|g| g.stats()).unwrap_or_default();
     json!({
-        "members": s.members.max(1).to_string(), "encrypted": a.config.encrypt.is_some().to_string(),
+        "members": s.members.max(1).to_string(), "encrypted": a.keyring.is_enabled().to_string(),
         "failed": s.failed.to_string(), "left": s.left.to_string(), "member_time": s.member_time.to_string(),
         "event_time": s.event_time.to_string(), "health_score": "0", "intent_queue": "0", "event_queue": "0",
         "query_queue": "0", "query_time": "1", "coordinate_resets": "0",

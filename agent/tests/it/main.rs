@@ -12,6 +12,7 @@ mod federation;
 mod gossip;
 mod harness;
 mod http_api;
+mod keyring;
 mod partition;
 mod query;
 mod restart;
