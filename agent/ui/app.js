@@ -141,6 +141,34 @@ function whenVisible(signal) {
   });
 }
 
+// ---------- the datacenter shown ----------
+
+// '' is the agent's own; another is asked with ?dc= on every endpoint that takes one.
+let shownDc = '';
+function withDc(url) {
+  if (!shownDc || !url.startsWith('/v1/') || url.startsWith('/v1/agent/') || url.startsWith('/v1/acl/')) return url;
+  return `${url}${url.includes('?') ? '&' : '?'}dc=${encodeURIComponent(shownDc)}`;
+}
+
+// The datacenter menu: shown when the WAN pool has more than this one.
+async function loadDatacenters(own) {
+  const sel = document.getElementById('dc-select');
+  try {
+    const r = await fetch('/v1/catalog/datacenters', { headers: withToken() });
+    const dcs = r.ok ? await r.json() : [];
+    if (!Array.isArray(dcs) || dcs.length < 2) return;
+    sel.replaceChildren(...dcs.map((d) => h('option', { value: d === own ? '' : d }, d)));
+    sel.value = shownDc;
+    sel.hidden = false;
+    sel.onchange = () => {
+      shownDc = sel.value;
+      route();
+    };
+  } catch (e) {
+    // No menu: the agent's own datacenter only.
+  }
+}
+
 // ---------- the one watch loop ----------
 
 // Calls onData(body, index, meta) with the first answer and again whenever the data changes, until
@@ -148,6 +176,7 @@ function whenVisible(signal) {
 // (null) when `notFound` is set: a missing KV key can be watched. A 403 replaces the page with the
 // agent's answer (naming `what` could not be seen) and a 401 says ACLs are off; neither is retried.
 function watch(url, onData, signal, { notFound = false, what = 'this page' } = {}) {
+  url = withDc(url);
   let index = 0;
   let failures = 0;
   let first = true;
@@ -198,6 +227,7 @@ function watch(url, onData, signal, { notFound = false, what = 'this page' } = {
 }
 
 async function api(method, path, body) {
+  path = withDc(path);
   const r = await fetch(path, { method, body, headers: withToken() });
   const text = await r.text();
   if (!r.ok) {
@@ -1555,5 +1585,8 @@ route();
 checkAuth();
 fetch('/v1/agent/self', { headers: withToken() })
   .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
-  .then((s) => (document.getElementById('dc').textContent = `${s.Config.Datacenter} · ${s.Config.NodeName}`))
+  .then((s) => {
+    document.getElementById('dc').textContent = `${s.Config.Datacenter} · ${s.Config.NodeName}`;
+    loadDatacenters(s.Config.Datacenter);
+  })
   .catch(() => {});

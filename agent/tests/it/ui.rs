@@ -845,3 +845,29 @@ async fn intentions_created_edited_and_deleted_in_the_page_and_config_entries_re
     );
     ui.close().await;
 }
+
+/// Two federated datacenters: the menu lists both, and choosing dc2 shows dc2's services.
+#[tokio::test]
+async fn the_datacenter_menu_shows_another_datacenters_services() {
+    let a = TestAgent::start("127.0.90.20", true, &["-ui"]);
+    let b = TestAgent::start("127.0.90.21", true, &["-datacenter=dc2", "-retry-join-wan=127.0.90.20"]);
+    a.ready().await;
+    b.ready().await;
+    register(&b, serde_json::json!({"Name": "only-in-dc2", "Port": 9})).await;
+    wait_for(DEADLINE, "dc2 known to dc1", || async {
+        (json(&a.get("/v1/catalog/datacenters").await) == serde_json::json!(["dc1", "dc2"])).then_some(())
+    })
+    .await;
+    let ui = Ui::launch().await;
+    let base = proxy("127.0.90.20:8500").await;
+    let page = ui.open(&format!("{base}/ui/#/services")).await;
+    until(&page, "the datacenter menu", "!document.getElementById('dc-select').hidden").await;
+    assert_eq!(
+        eval(&page, "[...document.querySelectorAll('#dc-select option')].map(o => o.innerText).join(',')").await,
+        "dc1,dc2"
+    );
+    assert_eq!(eval(&page, "document.body.innerText.includes('only-in-dc2')").await, false);
+    eval(&page, "(() => { const s = document.getElementById('dc-select'); s.value = 'dc2'; s.dispatchEvent(new Event('change')); return true; })()").await;
+    until(&page, "dc2's service listed", "document.body.innerText.includes('only-in-dc2')").await;
+    ui.close().await;
+}
