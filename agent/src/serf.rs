@@ -81,7 +81,7 @@ pub async fn start(agent: &Arc<Agent>) -> anyhow::Result<Arc<Gossip>> {
     .await?;
     let _ = agent.gossip.set(g.clone());
     agent.members.set(g.members());
-    tokio::spawn(follow(agent.clone(), g.clone()));
+    tokio::spawn(follow(agent.clone(), g.clone(), false));
     if !cfg.retry_join.is_empty() {
         tokio::spawn(retry_join(agent.clone(), g.clone()));
     }
@@ -135,7 +135,7 @@ pub async fn start_wan(agent: &Arc<Agent>) -> anyhow::Result<Option<Arc<Gossip>>
     .await?;
     let _ = agent.gossip_wan.set(g.clone());
     agent.wan.set(g.members());
-    tokio::spawn(follow_wan(agent.clone(), g.clone()));
+    tokio::spawn(follow(agent.clone(), g.clone(), true));
     tokio::spawn(flood_join(agent.clone(), g.clone()));
     tokio::spawn(crate::wan_rtt::run(agent.clone()));
     if !cfg.retry_join_wan.is_empty() {
@@ -178,23 +178,6 @@ async fn flood_join(agent: Arc<Agent>, g: Arc<Gossip>) {
 pub async fn join_wan(agent: &Agent, addr: &str) -> Result<usize, String> {
     let g = agent.gossip_wan.get().ok_or_else(|| "this agent is not a server: it has no WAN pool".to_string())?;
     g.join(&[wan_addr(addr)]).await
-}
-
-/// Feeds the WAN pool's membership into `Agent::wan`.
-async fn follow_wan(agent: Arc<Agent>, g: Arc<Gossip>) {
-    let mut events = g.subscribe();
-    let mut shutdown = agent.shutdown.subscribe();
-    loop {
-        let ev = tokio::select! {
-            ev = events.recv() => ev,
-            _ = shutdown.changed() => return,
-        };
-        match ev {
-            Ok(Event::User(_)) => {}
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => agent.wan.set(g.members()),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
 }
 
 /// `-retry-join-wan`: tries the addresses every `retry_interval` until one answers; unlike
@@ -250,13 +233,14 @@ async fn reconnect_servers(agent: Arc<Agent>, g: Arc<Gossip>) {
     }
 }
 
-/// Feeds every membership change into the agent's member view, and received user events into
-/// its event buffer.
-async fn follow(agent: Arc<Agent>, g: Arc<Gossip>) {
+/// Feeds every membership change into the agent's member view (`Agent::members`, or
+/// `Agent::wan` for the WAN pool), and the LAN pool's user events into its event buffer.
+async fn follow(agent: Arc<Agent>, g: Arc<Gossip>, wan: bool) {
+    let members = if wan { &agent.wan } else { &agent.members };
     let mut events = g.subscribe();
     // What changed between `start`'s snapshot and this subscription (a restarted agent's
     // snapshot rejoin answers that fast) came with no event to us: read it once now.
-    agent.members.set(g.members());
+    members.set(g.members());
     let mut shutdown = agent.shutdown.subscribe();
     loop {
         let ev = tokio::select! {
@@ -264,10 +248,11 @@ async fn follow(agent: Arc<Agent>, g: Arc<Gossip>) {
             _ = shutdown.changed() => return,
         };
         match ev {
-            Ok(Event::User(ev)) => {
+            Ok(Event::User(ev)) if !wan => {
                 agent.record_event(ev);
             }
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => agent.members.set(g.members()),
+            Ok(Event::User(_)) => {}
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => members.set(g.members()),
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }

@@ -37,6 +37,16 @@ const COUNT: Ty = Ty::Int(0, i32::MAX as i64);
 
 pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "err", "error", "warning"];
 
+/// `gossip_lan` and `gossip_wan`.
+const GOSSIP_TUNING: &[(&str, Ty)] = &[
+    ("probe_interval", Ty::Duration),
+    ("probe_timeout", Ty::Duration),
+    ("gossip_interval", Ty::Duration),
+    ("gossip_nodes", Ty::Int(1, 1024)),
+    ("suspicion_mult", Ty::Int(1, 1024)),
+    ("retransmit_mult", Ty::Int(1, 1024)),
+];
+
 const TLS_BLOCK: &[(&str, Ty)] = &[
     ("ca_file", Ty::Str),
     ("ca_path", Ty::Str),
@@ -146,28 +156,8 @@ pub const TOP: &[(&str, Ty)] = &[
     ("encrypt", Ty::Str),
     ("encrypt_verify_incoming", Ty::Bool),
     ("encrypt_verify_outgoing", Ty::Bool),
-    (
-        "gossip_lan",
-        Ty::Obj(&[
-            ("probe_interval", Ty::Duration),
-            ("probe_timeout", Ty::Duration),
-            ("gossip_interval", Ty::Duration),
-            ("gossip_nodes", Ty::Int(1, 1024)),
-            ("suspicion_mult", Ty::Int(1, 1024)),
-            ("retransmit_mult", Ty::Int(1, 1024)),
-        ]),
-    ),
-    (
-        "gossip_wan",
-        Ty::Obj(&[
-            ("probe_interval", Ty::Duration),
-            ("probe_timeout", Ty::Duration),
-            ("gossip_interval", Ty::Duration),
-            ("gossip_nodes", Ty::Int(1, 1024)),
-            ("suspicion_mult", Ty::Int(1, 1024)),
-            ("retransmit_mult", Ty::Int(1, 1024)),
-        ]),
-    ),
+    ("gossip_lan", Ty::Obj(GOSSIP_TUNING)),
+    ("gossip_wan", Ty::Obj(GOSSIP_TUNING)),
     ("http_config", Ty::Obj(&[("response_headers", Ty::StrMap), ("allow_write_http_from", Ty::Strings)])),
     ("key_file", Ty::Str),
     ("leave_on_terminate", Ty::Bool),
