@@ -131,7 +131,11 @@ impl Client {
             Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
             None => builder,
         };
-        let connector = builder.enable_all_versions().wrap_connector(http);
+        // HTTP/1.1, as Consul's Go client speaks it over TLS too: each blocking query has a
+        // connection of its own (as over plain HTTP), and a refused client certificate, which a
+        // TLS 1.3 server reports only after the handshake, reaches the request as its error (an
+        // HTTP/2 connection task would swallow it).
+        let connector = builder.enable_http1().wrap_connector(http);
         let http =
             HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
         let scheme = if tls.is_some() { "https" } else { "http" };

@@ -207,7 +207,7 @@ impl TlsOptions {
         } else {
             builder.with_root_certificates(roots)
         };
-        // ALPN (h2, then http/1.1) is set by the connector that uses this.
+        // ALPN is set by the connector that uses this.
         let config = match (&self.cert_file, &self.key_file) {
             (Some(cert), Some(key)) => {
                 let certs = read_certs("reading client certificate", cert)?;
@@ -330,7 +330,35 @@ impl ServerCertVerifier for NoVerify {
 /// authority`, `remote error: tls: certificate required`), for callers that print errors the way
 /// Consul's tools do; `None` if the chain holds no TLS error.
 pub fn go_tls_text(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    find_tls_error(err, 0).map(go_words)
+    if let Some(e) = find_tls_error(err, 0) {
+        return Some(go_words(e));
+    }
+    // rustls reports an alert that arrives after the handshake (TLS 1.3 servers refuse a missing
+    // client certificate then) as an io error holding only its text.
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if let Some(name) = text.strip_prefix("received fatal alert: ") {
+            return Some(alert_words(name));
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// Go's text for an alert, by rustls's name for it (`CertificateRequired`).
+fn alert_words(name: &str) -> String {
+    let what = match name {
+        "CertificateRequired" => "certificate required",
+        "BadCertificate" => "bad certificate",
+        "UnknownCA" => "unknown certificate authority",
+        "HandshakeFailure" => "handshake failure",
+        "CertificateExpired" => "expired certificate",
+        "DecryptError" => "error decrypting message",
+        "ProtocolVersion" => "protocol version not supported",
+        other => return format!("remote error: tls: {other}"),
+    };
+    format!("remote error: tls: {what}")
 }
 
 /// The rustls error in `err`'s chain. An `io::Error` hides what it wraps from `source()` (it
@@ -353,7 +381,7 @@ fn find_tls_error<'a>(err: &'a (dyn std::error::Error + 'static), depth: usize) 
 }
 
 fn go_words(e: &rustls::Error) -> String {
-    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    use rustls::{CertificateError as C, Error as E};
     match e {
         E::InvalidCertificate(c) => {
             let why = match c {
@@ -373,19 +401,7 @@ fn go_words(e: &rustls::Error) -> String {
             };
             format!("tls: failed to verify certificate: {why}")
         }
-        E::AlertReceived(a) => {
-            let what = match a {
-                A::CertificateRequired => "certificate required",
-                A::BadCertificate => "bad certificate",
-                A::UnknownCA => "unknown certificate authority",
-                A::HandshakeFailure => "handshake failure",
-                A::CertificateExpired => "expired certificate",
-                A::DecryptError => "error decrypting message",
-                A::ProtocolVersion => "protocol version not supported",
-                _ => return format!("remote error: tls: {a:?}"),
-            };
-            format!("remote error: tls: {what}")
-        }
+        E::AlertReceived(a) => alert_words(&format!("{a:?}")),
         // What a plain HTTP server answers to a TLS hello.
         E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
             "http: server gave HTTP response to HTTPS client".to_string()
