@@ -12,4 +12,5 @@ mod http_api;
 mod restart;
 mod security;
 mod tls;
+mod tls_clients;
 mod ui;
