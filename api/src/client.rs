@@ -24,9 +24,9 @@ const BLOCKING_MARGIN: Duration = Duration::from_secs(5);
 pub enum Error {
     #[error("invalid agent address {0:?}")]
     Address(String),
-    #[error("connecting to {addr}: {source}")]
+    #[error("connecting to {addr}: {}", cause(source))]
     Transport { addr: String, source: hyper_util::client::legacy::Error },
-    #[error("reading the answer from {addr}: {source}")]
+    #[error("reading the answer from {addr}: {}", cause(source))]
     Body { addr: String, source: hyper::Error },
     #[error("unexpected response code: {status} ({body})")]
     Status { status: u16, body: String },
@@ -43,6 +43,26 @@ pub enum Error {
     TlsFile { what: &'static str, path: String, message: String },
     #[error("TLS: {0}")]
     Tls(String),
+}
+
+/// An error and what caused it: a TLS failure in Go's words (`x509: certificate signed by unknown
+/// authority`), else each cause in the chain ("client error (Connect): tcp connect error: ...");
+/// hyper's own text alone says little.
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(t) = crate::tls::go_tls_text(e) {
+        return t;
+    }
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 impl Error {
