@@ -97,6 +97,9 @@ pub struct Runner {
     http: HttpClient,
     identity: SharedIdentity,
     output_max: usize,
+    /// Set by [`Runner::offline`]: checks that would reach the network are registered but
+    /// never run.
+    offline: std::sync::atomic::AtomicBool,
 }
 
 fn connector() -> hyper_util::client::legacy::connect::HttpConnector {
@@ -110,7 +113,14 @@ impl Runner {
         let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector());
-        Runner { results, tasks: Mutex::new(HashMap::new()), http, identity: Default::default(), output_max }
+        Runner {
+            results,
+            tasks: Mutex::new(HashMap::new()),
+            http,
+            identity: Default::default(),
+            output_max,
+            offline: Default::default(),
+        }
     }
 
     /// The CA and certificate TLS checks use from their next run on (start, and after a reload
@@ -119,11 +129,21 @@ impl Runner {
         *self.identity.write() = identity;
     }
 
+    /// From now on only TTL checks run. For an in-process agent fed arbitrary requests (the
+    /// fuzz targets): a registered HTTP, TCP, UDP or gRPC check would otherwise send traffic
+    /// to whatever address the request named.
+    pub fn offline(&self) {
+        self.offline.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Starts (or restarts) the check `id`. Script checks run only if `scripts_allowed`.
     pub fn start(&self, id: &str, def: &CheckDefinition, scripts_allowed: bool) {
         self.stop(id);
         let kind = def.kind();
         if kind.is_empty() || kind == "alias" {
+            return;
+        }
+        if def.ttl_ns == 0 && self.offline.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();

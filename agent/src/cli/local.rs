@@ -173,11 +173,8 @@ pub(super) fn validate_paths(paths: &[String]) -> Result<Vec<String>, String> {
         files.extend(config_files(Path::new(p))?);
     }
     for f in &files {
-        if f.extension().and_then(|e| e.to_str()) == Some("json") {
-            let text = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let v: Value = serde_json::from_slice(&text).map_err(|e| format!("Error parsing {}: {e}", f.display()))?;
-            validate_doc(&v).map_err(|e| format!("Error parsing {}: {e}", f.display()))?;
-        }
+        let doc = crate::config::read_doc(f).map_err(|e| format!("Error parsing {}: {e}", f.display()))?;
+        validate_doc(&Value::Object(doc)).map_err(|e| format!("Error parsing {}: {e}", f.display()))?;
     }
     let (_, unknown) = crate::config::load_paths(&files).map_err(|e| e.to_string())?;
     Ok(unknown.into_iter().map(|k| format!("invalid config key {k}")).collect())
@@ -642,8 +639,13 @@ mod tests {
         std::fs::write(dir.path().join("b.hcl"), "datacenter = \"dc1\"").unwrap();
         std::fs::write(dir.path().join("ignored.txt"), "not config").unwrap();
         let d = dir.path().display().to_string();
+        assert!(validate_paths(std::slice::from_ref(&d)).is_ok(), "HCL is read like JSON");
+        std::fs::write(dir.path().join("b.hcl"), "datacenter = \n").unwrap();
         let e = validate_paths(std::slice::from_ref(&d)).unwrap_err();
-        assert!(e.contains("b.hcl") && e.contains("HCL config files are not supported"), "{e}");
+        assert!(e.contains("b.hcl") && e.contains("line 2"), "{e}");
+        std::fs::write(dir.path().join("b.hcl"), "service { port = 80 }").unwrap();
+        let e = validate_paths(std::slice::from_ref(&d)).unwrap_err();
+        assert!(e.contains("missing a name"), "{e}");
         std::fs::remove_file(dir.path().join("b.hcl")).unwrap();
         std::fs::write(dir.path().join("b.json"), r#"{"bogus_key": 1}"#).unwrap();
         let warnings = validate_paths(std::slice::from_ref(&d)).unwrap();

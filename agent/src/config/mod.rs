@@ -4,6 +4,7 @@
 //! type or range is an error naming the file and key, an unknown key a warning (as in Consul),
 //! and a security setting the agent does not enforce stops it ([`schema::unenforced`]).
 
+pub mod hcl;
 pub mod schema;
 
 use serde_json::{Map, Value};
@@ -114,6 +115,9 @@ pub struct AgentFlags {
     pub max_query_time: Option<String>,
     #[arg(long)]
     pub hcl: Vec<String>,
+    /// Accepted for the old rolling-upgrade recipes and ignored, as Consul does.
+    #[arg(long)]
+    pub protocol: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -243,35 +247,50 @@ fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
 /// are returned (`file: key`) for the caller to warn about.
 fn load_file(path: &Path, into: &mut Map<String, Value>) -> Result<Vec<String>, ConfigError> {
     let shown = path.display().to_string();
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => {}
-        // Consul reads HCL too; this agent does not yet. Skipping the file would start an agent
-        // without settings its operator wrote, so it is an error.
-        Some("hcl") => {
-            return Err(ConfigError::Unreadable {
-                path: shown,
-                what: "HCL config files are not supported yet; write it as JSON".into(),
-            })
-        }
+    let map = read_doc(path)?;
+    load_doc(map, &shown, into)
+}
+
+/// One config file as a document: JSON, or HCL shaped as the same document.
+pub fn read_doc(path: &Path) -> Result<Map<String, Value>, ConfigError> {
+    let shown = path.display().to_string();
+    let hcl = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => false,
+        Some("hcl") => true,
         _ => {
             return Err(ConfigError::Unreadable {
                 path: shown,
-                what: "No format specified: config file must end in .json".into(),
+                what: "No format specified: config file must end in .json or .hcl".into(),
             })
         }
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-    let v: Value = serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: shown.clone(), source })?;
-    let Value::Object(mut map) = v else {
-        return Err(ConfigError::Other(format!("config file {shown} is not a JSON object")));
     };
-    let unknown = schema::check(&map).map_err(|source| ConfigError::Schema { path: shown.clone(), source })?;
-    // `service`/`check` are the single forms of `services`/`checks`.
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    if hcl {
+        return hcl::parse(&text).map_err(|e| ConfigError::Unreadable { path: shown, what: e.to_string() });
+    }
+    let v: Value = serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: shown.clone(), source })?;
+    match v {
+        Value::Object(map) => Ok(map),
+        _ => Err(ConfigError::Other(format!("config file {shown} is not a JSON object"))),
+    }
+}
+
+/// Checks one document against the schema and merges it into `into`; returns the unknown keys.
+fn load_doc(
+    mut map: Map<String, Value>,
+    shown: &str,
+    into: &mut Map<String, Value>,
+) -> Result<Vec<String>, ConfigError> {
+    let unknown = schema::check(&map).map_err(|source| ConfigError::Schema { path: shown.to_string(), source })?;
+    // `service`/`check` are the single forms of `services`/`checks` (HCL may repeat them).
     for (single, plural) in [("service", "services"), ("check", "checks")] {
         if let Some(v) = map.remove(single) {
             let list = map.entry(plural).or_insert_with(|| Value::Array(vec![]));
             if let Value::Array(a) = list {
-                a.push(v);
+                match v {
+                    Value::Array(items) => a.extend(items),
+                    one => a.push(one),
+                }
             }
         }
     }
@@ -298,6 +317,11 @@ pub fn config_files(files: &[PathBuf], dirs: &[PathBuf]) -> Result<Vec<PathBuf>,
 /// Reads, checks and merges `paths` in order; returns the merged document and the unknown keys.
 /// A security setting the agent does not enforce is an error here.
 pub fn load_paths(paths: &[PathBuf]) -> Result<(Map<String, Value>, Vec<String>), ConfigError> {
+    load_sources(paths, &[])
+}
+
+/// [`load_paths`], then `-hcl` snippets, in the order given.
+pub fn load_sources(paths: &[PathBuf], snippets: &[String]) -> Result<(Map<String, Value>, Vec<String>), ConfigError> {
     let mut merged = Map::new();
     let mut unknown = Vec::new();
     // What each file's settings alone would turn on, to name the file in a refusal.
@@ -307,6 +331,12 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<(Map<String, Value>, Vec<String>)
         load_file(f, &mut alone)?;
         set_by.push((f.display().to_string(), schema::unenforced(&alone)));
         unknown.extend(load_file(f, &mut merged)?);
+    }
+    for snippet in snippets {
+        let doc =
+            hcl::parse(snippet).map_err(|e| ConfigError::Unreadable { path: "-hcl".into(), what: e.to_string() })?;
+        set_by.push(("-hcl".into(), schema::unenforced(&doc)));
+        unknown.extend(load_doc(doc, "-hcl", &mut merged)?);
     }
     let unenforced = schema::unenforced(&merged);
     if !unenforced.is_empty() {
@@ -324,7 +354,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<(Map<String, Value>, Vec<String>)
 
 /// Reads every config file and dir the flags name, merged in order.
 pub fn load_files(flags: &AgentFlags) -> Result<Map<String, Value>, ConfigError> {
-    let (merged, unknown) = load_paths(&config_files(&flags.config_file, &flags.config_dir)?)?;
+    let (merged, unknown) = load_sources(&config_files(&flags.config_file, &flags.config_dir)?, &flags.hcl)?;
     for k in unknown {
         tracing::warn!("invalid config key {k}: ignored");
     }
@@ -463,6 +493,33 @@ fn tls_config(f: &Map<String, Value>, dc: &str, domain: &str) -> crate::tls::Tls
     }
 }
 
+/// The host's IPv4 addresses (every interface that is up).
+fn interface_ipv4s() -> Vec<std::net::Ipv4Addr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return vec![] };
+    addrs.filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|v4| v4.ip()))).collect()
+}
+
+/// The one private (RFC 1918 or RFC 6598) address among `candidates`, as Consul picks what to
+/// advertise when bound to 0.0.0.0; none or several is an error telling the operator what to set.
+fn private_ipv4(candidates: &[std::net::Ipv4Addr]) -> Result<IpAddr, ConfigError> {
+    let private = |ip: &std::net::Ipv4Addr| {
+        let o = ip.octets();
+        ip.is_private() || (o[0] == 100 && (64..128).contains(&o[1]))
+    };
+    let mut found: Vec<&std::net::Ipv4Addr> = candidates.iter().filter(|ip| private(ip)).collect();
+    found.dedup();
+    match found[..] {
+        [one] => Ok(IpAddr::V4(*one)),
+        [] => Err(ConfigError::Other(
+            "No private IPv4 address found: set -bind (bind_addr) or -advertise (advertise_addr) to the address to use"
+                .into(),
+        )),
+        _ => Err(ConfigError::Other(
+            "Multiple private IPv4 addresses found. Please configure one with 'bind' and/or 'advertise'.".into(),
+        )),
+    }
+}
+
 /// A network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is one host).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cidr {
@@ -518,12 +575,6 @@ fn hostname() -> String {
 impl Config {
     /// Builds the configuration from flags and the files they name.
     pub fn from_flags(flags: AgentFlags) -> Result<Config, ConfigError> {
-        if !flags.hcl.is_empty() {
-            return Err(ConfigError::Unreadable {
-                path: "-hcl".into(),
-                what: "HCL is not supported yet; use a JSON config file".into(),
-            });
-        }
         let files = load_files(&flags)?;
         Config::build(flags, files)
     }
@@ -545,7 +596,8 @@ impl Config {
         let bind_addr = parse_ip("bind_addr", &bind_str)?;
         let advertise_addr = match flags.advertise.clone().or_else(|| get_str(&f, &["advertise_addr"])) {
             Some(a) => parse_ip("advertise_addr", &a)?,
-            None if bind_addr.is_unspecified() => "127.0.0.1".parse().expect("valid literal"),
+            // As Consul: binding to every address advertises the host's one private IPv4 address.
+            None if bind_addr.is_unspecified() => private_ipv4(&interface_ipv4s())?,
             None => bind_addr,
         };
         let client_str =
@@ -837,6 +889,15 @@ mod tests {
         assert_eq!(c.ports.dns, -1);
         assert_eq!(c.raft_multiplier, 1);
         assert!(c.enable_script_checks && c.server && c.bootstrap && c.ui);
+    }
+
+    #[test]
+    fn bind_everywhere_advertises_the_one_private_address() {
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().expect("ip");
+        assert_eq!(private_ipv4(&[ip("127.0.0.1"), ip("172.17.0.2")]).expect("one").to_string(), "172.17.0.2");
+        assert_eq!(private_ipv4(&[ip("100.64.1.2")]).expect("cgnat").to_string(), "100.64.1.2");
+        assert!(private_ipv4(&[ip("127.0.0.1"), ip("192.0.2.2")]).unwrap_err().to_string().starts_with("No private"));
+        assert!(private_ipv4(&[ip("10.0.0.1"), ip("192.168.1.1")]).unwrap_err().to_string().starts_with("Multiple"));
     }
 
     #[test]

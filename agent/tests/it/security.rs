@@ -138,7 +138,8 @@ fn settings_it_cannot_honour_and_bad_values_stop_the_agent_naming_the_key() {
         ("port.json", r#"{"ports": {"dns": 70000}}"#, "'ports.dns' cannot be 70000"),
         ("script.json", r#"{"check": {"id": "s", "args": ["/bin/true"], "interval": "1s"}}"#,
          "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true"),
-        ("conf.hcl", "server = true\n", "HCL config files are not supported yet"),
+        ("conf.hcl", "server = \"yes\"\n", "'server' expected type 'bool'"),
+        ("broken.hcl", "ports {\n  http = \n}\n", "line 3"),
     ];
     for (name, body, want) in cases {
         let path = dir.path().join(name);
@@ -160,10 +161,10 @@ fn settings_it_cannot_honour_and_bad_values_stop_the_agent_naming_the_key() {
             assert!(out.contains(name), "{name}: the file is named:\n{out}");
         }
     }
-    // A directory holding an .hcl file is refused too, not skipped.
+    // A directory's .hcl files are read, not skipped: a bad one stops the agent.
     let d = tempfile::tempdir().expect("tempdir");
     std::fs::write(d.path().join("a.json"), "{}").expect("write");
-    std::fs::write(d.path().join("b.hcl"), "acl { enabled = true }").expect("write");
+    std::fs::write(d.path().join("b.hcl"), "performance { raft_multiplier = 11 }").expect("write");
     let (status, out) = run_agent(
         &[
             "-dev",
@@ -353,4 +354,48 @@ async fn out_of_file_descriptors_the_accept_loops_back_off_instead_of_spinning()
     drop(held);
     assert!(cpu1 - cpu0 < 0.5, "accept loops used {:.2} CPU-seconds in 2 s", cpu1 - cpu0);
     assert!(log1 - log0 < 64 * 1024, "accept loops logged {} bytes in 2 s", log1 - log0);
+}
+
+#[tokio::test]
+async fn hcl_config_files_and_snippets_are_read_like_json() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(d.path().join("a.json"), r#"{"node_meta": {"from": "json", "rack": "a"}}"#).expect("write");
+    std::fs::write(
+        d.path().join("b.hcl"),
+        r#"
+        # later files win; services accumulate
+        node_meta { rack = "b" }
+        service {
+          name = "web"
+          port = 8080
+          tags = ["v1"]
+          check { id = "web-ttl" ttl = "30s" }
+        }
+        service { name = "db" port = 5432 }
+        "#,
+    )
+    .expect("write");
+    let a = TestAgent::start(
+        "127.0.120.11",
+        true,
+        &[&format!("-config-dir={}", d.path().display()), "-hcl", "node_meta { snippet = \"yes\" }"],
+    );
+    a.ready().await;
+    let me = json(&a.get("/v1/agent/self").await);
+    let meta = &me["Meta"];
+    assert_eq!(
+        (meta["from"].as_str(), meta["rack"].as_str(), meta["snippet"].as_str()),
+        (Some("json"), Some("b"), Some("yes")),
+        "{meta}"
+    );
+    let services = json(&a.get("/v1/agent/services").await);
+    assert_eq!(services["web"]["Port"], 8080);
+    assert_eq!(services["web"]["Tags"], serde_json::json!(["v1"]));
+    assert_eq!(services["db"]["Port"], 5432);
+    let checks = json(&a.get("/v1/agent/checks").await);
+    assert_eq!(checks["web-ttl"]["ServiceID"], "web", "{checks}");
+    // `agent validate` reads the same files.
+    let out = Command::new(bin()).args(["validate", &d.path().display().to_string()]).output().expect("validate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Configuration is valid!"));
 }
