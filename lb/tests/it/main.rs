@@ -7,6 +7,7 @@ mod fake;
 mod fast_path;
 mod real_agent;
 mod refusals;
+mod tls;
 
 use fake::{get, Backend, Cluster, FakeAgent, Lb};
 use std::collections::HashMap;
