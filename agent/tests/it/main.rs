@@ -16,4 +16,5 @@ mod restart;
 mod security;
 mod tls;
 mod tls_clients;
+mod tls_walkthrough;
 mod ui;
