@@ -101,12 +101,16 @@ pub struct Agent {
     pub wan: crate::cluster::Members,
     /// Gossip, once started (`serf::start`).
     pub gossip: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
+    /// A server's WAN pool (`serf::start_wan`); its members are in `wan`.
+    pub gossip_wan: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
     /// HTTP/2 connections to servers for forwarded API requests.
     pub forwarder: crate::forward::ForwardClient,
     /// HTTP/1 connections to servers' `/rpc/*` (a client agent's writes and catalog reads).
     rpc: network::HttpClient,
     /// What this agent's server port expects of callers (and this agent shows others').
     pub peer_auth: crate::peer_auth::PeerAuth,
+    /// The LAN pool's gossip keys (Serf's `local.keyring`), shared with gossip and `peer_auth`.
+    pub keyring: crate::gossip::Keyring,
     /// Tokens and what they may do; the agent's own tokens.
     pub acl: Arc<crate::acl::Acl>,
     /// Certificates, when TLS is on; read again on reload.
@@ -178,8 +182,14 @@ impl Agent {
     /// background loops are started by [`Agent::run`].
     pub async fn start(config: Config) -> Result<Arc<Agent>, StartError> {
         let node_id = ensure_node_id(&config);
-        let key = config.encrypt.as_deref().map(crate::serf::decode_key).transpose().map_err(StartError::Config)?;
-        let peer_auth = crate::peer_auth::PeerAuth::new(key.as_ref().map(|k| &k[..]));
+        let keyring = crate::gossip::Keyring::load(
+            config.encrypt.as_deref(),
+            config.data_dir.as_ref().filter(|_| !config.dev).map(|d| d.join("serf").join("local.keyring")).as_deref(),
+            config.encrypt_verify_incoming,
+            config.encrypt_verify_outgoing,
+        )
+        .map_err(StartError::Config)?;
+        let peer_auth = crate::peer_auth::PeerAuth::new(keyring.clone());
         let acl = Arc::new(crate::acl::Acl::new(config.acl.clone(), &config.datacenter, data_dir_of(&config)));
         let tls = if config.tls.any() {
             Some(Arc::new(
@@ -244,10 +254,12 @@ impl Agent {
             members: Default::default(),
             wan: Default::default(),
             gossip: Default::default(),
+            gossip_wan: Default::default(),
             forwarder: with_tls(crate::forward::client(peer_auth.clone())),
             rpc: with_tls(network::http_client(peer_auth.clone()).with_token(agent_token)),
             tls,
             peer_auth,
+            keyring,
             acl,
             retired_tokens: Default::default(),
             node_synced: Default::default(),
@@ -331,9 +343,10 @@ impl Agent {
     /// This agent's catalog node.
     pub fn node(&self) -> Node {
         let addr = self.config.advertise_addr.to_string();
+        let wan = self.config.advertise_addr_wan.to_string();
         let mut tagged = BTreeMap::new();
-        for k in ["lan", "lan_ipv4", "wan", "wan_ipv4"] {
-            tagged.insert(k.to_string(), addr.clone());
+        for (k, a) in [("lan", &addr), ("lan_ipv4", &addr), ("wan", &wan), ("wan_ipv4", &wan)] {
+            tagged.insert(k.to_string(), a.clone());
         }
         let mut meta = self.config.node_meta.clone();
         meta.insert("consul-network-segment".into(), String::new());
@@ -952,6 +965,7 @@ impl Agent {
         tokio::spawn(self.clone().session_expiry_loop());
         tokio::spawn(crate::leader::bootstrap_expect(self.clone()));
         tokio::spawn(crate::acl::leader::run(self.clone()));
+        tokio::spawn(crate::acl::replication::run(self.clone()));
         tokio::spawn(crate::ca_leader::run(self.clone()));
         let me = self.clone();
         tokio::spawn(async move {
@@ -989,6 +1003,9 @@ impl Agent {
     /// A graceful leave (`consul leave`, or SIGTERM on a client): the others see this agent
     /// Left, not Failed, and the leader deregisters it; then the agent stops.
     pub async fn leave(&self) {
+        if let Some(g) = self.gossip_wan.get() {
+            g.leave(Duration::from_secs(5)).await;
+        }
         if let Some(g) = self.gossip.get() {
             g.leave(Duration::from_secs(5)).await;
         }
@@ -997,6 +1014,9 @@ impl Agent {
 
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+        if let Some(g) = self.gossip_wan.get() {
+            g.shutdown().await;
+        }
         if let Some(g) = self.gossip.get() {
             g.shutdown().await;
         }

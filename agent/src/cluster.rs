@@ -64,6 +64,9 @@ pub struct Members {
     /// Servers that failed an RPC recently: skipped until the instant passes.
     benched: RwLock<HashMap<SocketAddr, Instant>>,
     changed: tokio::sync::Notify,
+    /// Network coordinates by member name (the WAN pool's: measured by `wan_rtt`), this
+    /// agent's own included.
+    coords: RwLock<HashMap<String, crate::coordinate::Coord>>,
 }
 
 /// What this agent saw of a member's history: since when it has its status, and when it last
@@ -102,8 +105,19 @@ impl Members {
             }
             seen.retain(|name, _| members.iter().any(|m| m.name == *name));
         }
+        self.coords.write().retain(|name, _| members.iter().any(|m| m.name == *name));
         *self.list.write() = members;
         self.changed.notify_waiters();
+    }
+
+    pub fn set_coordinate(&self, name: &str, c: crate::coordinate::Coord) {
+        if c.is_valid() {
+            self.coords.write().insert(name.to_string(), c);
+        }
+    }
+
+    pub fn coordinate(&self, name: &str) -> Option<crate::coordinate::Coord> {
+        self.coords.read().get(name).cloned()
     }
 
     /// [`Seen`] for every member.
@@ -211,7 +225,10 @@ fn deregister(node: &str) -> Command {
 
 fn register_member(m: &Member, state: &State, status: crate::structs::Status, output: &str) -> Command {
     let address = m.addr.ip().to_string();
-    // The agent's own anti-entropy owns the node's metadata; keep what it wrote.
+    // The agent's own anti-entropy owns the node's metadata; keep what it wrote, also when it
+    // writes between this command's making and its apply: the node is only replaced when its
+    // address or ID changed.
+    let keep = state.nodes.get(&m.name).is_none_or(|n| n.address == address && n.id == m.tag(tag::ID));
     let mut node = state.nodes.get(&m.name).cloned().unwrap_or_else(|| {
         let mut tagged = BTreeMap::new();
         for k in ["lan", "lan_ipv4", "wan", "wan_ipv4"] {
@@ -238,7 +255,7 @@ fn register_member(m: &Member, state: &State, status: crate::structs::Status, ou
         port: m.tag(tag::PORT).parse().unwrap_or(8300),
         ..Default::default()
     });
-    Command::Register(RegisterRequest { node, service, checks: vec![serf], skip_node_update: false })
+    Command::Register(RegisterRequest { node, service, checks: vec![serf], skip_node_update: keep })
 }
 
 /// A change to the Raft configuration that autopilot wants.

@@ -99,6 +99,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         tokio::spawn(rpc.run(agent.shutdown.subscribe()));
     }
     crate::serf::start(&agent).await.context("starting gossip")?;
+    crate::serf::start_wan(&agent).await.context("starting WAN gossip")?;
     agent.bootstrap_if_alone().await.context("bootstrapping raft")?;
     let conns = crate::http::limits::ConnLimiter::new(config.http_max_conns_per_client);
     for (l, tls) in http_listeners {
@@ -126,7 +127,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         "          Cluster Addr: {} (LAN: {}, WAN: {})",
         config.advertise_addr, config.ports.serf_lan, config.ports.serf_wan
     );
-    println!("     Gossip Encryption: {}", config.encrypt.is_some());
+    println!("     Gossip Encryption: {}", agent.keyring.is_enabled());
     println!();
     println!("==> Log data will now stream in as it occurs:");
     tracing::info!(node = %config.node_name, server = config.server, "agent started");

@@ -11,9 +11,10 @@ use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// How many times a request has been forwarded (client → server → leader is the longest path).
+/// How many times a request has been forwarded (client → server → other datacenter's server →
+/// its leader is the longest path).
 pub const HEADER_HOPS: &str = "x-consul-forward-hops";
-const MAX_HOPS: u8 = 2;
+const MAX_HOPS: u8 = 4;
 
 /// Response headers passed back to the caller.
 const PASSED_HEADERS: &[&str] = &[
@@ -76,7 +77,8 @@ fn scope(endpoint: &Endpoint) -> Scope {
             Scope::Leader
         }
         InternalUiServices | InternalUiNodes | InternalUiNode(_) => Scope::Leader,
-        StatusLeader | StatusPeers => Scope::Server,
+        // A server knows the datacenters from its WAN pool.
+        StatusLeader | StatusPeers | CatalogDatacenters => Scope::Server,
         // ACL objects are Raft state, written on the leader.
         Acl(_) => Scope::Leader,
         ConfigApply | ConfigList(_) | ConfigGet(..) | ConfigDelete(..) => Scope::Leader,
@@ -166,6 +168,99 @@ pub async fn route(
     }
 }
 
+/// Answers a request for another datacenter (`?dc=`): a client agent hands it to one of its
+/// servers; a server sends it to a server of that datacenter, trying the next when one cannot
+/// be reached, and that server answers as if asked there (forwarding to its leader). `None`:
+/// the endpoint is this agent's own and takes no datacenter.
+#[allow(clippy::too_many_arguments)]
+pub async fn route_datacenter(
+    agent: &Agent,
+    endpoint: &Endpoint,
+    dc: &str,
+    method: &http::Method,
+    path_and_query: &str,
+    body: &Bytes,
+    hops: u8,
+    token: Option<&str>,
+) -> Option<Result<Reply, HttpError>> {
+    if scope(endpoint) == Scope::Agent {
+        return None;
+    }
+    if hops >= MAX_HOPS {
+        return Some(Err(HttpError::Internal("No path to datacenter".into())));
+    }
+    let token = match token {
+        Some(t) if !t.is_empty() => Some(t.to_string()),
+        _ if agent.acl.enabled() => Some(agent.acl.effective_secret(None).into_owned()),
+        _ => None,
+    };
+    let candidates: Vec<SocketAddr> = match &agent.server {
+        None => agent.pick_server().into_iter().collect(),
+        Some(_) => datacenter_servers(agent, &dc.to_ascii_lowercase()),
+    };
+    if candidates.is_empty() {
+        return Some(Err(HttpError::Internal("No path to datacenter".into())));
+    }
+    let mut last = String::new();
+    for addr in candidates {
+        match send(&agent.forwarder, addr, method, path_and_query, body.clone(), hops, token.as_deref()).await {
+            Ok(r) if agent.config.translate_wan_addrs && agent.server.is_some() => return Some(Ok(translate_wan(r))),
+            Ok(r) => return Some(Ok(r)),
+            Err(Failure::Other(e)) => return Some(Err(HttpError::Internal(e))),
+            Err(Failure::Connect(e)) => {
+                tracing::warn!(server = %addr, dc = %dc, error = %e, "server of another datacenter unreachable");
+                agent.members.bench(addr);
+                agent.wan.bench(addr);
+                last = e;
+            }
+        }
+    }
+    Some(Err(HttpError::Internal(last)))
+}
+
+/// `translate_wan_addrs`: in another datacenter's answer, every node's and service's address
+/// becomes its WAN address (`TaggedAddresses.wan`), as Consul's servers rewrite them, and the
+/// answer says so (`X-Consul-Translate-Addresses`).
+fn translate_wan(mut reply: Reply) -> Reply {
+    let Body::Forwarded { bytes, content_type } = &reply.body else { return reply };
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(bytes) else { return reply };
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            serde_json::Value::Object(o) => {
+                let wan = |key: &str, o: &serde_json::Map<String, serde_json::Value>| {
+                    o.get(key)?.get("wan")?.as_str().filter(|a| !a.is_empty()).map(str::to_string)
+                };
+                // A node (catalog and health answers).
+                if let (Some(w), true) = (wan("TaggedAddresses", o), o.contains_key("Address")) {
+                    o.insert("Address".into(), w.into());
+                }
+                // A service in a catalog answer: its own WAN address, else the node's.
+                if o.contains_key("ServiceAddress") {
+                    let w = o
+                        .get("ServiceTaggedAddresses")
+                        .and_then(|t| t.get("wan"))
+                        .and_then(|t| t.get("Address"))
+                        .and_then(|a| a.as_str())
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string);
+                    if let Some(w) = w {
+                        o.insert("ServiceAddress".into(), w.into());
+                    }
+                }
+                o.values_mut().for_each(walk);
+            }
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    let Ok(out) = serde_json::to_vec(&v) else { return reply };
+    reply.body = Body::Forwarded { bytes: Bytes::from(out), content_type: content_type.clone() };
+    reply.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("X-Consul-Translate-Addresses"));
+    reply.headers.push(("X-Consul-Translate-Addresses", "true".into()));
+    reply
+}
+
 /// How long a request waits for a leader during an election (Consul's rpc_hold_timeout).
 const HOLD: Duration = Duration::from_secs(7);
 
@@ -245,8 +340,12 @@ pub fn datacenters_by_distance(agent: &Agent) -> Vec<String> {
         .collect();
     others.sort();
     others.dedup();
+    // Nearest first by the median estimated round trip; unknown distances last, by name.
+    let mut keyed: Vec<(f64, String)> =
+        others.into_iter().map(|d| (crate::wan_rtt::distance_to(agent, &d).unwrap_or(f64::INFINITY), d)).collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     let mut out = vec![local];
-    out.extend(others);
+    out.extend(keyed.into_iter().map(|(_, d)| d));
     out
 }
 

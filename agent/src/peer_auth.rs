@@ -1,10 +1,14 @@
 //! What every request to a server port carries, so that the server port answers agents and
 //! servers of this cluster and nothing else: the `X-Consul-Peer` header.
 //!
-//! With gossip encryption (`-encrypt`) its value is an HMAC-SHA256 of a fixed label under the
-//! gossip key, so only a holder of the key (every member of the cluster, and nobody else) can
-//! produce it. It is the same on every request: it keeps out whoever does not hold the key, not
-//! someone who can read the traffic; TLS on the server port is what protects the traffic.
+//! With gossip encryption its value is an HMAC-SHA256 of a fixed label under the primary gossip
+//! key, so only a holder of a key (every member of the cluster, and nobody else) can produce it.
+//! It is the same on every request: it keeps out whoever does not hold the key, not someone who
+//! can read the traffic; TLS on the server port is what protects the traffic. It follows the
+//! keyring as gossip does: signed under the primary, admitted under any installed key, so
+//! servers keep talking while a key is rotated (installed, used, the old one removed); and
+//! `encrypt_verify_outgoing = false` sends, `encrypt_verify_incoming = false` admits, the plain
+//! marker, so encryption can be turned on in a running cluster.
 //! Without a key the value is a fixed marker: a custom header that no browser sends without a
 //! CORS preflight, which the server port never grants.
 //!
@@ -25,39 +29,48 @@ pub const HEADER: &str = "x-consul-peer";
 /// What this agent sends, and what its server port expects.
 #[derive(Clone)]
 pub struct PeerAuth {
-    value: HeaderValue,
+    keyring: crate::gossip::Keyring,
 }
 
 const LABEL: &[u8] = b"consul-compatible server port v1";
 const PLAIN: &str = "cluster";
 
+fn tag(key: &[u8]) -> Option<HeaderValue> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
+    mac.update(LABEL);
+    let tag = mac.finalize().into_bytes();
+    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&format!("hmac-sha256={hex}")).ok()
+}
+
+fn same(a: &HeaderValue, b: &HeaderValue) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 impl PeerAuth {
-    /// `key` is the decoded gossip key, if the cluster has one.
-    pub fn new(key: Option<&[u8]>) -> PeerAuth {
-        let value = match key.and_then(|k| Hmac::<Sha256>::new_from_slice(k).ok()) {
-            Some(mut mac) => {
-                mac.update(LABEL);
-                let tag = mac.finalize().into_bytes();
-                let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-                HeaderValue::from_str(&format!("hmac-sha256={hex}")).unwrap_or(HeaderValue::from_static(PLAIN))
-            }
-            None => HeaderValue::from_static(PLAIN),
-        };
-        PeerAuth { value }
+    /// Signs and checks with the gossip keys as they are at each request.
+    pub fn new(keyring: crate::gossip::Keyring) -> PeerAuth {
+        PeerAuth { keyring }
     }
 
+    /// The value for a request sent now: under the primary key, or the plain marker.
     pub fn header(&self) -> HeaderValue {
-        self.value.clone()
+        let primary = self.keyring.primary().filter(|_| self.keyring.verify_outgoing());
+        primary.and_then(|k| tag(&k)).unwrap_or(HeaderValue::from_static(PLAIN))
     }
 
-    /// Whether `presented` is this cluster's value, compared in constant time.
+    /// Whether `presented` is this cluster's value under any installed key (or the plain marker,
+    /// without keys or with `encrypt_verify_incoming = false`), compared in constant time.
     pub fn admits(&self, presented: Option<&HeaderValue>) -> bool {
         let Some(p) = presented else { return false };
-        let (a, b) = (p.as_bytes(), self.value.as_bytes());
-        if a.len() != b.len() {
-            return false;
+        let keys = self.keyring.keys();
+        let plain_ok = keys.is_empty() || !self.keyring.verify_incoming();
+        let mut ok = plain_ok && same(p, &HeaderValue::from_static(PLAIN));
+        for k in &keys {
+            ok |= tag(k).is_some_and(|t| same(p, &t));
         }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        ok
     }
 }
 
@@ -182,14 +195,45 @@ mod tests {
 
     #[test]
     fn only_the_same_key_is_admitted() {
-        let k1 = PeerAuth::new(Some(&[1u8; 32]));
-        let k2 = PeerAuth::new(Some(&[2u8; 32]));
-        let plain = PeerAuth::new(None);
+        use crate::gossip::Keyring;
+        let k1 = PeerAuth::new(Keyring::new(vec![[1u8; 32]], true, true, None));
+        let k2 = PeerAuth::new(Keyring::new(vec![[2u8; 32]], true, true, None));
+        let plain = PeerAuth::new(Keyring::disabled());
         assert!(k1.admits(Some(&k1.header())));
         assert!(!k1.admits(Some(&k2.header())));
         assert!(!k1.admits(Some(&plain.header())), "a keyed cluster refuses the plain marker");
         assert!(!k1.admits(None));
         assert!(plain.admits(Some(&HeaderValue::from_static("cluster"))));
         assert!(!plain.admits(Some(&HeaderValue::from_static("cluster2"))));
+    }
+
+    #[test]
+    fn rotation_signs_with_the_primary_and_admits_any_installed_key() {
+        use crate::gossip::Keyring;
+        let ring = Keyring::new(vec![[1u8; 32]], true, true, None);
+        let rotating = PeerAuth::new(ring.clone());
+        let old = PeerAuth::new(Keyring::new(vec![[1u8; 32]], true, true, None));
+        let new = PeerAuth::new(Keyring::new(vec![[2u8; 32]], true, true, None));
+        ring.install(&[2u8; 32]).expect("install");
+        assert!(rotating.admits(Some(&old.header())) && rotating.admits(Some(&new.header())));
+        assert_eq!(rotating.header(), old.header(), "still signed with the primary");
+        ring.use_key(&[2u8; 32]).expect("use");
+        assert_eq!(rotating.header(), new.header());
+        ring.remove(&[1u8; 32]).expect("remove");
+        assert!(!rotating.admits(Some(&old.header())));
+    }
+
+    #[test]
+    fn verify_flags_let_the_plain_marker_through() {
+        use crate::gossip::Keyring;
+        let plain = PeerAuth::new(Keyring::disabled());
+        let lax = PeerAuth::new(Keyring::new(vec![[1u8; 32]], false, false, None));
+        let sending = PeerAuth::new(Keyring::new(vec![[1u8; 32]], false, true, None));
+        let strict = PeerAuth::new(Keyring::new(vec![[1u8; 32]], true, true, None));
+        assert_eq!(lax.header(), plain.header(), "outgoing unverified: the plain marker");
+        assert!(plain.admits(Some(&lax.header())));
+        assert!(lax.admits(Some(&plain.header())) && lax.admits(Some(&strict.header())));
+        assert!(sending.admits(Some(&plain.header())) && strict.admits(Some(&sending.header())));
+        assert!(!strict.admits(Some(&plain.header())));
     }
 }

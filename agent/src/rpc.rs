@@ -284,6 +284,19 @@ async fn handle(
                         .map_err(|e| e.to_string());
                 reply(&answer)
             }
+            "/rpc/coordinate/ping" => {
+                // Another server measuring its round trip to this one: its coordinate for ours.
+                let (name, theirs): (String, crate::coordinate::Coord) = body(req, rpc_max).await?;
+                agent.wan.set_coordinate(&name, theirs);
+                let mine = agent.wan.coordinate(&crate::wan_rtt::wan_name(agent)).unwrap_or_default();
+                reply(&mine)
+            }
+            "/rpc/acl/replicate" => {
+                // A secondary datacenter's leader copying this one's global ACL objects.
+                let token = token_of(&req);
+                let with_tokens: bool = body(req, rpc_max).await?;
+                reply(&crate::acl::replication::replica_for(agent, token.as_deref(), with_tokens))
+            }
             "/rpc/acl/resolve" => {
                 let secret: String = body(req, rpc_max).await?;
                 let st = agent.store.read();

@@ -1,12 +1,13 @@
 //! The agent's side of gossip (Consul's serf_lan): the tags it announces, joining (`-join`,
 //! `-retry-join`, `/v1/agent/join`), the member list fed into [`crate::cluster::Members`], user
-//! events in both directions, and leaving.
+//! events in both directions, and leaving. Servers also run the WAN pool (Consul's serf_wan, on
+//! `ports.serf_wan`): the servers of every datacenter, named `<node>.<dc>`, fed into
+//! `Agent::wan`, which `forward` uses to reach other datacenters.
 
 use crate::agent::Agent;
 use crate::cluster::tag;
 use crate::config::Config;
 use crate::gossip::{self, Event, Gossip};
-use base64::Engine;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub fn tags(cfg: &Config, node_id: &str) -> BTreeMap<String, String> {
         if cfg.bootstrap {
             t.insert(tag::BOOTSTRAP.into(), "1".into());
         }
+        if cfg.ports.serf_wan >= 0 {
+            // As Consul: where the other servers of this datacenter flood-join our WAN pool.
+            t.insert("wan_join_port".into(), cfg.ports.serf_wan.to_string());
+        }
         if cfg.bootstrap_expect > 0 {
             t.insert(tag::EXPECT.into(), cfg.bootstrap_expect.to_string());
         }
@@ -45,16 +50,14 @@ pub fn tags(cfg: &Config, node_id: &str) -> BTreeMap<String, String> {
 }
 
 /// Decodes Consul's `-encrypt` key: base64 of 32 bytes.
-pub fn decode_key(key: &str) -> Result<[u8; 32], String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(key.trim())
-        .map_err(|e| format!("Failed to decode encrypt key: {e}"))?;
-    bytes.try_into().map_err(|b: Vec<u8>| format!("Encrypt key must be 32 bytes (AES-256), got {} bytes", b.len()))
-}
+pub use crate::gossip::keyring::decode_key;
 
 fn timing(cfg: &Config) -> gossip::Timing {
-    let mut t = if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::lan() };
-    let g = &cfg.gossip_lan;
+    let t = if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::lan() };
+    tuned(t, &cfg.gossip_lan, cfg)
+}
+
+fn tuned(mut t: gossip::Timing, g: &crate::config::GossipLan, cfg: &Config) -> gossip::Timing {
     t.probe_interval = g.probe_interval.unwrap_or(t.probe_interval);
     t.probe_timeout = g.probe_timeout.unwrap_or(t.probe_timeout);
     t.gossip_interval = g.gossip_interval.unwrap_or(t.gossip_interval);
@@ -68,14 +71,13 @@ fn timing(cfg: &Config) -> gossip::Timing {
 /// Starts gossip for the agent and the tasks that follow it.
 pub async fn start(agent: &Arc<Agent>) -> anyhow::Result<Arc<Gossip>> {
     let cfg = &agent.config;
-    let key = cfg.encrypt.as_deref().map(decode_key).transpose().map_err(anyhow::Error::msg)?;
     let port = cfg.ports.serf_lan.max(0) as u16;
     let g = Gossip::start(gossip::Config {
         node_name: cfg.node_name.clone(),
         bind: SocketAddr::new(cfg.bind_addr, port),
         advertise: SocketAddr::new(cfg.advertise_addr, port),
         tags: tags(cfg, &agent.node_id),
-        key,
+        keyring: agent.keyring.clone(),
         timing: timing(cfg),
         // Serf's place for it; `-dev` keeps nothing on disk.
         snapshot: cfg.data_dir.as_ref().filter(|_| !cfg.dev).map(|d| d.join("serf").join("local.snapshot")),
@@ -91,6 +93,131 @@ pub async fn start(agent: &Arc<Agent>) -> anyhow::Result<Arc<Gossip>> {
         tokio::spawn(reconnect_servers(agent.clone(), g.clone()));
     }
     Ok(g)
+}
+
+/// Consul's default `serf_wan` port, used when a WAN join address has none.
+pub const DEFAULT_WAN_PORT: u16 = 8302;
+
+/// `host` with the WAN port when it names none (`10.0.0.1`, `[::1]`, `name`), else as given.
+fn wan_addr(addr: &str) -> String {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return addr.to_string();
+    }
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, DEFAULT_WAN_PORT).to_string(),
+        Err(_) if addr.contains(':') => addr.to_string(),
+        Err(_) => format!("{addr}:{DEFAULT_WAN_PORT}"),
+    }
+}
+
+/// Starts a server's WAN pool: every datacenter's servers, named `<node>.<dc>`.
+pub async fn start_wan(agent: &Arc<Agent>) -> anyhow::Result<Option<Arc<Gossip>>> {
+    let cfg = &agent.config;
+    if !cfg.server || cfg.ports.serf_wan < 0 {
+        return Ok(None);
+    }
+    // The WAN pool's own keys (Serf's `remote.keyring`): rotating a datacenter's LAN keys
+    // leaves the link between datacenters as it was.
+    let keyring = gossip::Keyring::load(
+        cfg.encrypt.as_deref(),
+        cfg.data_dir.as_ref().filter(|_| !cfg.dev).map(|d| d.join("serf").join("remote.keyring")).as_deref(),
+        cfg.encrypt_verify_incoming,
+        cfg.encrypt_verify_outgoing,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let port = cfg.ports.serf_wan as u16;
+    let timing = tuned(if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::wan() }, &cfg.gossip_wan, cfg);
+    let g = Gossip::start(gossip::Config {
+        node_name: format!("{}.{}", cfg.node_name, cfg.datacenter),
+        bind: SocketAddr::new(cfg.bind_addr, port),
+        advertise: SocketAddr::new(cfg.advertise_addr_wan, port),
+        tags: tags(cfg, &agent.node_id),
+        keyring,
+        timing,
+        snapshot: cfg.data_dir.as_ref().filter(|_| !cfg.dev).map(|d| d.join("serf").join("remote.snapshot")),
+    })
+    .await?;
+    let _ = agent.gossip_wan.set(g.clone());
+    agent.wan.set(g.members());
+    tokio::spawn(follow_wan(agent.clone(), g.clone()));
+    tokio::spawn(flood_join(agent.clone(), g.clone()));
+    tokio::spawn(crate::wan_rtt::run(agent.clone()));
+    if !cfg.retry_join_wan.is_empty() {
+        let addrs: Vec<String> = cfg.retry_join_wan.iter().map(|a| wan_addr(a)).collect();
+        tokio::spawn(retry_join_wan(agent.clone(), g.clone(), addrs));
+    }
+    Ok(Some(g))
+}
+
+/// Consul's flood join: every server of this datacenter in the LAN pool is joined into the WAN
+/// pool, so a datacenter joins another through any one of its servers.
+async fn flood_join(agent: Arc<Agent>, g: Arc<Gossip>) {
+    let mut shutdown = agent.shutdown.subscribe();
+    let dc = agent.config.datacenter.clone();
+    loop {
+        let wan: std::collections::HashSet<String> =
+            g.members().into_iter().filter(|m| m.status == gossip::MemberStatus::Alive).map(|m| m.name).collect();
+        let missing: Vec<String> = agent
+            .members
+            .all()
+            .iter()
+            .filter(|m| m.is_server() && m.tag(tag::DC) == dc && m.status == gossip::MemberStatus::Alive)
+            .filter(|m| !wan.contains(&format!("{}.{dc}", m.name)))
+            .filter_map(|m| Some(SocketAddr::new(m.addr.ip(), m.tag("wan_join_port").parse().ok()?).to_string()))
+            .collect();
+        if !missing.is_empty() {
+            if let Err(e) = g.join(&missing).await {
+                tracing::debug!(error = %e, "wan flood join failed");
+            }
+        }
+        tokio::select! {
+            _ = agent.members.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(if agent.config.dev { 1 } else { 10 })) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Joins the WAN pool through `addr` (`/v1/agent/join/:addr?wan`).
+pub async fn join_wan(agent: &Agent, addr: &str) -> Result<usize, String> {
+    let g = agent.gossip_wan.get().ok_or_else(|| "this agent is not a server: it has no WAN pool".to_string())?;
+    g.join(&[wan_addr(addr)]).await
+}
+
+/// Feeds the WAN pool's membership into `Agent::wan`.
+async fn follow_wan(agent: Arc<Agent>, g: Arc<Gossip>) {
+    let mut events = g.subscribe();
+    let mut shutdown = agent.shutdown.subscribe();
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = shutdown.changed() => return,
+        };
+        match ev {
+            Ok(Event::User(_)) => {}
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => agent.wan.set(g.members()),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// `-retry-join-wan`: tries the addresses every `retry_interval` until one answers; unlike
+/// the LAN join it never stops the agent (a datacenter serves its own without the others).
+async fn retry_join_wan(agent: Arc<Agent>, g: Arc<Gossip>, addrs: Vec<String>) {
+    let mut shutdown = agent.shutdown.subscribe();
+    loop {
+        match g.join(&addrs).await {
+            Ok(n) => {
+                tracing::info!(joined = n, "wan join completed");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "wan join failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(agent.config.retry_interval.max(Duration::from_millis(50))) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// How often a server tries to reach the servers gossip has Failed.
@@ -131,6 +258,9 @@ async fn reconnect_servers(agent: Arc<Agent>, g: Arc<Gossip>) {
 /// its event buffer.
 async fn follow(agent: Arc<Agent>, g: Arc<Gossip>) {
     let mut events = g.subscribe();
+    // What changed between `start`'s snapshot and this subscription (a restarted agent's
+    // snapshot rejoin answers that fast) came with no event to us: read it once now.
+    agent.members.set(g.members());
     let mut shutdown = agent.shutdown.subscribe();
     loop {
         let ev = tokio::select! {

@@ -1,5 +1,6 @@
 // The agent's web UI: hash-routed pages (#/services, #/services/web, #/nodes, #/nodes/n1, #/kv/a/b,
-// #/servers, #/members, and with ACLs on #/login, #/acl/tokens, #/acl/policies). Each page keeps one
+// #/servers, #/members, #/intentions, #/intentions/web/db, #/config/service-defaults/web, and with
+// ACLs on #/login, #/acl/tokens, #/acl/policies). Each page keeps one
 // long-poll per dataset it shows: a blocking query whose ?index= is the last X-Consul-Index, so the
 // agent answers only when the data changed. Endpoints that do not block (Raft configuration,
 // members) are re-read every few seconds, only while the tab is visible. Leaving a page aborts its
@@ -1243,6 +1244,251 @@ function policyPage(signal, id) {
   return h1;
 }
 
+// ---------- intentions and config entries ----------
+
+// The intention's page, addressed as Consul >= 1.9 addresses intentions: by source and destination.
+const intentionHref = (i) => `#/intentions/${encSeg(i.SourceName)}/${encSeg(i.DestinationName)}`;
+const exactQuery = (source, destination) => `source=${encodeURIComponent(source)}&destination=${encodeURIComponent(destination)}`;
+
+function actionBadge(i) {
+  const perms = (i.Permissions || []).length;
+  if (perms) return h('span', { class: 'badge muted', 'data-action': 'l7' }, perms === 1 ? '1 permission' : `${perms} permissions`);
+  const allow = i.Action === 'allow';
+  return h('span', { class: 'badge ' + (allow ? 'passing' : 'critical'), 'data-action': i.Action }, allow ? '✓ allow' : '✕ deny');
+}
+
+function actionChoice(name, checked) {
+  return h(
+    'fieldset',
+    { class: 'picker', id: name },
+    h('legend', null, 'Action'),
+    ['allow', 'deny'].map((a) =>
+      h('label', { class: 'check' }, h('input', { type: 'radio', name, value: a, checked: a === checked }), ' ', a === 'allow' ? 'Allow' : 'Deny')
+    )
+  );
+}
+const chosen = (name) => (document.querySelector(`input[name="${name}"]:checked`) || { value: 'allow' }).value;
+
+function intentionsPage(signal) {
+  const region = h('div', { id: 'intentions' });
+  const msg = h('div', { class: 'msg', role: 'alert', id: 'intention-msg' });
+  const source = h('input', { type: 'text', id: 'intention-new-source', required: true, autocomplete: 'off', placeholder: 'web, or * for any service' });
+  const destination = h('input', { type: 'text', id: 'intention-new-destination', required: true, autocomplete: 'off', placeholder: 'db, or * for any service' });
+  const description = h('input', { type: 'text', id: 'intention-new-description', autocomplete: 'off' });
+  const create = async (ev) => {
+    ev.preventDefault();
+    const [s, d] = [source.value.trim(), destination.value.trim()];
+    try {
+      // As `intention create` does: an intention that exists for the pair is not overwritten.
+      const r = await fetch(`/v1/connect/intentions/exact?${exactQuery(s, d)}`, { headers: withToken() });
+      if (r.ok) {
+        msg.className = 'msg error';
+        fill(msg, `An intention from ${s} to ${d} already exists. `, h('a', { href: intentionHref({ SourceName: s, DestinationName: d }) }, 'Edit it'), '.');
+        return;
+      }
+      await api('PUT', `/v1/connect/intentions/exact?${exactQuery(s, d)}`, JSON.stringify({ SourceType: 'consul', Action: chosen('intention-new-action'), Description: description.value }));
+      location.hash = intentionHref({ SourceName: s, DestinationName: d });
+    } catch (e) {
+      msg.className = 'msg error';
+      msg.textContent = String(e.message || e);
+    }
+  };
+  const form = h(
+    'form',
+    { class: 'card', id: 'intention-create', onsubmit: create },
+    h('h2', { style: 'margin-top:0' }, 'Create an intention'),
+    h('label', { for: 'intention-new-source' }, 'Source service'),
+    source,
+    h('label', { for: 'intention-new-destination' }, 'Destination service'),
+    destination,
+    actionChoice('intention-new-action', 'allow'),
+    h('label', { for: 'intention-new-description' }, 'Description'),
+    description,
+    h('div', { class: 'tools' }, h('button', { type: 'submit', class: 'primary' }, 'Create intention'))
+  );
+  const h1 = page('Intentions', signal, h('p', { class: 'sub' }, 'Which services may connect to which, in the order they are evaluated: the most precise first.'), msg, region, form);
+  watch(
+    '/v1/connect/intentions',
+    (list, _index, meta) => {
+      list = (list || []).slice().sort((a, b) => b.Precedence - a.Precedence || a.DestinationName.localeCompare(b.DestinationName) || a.SourceName.localeCompare(b.SourceName));
+      fill(
+        region,
+        filteredNote(meta, !list.length, 'intentions'),
+        table(
+          'intentions',
+          [
+            { label: 'Source', key: 'source', cell: (i) => h('a', { href: intentionHref(i) }, i.SourceName) },
+            { label: 'Destination', key: 'destination', cell: (i) => i.DestinationName },
+            { label: 'Action', key: 'action', cell: actionBadge },
+            { label: 'Description', key: 'description', cell: (i) => i.Description || '' },
+            { label: 'Precedence', key: 'precedence', cls: 'num', cell: (i) => String(i.Precedence) },
+          ],
+          list.map((i) => ({ ...i, __key: `${i.SourceName} => ${i.DestinationName}` })),
+          'No intentions: connections are allowed or denied by the default ACL policy.'
+        )
+      );
+    },
+    signal,
+    { what: 'the intentions' }
+  );
+  return h1;
+}
+
+function intentionPage(signal, source, destination) {
+  const info = h('div', { id: 'intention-info' });
+  const msg = h('div', { class: 'msg', role: 'alert', id: 'intention-msg' });
+  const description = h('input', { type: 'text', id: 'intention-description', autocomplete: 'off' });
+  const actions = actionChoice('intention-action', 'allow');
+  let current = null;
+  let edited = false;
+  for (const el of [description, actions]) el.addEventListener('input', () => (edited = true));
+  const say = (cls, text) => ((msg.className = 'msg ' + cls), (msg.textContent = text));
+  const q = exactQuery(source, destination);
+  const save = async (ev) => {
+    ev.preventDefault();
+    try {
+      const body = { SourceType: 'consul', Description: description.value, Meta: (current && current.Meta) || {} };
+      // An L7 intention has permissions instead of an action: keep them as they are.
+      const perms = (current && current.Permissions) || [];
+      if (perms.length) body.Permissions = perms;
+      else body.Action = chosen('intention-action');
+      await api('PUT', `/v1/connect/intentions/exact?${q}`, JSON.stringify(body));
+      edited = false;
+      say('ok', 'Saved.');
+    } catch (e) {
+      say('error', String(e.message || e));
+    }
+  };
+  const remove = async () => {
+    try {
+      await api('DELETE', `/v1/connect/intentions/exact?${q}`);
+      location.hash = '#/intentions';
+    } catch (e) {
+      say('error', String(e.message || e));
+    }
+  };
+  const form = h(
+    'form',
+    { class: 'card', id: 'intention-edit', onsubmit: save },
+    h('h2', { style: 'margin-top:0' }, 'Edit'),
+    actions,
+    h('label', { for: 'intention-description' }, 'Description'),
+    description,
+    h('div', { class: 'tools' }, h('button', { type: 'submit', class: 'primary', id: 'intention-save' }, 'Save'), confirmButton('Delete intention', 'Delete this intention? Connections then follow the other intentions and the default policy.', remove))
+  );
+  const title = `${source} → ${destination}`;
+  const h1 = page(title, signal, h('p', { class: 'crumbs' }, h('a', { href: '#/intentions' }, 'Intentions'), ' / ', title), msg, info, form);
+  watch(
+    `/v1/connect/intentions/exact?${q}`,
+    (i) => {
+      if (!i) {
+        form.hidden = true;
+        return fill(info, h('p', { class: 'msg warn' }, `There is no intention from ${source} to ${destination} (it may have been deleted).`));
+      }
+      form.hidden = false;
+      current = i;
+      const meta = Object.entries(i.Meta || {});
+      fill(
+        info,
+        h(
+          'dl',
+          null,
+          h('dt', null, 'Source'),
+          h('dd', null, i.SourceName),
+          h('dt', null, 'Destination'),
+          h('dd', null, h('a', { href: `#/services/${encSeg(i.DestinationName)}` }, i.DestinationName)),
+          h('dt', null, 'Action'),
+          h('dd', { id: 'intention-current-action' }, actionBadge(i)),
+          h('dt', null, 'Description'),
+          h('dd', { id: 'intention-current-description' }, i.Description || h('span', { class: 'empty' }, 'none')),
+          h('dt', null, 'Precedence'),
+          h('dd', null, String(i.Precedence)),
+          meta.length ? [h('dt', null, 'Meta'), h('dd', null, meta.map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`)))] : null,
+          (i.Permissions || []).length ? [h('dt', null, 'Permissions'), h('dd', null, h('pre', { class: 'value' }, JSON.stringify(i.Permissions, null, 2)))] : null
+        )
+      );
+      // Layer 7 permissions are edited as a service-intentions config entry, as in Consul's UI.
+      actions.hidden = (i.Permissions || []).length > 0;
+      if (!edited) {
+        description.value = i.Description || '';
+        for (const r of actions.querySelectorAll('input')) r.checked = r.value === i.Action;
+      }
+    },
+    signal,
+    { notFound: true, what: `the intention from ${source} to ${destination}` }
+  );
+  return h1;
+}
+
+const CONFIG_KINDS = ['service-defaults', 'proxy-defaults', 'service-router', 'service-splitter', 'service-resolver', 'service-intentions', 'ingress-gateway', 'terminating-gateway', 'mesh', 'exported-services'];
+
+// One kind at a time: a long poll per kind would use up the browser's connections to the agent.
+function configPage(signal, kind) {
+  kind = kind || 'service-defaults';
+  const kinds = h(
+    'nav',
+    { 'aria-label': 'Kinds', class: 'tools', id: 'config-kinds' },
+    CONFIG_KINDS.map((k) => h('a', { href: `#/config/${k}`, 'aria-current': k === kind ? 'page' : null, 'data-kind': k }, k))
+  );
+  const region = h('div', { id: 'config-list' });
+  const h1 = page(
+    'Config entries',
+    signal,
+    h('p', { class: 'sub' }, 'Centralized configuration of services and the service mesh. Write entries with ', h('code', null, 'agent config write FILE'), '; intentions are edited on the ', h('a', { href: '#/intentions' }, 'Intentions'), ' page.'),
+    kinds,
+    h('h2', null, kind),
+    region
+  );
+  watch(
+    `/v1/config/${encSeg(kind)}`,
+    (list, _index, meta) => {
+      list = (list || []).slice().sort((a, b) => a.Name.localeCompare(b.Name));
+      fill(
+        region,
+        filteredNote(meta, !list.length, `${kind} entries`),
+        table(
+          'config',
+          [
+            { label: 'Name', key: 'name', cell: (e) => h('a', { href: `#/config/${encSeg(kind)}/${encSeg(e.Name)}` }, e.Name) },
+            { label: 'Protocol', key: 'protocol', cell: (e) => e.Protocol || (e.Config && e.Config.protocol) || '' },
+            { label: 'Modify index', key: 'index', cls: 'num', cell: (e) => String(e.ModifyIndex) },
+          ],
+          list.map((e) => ({ ...e, __key: e.Name })),
+          `No ${kind} entries.`
+        )
+      );
+    },
+    signal,
+    { what: `the ${kind} config entries` }
+  );
+  return h1;
+}
+
+function configEntryPage(signal, kind, name) {
+  const region = h('div', { id: 'config-entry' });
+  const title = `${kind}/${name}`;
+  const h1 = page(
+    name,
+    signal,
+    h('p', { class: 'crumbs' }, h('a', { href: '#/config' }, 'Config entries'), ' / ', h('a', { href: `#/config/${encSeg(kind)}` }, kind), ' / ', name),
+    region
+  );
+  watch(
+    `/v1/config/${encSeg(kind)}/${encSeg(name)}`,
+    (e) => {
+      if (!e) return fill(region, h('p', { class: 'msg warn' }, `There is no config entry ${title} (it may have been deleted).`));
+      fill(
+        region,
+        h('p', { class: 'sub' }, 'Change it with ', h('code', null, 'agent config write'), ', delete it with ', h('code', null, `agent config delete -kind ${kind} -name ${name}`), '.'),
+        h('pre', { class: 'value', id: 'config-json' }, JSON.stringify(e, null, 2))
+      );
+    },
+    signal,
+    { notFound: true, what: `config entry ${title}` }
+  );
+  return h1;
+}
+
 // ---------- routing ----------
 
 const ROUTES = [
@@ -1253,6 +1499,11 @@ const ROUTES = [
   [/^\/kv(\/.*)?$/, 'kv', kvPage, true],
   [/^\/servers\/?$/, 'servers', serversPage],
   [/^\/members\/?$/, 'members', membersPage],
+  [/^\/intentions\/?$/, 'intentions', intentionsPage],
+  [/^\/intentions\/([^/]+)\/([^/]+)\/?$/, 'intentions', intentionPage],
+  [/^\/config\/?$/, 'config', configPage],
+  [/^\/config\/([^/]+)\/?$/, 'config', configPage],
+  [/^\/config\/([^/]+)\/([^/]+)\/?$/, 'config', configEntryPage],
   [/^\/login\/?$/, 'login', loginPage],
   [/^\/acl\/tokens\/?$/, 'acl-tokens', tokensPage],
   [/^\/acl\/tokens\/([^/]+)\/?$/, 'acl-tokens', tokenPage],

@@ -321,6 +321,25 @@ pub struct UserEvent {
     pub ltime: u64,
 }
 
+/// One gossip pool's answer to `GET /v1/operator/keyring`: how many of its `NumNodes` members
+/// have each key installed, and as their primary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct KeyringResponse {
+    #[serde(rename = "WAN")]
+    pub wan: bool,
+    pub datacenter: String,
+    pub segment: String,
+    pub partition: String,
+    #[serde(deserialize_with = "null_default")]
+    pub messages: BTreeMap<String, String>,
+    #[serde(deserialize_with = "null_default")]
+    pub keys: BTreeMap<String, usize>,
+    #[serde(deserialize_with = "null_default")]
+    pub primary_keys: BTreeMap<String, usize>,
+    pub num_nodes: usize,
+}
+
 /// One server of `GET /v1/operator/raft/configuration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]

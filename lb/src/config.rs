@@ -174,6 +174,9 @@ struct File {
     threads: Option<usize>,
     client_header_timeout: Option<String>,
     keepalive_timeout: Option<String>,
+    remote_watches: Option<usize>,
+    remote_idle: Option<String>,
+    remote_wait: Option<String>,
     defaults: RouteOverride,
     /// Options of the agent route (`/v1/...`, `/ui`).
     agents: RouteOverride,
@@ -261,6 +264,13 @@ pub struct Config {
     /// How long an idle client connection is kept open between requests (nginx
     /// `keepalive_timeout`).
     pub keepalive_timeout: Duration,
+    /// At most this many watches of other datacenters (one per datacenter a request named, one
+    /// per service of it), whatever `Host` headers clients send.
+    pub remote_watches: usize,
+    /// A service of another datacenter no request used for this long is no longer watched.
+    pub remote_idle: Duration,
+    /// How long the first request for a service of another datacenter waits for its instances.
+    pub remote_wait: Duration,
     pub defaults: RouteOptions,
     pub agents: RouteOptions,
     pub services: BTreeMap<String, RouteOptions>,
@@ -343,6 +353,9 @@ impl Config {
             threads: threads.max(1),
             client_header_timeout: dur(&file.client_header_timeout, Duration::from_secs(60))?,
             keepalive_timeout: dur(&file.keepalive_timeout, Duration::from_secs(75))?,
+            remote_watches: file.remote_watches.unwrap_or(256),
+            remote_idle: dur(&file.remote_idle, Duration::from_secs(600))?,
+            remote_wait: dur(&file.remote_wait, Duration::from_secs(10))?,
             defaults,
             agents,
             services,

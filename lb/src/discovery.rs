@@ -2,7 +2,10 @@
 //! - one blocking-query watcher on `/v1/catalog/services`,
 //! - one blocking-query watcher on `/v1/health/service/<name>?passing` per service,
 //! - a poll of `/v1/agent/members` (it has no blocking form) that also decides which agents the
-//!   watchers may fail over to,
+//!   watchers may fail over to, and of `/v1/catalog/datacenters`,
+//! - for other datacenters, only what requests asked for (`Demand`, bounded by `remote.rs`):
+//!   `/v1/catalog/services?dc=` per datacenter and `/v1/health/service/<name>?passing&dc=` per
+//!   service, asked of the local agents, which forward them over the WAN,
 //!
 //! all with lb's ACL token (`-consul-token`; proxied requests never carry it), and rebuilds the
 //! `Snapshot` after each change, swapping it in atomically, so a health change
@@ -10,7 +13,8 @@
 //! file and rebuilds the snapshot with its routing options. It talks to agents only
 //! through the shared `api` crate.
 
-use crate::routing::{agent_http_addr, Catalog, Snapshot};
+use crate::remote::{Action, Remote};
+use crate::routing::{agent_http_addr, Catalog, RemoteCatalog, Snapshot, Want};
 use crate::Shared;
 use api::{AgentMember, Client, ServiceEntry, Target, Watcher};
 use arc_swap::ArcSwap;
@@ -37,8 +41,49 @@ enum Input {
     Members(Vec<AgentMember>),
     Services(BTreeMap<String, Vec<String>>),
     Health(String, Vec<ServiceEntry>),
+    Datacenters(Vec<String>),
+    /// Another datacenter's catalog, by lowercase datacenter name.
+    RemoteServices(String, BTreeMap<String, Vec<String>>),
+    /// Another datacenter's catalog could not be read.
+    RemoteFailed(String, String),
+    /// (datacenter, service, its passing instances).
+    RemoteHealth(String, String, Vec<ServiceEntry>),
+    /// A request asked for a service of another datacenter.
+    Want(Want),
+    /// Time to stop watches of other datacenters that no request used.
+    Tick,
     /// SIGHUP: read the config file again.
     Reload,
+}
+
+/// How requests ask discovery to watch a service of another datacenter, and learn that the
+/// routing table was rebuilt.
+#[derive(Debug)]
+pub struct Demand {
+    tx: mpsc::Sender<Want>,
+    rx: parking_lot::Mutex<Option<mpsc::Receiver<Want>>>,
+    rebuilt: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Demand {
+    fn default() -> Demand {
+        let (tx, rx) = mpsc::channel(64);
+        Demand { tx, rx: parking_lot::Mutex::new(Some(rx)), rebuilt: tokio::sync::watch::Sender::new(0) }
+    }
+}
+
+impl Demand {
+    /// Asks for a service; dropped when discovery is behind: a waiting request asks again
+    /// after each rebuild.
+    pub fn want(&self, want: Want) {
+        let _ = self.tx.try_send(want);
+    }
+
+    /// Wakes on each rebuilt routing table. Subscribe before looking the route up, so a rebuild
+    /// in between is not missed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rebuilt.subscribe()
+    }
 }
 
 /// The agents discovery may ask: alive members (by their HTTP address) and the seeds. A new
@@ -115,9 +160,38 @@ impl Discovery {
                 Target::new("/v1/catalog/services"),
                 tx.clone(),
                 Input::Services,
+                |_| None,
             )
             .instrument(tracing::info_span!("watch", path = "/v1/catalog/services")),
         ));
+
+        if let Some(mut wants) = shared.demand.rx.lock().take() {
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(w) = wants.recv().await {
+                    if tx.send(Input::Want(w)).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        {
+            let every =
+                (shared.config.load().remote_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if tx.send(Input::Tick).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        let mut remote = Remote::default();
+        let mut remote_tasks: HashMap<(String, Option<String>), JoinHandle<()>> = HashMap::new();
 
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut hup) => {
@@ -154,7 +228,15 @@ impl Discovery {
             while let Ok(m) = rx.try_recv() {
                 batch.push(m);
             }
+            // Wants and ticks that change nothing do not rebuild the table.
+            let mut changed = false;
             for msg in batch {
+                let now = Instant::now();
+                let limit = shared.config.load().remote_watches;
+                let mut actions = Vec::new();
+                if !matches!(msg, Input::Want(_) | Input::Tick) {
+                    changed = true;
+                }
                 match msg {
                     Input::Members(m) => {
                         let token = shared.config.load().consul_token.as_ref().map(|t| t.0.clone());
@@ -176,10 +258,10 @@ impl Discovery {
                             if !health_tasks.contains_key(name) {
                                 let target = Target::new(format!("/v1/health/service/{name}")).with("passing", "1");
                                 let owned = name.clone();
-                                let task = watch::<Vec<ServiceEntry>>(shared.clone(), target, tx.clone(), move |v| {
-                                    Input::Health(owned.clone(), v)
-                                })
-                                .instrument(tracing::info_span!("watch", service = %name));
+                                let wrap = move |v| Input::Health(owned.clone(), v);
+                                let task =
+                                    watch::<Vec<ServiceEntry>>(shared.clone(), target, tx.clone(), wrap, |_| None)
+                                        .instrument(tracing::info_span!("watch", service = %name));
                                 health_tasks.insert(name.clone(), tokio::spawn(task));
                             }
                         }
@@ -192,6 +274,39 @@ impl Discovery {
                             cat.health.insert(name, entries);
                         }
                     }
+                    Input::Datacenters(list) => {
+                        actions = remote.set_datacenters(&list);
+                        cat.datacenters = list;
+                    }
+                    Input::RemoteServices(dc, services) => {
+                        if let Some(rc) = cat.remote.get_mut(&dc) {
+                            actions = remote.catalog(&dc, services.keys(), now, limit);
+                            rc.health.retain(|name, _| services.contains_key(name));
+                            rc.services = Some(services);
+                            rc.error = None;
+                        }
+                    }
+                    Input::RemoteFailed(dc, e) => {
+                        // Only before its first answer: then requests are told at once, instead
+                        // of each waiting `remote_wait`. Afterwards the last answer keeps routing.
+                        if let Some(rc) = cat.remote.get_mut(&dc).filter(|rc| rc.services.is_none()) {
+                            rc.error = Some(e);
+                        }
+                    }
+                    Input::RemoteHealth(dc, name, entries) => {
+                        // An answer may arrive after its watch stopped.
+                        if remote_tasks.contains_key(&(dc.clone(), Some(name.clone()))) {
+                            if let Some(rc) = cat.remote.get_mut(&dc) {
+                                rc.health.insert(name, entries);
+                            }
+                        }
+                    }
+                    Input::Want(w) => actions = remote.want(&w.dc, &w.service, now, limit),
+                    Input::Tick => {
+                        let snap = shared.snapshot.load();
+                        let idle = shared.config.load().remote_idle;
+                        actions = remote.tick(now, idle, |dc, name| snap.remote_requests(dc, &name.to_lowercase()));
+                    }
                     Input::Reload => match shared.config.load().reload() {
                         Ok(r) => {
                             if !r.ignored.is_empty() {
@@ -203,10 +318,19 @@ impl Discovery {
                         Err(e) => error!("config not reloaded, keeping the running one: {e}"),
                     },
                 }
+                changed |= !actions.is_empty();
+                for a in actions {
+                    self.remote_action(a, &mut cat, &mut remote_tasks, &tx);
+                }
+                cat.remote_full = remote.count() >= shared.config.load().remote_watches;
+            }
+            if !changed {
+                continue;
             }
             version += 1;
             let snap = Snapshot::build(&cat, &shared.config.load(), &shared.stats, &shared.metrics, version);
             shared.snapshot.store(Arc::new(snap));
+            shared.demand.rebuilt.send_replace(version);
             // State of instances that left every route goes once no request holds it.
             shared.stats.retain(|_| false);
             shared.metrics.snapshot_updates.fetch_add(1, Ordering::Relaxed);
@@ -219,10 +343,74 @@ impl Discovery {
                 }
             }
         }
-        for t in tasks.into_iter().chain(health_tasks.into_values()) {
+        for t in tasks.into_iter().chain(health_tasks.into_values()).chain(remote_tasks.into_values()) {
             t.abort();
         }
         info!("discovery stopped");
+    }
+}
+
+impl Discovery {
+    /// Starts or stops a watch of another datacenter, keeping the catalog in step.
+    fn remote_action(
+        &self,
+        action: Action,
+        cat: &mut Catalog,
+        tasks: &mut HashMap<(String, Option<String>), JoinHandle<()>>,
+        tx: &mpsc::Sender<Input>,
+    ) {
+        let shared = self.shared.clone();
+        match action {
+            Action::WatchCatalog(dc) => {
+                info!(dc = %dc, "watching another datacenter's catalog");
+                cat.remote.insert(dc.clone(), RemoteCatalog::default());
+                let target = Target::new("/v1/catalog/services").with("dc", &dc);
+                let owned = dc.clone();
+                let failed_dc = dc.clone();
+                let task = watch::<BTreeMap<String, Vec<String>>>(
+                    shared,
+                    target,
+                    tx.clone(),
+                    move |v| Input::RemoteServices(owned.clone(), v),
+                    move |e| Some(Input::RemoteFailed(failed_dc.clone(), e)),
+                )
+                .instrument(tracing::info_span!("watch", dc = %dc, path = "/v1/catalog/services"));
+                tasks.insert((dc, None), tokio::spawn(task));
+            }
+            Action::WatchHealth(dc, name) => {
+                info!(dc = %dc, service = %name, "watching a service of another datacenter");
+                if let Some(rc) = cat.remote.get_mut(&dc) {
+                    rc.watched.insert(name.to_lowercase());
+                }
+                let target = Target::new(format!("/v1/health/service/{name}")).with("passing", "1").with("dc", &dc);
+                let (d, n) = (dc.clone(), name.clone());
+                let wrap = move |v| Input::RemoteHealth(d.clone(), n.clone(), v);
+                let task = watch::<Vec<ServiceEntry>>(shared, target, tx.clone(), wrap, |_| None)
+                    .instrument(tracing::info_span!("watch", dc = %dc, service = %name));
+                tasks.insert((dc, Some(name)), tokio::spawn(task));
+            }
+            Action::Stop(dc, None) => {
+                info!(dc = %dc, "no longer watching another datacenter");
+                tasks.retain(|(d, _), t| {
+                    let keep = *d != dc;
+                    if !keep {
+                        t.abort();
+                    }
+                    keep
+                });
+                cat.remote.remove(&dc);
+            }
+            Action::Stop(dc, Some(name)) => {
+                info!(dc = %dc, service = %name, "no longer watching a service of another datacenter");
+                if let Some(t) = tasks.remove(&(dc.clone(), Some(name.clone()))) {
+                    t.abort();
+                }
+                if let Some(rc) = cat.remote.get_mut(&dc) {
+                    rc.health.remove(&name);
+                    rc.watched.remove(&name.to_lowercase());
+                }
+            }
+        }
     }
 }
 
@@ -259,22 +447,45 @@ fn agent_clients(
     out
 }
 
-/// Polls the member list from whichever agent answers, reporting each change.
+/// Member polls per read of `/v1/catalog/datacenters`.
+const DATACENTERS_EVERY: u32 = 10;
+
+/// Polls the member list (and now and then the datacenters) from whichever agent answers,
+/// reporting each change.
 async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<Input>) {
     let interval = shared.config.load().members_interval;
     let mut last: Option<Vec<AgentMember>> = None;
+    let mut last_dcs: Option<Vec<String>> = None;
+    // Member polls until the datacenters are read again; 0: at this poll.
+    let mut dcs_due = 0u32;
     let mut current = 0usize;
     loop {
         let (_, clients) = shared.agents.rotated(0);
         let clients = if clients.is_empty() { seeds.clone() } else { clients };
         let mut got = None;
         let mut why = String::from("no agent to ask");
+        let mut dcs = None;
         for i in 0..clients.len() {
             let c = &clients[(current + i) % clients.len()];
             match tokio::time::timeout(Duration::from_secs(5), c.agent_members()).await {
                 Ok(Ok(m)) => {
                     current = (current + i) % clients.len();
                     got = Some(m);
+                    // The WAN pool's datacenters, from the same agent; sent first, so the
+                    // members' rebuild already has them. A client agent asks a server for
+                    // them, and they seldom change: read every `DATACENTERS_EVERY` polls.
+                    if dcs_due == 0 {
+                        match tokio::time::timeout(Duration::from_secs(5), c.catalog_datacenters()).await {
+                            Ok(Ok(mut d)) => {
+                                d.sort();
+                                dcs = Some(d);
+                                dcs_due = DATACENTERS_EVERY;
+                            }
+                            Ok(Err(e)) => debug!(agent = c.addr(), "datacenters: {e}"),
+                            Err(_) => debug!(agent = c.addr(), "datacenters: timed out"),
+                        }
+                    }
+                    dcs_due = dcs_due.saturating_sub(1);
                     break;
                 }
                 Ok(Err(e)) => {
@@ -286,6 +497,14 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
                     shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
                     debug!(agent = c.addr(), "members: timed out");
                     why = format!("{}: timed out", c.addr());
+                }
+            }
+        }
+        if let Some(d) = dcs {
+            if last_dcs.as_ref() != Some(&d) {
+                last_dcs = Some(d.clone());
+                if tx.send(Input::Datacenters(d)).await.is_err() {
+                    return;
                 }
             }
         }
@@ -311,9 +530,15 @@ const LB_MIN_DELAY: Duration = Duration::from_millis(10);
 
 /// One blocking-query loop. When the agent set changes, the watcher is handed the new list
 /// (`Watcher::set_clients`): it keeps its agent and index if that agent is still listed, and can
-/// fail over to agents that joined since it started.
-async fn watch<T>(shared: Arc<Shared>, target: Target, tx: mpsc::Sender<Input>, wrap: impl Fn(T) -> Input)
-where
+/// fail over to agents that joined since it started. `failed` may report an error (the watcher
+/// retries after it either way).
+async fn watch<T>(
+    shared: Arc<Shared>,
+    target: Target,
+    tx: mpsc::Sender<Input>,
+    wrap: impl Fn(T) -> Input,
+    failed: impl Fn(String) -> Option<Input>,
+) where
     T: DeserializeOwned + PartialEq + Clone + Default,
 {
     // Spread watchers over the agents instead of piling every blocking query on the first.
@@ -339,6 +564,11 @@ where
             Err(e) => {
                 shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(next_agent = w.agent(), "{}: {e}", target.path);
+                if let Some(msg) = failed(e.to_string()) {
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
         let now = shared.agents.generation.load(Ordering::Acquire);

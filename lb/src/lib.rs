@@ -12,6 +12,7 @@ pub mod head;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod remote;
 pub mod routing;
 pub mod status;
 pub mod tls;
@@ -31,6 +32,8 @@ pub struct Shared {
     pub stats: balance::StatsRegistry,
     pub metrics: metrics::Metrics,
     pub agents: discovery::Agents,
+    /// Requests' asks for services of other datacenters, and the rebuilds they wait on.
+    pub demand: discovery::Demand,
     /// `-consul-addr` values resolved once at start.
     pub seeds: Vec<SocketAddr>,
     /// TLS toward the agents (and HTTPS instances), read once at start; `None`: plain HTTP.
@@ -80,6 +83,7 @@ impl Shared {
             stats,
             metrics,
             agents: discovery::Agents::new(clients.clone()),
+            demand: discovery::Demand::default(),
             seeds,
             tls,
             draining: AtomicBool::new(false),

@@ -57,6 +57,11 @@ impl RouteMetrics {
         self.sum_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
     pub fn upstream_error(&self, kind: UpstreamError) {
         match kind {
             UpstreamError::Connect => &self.connect_errors,

@@ -5,7 +5,7 @@
 
 use crate::balance::{ActiveGuard, Stats};
 use crate::metrics::UpstreamError;
-use crate::routing::{agent_read_timeout, host_only, parse_service_host, strip_path, Match, Route};
+use crate::routing::{agent_read_timeout, host_only, parse_service_host, strip_path, Match, Route, Want};
 use crate::{head, status, Shared};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -142,6 +142,34 @@ impl Proxy {
         }
     }
 
+    /// The first request for a service of another datacenter: asks discovery to watch it and
+    /// waits, up to `remote_wait`, for a table that routes it (or says why not). Asks again
+    /// after each rebuild, as an ask is dropped when discovery is behind.
+    async fn wait_remote(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        want: &Want,
+    ) -> std::result::Result<Arc<Route>, String> {
+        // Subscribed before looking again: a rebuild since the caller's lookup is not missed.
+        let mut rebuilt = self.shared.demand.subscribe();
+        let wait = self.shared.config.load().remote_wait;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.shared.snapshot.load().lookup(host, path) {
+                Match::Route(r) => return Ok(r.clone()),
+                Match::Unknown(why) => return Err(why),
+                Match::Remote(w) => self.shared.demand.want(w),
+            }
+            let what = || format!("service {:?} of datacenter {:?}", want.service, want.dc);
+            match tokio::time::timeout_at(deadline, rebuilt.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(format!("{} cannot be watched: discovery stopped", what())),
+                Err(_) => return Err(format!("{} was not known within {}", what(), api::duration::format(wait))),
+            }
+        }
+    }
+
     fn record_failure(&self, ctx: &mut Ctx, kind: UpstreamError) {
         ctx.active = None;
         if let (Some(route), Some(stats)) = (&ctx.route, &ctx.current) {
@@ -213,15 +241,26 @@ impl ProxyHttp for Proxy {
             self.serve_own(session, &path).await?;
             return Ok(true);
         }
-        let unknown = match snap.lookup(host, path) {
-            Match::Route(route) => {
-                ctx.route = Some(route.clone());
-                if !route.pool.is_empty() {
-                    return Ok(false);
-                }
-                format!("no healthy instance of {}", route.what)
+        let found = match snap.lookup(host, path) {
+            Match::Route(route) => Ok(route.clone()),
+            Match::Unknown(why) => Err(why),
+            Match::Remote(want) => {
+                let (host, path) = (host.map(str::to_string), path.to_string());
+                drop(snap);
+                self.wait_remote(host.as_deref(), &path, &want).await
             }
-            Match::Unknown(why) => why,
+        };
+        let unknown = match found {
+            Ok(route) if !route.pool.is_empty() => {
+                ctx.route = Some(route);
+                return Ok(false);
+            }
+            Ok(route) => {
+                let why = format!("no healthy instance of {}", route.what);
+                ctx.route = Some(route);
+                why
+            }
+            Err(why) => why,
         };
         respond(session, 503, "text/plain", format!("lb: {unknown}\n")).await?;
         Ok(true)

@@ -4,13 +4,17 @@
 //! Order of matching (DESIGN.md "Routing on port 88"): `Host: [tag.]<service>.service[.<dc>].<domain>`,
 //! then fabio-style `urlprefix-[host]/path` tags (host-specific first, longest prefix first),
 //! then the agents' HTTP APIs. Building is pure: no IO, no clock, so tests feed it api types.
+//!
+//! A `Host` naming another datacenter looks in that datacenter's table, which holds only the
+//! services a request asked for (`remote.rs` decides what is watched); one not watched yet is
+//! `Match::Remote`, which the proxy waits on. The local datacenter's lookup is unchanged by it.
 
 use crate::balance::{Backend, Pool, Stats, StatsRegistry};
 use crate::config::{Config, RouteOptions};
 use crate::metrics::{Metrics, RouteMetrics, UpstreamError};
 use api::{AgentMember, ServiceEntry};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +63,25 @@ pub struct Catalog {
     pub health: HashMap<String, Vec<ServiceEntry>>,
     /// The agent addresses given with `-consul-addr`, resolved.
     pub seeds: Vec<SocketAddr>,
+    /// `GET /v1/catalog/datacenters`: every datacenter of the WAN pool.
+    pub datacenters: Vec<String>,
+    /// What is watched of other datacenters, by lowercase name.
+    pub remote: BTreeMap<String, RemoteCatalog>,
+    /// No room for another watch of another datacenter.
+    pub remote_full: bool,
+}
+
+/// What discovery knows of another datacenter.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteCatalog {
+    /// `GET /v1/catalog/services?dc=`; `None` until it answered.
+    pub services: Option<BTreeMap<String, Vec<String>>>,
+    /// Lowercase names of the services watched, answered or not.
+    pub watched: BTreeSet<String>,
+    /// Why its catalog could not be read, until it answers once.
+    pub error: Option<String>,
+    /// `GET /v1/health/service/<name>?passing&dc=` of each watched service that answered.
+    pub health: HashMap<String, Vec<ServiceEntry>>,
 }
 
 /// One destination with its own instances and balancing state.
@@ -112,6 +135,19 @@ struct PrefixRoute {
     route: Arc<Route>,
 }
 
+/// Routes to another datacenter's services.
+#[derive(Debug, Default)]
+struct RemoteTable {
+    /// Its catalog's services (lowercase → name); `None` until it answered.
+    known: Option<HashMap<String, String>>,
+    /// Lowercase names being watched, whether or not they answered yet.
+    watched: HashSet<String>,
+    /// Why its catalog has not been read.
+    error: Option<String>,
+    services: HashMap<String, Arc<Route>>,
+    tagged: HashMap<(String, String), Arc<Route>>,
+}
+
 /// The routing table at one moment. Requests read it through an `ArcSwap`; discovery replaces it.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -122,6 +158,11 @@ pub struct Snapshot {
     /// Known catalog services (lowercase), including those with no passing instance.
     known: HashMap<String, String>,
     datacenter: Option<String>,
+    /// Every datacenter of the WAN pool, lowercase.
+    datacenters: Vec<String>,
+    /// Other datacenters' tables, by lowercase name.
+    remote: HashMap<String, RemoteTable>,
+    remote_full: bool,
     domain: String,
     /// Bumped by the discovery loop on each rebuild.
     pub version: u64,
@@ -133,6 +174,16 @@ pub enum Match<'a> {
     Route(&'a Arc<Route>),
     /// A service host naming nothing we can route to; the text says what.
     Unknown(String),
+    /// A service of another datacenter that is not watched yet (or has not answered): ask
+    /// discovery for it and look again once the table is rebuilt.
+    Remote(Want),
+}
+
+/// What a request for another datacenter asks discovery to watch; both names lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub dc: String,
+    pub service: String,
 }
 
 /// A `Host` of the form `[tag.]<service>.service[.<dc>].<domain>`, borrowed from the header so
@@ -304,6 +355,50 @@ impl Builder<'_> {
             .filter_map(|e| Some(self.backend(entry_addr(e)?, weight(e), &e.node.node, &e.service.id, https(e))))
             .collect()
     }
+
+    /// The `Host` routes of one service: `<service>.service...` and a `<tag>.<service>.service...`
+    /// per tag. `dc` names another datacenter, in the routes' names (`service:web@dc2`) and texts.
+    fn host_routes(
+        &self,
+        name: &str,
+        entries: &[ServiceEntry],
+        opts: &RouteOptions,
+        dc: Option<&str>,
+        services: &mut HashMap<String, Arc<Route>>,
+        tagged: &mut HashMap<(String, String), Arc<Route>>,
+    ) {
+        let lname = name.to_lowercase();
+        let at = dc.map(|d| format!("@{d}")).unwrap_or_default();
+        let in_dc = dc.map(|d| format!(" in datacenter {d:?}")).unwrap_or_default();
+        let backends = self.service_backends(entries.iter());
+        services.insert(
+            lname.clone(),
+            self.route(format!("service:{lname}{at}"), format!("service {name:?}{in_dc}"), backends, opts, None),
+        );
+        for tag in distinct_tags(entries) {
+            // Consul DNS's `<tag>.<service>.service.consul`; tags that are not DNS labels
+            // (urlprefix routes, key=value) cannot appear in a Host header.
+            let ltag = tag.to_lowercase();
+            if ltag.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+                let backends = self.service_backends(entries.iter().filter(|e| e.service.tags.contains(tag)));
+                let route = self.route(
+                    format!("service:{ltag}.{lname}{at}"),
+                    format!("service {name:?} with tag {tag:?}{in_dc}"),
+                    backends,
+                    opts,
+                    None,
+                );
+                tagged.insert((ltag, lname.clone()), route);
+            }
+        }
+    }
+}
+
+fn distinct_tags(entries: &[ServiceEntry]) -> Vec<&String> {
+    let mut tags: Vec<&String> = entries.iter().flat_map(|e| e.service.tags.iter()).collect();
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 impl Snapshot {
@@ -325,21 +420,12 @@ impl Snapshot {
         }
 
         for (name, entries) in &cat.health {
-            let lname = name.to_lowercase();
             let opts = cfg.service(name);
             if datacenter.is_none() {
                 datacenter = entries.iter().map(|e| e.node.datacenter.clone()).find(|d| !d.is_empty());
             }
-            let backends = b.service_backends(entries.iter());
-            services.insert(
-                lname.clone(),
-                b.route(format!("service:{lname}"), format!("service {name:?}"), backends, opts, None),
-            );
-
-            let mut tags: Vec<&String> = entries.iter().flat_map(|e| e.service.tags.iter()).collect();
-            tags.sort();
-            tags.dedup();
-            for tag in tags {
+            b.host_routes(name, entries, opts, None, &mut services, &mut tagged);
+            for tag in distinct_tags(entries) {
                 if let Some(p) = parse_urlprefix(tag) {
                     for e in entries.iter().filter(|e| e.service.tags.contains(tag)) {
                         let Some(addr) = entry_addr(e) else { continue };
@@ -349,21 +435,22 @@ impl Snapshot {
                         slot.2.push(b.backend(addr, weight(e), &e.node.node, &e.service.id, p.tls || https(e)));
                     }
                 }
-                // Consul DNS's `<tag>.<service>.service.consul`; tags that are not DNS labels
-                // (urlprefix routes, key=value) cannot appear in a Host header.
-                let ltag = tag.to_lowercase();
-                if ltag.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
-                    let backends = b.service_backends(entries.iter().filter(|e| e.service.tags.contains(tag)));
-                    let route = b.route(
-                        format!("service:{ltag}.{lname}"),
-                        format!("service {name:?} with tag {tag:?}"),
-                        backends,
-                        opts,
-                        None,
-                    );
-                    tagged.insert((ltag, lname.clone()), route);
-                }
             }
+        }
+
+        // Other datacenters: only `Host` routes, for the services requests asked for.
+        let mut remote = HashMap::new();
+        for (dc, rc) in &cat.remote {
+            let mut t = RemoteTable {
+                known: rc.services.as_ref().map(|s| s.keys().map(|n| (n.to_lowercase(), n.clone())).collect()),
+                watched: rc.watched.iter().cloned().collect(),
+                error: rc.error.clone(),
+                ..Default::default()
+            };
+            for (name, entries) in &rc.health {
+                b.host_routes(name, entries, cfg.service(name), Some(dc), &mut t.services, &mut t.tagged);
+            }
+            remote.insert(dc.clone(), t);
         }
 
         let mut prefixes: Vec<PrefixRoute> = prefix_members
@@ -399,7 +486,19 @@ impl Snapshot {
         };
         let agents = b.route(AGENTS_ROUTE.to_string(), "agent".to_string(), agent_backends, &cfg.agents, None);
 
-        Snapshot { services, tagged, prefixes, agents, known, datacenter, domain: cfg.domain.clone(), version }
+        Snapshot {
+            services,
+            tagged,
+            prefixes,
+            agents,
+            known,
+            datacenter,
+            datacenters: cat.datacenters.iter().map(|d| d.to_lowercase()).collect(),
+            remote,
+            remote_full: cat.remote_full,
+            domain: cfg.domain.clone(),
+            version,
+        }
     }
 
     pub fn domain(&self) -> &str {
@@ -410,9 +509,26 @@ impl Snapshot {
         self.datacenter.as_deref()
     }
 
-    /// Every route, for the status page: services, tagged services, prefixes, agents.
+    /// Every datacenter of the WAN pool (lowercase), and those whose catalog is watched.
+    pub fn datacenters(&self) -> (&[String], Vec<&str>) {
+        let mut watched: Vec<&str> = self.remote.keys().map(String::as_str).collect();
+        watched.sort_unstable();
+        (&self.datacenters, watched)
+    }
+
+    /// Requests answered so far by the routes of another datacenter's service (lowercase
+    /// names), with and without a tag: how discovery tells a watch is still used.
+    pub fn remote_requests(&self, dc: &str, service: &str) -> u64 {
+        let Some(t) = self.remote.get(dc) else { return 0 };
+        let tagged = t.tagged.iter().filter(|((_, s), _)| s == service).map(|(_, r)| r);
+        t.services.get(service).into_iter().chain(tagged).map(|r| r.metrics.requests()).sum()
+    }
+
+    /// Every route, for the status page: services, tagged services (of every datacenter),
+    /// prefixes, agents.
     pub fn routes(&self) -> Vec<&Arc<Route>> {
-        let mut out: Vec<&Arc<Route>> = self.services.values().chain(self.tagged.values()).collect();
+        let remote = self.remote.values().flat_map(|t| t.services.values().chain(t.tagged.values()));
+        let mut out: Vec<&Arc<Route>> = self.services.values().chain(self.tagged.values()).chain(remote).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out.extend(self.prefixes.iter().map(|p| &p.route));
         out.push(&self.agents);
@@ -436,7 +552,7 @@ impl Snapshot {
     fn lookup_service(&self, sh: &ServiceHost) -> Match<'_> {
         if let (Some(want), Some(ours)) = (sh.dc, &self.datacenter) {
             if !want.eq_ignore_ascii_case(ours) {
-                return Match::Unknown(format!("datacenter {want:?} is not served here (this is {ours:?})"));
+                return self.lookup_remote(want, ours, sh);
             }
         }
         let found = match sh.tag {
@@ -452,6 +568,48 @@ impl Snapshot {
                 }
                 (_, None) => Match::Unknown(format!("service {:?} is not registered", sh.service)),
             },
+        }
+    }
+}
+
+impl Snapshot {
+    /// `dc` is lowercase (`host_only`), as are the tables' keys.
+    fn lookup_remote(&self, dc: &str, ours: &str, sh: &ServiceHost) -> Match<'_> {
+        if !self.datacenters.iter().any(|d| d == dc) {
+            return Match::Unknown(format!("datacenter {dc:?} is not known (this is {ours:?})"));
+        }
+        let full = || {
+            Match::Unknown(format!(
+                "too many services of other datacenters are watched; service {:?} of datacenter {dc:?} is not",
+                sh.service
+            ))
+        };
+        let ask = || Match::Remote(Want { dc: dc.to_string(), service: sh.service.to_string() });
+        let Some(t) = self.remote.get(dc) else {
+            return if self.remote_full { full() } else { ask() };
+        };
+        let Some(known) = &t.known else {
+            return match &t.error {
+                Some(e) => Match::Unknown(format!("datacenter {dc:?} did not answer: {e}")),
+                None => ask(),
+            };
+        };
+        let Some(name) = known.get(sh.service) else {
+            return Match::Unknown(format!("service {:?} is not registered in datacenter {dc:?}", sh.service));
+        };
+        let Some(route) = t.services.get(sh.service) else {
+            return if t.watched.contains(sh.service) || !self.remote_full { ask() } else { full() };
+        };
+        let found = match sh.tag {
+            None => Some(route),
+            Some(tag) => t.tagged.get(&(tag.to_string(), sh.service.to_string())),
+        };
+        match (found, sh.tag) {
+            (Some(r), _) if !r.pool.is_empty() => Match::Route(r),
+            (_, None) => Match::Unknown(format!("no healthy instance of service {name:?} in datacenter {dc:?}")),
+            (_, Some(tag)) => {
+                Match::Unknown(format!("no healthy instance of service {name:?} with tag {tag:?} in datacenter {dc:?}"))
+            }
         }
     }
 }
@@ -601,6 +759,7 @@ mod tests {
                 .collect(),
             health,
             seeds: vec!["127.0.0.11:8500".parse().unwrap()],
+            ..Default::default()
         }
     }
 
@@ -608,7 +767,103 @@ mod tests {
         match s.lookup(host, path) {
             Match::Route(r) => r.name.clone(),
             Match::Unknown(why) => format!("unknown: {why}"),
+            Match::Remote(w) => format!("ask: {}@{}", w.service, w.dc),
         }
+    }
+
+    /// dc1 with dc2 (catalog known: Web watched with two instances, api not watched, down
+    /// watched with none passing, db watched with no answer yet) and dc3 (catalog not answered).
+    fn federated() -> Catalog {
+        let mut dc2 = RemoteCatalog {
+            services: Some(["Web", "api", "down", "db"].iter().map(|s| (s.to_string(), vec![])).collect()),
+            watched: ["web", "down", "db"].iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        dc2.health.insert(
+            "Web".into(),
+            vec![
+                entry("r1", "10.2.0.1", 8080, "web1", "Web", &["v2", "urlprefix-/remote"], 1),
+                entry("r2", "10.2.0.2", 8080, "web2", "Web", &[], 1),
+            ],
+        );
+        dc2.health.insert("down".into(), vec![]);
+        Catalog {
+            datacenters: vec!["dc1".into(), "DC2".into(), "dc3".into(), "dc4".into(), "dc5".into()],
+            remote: [
+                ("dc2".to_string(), dc2),
+                ("dc3".to_string(), RemoteCatalog::default()),
+                (
+                    "dc5".to_string(),
+                    RemoteCatalog { error: Some("No path to datacenter".into()), ..Default::default() },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            ..catalog()
+        }
+    }
+
+    #[test]
+    fn other_datacenters_route_what_was_watched_and_ask_for_the_rest() {
+        let s = Snapshot::build(&federated(), &config(), &StatsRegistry::default(), &Metrics::default(), 1);
+        let cases = [
+            ("web.service.dc2.consul", "service:web@dc2"),
+            ("WEB.service.DC2.consul:88", "service:web@dc2"),
+            ("v2.web.service.dc2.consul", "service:v2.web@dc2"),
+            (
+                "v9.web.service.dc2.consul",
+                "unknown: no healthy instance of service \"Web\" with tag \"v9\" in datacenter \"dc2\"",
+            ),
+            ("down.service.dc2.consul", "unknown: no healthy instance of service \"down\" in datacenter \"dc2\""),
+            ("api.service.dc2.consul", "ask: api@dc2"),
+            ("db.service.dc2.consul", "ask: db@dc2"),
+            ("nope.service.dc2.consul", "unknown: service \"nope\" is not registered in datacenter \"dc2\""),
+            ("web.service.dc3.consul", "ask: web@dc3"),
+            ("web.service.dc4.consul", "ask: web@dc4"),
+            ("web.service.dc5.consul", "unknown: datacenter \"dc5\" did not answer: No path to datacenter"),
+            ("web.service.dc9.consul", "unknown: datacenter \"dc9\" is not known (this is \"dc1\")"),
+            // The local datacenter, named or not, is untouched by the others.
+            ("web.service.dc1.consul", "service:web"),
+            ("web.service.consul", "service:web"),
+        ];
+        for (host, want) in cases {
+            assert_eq!(route_of(&s, Some(host), "/"), want, "{host}");
+        }
+        // Other datacenters' urlprefix tags make no path routes here.
+        assert_eq!(route_of(&s, Some("lb"), "/remote"), "agents");
+        let Match::Route(web) = s.lookup(Some("web.service.dc2.consul"), "/") else { panic!() };
+        let got: Vec<String> = web.pool.backends().iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(got, vec!["10.2.0.1:8080", "10.2.0.2:8080"]);
+        assert!(s.routes().iter().any(|r| r.name == "service:v2.web@dc2"));
+    }
+
+    #[test]
+    fn a_full_watch_table_refuses_what_is_not_watched_yet() {
+        let cat = Catalog { remote_full: true, ..federated() };
+        let s = Snapshot::build(&cat, &config(), &StatsRegistry::default(), &Metrics::default(), 1);
+        let full = |svc: &str, dc: &str| {
+            format!("unknown: too many services of other datacenters are watched; service {svc:?} of datacenter {dc:?} is not")
+        };
+        assert_eq!(route_of(&s, Some("api.service.dc2.consul"), "/"), full("api", "dc2"));
+        assert_eq!(route_of(&s, Some("web.service.dc4.consul"), "/"), full("web", "dc4"));
+        // What is watched keeps routing, or keeps waiting for its first answer.
+        assert_eq!(route_of(&s, Some("web.service.dc2.consul"), "/"), "service:web@dc2");
+        assert_eq!(route_of(&s, Some("db.service.dc2.consul"), "/"), "ask: db@dc2");
+        assert_eq!(route_of(&s, Some("web.service.dc3.consul"), "/"), "ask: web@dc3");
+    }
+
+    #[test]
+    fn remote_requests_count_every_route_of_the_service() {
+        let metrics = Metrics::default();
+        let s = Snapshot::build(&federated(), &config(), &StatsRegistry::default(), &metrics, 1);
+        assert_eq!(s.remote_requests("dc2", "web"), 0);
+        for host in ["web.service.dc2.consul", "v2.web.service.dc2.consul"] {
+            let Match::Route(r) = s.lookup(Some(host), "/") else { panic!("{host}") };
+            r.metrics.request(200, Duration::from_millis(1));
+        }
+        assert_eq!(s.remote_requests("dc2", "web"), 2);
+        assert_eq!(s.remote_requests("dc2", "api"), 0);
+        assert_eq!(s.remote_requests("dc9", "web"), 0);
     }
 
     #[test]
@@ -619,7 +874,7 @@ mod tests {
             (Some("WEB.service.dc1.consul:88"), "/", "service:web"),
             (Some("v2.web.service.consul"), "/", "service:v2.web"),
             (Some("admin.service.consul"), "/", "service:admin"),
-            (Some("web.service.dc9.consul"), "/", "unknown: datacenter \"dc9\" is not served here (this is \"dc1\")"),
+            (Some("web.service.dc9.consul"), "/", "unknown: datacenter \"dc9\" is not known (this is \"dc1\")"),
             (Some("down.service.consul"), "/", "unknown: no healthy instance of service \"down\""),
             (Some("nope.service.consul"), "/", "unknown: service \"nope\" is not registered"),
             (Some("v9.web.service.consul"), "/", "unknown: no healthy instance of service \"web\" with tag \"v9\""),

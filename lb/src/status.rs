@@ -39,9 +39,12 @@ pub fn render(snap: &Snapshot, shared: &Shared) -> String {
             })
         })
         .collect();
+    let (datacenters, watched) = snap.datacenters();
     let body = json!({
         "Version": snap.version,
         "Datacenter": snap.datacenter(),
+        "Datacenters": datacenters,
+        "WatchedDatacenters": watched,
         "Domain": snap.domain(),
         "Agents": shared.agents.addrs(),
         "Routes": routes,

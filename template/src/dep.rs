@@ -375,6 +375,27 @@ mod tests {
     }
 
     #[test]
+    fn at_dc_reaches_every_query_as_the_dc_parameter() {
+        let dc2 = ("dc".to_string(), "dc2".to_string());
+        let deps = [
+            Dep::service("web@dc2", None).unwrap(),
+            Dep::services("@dc2").unwrap(),
+            Dep::key("k@dc2").unwrap(),
+            Dep::key_prefix("app@dc2").unwrap(),
+            Dep::nodes("@dc2").unwrap(),
+            Dep::node("n1@dc2").unwrap(),
+        ];
+        for dep in deps {
+            let t = dep.target().unwrap();
+            assert!(t.extra.contains(&dc2), "{dep}: {:?}", t.extra);
+        }
+        for dep in [Dep::service("web", None).unwrap(), Dep::key("k").unwrap(), Dep::Datacenters] {
+            let t = dep.target().unwrap();
+            assert!(!t.extra.iter().any(|(k, _)| k == "dc"), "{dep}: {:?}", t.extra);
+        }
+    }
+
+    #[test]
     fn key_queries() {
         assert_eq!(Dep::key("/a/b@dc1").unwrap(), Dep::KvGet { key: "a/b".into(), dc: Some("dc1".into()) });
         assert_eq!(Dep::key_prefix("").unwrap(), Dep::KvList { prefix: "".into(), dc: None });

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod endpoints;
 pub mod leader;
 pub mod model;
+pub mod replication;
 pub mod rules;
 
 pub use authorizer::{Authorizer, DefaultPolicy};
@@ -54,6 +55,8 @@ pub struct AclConfig {
     pub token_ttl: Duration,
     pub enable_key_list_policy: bool,
     pub enable_token_persistence: bool,
+    /// A secondary datacenter's leader copies global tokens too, not only policies and roles.
+    pub enable_token_replication: bool,
     pub tokens: AgentTokens,
 }
 
@@ -66,6 +69,7 @@ impl Default for AclConfig {
             token_ttl: Duration::from_secs(30),
             enable_key_list_policy: false,
             enable_token_persistence: false,
+            enable_token_replication: false,
             tokens: AgentTokens::default(),
         }
     }
@@ -199,6 +203,8 @@ pub struct Acl {
     remote: parking_lot::RwLock<Option<RemoteResolve>>,
     /// The identity of every request while ACLs are off.
     open: Arc<Identity>,
+    /// A secondary datacenter's replication from the primary (`replication`).
+    pub replication: parking_lot::Mutex<replication::Status>,
 }
 
 /// How many resolved tokens are kept before the cache starts over (a flood of random tokens
@@ -228,6 +234,7 @@ impl Acl {
             fetched: Default::default(),
             remote: Default::default(),
             open: Arc::new(Identity::unrestricted()),
+            replication: Default::default(),
         }
     }
 

@@ -229,4 +229,11 @@ pub enum AclCommand {
         anonymous: Token,
         initial_management: Option<Token>,
     },
+    /// A secondary datacenter's copy of the primary's: every policy and role replaced by
+    /// these; with `tokens`, every global (non-local) token too. Local tokens stay.
+    Replicate {
+        policies: Vec<Policy>,
+        roles: Vec<Role>,
+        tokens: Option<Vec<Token>>,
+    },
 }

@@ -5,8 +5,11 @@
 
 mod acl;
 mod cluster;
+mod config;
 mod flags;
 mod http;
+mod intention;
+mod keyring;
 mod kv;
 mod local;
 mod table;
@@ -97,11 +100,14 @@ const COMMANDS: &[(&str, &str)] = &[
     ("acl", "Interact with the ACL system"),
     ("agent", "Runs an agent"),
     ("catalog", "Interact with the catalog"),
+    ("config", "Interact with centralized config entries"),
     ("event", "Fire a new event"),
     ("force-leave", "Forces a member of the cluster to enter the \"left\" state"),
     ("info", "Provides debugging information for operators."),
+    ("intention", "Interact with Connect service intentions"),
     ("join", "Tell an agent to join the cluster"),
     ("keygen", "Generates a new encryption key"),
+    ("keyring", "Manages gossip layer encryption keys"),
     ("kv", "Interact with the key-value store"),
     ("leave", "Gracefully leaves the cluster and shuts down"),
     ("lock", "Execute a command holding a lock"),
@@ -143,6 +149,8 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         "version" => local::version(rest),
         "acl" => acl::run(rest).await,
         "kv" => kv::run(rest).await,
+        "config" => config::run(rest).await,
+        "intention" => intention::run(rest).await,
         "members" => cluster::members(rest).await,
         "info" => cluster::info(rest).await,
         "join" => cluster::join(rest).await,
@@ -157,6 +165,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         "services" => local::services(rest).await,
         "snapshot" => local::snapshot(rest).await,
         "keygen" => local::keygen(rest),
+        "keyring" => keyring::keyring(rest).await,
         "validate" => local::validate(rest),
         "tls" => tls::run(rest),
         "watch" => watch::watch(rest).await,
@@ -187,6 +196,8 @@ mod tests {
         assert_eq!(run(vec!["kv".into(), "-h".into()]).await.unwrap(), 0);
         assert_eq!(run(vec!["operator".into(), "raft".into()]).await.unwrap(), 1);
         assert_eq!(run(vec!["acl".into()]).await.unwrap(), 1);
+        assert_eq!(run(vec!["config".into()]).await.unwrap(), 1);
+        assert_eq!(run(vec!["intention".into(), "-h".into()]).await.unwrap(), 0);
         assert_eq!(run(vec!["acl".into(), "token".into(), "-h".into()]).await.unwrap(), 0);
     }
 

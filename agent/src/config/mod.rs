@@ -71,6 +71,12 @@ pub struct AgentFlags {
     pub retry_join: Vec<String>,
     #[arg(long = "retry-interval")]
     pub retry_interval: Option<String>,
+    #[arg(long = "join-wan")]
+    pub join_wan: Vec<String>,
+    #[arg(long = "retry-join-wan")]
+    pub retry_join_wan: Vec<String>,
+    #[arg(long = "advertise-wan")]
+    pub advertise_wan: Option<String>,
     #[arg(long = "retry-max")]
     pub retry_max: Option<u32>,
     #[arg(long)]
@@ -160,10 +166,21 @@ pub struct Config {
     pub client_addrs: Vec<IpAddr>,
     pub ports: Ports,
     pub retry_join: Vec<String>,
+    /// Servers only: where the WAN pool joins (`-join-wan`, `-retry-join-wan`, `start_join_wan`,
+    /// `retry_join_wan`), and the address other datacenters reach this server at.
+    pub retry_join_wan: Vec<String>,
+    pub advertise_addr_wan: IpAddr,
+    /// `translate_wan_addrs`: answers for other datacenters use their WAN addresses.
+    pub translate_wan_addrs: bool,
     pub retry_interval: Duration,
     pub retry_max: u32,
     pub rejoin: bool,
     pub encrypt: Option<String>,
+    /// `encrypt_verify_incoming` (default true): false lets plain gossip and server-port
+    /// requests in, for turning encryption on in a running cluster.
+    pub encrypt_verify_incoming: bool,
+    /// `encrypt_verify_outgoing` (default true): false sends gossip plain.
+    pub encrypt_verify_outgoing: bool,
     pub log_level: String,
     pub pid_file: Option<PathBuf>,
     pub ui: bool,
@@ -199,13 +216,27 @@ pub struct Config {
     pub primary_datacenter: String,
     /// `gossip_lan` tuning; unset fields keep Consul's LAN defaults.
     pub gossip_lan: GossipLan,
+    /// `gossip_wan` tuning; unset fields keep Consul's WAN defaults.
+    pub gossip_wan: GossipLan,
     /// How long a failed member is kept before it is reaped (`reconnect_timeout`, 72h).
     pub reconnect_timeout: Duration,
     /// The files and dirs it was loaded from, for `reload`.
     pub flags: AgentFlags,
 }
 
-/// Consul's `gossip_lan` block.
+/// A `gossip_lan` or `gossip_wan` block.
+fn gossip_tuning(f: &Map<String, Value>, block: &str) -> Result<GossipLan, ConfigError> {
+    Ok(GossipLan {
+        probe_interval: get_duration(f, &[block, "probe_interval"])?,
+        probe_timeout: get_duration(f, &[block, "probe_timeout"])?,
+        gossip_interval: get_duration(f, &[block, "gossip_interval"])?,
+        gossip_nodes: get_i64(f, &[block, "gossip_nodes"]).map(|v| v.max(1) as usize),
+        suspicion_mult: get_i64(f, &[block, "suspicion_mult"]).map(|v| v.max(1) as u32),
+        retransmit_mult: get_i64(f, &[block, "retransmit_mult"]).map(|v| v.max(1) as u32),
+    })
+}
+
+/// Consul's `gossip_lan` (and `gossip_wan`) block.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GossipLan {
     pub probe_interval: Option<Duration>,
@@ -435,6 +466,9 @@ fn acl_config(f: &Map<String, Value>) -> Result<crate::acl::AclConfig, ConfigErr
     }
     c.enable_key_list_policy = get_bool(f, &["acl", "enable_key_list_policy"]).unwrap_or(false);
     c.enable_token_persistence = get_bool(f, &["acl", "enable_token_persistence"]).unwrap_or(false);
+    c.enable_token_replication = get_bool(f, &["acl", "enable_token_replication"])
+        .or_else(|| get_bool(f, &["enable_acl_replication"]))
+        .unwrap_or(false);
     let t = |new: &str, old_block: &str, legacy: &str| {
         s(&["acl", "tokens", new])
             .or_else(|| s(&["acl", "tokens", old_block]))
@@ -671,6 +705,14 @@ impl Config {
         retry_join.extend(flags.join.iter().cloned());
         retry_join.extend(str_list(&f, "retry_join"));
         retry_join.extend(str_list(&f, "start_join"));
+        let mut retry_join_wan = flags.retry_join_wan.clone();
+        retry_join_wan.extend(flags.join_wan.iter().cloned());
+        retry_join_wan.extend(str_list(&f, "retry_join_wan"));
+        retry_join_wan.extend(str_list(&f, "start_join_wan"));
+        let advertise_addr_wan = match flags.advertise_wan.clone().or_else(|| get_str(&f, &["advertise_addr_wan"])) {
+            Some(a) => parse_ip("advertise_addr_wan", &a)?,
+            None => advertise_addr,
+        };
         let node_name = flags.node.clone().or_else(|| get_str(&f, &["node_name"])).unwrap_or_else(hostname);
         if node_name.is_empty() || node_name.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'') {
             return Err(ConfigError::Invalid { key: "node_name".into(), value: node_name });
@@ -762,10 +804,15 @@ impl Config {
             client_addrs,
             ports,
             retry_join,
+            retry_join_wan,
+            advertise_addr_wan,
+            translate_wan_addrs: get_bool(&f, &["translate_wan_addrs"]).unwrap_or(false),
             retry_interval,
             retry_max: flags.retry_max.or_else(|| get_i64(&f, &["retry_max"]).map(|v| v as u32)).unwrap_or(0),
             rejoin: flags.rejoin,
             encrypt: flags.encrypt.clone().or_else(|| get_str(&f, &["encrypt"])),
+            encrypt_verify_incoming: get_bool(&f, &["encrypt_verify_incoming"]).unwrap_or(true),
+            encrypt_verify_outgoing: get_bool(&f, &["encrypt_verify_outgoing"]).unwrap_or(true),
             log_level,
             pid_file: flags.pid_file.clone().or_else(|| get_str(&f, &["pid_file"]).map(PathBuf::from)),
             ui,
@@ -797,14 +844,8 @@ impl Config {
             primary_datacenter: get_str(&f, &["primary_datacenter"])
                 .or_else(|| get_str(&f, &["acl_datacenter"]))
                 .unwrap_or_default(),
-            gossip_lan: GossipLan {
-                probe_interval: get_duration(&f, &["gossip_lan", "probe_interval"])?,
-                probe_timeout: get_duration(&f, &["gossip_lan", "probe_timeout"])?,
-                gossip_interval: get_duration(&f, &["gossip_lan", "gossip_interval"])?,
-                gossip_nodes: get_i64(&f, &["gossip_lan", "gossip_nodes"]).map(|v| v.max(1) as usize),
-                suspicion_mult: get_i64(&f, &["gossip_lan", "suspicion_mult"]).map(|v| v.max(1) as u32),
-                retransmit_mult: get_i64(&f, &["gossip_lan", "retransmit_mult"]).map(|v| v.max(1) as u32),
-            },
+            gossip_lan: gossip_tuning(&f, "gossip_lan")?,
+            gossip_wan: gossip_tuning(&f, "gossip_wan")?,
             reconnect_timeout: get_duration(&f, &["reconnect_timeout"])?.unwrap_or(Duration::from_secs(72 * 3600)),
             flags,
         })

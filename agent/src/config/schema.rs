@@ -158,6 +158,17 @@ pub const TOP: &[(&str, Ty)] = &[
             ("retransmit_mult", Ty::Int(1, 1024)),
         ]),
     ),
+    (
+        "gossip_wan",
+        Ty::Obj(&[
+            ("probe_interval", Ty::Duration),
+            ("probe_timeout", Ty::Duration),
+            ("gossip_interval", Ty::Duration),
+            ("gossip_nodes", Ty::Int(1, 1024)),
+            ("suspicion_mult", Ty::Int(1, 1024)),
+            ("retransmit_mult", Ty::Int(1, 1024)),
+        ]),
+    ),
     ("http_config", Ty::Obj(&[("response_headers", Ty::StrMap), ("allow_write_http_from", Ty::Strings)])),
     ("key_file", Ty::Str),
     ("leave_on_terminate", Ty::Bool),
@@ -208,7 +219,9 @@ pub const TOP: &[(&str, Ty)] = &[
     ("recursors", Ty::Strings),
     ("rejoin_after_leave", Ty::Bool),
     ("retry_interval", Ty::Duration),
+    ("retry_interval_wan", Ty::Duration),
     ("retry_join", Ty::Strings),
+    ("retry_join_wan", Ty::Strings),
     ("retry_max", COUNT),
     ("server", Ty::Bool),
     ("service", Ty::Any),
@@ -216,7 +229,9 @@ pub const TOP: &[(&str, Ty)] = &[
     ("session_ttl_min", Ty::Duration),
     ("skip_leave_on_interrupt", Ty::Bool),
     ("start_join", Ty::Strings),
+    ("start_join_wan", Ty::Strings),
     ("telemetry", Ty::Any),
+    ("translate_wan_addrs", Ty::Bool),
     (
         "tls",
         Ty::Obj(&[

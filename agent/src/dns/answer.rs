@@ -368,9 +368,11 @@ impl<R: Rng> Cx<'_, R> {
                 return Outcome::OtherDatacenter(dc.to_ascii_lowercase())
             }
             Lookup::Query { name, .. } => return self.query(qname, qtype, &name, level),
-            Lookup::Service { dc, .. } | Lookup::Node { dc, .. } | Lookup::Addr { dc, .. } if !s.dc_ok(&dc) => {
-                s.nx(serial)
+            // Another datacenter's name: one of its servers answers it.
+            Lookup::Service { dc: Some(dc), .. } | Lookup::Node { dc: Some(dc), .. } if !s.dc_ok(&Some(dc.clone())) => {
+                return Outcome::OtherDatacenter(dc.to_ascii_lowercase())
             }
+            Lookup::Addr { dc, .. } if !s.dc_ok(&dc) => s.nx(serial),
             Lookup::Service { name, tag, .. } => self.service(qname, qtype, &name, tag.as_deref(), level),
             Lookup::Node { name, .. } => {
                 let st = self.state;
@@ -925,7 +927,7 @@ mod tests {
 
     #[test]
     fn nxdomain_has_soa() {
-        for q in ["nope.service.consul.", "web.service.dc9.consul.", "x.node.consul.", "foo.consul."] {
+        for q in ["nope.service.consul.", "x.node.consul.", "foo.consul."] {
             let a = ask(&state(), &settings(), q, RecordType::A);
             assert_eq!(a.rcode, ResponseCode::NXDomain, "{q}");
             assert!(a.answers.is_empty());
@@ -1115,15 +1117,17 @@ mod tests {
     }
 
     #[test]
-    fn other_datacenters_and_prepared_queries_are_nxdomain() {
-        for q in [
-            "web.service.dc2.consul.",
-            "n1.node.dc2.consul.",
-            "0a000001.addr.dc2.consul.",
-            "db.query.consul.",
-            "db.query.dc1.consul.",
-            "_db._tcp.query.consul.",
-        ] {
+    fn other_datacenters_go_to_their_servers_and_unknown_queries_are_nxdomain() {
+        for q in ["web.service.dc2.consul.", "n1.node.dc2.consul.", "db.query.dc2.consul."] {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+            let name = Name::from_ascii(q).unwrap();
+            match answer(&state(), &settings(), None, &name, RecordType::A, false, 42, &mut rng, None) {
+                Outcome::OtherDatacenter(dc) => assert_eq!(dc, "dc2", "{q}"),
+                _ => panic!("{q}: answered here"),
+            }
+        }
+        // An address name is this datacenter's.
+        for q in ["0a000001.addr.dc2.consul.", "db.query.consul.", "db.query.dc1.consul.", "_db._tcp.query.consul."] {
             for t in [RecordType::A, RecordType::SRV] {
                 let a = ask(&state(), &settings(), q, t);
                 assert_eq!((a.rcode, a.answers.len(), a.authorities.len()), (ResponseCode::NXDomain, 0, 1), "{q} {t}");

@@ -177,6 +177,8 @@ impl Core {
                 self.deliver(ev);
                 None
             }
+            // The transport answers keyring queries; an answer arrives only as a reply.
+            Frame::KeyringQuery(_) | Frame::KeyringAnswer(_) => None,
         };
         self.pump();
         Ok(reply)

@@ -7,7 +7,9 @@
 //!   no socket, no task. `sim` drives many cores on a virtual clock over a simulated network.
 //! - `runtime` is the one tokio task that owns the core, the UDP socket, the TCP listener and the
 //!   timer heap; `Gossip` is the handle the agent holds.
-//! - `wire` is the encoding (postcard) and the AES-256-GCM seal of every datagram and frame.
+//! - `wire` is the encoding (postcard); `keyring` the keys (16, 24 or 32 bytes) and the AES-GCM
+//!   seal of every datagram and frame (any installed key opens, the primary seals), Serf's
+//!   keyring file and its key queries.
 //!
 //! ```text
 //! Gossip::start(Config) -> io::Result<Arc<Gossip>>     binds UDP+TCP on `bind`, spawns the task
@@ -19,6 +21,7 @@
 //! gossip.set_tags(tags); gossip.fire_event(ev)         disseminated as foca custom broadcasts
 //! gossip.leave(timeout).await                          others see Left, then the task stops
 //! gossip.force_leave(node, prune)                      a Failed member becomes Left (or forgotten)
+//! gossip.keyring_query(op).await -> keyring::Response  list/install/use/remove a key on every member
 //! gossip.shutdown().await                              stop without leaving: others see Failed
 //! ```
 //!
@@ -44,12 +47,15 @@
 //! random point) and a few gossip rounds after joining, a random member is synced the same way.
 //! User events up to 512 encoded bytes ride on datagrams; larger ones are
 //! sent over TCP to each alive member by the sender. With a key, every datagram and frame is
-//! `1 | nonce | AES-256-GCM`; packets that do not open are dropped and counted, so an agent
-//! with another key (or none) cannot join.
+//! `1 | nonce | AES-GCM`; packets that do not open are dropped and counted, so an agent
+//! with another key (or none) cannot join. A keyring query (Consul's `keyring` operations) is
+//! a TCP frame to each member alive; each applies it to its own keyring and answers with its
+//! result and keys, which the asker counts.
 //!
 //! See README.md beside this file for the timing mapping and the simulation figures.
 
 mod core;
+pub mod keyring;
 mod runtime;
 pub mod sim;
 mod wire;
@@ -62,6 +68,7 @@ use std::time::Duration;
 /// A `consul event`, as the HTTP API has it (`Payload` base64). The sender's `fire_event` sets
 /// `ltime`, and `id` when it is empty.
 pub use api::UserEvent;
+pub use keyring::Keyring;
 pub use runtime::Gossip;
 
 /// Consul's default `serf_lan` port, used when a join address has none.
@@ -76,8 +83,9 @@ pub struct Config {
     pub advertise: SocketAddr,
     /// `role`, `dc`, `build`, `port`, `vsn`, `expect`, `id`, ...
     pub tags: BTreeMap<String, String>,
-    /// Consul's `-encrypt` key, already decoded from base64.
-    pub key: Option<[u8; 32]>,
+    /// The keys that seal and open every packet (`Keyring::disabled()`: plain text). Shared:
+    /// keyring queries change it while gossip runs.
+    pub keyring: Keyring,
     pub timing: Timing,
     /// Serf's snapshot (the agent uses `<data_dir>/serf/local.snapshot`): the other members
     /// alive, rewritten when they change, and pushed-pulled with again in the background at
@@ -115,6 +123,22 @@ impl Timing {
             suspicion_mult: 4,
             retransmit_mult: 4,
             push_pull_interval: Duration::from_secs(30),
+            reap_after: Duration::from_secs(72 * 3600),
+            reconnect_interval: Duration::from_secs(30),
+        }
+    }
+
+    /// Consul's WAN defaults (memberlist's `DefaultWANConfig`): slower probes and a longer
+    /// suspicion, for links between datacenters.
+    pub fn wan() -> Timing {
+        Timing {
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(3),
+            gossip_interval: Duration::from_millis(500),
+            gossip_nodes: 4,
+            suspicion_mult: 6,
+            retransmit_mult: 4,
+            push_pull_interval: Duration::from_secs(60),
             reap_after: Duration::from_secs(72 * 3600),
             reconnect_interval: Duration::from_secs(30),
         }

@@ -19,11 +19,14 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::core::{Core, Output, Timer};
-use super::wire::{Id, Seal};
+use super::keyring::{self, Keyring};
+use super::wire::{self, Frame, Id};
 use super::{Config, Event, Member, MemberStatus, Stats, UserEvent, DEFAULT_PORT};
 
 /// How long a TCP push-pull or event frame may take (memberlist's `TCPTimeout`).
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a member has to answer a keyring query (Serf's query timeout for a small pool).
+const KEYRING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Larger frames are refused: the view of a 5,000-member pool is about 1.5 MB.
 const MAX_FRAME: usize = 8 << 20;
 
@@ -33,7 +36,7 @@ pub struct Gossip {
     view: Arc<Mutex<View>>,
     events: broadcast::Sender<Event>,
     changed: watch::Receiver<u64>,
-    seal: Arc<Seal>,
+    seal: Keyring,
     /// The bound and the advertised address: a join through either is a join with ourselves.
     own: [SocketAddr; 2],
     task: Mutex<Option<JoinHandle<()>>>,
@@ -83,7 +86,7 @@ impl Gossip {
         }
         let generation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64);
         let id = Id { name: cfg.node_name.clone(), addr: advertise, generation };
-        let seal = Arc::new(Seal::new(cfg.key));
+        let seal = cfg.keyring.clone();
         let previous = match &cfg.snapshot {
             Some(path) => match tokio::fs::read_to_string(path).await {
                 Ok(text) => read_snapshot(&text),
@@ -95,7 +98,7 @@ impl Gossip {
             },
             None => Vec::new(),
         };
-        let core = Core::new(id, cfg.tags, cfg.timing, seal.is_encrypted(), rand::random());
+        let core = Core::new(id, cfg.tags, cfg.timing, seal.is_enabled(), rand::random());
         let view = Arc::new(Mutex::new(View { members: core.members(), local: core.local(), stats: core.stats() }));
         let (commands, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
@@ -118,7 +121,7 @@ impl Gossip {
         };
         let span = tracing::info_span!("gossip", node = %cfg.node_name);
         let task = tokio::spawn(task.run().instrument(span));
-        tracing::info!(node = %cfg.node_name, %bound, %advertise, encrypted = seal.is_encrypted(), "gossip: started");
+        tracing::info!(node = %cfg.node_name, %bound, %advertise, encrypted = seal.is_enabled(), "gossip: started");
         let own = [bound, advertise];
         Ok(Arc::new(Gossip { commands, view, events, changed, seal, own, task: Mutex::new(Some(task)) }))
     }
@@ -217,6 +220,57 @@ impl Gossip {
         Ok(())
     }
 
+    /// This pool's keyring (shared: what keyring queries change).
+    pub fn keyring(&self) -> &Keyring {
+        &self.seal
+    }
+
+    /// Consul's keyring operations (Serf's key manager): applied here, then sent to every other
+    /// member alive, each of which applies it to its own keyring and answers with its result
+    /// and, for a list, its keys. A member that does not answer within `KEYRING_TIMEOUT` is
+    /// not counted, so the response says "n/m nodes reported success".
+    pub async fn keyring_query(&self, op: keyring::Op) -> keyring::Response {
+        let me = self.local().name;
+        let alive: Vec<Member> = self
+            .members()
+            .into_iter()
+            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Leaving))
+            .collect();
+        let mut response = keyring::Response { num_nodes: alive.len().max(1), ..Default::default() };
+        // Ourselves first: after a `use`, the query goes out under the new primary, which the
+        // others have installed.
+        response.add(&me, self.seal.answer(&op));
+        let frame = wire::encode(&Frame::KeyringQuery(op));
+        let mut asked = tokio::task::JoinSet::new();
+        for m in alive.into_iter().filter(|m| m.name != me) {
+            let (seal, frame) = (self.seal.clone(), frame.clone());
+            asked.spawn(
+                async move {
+                    let reply = tokio::time::timeout(KEYRING_TIMEOUT, exchange(&seal, m.addr, &frame)).await;
+                    let answer = match reply {
+                        Ok(Ok(Some(data))) => match wire::decode::<Frame>(&data) {
+                            Ok(Frame::KeyringAnswer(a)) => Ok(a),
+                            _ => Err("not a keyring answer".to_string()),
+                        },
+                        Ok(Ok(None)) => Err("no answer".to_string()),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(format!("no answer within {KEYRING_TIMEOUT:?}")),
+                    };
+                    (m.name, answer)
+                }
+                .in_current_span(),
+            );
+        }
+        while let Some(done) = asked.join_next().await {
+            match done {
+                Ok((name, Ok(answer))) => response.add(&name, answer),
+                Ok((name, Err(e))) => tracing::warn!(member = %name, error = %e, "gossip: keyring query unanswered"),
+                Err(e) => tracing::warn!(error = %e, "gossip: keyring query task"),
+            }
+        }
+        response
+    }
+
     /// Stops without leaving, like a killed agent: others will mark this one Failed.
     pub async fn shutdown(&self) {
         self.send(Command::Shutdown);
@@ -248,7 +302,7 @@ struct Task {
     core: Core,
     socket: UdpSocket,
     listener: TcpListener,
-    seal: Arc<Seal>,
+    seal: Keyring,
     timers: BinaryHeap<Reverse<(Instant, u64, Pending)>>,
     seq: u64,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -502,7 +556,7 @@ async fn sleep_until(at: Option<Instant>) {
 async fn serve(
     mut stream: TcpStream,
     from: SocketAddr,
-    seal: Arc<Seal>,
+    seal: Keyring,
     tx: mpsc::UnboundedSender<Command>,
     dropped: Arc<AtomicU64>,
 ) {
@@ -512,6 +566,14 @@ async fn serve(
             dropped.fetch_add(1, Ordering::Relaxed);
             return Err(io::Error::new(io::ErrorKind::InvalidData, "frame does not open (gossip key mismatch?)"));
         };
+        if wire::is_keyring_query(&data) {
+            let answer = match wire::decode::<Frame>(&data) {
+                Ok(Frame::KeyringQuery(op)) => seal.answer(&op),
+                _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "undecodable keyring query")),
+            };
+            // Sealed after answering: a `use` answers under the key it was asked to use.
+            return write_frame(&mut stream, &seal.seal(&wire::encode(&Frame::KeyringAnswer(answer)))).await;
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
         let _ = tx.send(Command::Frame { data, reply: reply_tx });
         let reply = reply_rx.await.ok().flatten().map(|r| seal.seal(&r)).unwrap_or_default();
@@ -526,7 +588,7 @@ async fn serve(
 }
 
 /// Sends one sealed frame to `to` and returns its opened reply, `None` when the peer had none.
-async fn exchange(seal: &Seal, to: SocketAddr, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
+async fn exchange(seal: &Keyring, to: SocketAddr, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let res = tokio::time::timeout(STREAM_TIMEOUT, async {
         let mut stream = TcpStream::connect(to).await?;
         write_frame(&mut stream, &seal.seal(data)).await?;

@@ -1,14 +1,12 @@
 //! What gossip puts on the wire: foca's identity, our custom broadcasts and stream frames (postcard),
-//! and the sealing of every datagram and frame (AES-256-GCM, Consul's `-encrypt` key).
-//! Knows nothing about sockets or membership rules.
+//! (sealing them is the keyring's job). Knows nothing about sockets or membership rules.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
 use serde::{Deserialize, Serialize};
 
+use super::keyring;
 use super::UserEvent;
 
 /// foca's identity of an agent. foca keys members by `addr()`, the advertised address, and lets the
@@ -61,8 +59,15 @@ pub enum Broadcast {
 /// datagram are sent to each member directly.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Frame {
-    PushPull { is_reply: bool, state: State },
+    PushPull {
+        is_reply: bool,
+        state: State,
+    },
     Event(UserEvent),
+    /// A keyring query (Serf's internal key queries), answered by `KeyringAnswer`. Keep it
+    /// third: `is_keyring_query` tells it by its position.
+    KeyringQuery(keyring::Op),
+    KeyringAnswer(keyring::NodeResponse),
 }
 
 /// A member's whole view: foca's membership plus what Consul adds to it.
@@ -92,85 +97,38 @@ pub fn decode<'a, T: Deserialize<'a>>(data: &'a [u8]) -> Result<T, postcard::Err
     postcard::from_bytes(data)
 }
 
-const PLAIN: u8 = 0;
-const SEALED: u8 = 1;
-const NONCE_LEN: usize = 12;
-/// Bytes that sealing adds to a message: version, nonce and GCM tag.
-pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + 16;
+/// Bytes that sealing adds to a message (see `keyring`).
+pub use super::keyring::SEAL_OVERHEAD;
 
-/// Seals and opens packets: with a key every packet is `1 | nonce | AES-256-GCM(payload)`, without
-/// one it is `0 | payload`. A packet of the other kind never opens, so keyed and unkeyed agents (or
-/// agents with different keys) cannot talk to each other.
-pub struct Seal {
-    cipher: Option<Aes256Gcm>,
+/// Keyring frames are answered by the transport, not the core: it tells them by postcard's
+/// variant tag (a varint, the frame's first byte) without decoding the rest of a push-pull.
+pub fn is_keyring_query(data: &[u8]) -> bool {
+    postcard::take_from_bytes::<u32>(data).is_ok_and(|(tag, _)| tag == KEYRING_QUERY_TAG)
 }
 
-impl Seal {
-    pub fn new(key: Option<[u8; 32]>) -> Seal {
-        Seal { cipher: key.map(|k| Aes256Gcm::new(&k.into())) }
-    }
-
-    pub fn is_encrypted(&self) -> bool {
-        self.cipher.is_some()
-    }
-
-    pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
-        let Some(cipher) = &self.cipher else {
-            let mut out = Vec::with_capacity(payload.len() + 1);
-            out.push(PLAIN);
-            out.extend_from_slice(payload);
-            return out;
-        };
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        // Encryption into a Vec fails only for payloads beyond GCM's 64 GiB limit.
-        let sealed = cipher.encrypt(Nonce::from_slice(&nonce), payload).unwrap_or_default();
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        out.push(SEALED);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        out
-    }
-
-    /// The payload, or `None` when the packet is not ours to read (wrong key, no key, garbage).
-    pub fn open(&self, packet: &[u8]) -> Option<Vec<u8>> {
-        let (&version, rest) = packet.split_first()?;
-        match (&self.cipher, version) {
-            (None, PLAIN) => Some(rest.to_vec()),
-            (Some(cipher), SEALED) if rest.len() >= NONCE_LEN => {
-                let (nonce, sealed) = rest.split_at(NONCE_LEN);
-                cipher.decrypt(Nonce::from_slice(nonce), sealed).ok()
-            }
-            _ => None,
-        }
-    }
-}
+/// `Frame::KeyringQuery`'s position in `Frame`.
+const KEYRING_QUERY_TAG: u32 = 2;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sealed_packets_open_only_with_the_same_key() {
-        let a = Seal::new(Some([7; 32]));
-        let b = Seal::new(Some([8; 32]));
-        let plain = Seal::new(None);
-        let packet = a.seal(b"hello");
-        assert_eq!(packet.len(), 5 + SEAL_OVERHEAD);
-        assert_eq!(a.open(&packet).as_deref(), Some(&b"hello"[..]));
-        assert_eq!(b.open(&packet), None);
-        assert_eq!(plain.open(&packet), None);
-        assert_eq!(a.open(&plain.seal(b"hello")), None);
-        assert_eq!(plain.open(&plain.seal(b"hello")).as_deref(), Some(&b"hello"[..]));
+    fn garbage_decodes_without_panic() {
+        for junk in [&[][..], &[1], &[1; 20], &[0, 1, 2], &[9; 100], &[0, 255, 255, 255, 255, 15]] {
+            let _ = decode::<Frame>(junk);
+            let _ = decode::<Broadcast>(junk);
+            let _ = is_keyring_query(junk);
+        }
+        assert!(decode::<Frame>(&[9; 100]).is_err());
     }
 
     #[test]
-    fn garbage_does_not_open_and_decodes_without_panic() {
-        let a = Seal::new(Some([7; 32]));
-        for junk in [&[][..], &[1], &[1; 20], &[0, 1, 2], &[9; 100], &[0, 255, 255, 255, 255, 15]] {
-            assert_eq!(a.open(junk), None);
-            let _ = decode::<Frame>(junk);
-            let _ = decode::<Broadcast>(junk);
-        }
-        assert!(decode::<Frame>(&[9; 100]).is_err());
+    fn keyring_queries_are_told_by_their_first_byte() {
+        assert!(is_keyring_query(&encode(&Frame::KeyringQuery(keyring::Op::Use(vec![1; 32])))));
+        assert!(is_keyring_query(&encode(&Frame::KeyringQuery(keyring::Op::List))));
+        assert!(!is_keyring_query(&encode(&Frame::PushPull { is_reply: false, state: State::default() })));
+        assert!(!is_keyring_query(&encode(&Frame::KeyringAnswer(keyring::NodeResponse::default()))));
+        assert!(!is_keyring_query(&encode(&Frame::Event(UserEvent::default()))));
     }
 }

@@ -28,7 +28,7 @@ pub fn member(ctx: &Ctx) -> api::AgentMember {
 fn serf_stats(a: &crate::agent::Agent) -> Value {
     let s = a.gossip.get().map(|g| g.stats()).unwrap_or_default();
     json!({
-        "members": s.members.max(1).to_string(), "encrypted": a.config.encrypt.is_some().to_string(),
+        "members": s.members.max(1).to_string(), "encrypted": a.keyring.is_enabled().to_string(),
         "failed": s.failed.to_string(), "left": s.left.to_string(), "member_time": s.member_time.to_string(),
         "event_time": s.event_time.to_string(), "health_score": "0", "intent_queue": "0", "event_queue": "0",
         "query_queue": "0", "query_time": "1", "coordinate_resets": "0",
@@ -90,15 +90,15 @@ pub async fn agent_self(ctx: &Ctx) -> HttpResult {
 
 pub async fn members(ctx: &Ctx) -> HttpResult {
     if ctx.query.flag("wan")? {
-        if !ctx.agent.config.server {
-            return Ok(Reply::json(&Vec::<api::AgentMember>::new()));
-        }
-        // There is one datacenter and no WAN pool: the WAN view is this server, named
-        // `<node>.<dc>` as Consul names WAN members.
-        let mut m = member(ctx);
-        m.name = format!("{}.{}", m.name, ctx.agent.config.datacenter);
-        m.port = ctx.agent.config.ports.serf_wan.max(0) as u16;
-        return Ok(Reply::json(&vec![m]));
+        // A client agent is in no WAN pool: an empty list, as Consul answers.
+        let acl = super::acl_filter::AclFilter::new(&ctx.identity);
+        let mut list: Vec<api::AgentMember> = match ctx.agent.gossip_wan.get() {
+            Some(g) => g.members().iter().map(crate::serf::api_member).collect(),
+            None => Vec::new(),
+        };
+        // WAN members are `<node>.<dc>`; ACLs name the node.
+        list.retain(|m| acl.node(m.name.rsplit_once('.').map_or(m.name.as_str(), |(n, _)| n)));
+        return Ok(acl.mark(Reply::json(&list)));
     }
     let acl = super::acl_filter::AclFilter::new(&ctx.identity);
     let mut list: Vec<api::AgentMember> = match ctx.agent.gossip.get() {
@@ -281,7 +281,8 @@ pub async fn maintenance(ctx: &Ctx, service: Option<&str>) -> HttpResult {
 
 pub async fn join(ctx: &Ctx, addr: &str) -> HttpResult {
     if ctx.query.flag("wan")? {
-        return Err(HttpError::Internal(format!("joining {addr} over the WAN: this agent has no WAN pool")));
+        crate::serf::join_wan(&ctx.agent, addr).await.map_err(HttpError::Internal)?;
+        return Ok(Reply::empty());
     }
     let g = ctx.agent.gossip.get().ok_or_else(|| HttpError::Internal("gossip is not running".into()))?;
     g.join(&[addr.to_string()]).await.map_err(HttpError::Internal)?;
@@ -300,7 +301,8 @@ pub async fn force_leave(ctx: &Ctx, node: &str) -> HttpResult {
         return Err(HttpError::BadRequest(format!("cannot force-leave the local node {node}")));
     }
     let prune = ctx.query.flag("prune")?;
-    match ctx.agent.gossip.get() {
+    let pool = if ctx.query.flag("wan")? { ctx.agent.gossip_wan.get() } else { ctx.agent.gossip.get() };
+    match pool {
         Some(g) => g
             .force_leave(node, prune)
             .map_err(|_| HttpError::Internal(format!("agent: No node found with name '{node}'")))?,

@@ -177,15 +177,28 @@ pub async fn intention_exact(ctx: &Ctx) -> HttpResult {
     let src = if ctx.method == http::Method::PUT {
         let v = crate::defs::normalize(ctx.json_body()?);
         let action = crate::defs::s(&v, "Action");
-        if !matches!(action.as_str(), "allow" | "deny") {
-            return Err(HttpError::BadRequest(format!("Action must be set to 'allow' or 'deny', got {action:?}")));
+        // An L7 intention (Consul >= 1.9) has permissions in place of an action.
+        let permissions = v.get("Permissions").and_then(Value::as_array).filter(|p| !p.is_empty()).cloned();
+        match (&permissions, action.as_str()) {
+            (None, "allow" | "deny") | (Some(_), "") => {}
+            (Some(_), _) => {
+                return Err(HttpError::BadRequest("Action must be omitted if Permissions are specified".into()))
+            }
+            (None, _) => {
+                return Err(HttpError::BadRequest(format!("Action must be set to 'allow' or 'deny', got {action:?}")))
+            }
         }
         let now = crate::acl::rfc3339(crate::structs::now_ms());
-        Some(json!({
-            "Name": source, "Action": action, "Description": crate::defs::s(&v, "Description"),
+        let mut src = json!({
+            "Name": source, "Description": crate::defs::s(&v, "Description"),
             "Type": "consul", "LegacyMeta": v.get("Meta").cloned().unwrap_or(json!({})),
             "LegacyCreateTime": now, "LegacyUpdateTime": now,
-        }))
+        });
+        match permissions {
+            Some(p) => src["Permissions"] = Value::Array(p),
+            None => src["Action"] = json!(action),
+        }
+        Some(src)
     } else {
         None
     };

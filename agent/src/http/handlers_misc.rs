@@ -226,15 +226,34 @@ fn coord() -> Value {
 }
 
 pub async fn coordinate_datacenters(ctx: &Ctx) -> HttpResult {
-    let servers: Vec<Value> = ctx
-        .agent
-        .store
-        .read()
-        .all_services()
-        .filter(|(_, s)| s.id == "consul")
-        .map(|(n, _)| json!({"Node": format!("{n}.{}", ctx.agent.config.datacenter), "Coord": coord()}))
+    let agent = &ctx.agent;
+    if agent.gossip_wan.get().is_none() {
+        // No WAN pool: this datacenter's servers, without measurements.
+        let servers: Vec<Value> = agent
+            .store
+            .read()
+            .all_services()
+            .filter(|(_, s)| s.id == "consul")
+            .map(|(n, _)| json!({"Node": format!("{n}.{}", agent.config.datacenter), "Coord": coord()}))
+            .collect();
+        return Ok(Reply::json(
+            &json!([{"Datacenter": agent.config.datacenter, "AreaID": "WAN", "Coordinates": servers}]),
+        ));
+    }
+    // Every datacenter of the WAN pool, nearest first, with the coordinates measured so far.
+    let members = agent.wan.all();
+    let list: Vec<Value> = crate::forward::datacenters_by_distance(agent)
+        .into_iter()
+        .map(|dc| {
+            let coords: Vec<Value> = members
+                .iter()
+                .filter(|m| m.tag(crate::cluster::tag::DC) == dc && m.status == crate::gossip::MemberStatus::Alive)
+                .filter_map(|m| Some(json!({"Node": m.name, "Coord": agent.wan.coordinate(&m.name)?})))
+                .collect();
+            json!({"Datacenter": dc, "AreaID": "WAN", "Coordinates": coords})
+        })
         .collect();
-    Ok(Reply::json(&json!([{"Datacenter": ctx.agent.config.datacenter, "AreaID": "WAN", "Coordinates": servers}])))
+    Ok(Reply::json(&list))
 }
 
 pub async fn coordinate_nodes(ctx: &Ctx) -> HttpResult {
@@ -500,27 +519,110 @@ pub async fn usage(ctx: &Ctx) -> HttpResult {
     .await
 }
 
-/// `/v1/operator/keyring`: the gossip keys. Without `-encrypt` there is no keyring, which
-/// Consul reports as a server error.
+/// `/v1/operator/keyring`: list (GET), install (POST), use (PUT) and remove (DELETE) a gossip
+/// key on every member alive, as Consul's `Internal.KeyringOperation` does through Serf's key
+/// queries; each member answers for its own keyring, so the counts are real. A list answers the
+/// pools' responses; any failure is a 500 worded as Consul's multierror.
 pub async fn keyring(ctx: &Ctx) -> HttpResult {
-    let need = if ctx.method == http::Method::GET { Access::Read } else { Access::Write };
+    use crate::gossip::keyring::Op;
+    let is_list = ctx.method == http::Method::GET;
+    let need = if is_list { Access::Read } else { Access::Write };
     ctx.identity.require(Resource::Keyring, "", need)?;
-    let Some(key) = ctx.agent.config.encrypt.clone() else {
-        return Err(HttpError::Internal(
-            "keyring operations are not available: gossip encryption is not enabled".into(),
-        ));
+    let key = if is_list {
+        String::new()
+    } else {
+        let body = ctx.typed_body(super::shape::KEYRING_REQUEST)?;
+        body.get("Key").and_then(Value::as_str).unwrap_or_default().to_string()
     };
-    if ctx.method != http::Method::GET {
-        return Err(HttpError::Internal(
-            "keyring changes are not supported yet; restart the agents with the new -encrypt key".into(),
-        ));
+    if let Some(rf) = ctx.query.get("relay-factor").filter(|v| !v.is_empty()) {
+        let n: i64 = rf.parse().map_err(|_| {
+            HttpError::BadRequest(format!("Error parsing relay factor: strconv.Atoi: parsing {rf:?}: invalid syntax"))
+        })?;
+        if !(0..=5).contains(&n) {
+            return Err(HttpError::BadRequest("Invalid relay-factor: Relay factor must be in range: [0, 5]".into()));
+        }
     }
+    if let Some(lo) = ctx.query.get("local-only").filter(|v| !v.is_empty()) {
+        let local_only = go_bool(lo).ok_or_else(|| {
+            HttpError::BadRequest(format!(
+                "Error parsing local-only: strconv.ParseBool: parsing {lo:?}: invalid syntax"
+            ))
+        })?;
+        if local_only && !is_list {
+            return Err(HttpError::BadRequest(
+                "Invalid use of local-only: local-only can only be set for list requests".into(),
+            ));
+        }
+    }
+    let gossip = ctx.agent.gossip.get().ok_or_else(|| HttpError::Internal("gossip is not running".into()))?;
     let dc = ctx.agent.config.datacenter.clone();
-    let keys = json!({ key.clone(): 1 });
-    Ok(Reply::json(&json!([
-        {"WAN": true, "Datacenter": dc, "Segment": "", "Keys": keys, "PrimaryKeys": keys, "NumNodes": 1},
-        {"WAN": false, "Datacenter": dc, "Segment": "", "Keys": keys, "PrimaryKeys": keys, "NumNodes": 1},
-    ])))
+    // Serf decodes the key before asking anyone.
+    let raw = if is_list {
+        Vec::new()
+    } else {
+        match base64::engine::general_purpose::STANDARD.decode(&key) {
+            Ok(raw) => raw,
+            Err(e) => {
+                return Err(HttpError::Internal(multierror(&[format!("{dc} (LAN) error: {}", go_base64_error(&e))])))
+            }
+        }
+    };
+    let op = match ctx.method {
+        http::Method::POST => Op::Install(raw),
+        http::Method::PUT => Op::Use(raw),
+        http::Method::DELETE => Op::Remove(raw),
+        _ => Op::List,
+    };
+    let lan = gossip.keyring_query(op).await;
+    let error = lan.error();
+    if let Some(e) = &error {
+        let mut errors = vec![format!("{dc} (LAN) error: {e}")];
+        errors.extend(lan.messages.iter().map(|(node, m)| format!("{node}: {m}")));
+        return Err(HttpError::Internal(multierror(&errors)));
+    }
+    if !is_list {
+        return Ok(Reply::empty());
+    }
+    Ok(Reply::json(&json!([{
+        "WAN": false,
+        "Datacenter": dc,
+        "Segment": "",
+        "Partition": "",
+        "Messages": lan.messages,
+        "Keys": lan.keys,
+        "PrimaryKeys": lan.primary_keys,
+        "NumNodes": lan.num_nodes,
+        "Error": error.unwrap_or_default(),
+    }])))
+}
+
+/// Go's `strconv.ParseBool`.
+fn go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Go's `base64.CorruptInputError` text.
+fn go_base64_error(e: &base64::DecodeError) -> String {
+    use base64::DecodeError::*;
+    let at = match e {
+        InvalidByte(at, _) | InvalidLastSymbol(at, _) => *at,
+        InvalidLength(len) => *len,
+        InvalidPadding => 0,
+    };
+    format!("illegal base64 data at input byte {at}")
+}
+
+/// hashicorp/go-multierror's text, which Consul's keyring endpoint answers errors with.
+fn multierror(errors: &[String]) -> String {
+    if errors.len() == 1 {
+        return format!("1 error occurred:\n\t* {}\n\n", errors[0]);
+    }
+    let points: Vec<String> = errors.iter().map(|e| format!("* {e}")).collect();
+    format!("{} errors occurred:\n\t{}\n\n", errors.len(), points.join("\n\t"))
 }
 
 /// `/v1/operator/raft/transfer-leader`: needs another voter to hand leadership to.

@@ -438,7 +438,7 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         SessionList => h!(handlers_session::list(&ctx)),
         CatalogRegister => h!(handlers_catalog::register(&ctx)),
         CatalogDeregister => h!(handlers_catalog::deregister(&ctx)),
-        CatalogDatacenters => now!(Ok(Reply::json(&vec![ctx.agent.config.datacenter.clone()]))),
+        CatalogDatacenters => now!(Ok(Reply::json(&crate::forward::datacenters_by_distance(&ctx.agent)))),
         CatalogNodes => h!(handlers_catalog::nodes(&ctx)),
         CatalogServices => h!(handlers_catalog::services(&ctx)),
         CatalogService(s) => h!(handlers_catalog::service(&ctx, &s, false)),
@@ -808,11 +808,6 @@ where
             return Err((method, path, Err(HttpError::BadRequest(e))));
         }
     }
-    if let Some(dc) = query.get("dc").filter(|d| !d.is_empty()) {
-        if !dc.eq_ignore_ascii_case(&agent.config.datacenter) {
-            return Err((method, path, Err(HttpError::Internal("No path to datacenter".into()))));
-        }
-    }
     let limit = body_limit(&agent.config);
     let body = match Box::pin(Limited::new(body, limit).collect()).await {
         Ok(b) => b.to_bytes(),
@@ -826,6 +821,32 @@ where
         }
     };
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Endpoint::Acl(acl) = &endpoint {
+        // Global ACL objects are written in the primary datacenter.
+        if let Some(primary) = crate::acl::replication::route_to_primary(&agent, acl, &method, &body) {
+            let routed = crate::forward::route_datacenter(
+                &agent,
+                &endpoint,
+                &primary,
+                &method,
+                pq,
+                &body,
+                hops,
+                token.as_deref(),
+            );
+            if let Some(answer) = Box::pin(routed).await {
+                return Err((method, path, answer));
+            }
+        }
+    }
+    if let Some(dc) = query.get("dc").filter(|d| !d.is_empty() && !d.eq_ignore_ascii_case(&agent.config.datacenter)) {
+        let dc = dc.to_string();
+        let routed =
+            crate::forward::route_datacenter(&agent, &endpoint, &dc, &method, pq, &body, hops, token.as_deref());
+        if let Some(answer) = Box::pin(routed).await {
+            return Err((method, path, answer));
+        }
+    }
     if let Some(answer) =
         Box::pin(crate::forward::route(&agent, &endpoint, &method, &query, pq, &body, hops, token.as_deref())).await
     {

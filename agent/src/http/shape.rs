@@ -196,6 +196,12 @@ pub const AUTOPILOT_CONFIGURATION: Go = Go::Struct(
     ],
 );
 
+/// `POST|PUT|DELETE /v1/operator/keyring` (Consul's `keyringArgs`).
+pub const KEYRING_REQUEST: Go = Go::Struct(
+    "keyringArgs",
+    &[("Key", Go::String), ("Token", Go::String), ("RelayFactor", Go::Uint), ("LocalOnly", Go::Bool)],
+);
+
 pub const CHECK_UPDATE: Go = Go::Struct("checkUpdate", &[("Status", Go::String), ("Output", Go::String)]);
 
 /// `PUT /v1/coordinate/update`.

@@ -107,6 +107,27 @@ pub(super) fn apply(state: &mut State, index: u64, cmd: &AclCommand, ch: &mut Ch
             }
             Ok(())
         }
+        AclCommand::Replicate { policies, roles, tokens } => {
+            t.policies = policies.iter().map(|p| (p.id.clone(), p.clone())).collect();
+            t.roles = roles.iter().map(|r| (r.id.clone(), r.clone())).collect();
+            if let Some(tokens) = tokens {
+                let global: Vec<String> =
+                    t.tokens.values().filter(|k| !k.local).map(|k| k.accessor_id.clone()).collect();
+                for a in global {
+                    if let Some(old) = t.tokens.remove(&a) {
+                        t.secrets.remove(&old.secret_id);
+                    }
+                }
+                for k in tokens.iter().filter(|k| !k.local) {
+                    // A local token holding the same secret keeps it.
+                    if !t.secrets.contains_key(&k.secret_id) {
+                        t.secrets.insert(k.secret_id.clone(), k.accessor_id.clone());
+                        t.tokens.insert(k.accessor_id.clone(), k.clone());
+                    }
+                }
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => {

@@ -6,7 +6,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use std::time::Duration;
 
-const MGMT: &str = "8fc9e787-674f-0709-cfd5-bfdabd73a70d";
+pub(crate) const MGMT: &str = "8fc9e787-674f-0709-cfd5-bfdabd73a70d";
 
 fn acl_config(dir: &std::path::Path, extra: serde_json::Value) -> String {
     let mut cfg = serde_json::json!({
@@ -24,7 +24,13 @@ fn acl_config(dir: &std::path::Path, extra: serde_json::Value) -> String {
 }
 
 /// A request with a token (header), returning status and body.
-async fn req(a: &TestAgent, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+pub(crate) async fn req(
+    a: &TestAgent,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     let url = format!("http://{}:8500{path}", a.ip);
     let mut cmd = vec![
         "-s".to_string(),

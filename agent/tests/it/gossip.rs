@@ -15,7 +15,8 @@ async fn start(ip: &str, name: &str, key: Option<[u8; 32]>) -> Arc<Gossip> {
 async fn start_with(ip: &str, name: &str, key: Option<[u8; 32]>, timing: Timing) -> Arc<Gossip> {
     let addr: SocketAddr = format!("{ip}:8301").parse().expect("addr");
     let tags = BTreeMap::from([("role".to_string(), "node".to_string()), ("dc".to_string(), "dc1".to_string())]);
-    let cfg = Config { node_name: name.into(), bind: addr, advertise: addr, tags, key, timing, snapshot: None };
+    let keyring = agent::gossip::Keyring::new(key, true, true, None);
+    let cfg = Config { node_name: name.into(), bind: addr, advertise: addr, tags, keyring, timing, snapshot: None };
     Gossip::start(cfg).await.expect("start gossip")
 }
 
@@ -251,7 +252,7 @@ async fn a_restarted_agent_rejoins_the_members_in_its_snapshot() {
             bind: addr,
             advertise: addr,
             tags: BTreeMap::new(),
-            key: None,
+            keyring: agent::gossip::Keyring::disabled(),
             timing: Timing::dev(),
             snapshot: Some(snapshot.clone()),
         };

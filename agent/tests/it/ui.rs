@@ -1,8 +1,8 @@
 //! The web UI in a real headless Chromium (Debian's `chromium`), driven over the DevTools protocol:
 //! a real agent with `-ui`, services with passing and failing checks registered over the API, and
 //! assertions on what a person sees. The tests also write the README's screenshots to
-//! `docs/screenshots/` and print the services page's first paint. Addresses 127.0.90.x, and
-//! 127.0.140.20 for the ACL pages.
+//! `docs/screenshots/` and print the services page's first paint. Addresses 127.0.90.x,
+//! 127.0.140.20 for the ACL pages and 127.0.160.10 for intentions and config entries.
 
 use crate::harness::{json, text, wait_for, TestAgent};
 use chromiumoxide::browser::{Browser, BrowserConfig};
@@ -720,6 +720,123 @@ async fn acl_login_shows_only_what_the_token_may_see_and_management_edits_acls()
     click(&page, "#token-edit button.danger").await; // "Yes, delete token"
     until(&page, "back to the list", "location.hash === '#/acl/tokens'").await;
     assert_eq!(a.get(&format!("/v1/acl/token/{new_id}")).await.status, 403, "deleted: ACL not found");
+
+    assert_eq!(
+        eval(&page, "window.__csp").await,
+        serde_json::json!([]),
+        "the page broke its own Content-Security-Policy"
+    );
+    ui.close().await;
+}
+
+#[tokio::test]
+async fn intentions_created_edited_and_deleted_in_the_page_and_config_entries_read() {
+    let a = TestAgent::start("127.0.160.10", true, &["-ui"]);
+    a.ready().await;
+    let r = a.put("/v1/config", r#"{"Kind": "service-defaults", "Name": "web", "Protocol": "http"}"#).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = a
+        .put(
+            "/v1/connect/intentions/exact?source=*&destination=db",
+            r#"{"Action": "deny", "Description": "nothing else"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let exact = |s: &'static str, d: &'static str| {
+        let a = &a;
+        async move {
+            let r = a.get(&format!("/v1/connect/intentions/exact?source={s}&destination={d}")).await;
+            (r.status == 200).then(|| json(&r))
+        }
+    };
+
+    let ui = Ui::launch().await;
+    let page = ui.open("http://127.0.160.10:8500/ui/#/intentions").await;
+    eval(
+        &page,
+        "window.__csp = []; document.addEventListener('securitypolicyviolation', e => __csp.push(e.violatedDirective + ' ' + e.blockedURI)); true",
+    )
+    .await;
+    assert!(
+        eval(&page, "document.body.innerText").await.as_str().unwrap_or("").contains("It is not HashiCorp Consul"),
+        "the page must say it is Consul-compatible, not Consul"
+    );
+    until(&page, "the deny row", "document.querySelector('[data-row=\"* => db\"] [data-action=deny]')").await;
+
+    // Create web => db (allow); it lists above the wildcard, by precedence.
+    type_into(&page, "#intention-new-source", "web").await;
+    type_into(&page, "#intention-new-destination", "db").await;
+    type_into(&page, "#intention-new-description", "web reads db").await;
+    click(&page, "#intention-create button[type=submit]").await;
+    until(&page, "the new intention's page", "location.hash === '#/intentions/web/db'").await;
+    let i = exact("web", "db").await.expect("created over the API");
+    assert_eq!((i["Action"].as_str(), i["Description"].as_str()), (Some("allow"), Some("web reads db")));
+    until(&page, "its page", &format!("{} === 'web reads db'", text_of("#intention-current-description"))).await;
+
+    // Edit: deny it.
+    click(&page, "#intention-action input[value=deny]").await;
+    click(&page, "#intention-save").await;
+    until(&page, "saved", &format!("{}.startsWith('Saved')", text_of("#intention-msg"))).await;
+    assert_eq!(exact("web", "db").await.expect("still there")["Action"], "deny");
+    until(&page, "shown as deny", "!!document.querySelector('#intention-current-action [data-action=deny]')").await;
+
+    // The list, most precise first; creating the same pair again is refused.
+    click(&page, "nav a[data-nav=intentions]").await;
+    until(&page, "two rows", "document.querySelectorAll('table.intentions tbody tr').length === 2").await;
+    assert_eq!(
+        eval(&page, "[...document.querySelectorAll('table.intentions tbody tr')].map(r => r.dataset.row)").await,
+        serde_json::json!(["web => db", "* => db"])
+    );
+    screenshot(&page, "intentions.png").await;
+    type_into(&page, "#intention-new-source", "web").await;
+    type_into(&page, "#intention-new-destination", "db").await;
+    click(&page, "#intention-create button[type=submit]").await;
+    until(&page, "exists message", &format!("{}.includes('already exists')", text_of("#intention-msg"))).await;
+    assert_eq!(exact("web", "db").await.expect("kept")["Action"], "deny", "the existing intention was overwritten");
+
+    // Delete asks once more.
+    page.evaluate("location.hash = '#/intentions/web/db'").await.expect("go to intention");
+    until(&page, "its page again", "!!document.querySelector('#intention-current-action [data-action=deny]')").await;
+    click(&page, "#intention-edit button.danger").await;
+    click(&page, "#intention-edit button.danger").await; // "Yes, delete intention"
+    until(&page, "back to the list", "location.hash === '#/intentions'").await;
+    assert_eq!(exact("web", "db").await, None);
+    until(&page, "one row", "document.querySelectorAll('table.intentions tbody tr').length === 1").await;
+
+    // Config entries: by kind, then one entry as JSON; a write elsewhere shows up live.
+    click(&page, "nav a[data-nav=config]").await;
+    until(&page, "service-defaults/web", "!!document.querySelector('[data-row=web] a')").await;
+    assert_eq!(eval(&page, &text_of("[data-row=web] [data-col=protocol]")).await, "http");
+    let r = a.put("/v1/config", r#"{"Kind": "service-defaults", "Name": "api", "Protocol": "grpc"}"#).await;
+    assert_eq!(r.status, 200);
+    until(&page, "api live", "!!document.querySelector('[data-row=api]')").await;
+    screenshot(&page, "config.png").await;
+    click(&page, "[data-row=web] a").await;
+    let shown = until(&page, "the entry's JSON", &text_of("#config-json")).await;
+    let shown: Value = serde_json::from_str(shown.as_str().unwrap_or("")).expect("the page shows JSON");
+    assert_eq!((shown["Kind"].as_str(), shown["Protocol"].as_str()), (Some("service-defaults"), Some("http")));
+    click(&page, "#main .crumbs a[href='#/config/service-defaults']").await;
+    until(&page, "kind list again", "!!document.querySelector('[data-row=api]')").await;
+    click(&page, "#config-kinds a[data-kind=service-intentions]").await;
+    until(&page, "the intentions entry of db", "!!document.querySelector('[data-row=db]')").await;
+
+    // An L7 intention: its permissions are shown, and an edit of its description keeps them.
+    let r = a
+        .put(
+            "/v1/connect/intentions/exact?source=api&destination=web",
+            r#"{"Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/v1/"}}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    page.evaluate("location.hash = '#/intentions/api/web'").await.expect("go to the L7 intention");
+    until(&page, "1 permission", "!!document.querySelector('#intention-current-action [data-action=l7]')").await;
+    assert_eq!(eval(&page, "document.querySelector('#intention-action').hidden").await, true);
+    type_into(&page, "#intention-description", "api calls /v1/").await;
+    click(&page, "#intention-save").await;
+    until(&page, "saved L7", &format!("{}.startsWith('Saved')", text_of("#intention-msg"))).await;
+    let i = exact("api", "web").await.expect("still there");
+    assert_eq!(i["Description"], "api calls /v1/");
+    assert_eq!(i["Permissions"][0]["HTTP"]["PathPrefix"], "/v1/", "the edit dropped the permissions: {i}");
 
     assert_eq!(
         eval(&page, "window.__csp").await,

@@ -5,6 +5,7 @@
 mod acl;
 mod fake;
 mod fast_path;
+mod federation;
 mod real_agent;
 mod refusals;
 mod tls;

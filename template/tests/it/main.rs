@@ -791,3 +791,121 @@ async fn renders_once_over_https_with_client_certificates() -> Result<()> {
     assert!(stderr.contains("reading CA file /nonexistent/ca.pem: no such file or directory"), "{stderr}");
     Ok(())
 }
+
+/// A single server of `dc` on `ip` (default ports), joining the WAN pool at `wan` if given.
+fn wan_server(agent: &Path, ip: &str, dc: &str, wan: Option<&str>, dir: &Path) -> Result<Proc> {
+    let mut cmd = Command::new(agent);
+    cmd.args(["agent", "-server", "-bootstrap-expect=1", "-dns-port=-1", "-retry-interval=200ms"])
+        .arg(format!("-datacenter={dc}"))
+        .arg(format!("-node={dc}-server"))
+        .arg(format!("-bind={ip}"))
+        .arg(format!("-client={ip}"))
+        .arg(format!("-data-dir={}", dir.join(dc).display()));
+    if let Some(w) = wan {
+        cmd.arg(format!("-retry-join-wan={w}"));
+    }
+    let log = std::fs::File::create(dir.join(format!("{dc}.log")))?;
+    Ok(Proc(cmd.stdout(log.try_clone()?).stderr(log).spawn().context("starting the agent")?))
+}
+
+/// Two real datacenters federated over WAN, one server each; template asks dc1's agent only.
+/// `@dc2` on service, services, nodes, key and tree reads dc2 (the `?dc=` parameter reaches the
+/// agent, which forwards it), `datacenters` lists both, and a blocking query over WAN follows
+/// dc2's changes into the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_dc_reads_another_datacenter_through_the_local_agent() -> Result<()> {
+    let Some(agent) = agent_bin() else {
+        if std::env::var_os("CI").is_some() {
+            bail!("no agent binary next to the test executable and no AGENT_BIN");
+        }
+        eprintln!("SKIPPED: no agent binary (build it with `cargo build -p agent` or set AGENT_BIN)");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let result = federated(&agent, d).await;
+    if result.is_err() {
+        for log in ["dc1.log", "dc2.log", "template.log"] {
+            eprintln!("---- {log}\n{}", read(&d.join(log)));
+        }
+    }
+    result
+}
+
+async fn federated(agent: &Path, d: &Path) -> Result<()> {
+    let (ip1, ip2) = ("127.0.181.11", "127.0.181.21");
+    let _dc1 = wan_server(agent, ip1, "dc1", None, d)?;
+    let _dc2 = wan_server(agent, ip2, "dc2", Some(ip1), d)?;
+    let dc1 = api::Client::new(&format!("{ip1}:8500"))?;
+    let dc2 = api::Client::new(&format!("{ip2}:8500"))?;
+    for c in [&dc1, &dc2] {
+        wait_for("a leader", || async { c.status_leader().await.map(|l| !l.is_empty()).unwrap_or(false) }).await?;
+    }
+    wait_for("dc1 to know dc2 over WAN", || async { dc1.catalog_datacenters().await.is_ok_and(|d| d.len() == 2) })
+        .await?;
+
+    // The same key in both datacenters, with different values; web only in dc2.
+    dc1.kv_put("k", b"one".to_vec(), &[]).await?;
+    dc2.kv_put("k", b"two".to_vec(), &[]).await?;
+    dc2.kv_put("app/x", b"1".to_vec(), &[]).await?;
+    let register = |id: &str, port: u16| serde_json::json!({"ID": id, "Name": "web", "Address": "127.0.181.31", "Port": port, "Tags": ["v1"]});
+    dc2.put_json("/v1/agent/service/register", &register("web1", 8081)).await?;
+    let opts = api::QueryOptions { datacenter: Some("dc2".into()), ..Default::default() };
+    wait_for("web in dc2's catalog", || async {
+        dc1.catalog_services(&opts).await.is_ok_and(|(s, _)| s.contains_key("web"))
+    })
+    .await?;
+
+    let src = d.join("dc.ctmpl");
+    std::fs::write(
+        &src,
+        concat!(
+            "dcs={{ range datacenters }}{{ . }};{{ end }}\n",
+            "web={{ range service \"web@dc2\" }}{{ .ID }} {{ .Address }}:{{ .Port }} {{ .NodeDatacenter }};{{ end }}\n",
+            "v1={{ range service \"v1.web@dc2\" }}{{ .ID }};{{ end }} local={{ range service \"web\" }}{{ .ID }};{{ end }}\n",
+            "key={{ key \"k\" }} k@dc2={{ key \"k@dc2\" }} tree={{ range tree \"app@dc2\" }}{{ .Key }}={{ .Value }};{{ end }}\n",
+            "services@dc2={{ range services \"@dc2\" }}{{ .Name }};{{ end }} services={{ range services }}{{ .Name }};{{ end }}\n",
+            "nodes@dc2={{ range nodes \"@dc2\" }}{{ .Node }};{{ end }}\n",
+        ),
+    )?;
+    let out_file = d.join("dc.conf");
+    let spec = format!("{}:{}", src.display(), out_file.display());
+    let out = tokio::time::timeout(
+        LIMIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_template"))
+            .arg(format!("-consul-addr={ip1}:8500"))
+            .args(["-once", "-dry", "-template", &spec])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("template -once did not exit")??;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let web1 = "web=web1 127.0.181.31:8081 dc2;\n";
+    let want = format!(
+        "> {}\ndcs=dc1;dc2;\n{web1}v1=web1; local=\nkey=one k@dc2=two tree=x=1;\n\
+         services@dc2=consul;web; services=consul;\nnodes@dc2=dc2-server;\n",
+        out_file.display()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+
+    // Left running, the file follows dc2: its blocking queries are answered over WAN.
+    let _template = Proc(
+        Command::new(env!("CARGO_BIN_EXE_template"))
+            .arg(format!("-consul-addr={ip1}:8500"))
+            .args(["-log-level=info", "-template", &spec])
+            .stderr(std::fs::File::create(d.join("template.log"))?)
+            .spawn()
+            .context("starting template")?,
+    );
+    wait_for("the first render", || async { read(&out_file).contains(web1) }).await?;
+    dc2.put_json("/v1/agent/service/register", &register("web2", 8082)).await?;
+    dc2.kv_put("k", b"three".to_vec(), &[]).await?;
+    wait_for("dc2's second instance and new value", || async {
+        let text = read(&out_file);
+        text.contains("web=web1 127.0.181.31:8081 dc2;web2 127.0.181.31:8082 dc2;\n")
+            && text.contains("key=one k@dc2=three ")
+    })
+    .await?;
+    Ok(())
+}

@@ -26,7 +26,10 @@ pub enum Verdict {
         linearized: usize,
     },
     /// The search gave up (too many states); `at` is the op it could get no further than.
-    Unknown { at: Op, linearized: usize },
+    Unknown {
+        at: Op,
+        linearized: usize,
+    },
 }
 
 /// The register's state: index into the key's values (`0` is absent).

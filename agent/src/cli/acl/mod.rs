@@ -3,7 +3,7 @@
 //! (`Failed to create new token: Unexpected response code: 403 (Permission denied: ...)`).
 //! IDs may be given as unique prefixes, as Consul's commands allow.
 
-mod format;
+pub(super) mod format;
 mod policy;
 mod role;
 mod token;
