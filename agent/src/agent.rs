@@ -168,6 +168,15 @@ fn ensure_node_id(cfg: &Config) -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// What TLS health checks present and trust: the agent's CA and certificate with
+/// `enable_agent_tls_for_checks`, else nothing of the agent's (the system's roots).
+fn check_identity(tls: &crate::tls::TlsConfig) -> Result<crate::tls::CheckIdentity, String> {
+    if !tls.agent_tls_for_checks {
+        return Ok(Default::default());
+    }
+    crate::tls::CheckIdentity::load(&tls.internal_rpc).map_err(|e| format!("tls: enable_agent_tls_for_checks: {e}"))
+}
+
 impl Agent {
     /// Boots the agent. Returns once Raft is running and the local state is loaded; HTTP and
     /// background loops are started by [`Agent::run`].
@@ -226,6 +235,7 @@ impl Agent {
         let local = Local::load(data_dir.as_deref()).map_err(StartError::Local)?;
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let runner = Runner::new(results_tx, config.check_output_max_size);
+        runner.set_identity(check_identity(&config.tls).map_err(StartError::Config)?);
         let agent = Arc::new(Agent {
             node_id,
             store,
@@ -535,6 +545,7 @@ impl Agent {
             }
             tracing::info!("reloaded TLS certificates");
         }
+        self.runner.set_identity(check_identity(&self.config.tls)?);
         let (services, checks) = self.config.reload_definitions().map_err(|e| e.to_string())?;
         let old: Vec<String> =
             self.local.lock().checks.iter().filter(|(_, c)| c.from_config).map(|(k, _)| k.clone()).collect();

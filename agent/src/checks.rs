@@ -1,8 +1,15 @@
 //! Runs the health checks of this agent's services: TTL, HTTP, TCP, UDP, script and gRPC. Each
 //! check is one task; its results go out as [`CheckResult`]s for the agent to record and sync.
 //! Knows nothing about Raft or the catalog.
+//!
+//! HTTPS checks and gRPC checks with `GRPCUseTLS` speak TLS as Consul's do: `TLSSkipVerify`
+//! accepts any certificate, `TLSServerName` is the name checked (and sent as SNI) instead of the
+//! URL's host, and with `enable_agent_tls_for_checks` the agent's CA is trusted and its own
+//! certificate presented to targets that ask for one ([`crate::tls::CheckIdentity`]); without it,
+//! the system's roots and no certificate.
 
 use crate::structs::{CheckDefinition, Status};
+use crate::tls::CheckIdentity;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use parking_lot::Mutex;
@@ -72,24 +79,54 @@ enum Control {
     Touch,
 }
 
+type HttpClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// What TLS checks trust and present; replaced when the certificates are read again.
+type SharedIdentity = std::sync::Arc<parking_lot::RwLock<CheckIdentity>>;
+
+/// A running check: its task and the channel that touches a TTL check.
+type Task = (tokio::task::JoinHandle<()>, mpsc::UnboundedSender<Control>);
+
 pub struct Runner {
     results: mpsc::UnboundedSender<CheckResult>,
-    tasks: Mutex<HashMap<String, (tokio::task::JoinHandle<()>, mpsc::UnboundedSender<Control>)>>,
-    http: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    tasks: Mutex<HashMap<String, Task>>,
+    http: HttpClient,
+    identity: SharedIdentity,
     output_max: usize,
     /// Set by [`Runner::offline`]: checks that would reach the network are registered but
     /// never run.
     offline: std::sync::atomic::AtomicBool,
 }
 
+fn connector() -> hyper_util::client::legacy::connect::HttpConnector {
+    let mut c = hyper_util::client::legacy::connect::HttpConnector::new();
+    c.set_connect_timeout(Some(Duration::from_secs(10)));
+    c
+}
+
 impl Runner {
     pub fn new(results: mpsc::UnboundedSender<CheckResult>, output_max: usize) -> Runner {
-        let mut c = hyper_util::client::legacy::connect::HttpConnector::new();
-        c.set_connect_timeout(Some(Duration::from_secs(10)));
         let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(0)
-            .build(c);
-        Runner { results, tasks: Mutex::new(HashMap::new()), http, output_max, offline: Default::default() }
+            .build(connector());
+        Runner {
+            results,
+            tasks: Mutex::new(HashMap::new()),
+            http,
+            identity: Default::default(),
+            output_max,
+            offline: Default::default(),
+        }
+    }
+
+    /// The CA and certificate TLS checks use from their next run on (start, and after a reload
+    /// read the certificates again).
+    pub fn set_identity(&self, identity: CheckIdentity) {
+        *self.identity.write() = identity;
     }
 
     /// From now on only TTL checks run. For an in-process agent fed arbitrary requests (the
@@ -115,6 +152,7 @@ impl Runner {
             def: def.clone(),
             results: self.results.clone(),
             http: self.http.clone(),
+            identity: self.identity.clone(),
             output_max: if def.output_max_size > 0 { def.output_max_size } else { self.output_max },
             scripts_allowed,
         };
@@ -146,7 +184,8 @@ struct CheckTask {
     id: String,
     def: CheckDefinition,
     results: mpsc::UnboundedSender<CheckResult>,
-    http: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    http: HttpClient,
+    identity: SharedIdentity,
     output_max: usize,
     scripts_allowed: bool,
 }
@@ -238,9 +277,8 @@ impl CheckTask {
     async fn http(&self) -> (Status, String) {
         let method = if self.def.method.is_empty() { "GET".to_string() } else { self.def.method.to_uppercase() };
         let url = &self.def.http;
-        if url.starts_with("https://") {
-            return (Status::Critical, format!("{method} {url}: https checks are not supported by this agent"));
-        }
+        // Built once per run, when the URL (or a redirect) first asks for https.
+        let mut https: Option<HttpsClient> = None;
         let fut = async {
             // Redirects are followed (up to 10), as Go's HTTP client does for Consul.
             let mut target = url.clone();
@@ -256,7 +294,18 @@ impl CheckTask {
                 let req = builder
                     .body(Full::new(Bytes::from(self.def.body.clone())))
                     .map_err(|e| format!("{method} {url}: {e}"))?;
-                let resp = self.http.request(req).await.map_err(|e| format!("{method} {url}: {e}"))?;
+                let sent = if target.starts_with("https://") {
+                    if https.is_none() {
+                        https = Some(self.https_client().map_err(|e| format!("{method} {url}: {e}"))?);
+                    }
+                    match &https {
+                        Some(c) => c.request(req).await,
+                        None => unreachable!("set above"),
+                    }
+                } else {
+                    self.http.request(req).await
+                };
+                let resp = sent.map_err(|e| format!("{method} {url}: {}", error_text(&e)))?;
                 let code = resp.status();
                 let location = resp.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
                 if code.is_redirection() {
@@ -345,24 +394,79 @@ impl CheckTask {
         }
     }
 
-    /// The standard `grpc.health.v1.Health/Check` call over plain-text HTTP/2.
+    /// The HTTPS client of one run: the shared identity, this check's `TLSSkipVerify` and
+    /// `TLSServerName`. HTTP/1.1 only: a check opens one connection per run anyway, and a
+    /// client certificate the target refuses after a TLS 1.3 handshake then shows in the output.
+    fn https_client(&self) -> Result<HttpsClient, String> {
+        let identity = self.identity.read().clone();
+        let config =
+            crate::tls::check_client_config(&identity, self.def.tls_skip_verify, &[]).map_err(|e| e.to_string())?;
+        let mut http = connector();
+        http.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
+        let builder = match self.server_name()? {
+            Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
+            None => builder,
+        };
+        let connector = builder.enable_http1().wrap_connector(http);
+        Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector))
+    }
+
+    /// `TLSServerName`, if the check sets one.
+    fn server_name(&self) -> Result<Option<rustls::pki_types::ServerName<'static>>, String> {
+        let name = self.def.tls_server_name.trim();
+        if name.is_empty() {
+            return Ok(None);
+        }
+        rustls::pki_types::ServerName::try_from(name.to_string())
+            .map(Some)
+            .map_err(|_| format!("invalid TLSServerName {name:?}"))
+    }
+
+    /// Opens the gRPC check's connection: TCP, then TLS (ALPN h2) with `GRPCUseTLS`.
+    async fn grpc_stream(&self, addr: &str) -> Result<Box<dyn GrpcIo>, String> {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("dial tcp {addr}: {e}"))?;
+        if !self.def.grpc_use_tls {
+            return Ok(Box::new(stream));
+        }
+        let identity = self.identity.read().clone();
+        let config = crate::tls::check_client_config(&identity, self.def.tls_skip_verify, &[b"h2"])
+            .map_err(|e| e.to_string())?;
+        let name = match self.server_name()? {
+            Some(n) => n,
+            None => {
+                let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|_| format!("invalid server name {host:?}"))?
+            }
+        };
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, stream)
+            .await
+            .map_err(|e| error_text(&e))?;
+        Ok(Box::new(tls))
+    }
+
+    /// The standard `grpc.health.v1.Health/Check` call over HTTP/2, in plain text or, with
+    /// `GRPCUseTLS`, over TLS.
     async fn grpc(&self) -> (Status, String) {
         let target = self.def.grpc.clone();
         let (addr, service) = match target.split_once('/') {
             Some((a, s)) => (a.to_string(), s.to_string()),
             None => (target.clone(), String::new()),
         };
-        if self.def.grpc_use_tls {
-            return (Status::Critical, format!("gRPC check {target}: TLS is not supported by this agent"));
-        }
+        let scheme = if self.def.grpc_use_tls { "https" } else { "http" };
         let fut = async {
-            let stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+            let stream = self.grpc_stream(&addr).await?;
             let (mut sender, conn) = hyper::client::conn::http2::handshake(
                 hyper_util::rt::TokioExecutor::new(),
                 hyper_util::rt::TokioIo::new(stream),
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| error_text(&e))?;
             tokio::spawn(conn);
             // HealthCheckRequest { string service = 1; }, length-prefixed gRPC message.
             let mut msg = Vec::new();
@@ -374,7 +478,7 @@ impl CheckTask {
             let mut frame = vec![0u8];
             frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
             frame.extend_from_slice(&msg);
-            let req = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+            let req = http::Request::post(format!("{scheme}://{addr}/grpc.health.v1.Health/Check"))
                 .header("content-type", "application/grpc")
                 .header("te", "trailers")
                 .body(Full::new(Bytes::from(frame)))
@@ -402,6 +506,16 @@ impl CheckTask {
             Ok(Ok(false)) => (Status::Critical, format!("gRPC check {target}: service not serving")),
         }
     }
+}
+
+/// A gRPC check's connection: plain TCP or TLS over it.
+trait GrpcIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> GrpcIo for T {}
+
+/// An error's text for a check's output: a TLS failure in Go's words (`tls: failed to verify
+/// certificate: x509: certificate signed by unknown authority`), else the whole chain.
+fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    api::tls::go_tls_text(e).unwrap_or_else(|| crate::peer_auth::chain(e))
 }
 
 /// Protobuf's base-128 varint, the length prefix of a string field.
@@ -502,5 +616,139 @@ mod tests {
         runner.start("on", &def, true);
         let r = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("result").expect("open");
         assert_eq!((r.status, r.output.trim()), (Status::Warning, "hi"));
+    }
+
+    /// A CA, a server certificate (localhost, 127.0.0.1, server.dc1.consul) and a client one.
+    struct Pki {
+        _dir: tempfile::TempDir,
+        ca: std::path::PathBuf,
+        server: (std::path::PathBuf, std::path::PathBuf),
+        client: (std::path::PathBuf, std::path::PathBuf),
+    }
+
+    fn pki() -> Pki {
+        use crate::tls::certs::{create_ca, create_cert, CaOptions, CertOptions, Kind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = CaOptions {
+            days: 1,
+            domain: "consul".into(),
+            common_name: String::new(),
+            name_constraint: false,
+            additional_name_constraints: vec![],
+        };
+        let (ca, ca_key) = create_ca(dir.path(), &o).expect("ca");
+        let cert = |kind| {
+            let o = CertOptions {
+                kind,
+                dc: "dc1".into(),
+                domain: "consul".into(),
+                days: 1,
+                node: String::new(),
+                ca: ca.clone(),
+                ca_key: ca_key.clone(),
+                dns_names: vec![],
+                ip_addresses: vec![],
+            };
+            create_cert(dir.path(), &o).expect("cert")
+        };
+        let server = cert(Kind::Server);
+        let client = cert(Kind::Client);
+        Pki { _dir: dir, ca, server, client }
+    }
+
+    /// A TLS server on 127.0.0.1 that requires a client certificate from the CA, answering HTTP
+    /// with 200 and gRPC health checks with SERVING.
+    async fn tls_target(p: &Pki) -> std::net::SocketAddr {
+        let settings = crate::tls::TlsSettings {
+            ca_file: Some(p.ca.clone()),
+            cert_file: Some(p.server.0.clone()),
+            key_file: Some(p.server.1.clone()),
+            verify_incoming: true,
+            ..Default::default()
+        };
+        let tls = crate::tls::Tls::load(crate::tls::TlsConfig { https: settings, ..Default::default() }).expect("tls");
+        let acceptor = tls.https_acceptor().expect("acceptor");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                        type Frames = Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>;
+                        let frames: Frames = if req.uri().path() == "/grpc.health.v1.Health/Check" {
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            vec![
+                                Ok(hyper::body::Frame::data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 1]))),
+                                Ok(hyper::body::Frame::trailers(trailers)),
+                            ]
+                        } else {
+                            vec![Ok(hyper::body::Frame::data(Bytes::from_static(b"ok")))]
+                        };
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::StreamBody::new(
+                            futures::stream::iter(frames),
+                        )))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn once(runner: &Runner, rx: &mut mpsc::UnboundedReceiver<CheckResult>, def: CheckDefinition) -> CheckResult {
+        runner.start("c", &CheckDefinition { interval_ns: 60_000_000_000, ..def }, false);
+        let r = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a result").expect("open");
+        runner.stop("c");
+        r
+    }
+
+    #[tokio::test]
+    async fn https_and_grpc_checks_speak_tls_as_consuls_do() {
+        let p = pki();
+        let addr = tls_target(&p).await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let runner = Runner::new(tx, 4096);
+        let url = format!("https://{addr}/health");
+        let http = |extra: CheckDefinition| CheckDefinition { http: url.clone(), ..extra };
+
+        // Without enable_agent_tls_for_checks: the system's roots, which do not know our CA.
+        let r = once(&runner, &mut rx, http(CheckDefinition::default())).await;
+        assert_eq!(r.status, Status::Critical);
+        assert!(r.output.contains("x509: certificate signed by unknown authority"), "{}", r.output);
+        // TLSSkipVerify gets past the CA, but this target wants a client certificate.
+        let r = once(&runner, &mut rx, http(CheckDefinition { tls_skip_verify: true, ..Default::default() })).await;
+        assert_eq!(r.status, Status::Critical);
+        assert!(r.output.contains("certificate required"), "{}", r.output);
+
+        // With the agent's CA and certificate.
+        let agent = crate::tls::TlsSettings {
+            ca_file: Some(p.ca.clone()),
+            cert_file: Some(p.client.0.clone()),
+            key_file: Some(p.client.1.clone()),
+            ..Default::default()
+        };
+        runner.set_identity(CheckIdentity::load(&agent).expect("identity"));
+        let r = once(&runner, &mut rx, http(CheckDefinition::default())).await;
+        assert_eq!(
+            (r.status, r.output.as_str()),
+            (Status::Passing, format!("HTTP GET {url}: 200 OK Output: ok").as_str())
+        );
+        // TLSServerName replaces the URL's host in the certificate check.
+        let named = |n: &str| http(CheckDefinition { tls_server_name: n.into(), ..Default::default() });
+        assert_eq!(once(&runner, &mut rx, named("server.dc1.consul")).await.status, Status::Passing);
+        let r = once(&runner, &mut rx, named("web.example.com")).await;
+        assert_eq!(r.status, Status::Critical);
+        assert!(r.output.contains("not web.example.com"), "{}", r.output);
+
+        // gRPC health checks over TLS (GRPCUseTLS), and refused in plain text.
+        let grpc = |tls| CheckDefinition { grpc: addr.to_string(), grpc_use_tls: tls, ..Default::default() };
+        let r = once(&runner, &mut rx, grpc(true)).await;
+        assert_eq!((r.status, r.output.as_str()), (Status::Passing, format!("gRPC check {addr}: success").as_str()));
+        assert_eq!(once(&runner, &mut rx, grpc(false)).await.status, Status::Critical);
     }
 }

@@ -25,6 +25,7 @@ pub mod tag {
     pub const VSN: &str = "vsn";
     pub const RAFT_VSN: &str = "raft_vsn";
     pub const HTTP_PORT: &str = "http_port";
+    pub const HTTPS_PORT: &str = "https_port";
     pub const SEGMENT: &str = "segment";
     pub const ROLE_SERVER: &str = "consul";
     pub const ROLE_CLIENT: &str = "node";

@@ -28,6 +28,10 @@ pub fn tags(cfg: &Config, node_id: &str) -> BTreeMap<String, String> {
         // Not a Consul tag: lets `lb` find every agent's HTTP API from the members.
         t.insert(tag::HTTP_PORT.into(), cfg.ports.http.to_string());
     }
+    if cfg.ports.https > 0 {
+        // Likewise, for an `lb` that reaches the agents over TLS.
+        t.insert(tag::HTTPS_PORT.into(), cfg.ports.https.to_string());
+    }
     if cfg.server {
         t.insert(tag::PORT.into(), cfg.ports.server.to_string());
         t.insert(tag::RAFT_VSN.into(), "3".into());

@@ -2,9 +2,11 @@
 //! It speaks only the public HTTP contract; it knows nothing about the agent's internals.
 
 use crate::query::{self, QueryMeta, QueryOptions};
+use crate::tls::Tls;
 use crate::types::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
@@ -22,9 +24,9 @@ const BLOCKING_MARGIN: Duration = Duration::from_secs(5);
 pub enum Error {
     #[error("invalid agent address {0:?}")]
     Address(String),
-    #[error("connecting to {addr}: {source}")]
+    #[error("connecting to {addr}: {}", cause(source))]
     Transport { addr: String, source: hyper_util::client::legacy::Error },
-    #[error("reading the answer from {addr}: {source}")]
+    #[error("reading the answer from {addr}: {}", cause(source))]
     Body { addr: String, source: hyper::Error },
     #[error("unexpected response code: {status} ({body})")]
     Status { status: u16, body: String },
@@ -36,6 +38,31 @@ pub enum Error {
     NoAgents,
     #[error("giving up after {attempts} failed requests: {last}")]
     RetriesExhausted { attempts: u32, last: Box<Error> },
+    /// A TLS file that could not be used: `reading CA file /etc/ca.pem: no such file or directory`.
+    #[error("{what} {path}: {message}")]
+    TlsFile { what: &'static str, path: String, message: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// An error and what caused it: a TLS failure in Go's words (`x509: certificate signed by unknown
+/// authority`), else each cause in the chain ("client error (Connect): tcp connect error: ...");
+/// hyper's own text alone says little.
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(t) = crate::tls::go_tls_text(e) {
+        return t;
+    }
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 impl Error {
@@ -70,10 +97,11 @@ impl Response {
 
 #[derive(Clone)]
 pub struct Client {
+    /// `http://host:port` or `https://host:port`.
     base: String,
     token: Option<String>,
     timeout: Duration,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -83,23 +111,55 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// `addr` is `host:port` or `http://host:port` (as `-http-addr` and `CONSUL_HTTP_ADDR` take it).
+    /// `addr` is `host:port`, `http://host:port` or `https://host:port` (as `-http-addr` and
+    /// `CONSUL_HTTP_ADDR` take it). An `https://` address trusts the system's roots; use
+    /// [`Client::https`] for a CA of your own or a client certificate.
     pub fn new(addr: &str) -> Result<Client, Error> {
-        let addr = addr.trim().trim_end_matches('/');
-        let base = if addr.starts_with("http://") {
-            addr.to_string()
-        } else if addr.starts_with("https://") {
-            return Err(Error::Address(format!("{addr} (https is not supported)")));
-        } else if addr.is_empty() {
-            return Err(Error::Address(addr.to_string()));
-        } else {
-            format!("http://{addr}")
+        let (scheme, host) = split_addr(addr)?;
+        match scheme {
+            Scheme::Https => Client::build(host, Some(&Tls::system())),
+            Scheme::Http | Scheme::Bare => Client::build(host, None),
+        }
+    }
+
+    /// HTTPS to `addr` with `tls`, whatever the address says: as in Consul's client, asking for
+    /// TLS is never undone by an `http://` prefix.
+    pub fn https(addr: &str, tls: &Tls) -> Result<Client, Error> {
+        let (_, host) = split_addr(addr)?;
+        Client::build(host, Some(tls))
+    }
+
+    /// [`Client::https`] with `Some(tls)`, [`Client::new`] with `None`.
+    pub fn connect(addr: &str, tls: Option<&Tls>) -> Result<Client, Error> {
+        match tls {
+            Some(t) => Client::https(addr, t),
+            None => Client::new(addr),
+        }
+    }
+
+    fn build(host: &str, tls: Option<&Tls>) -> Result<Client, Error> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let (config, server_name) = match tls {
+            Some(t) => ((*t.config).clone(), t.server_name.clone()),
+            // Never used to dial: the base URL of a plain client says http.
+            None => ((*crate::tls::unused_config()).clone(), None),
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
+        let builder = match server_name {
+            Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
+            None => builder,
+        };
+        // HTTP/1.1, as Consul's Go client speaks it over TLS too: each blocking query has a
+        // connection of its own (as over plain HTTP), and a refused client certificate, which a
+        // TLS 1.3 server reports only after the handshake, reaches the request as its error (an
+        // HTTP/2 connection task would swallow it).
+        let connector = builder.enable_http1().wrap_connector(http);
         let http =
             HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
-        Ok(Client { base, token: None, timeout: DEFAULT_TIMEOUT, http })
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Ok(Client { base: format!("{scheme}://{host}"), token: None, timeout: DEFAULT_TIMEOUT, http })
     }
 
     /// The time limit of calls that do not block (`query` without an index, `request_ok`, the
@@ -120,7 +180,17 @@ impl Client {
 
     /// `host:port` of the agent this client talks to.
     pub fn addr(&self) -> &str {
-        self.base.trim_start_matches("http://")
+        self.base.split_once("://").map(|(_, h)| h).unwrap_or(&self.base)
+    }
+
+    /// `http://host:port` or `https://host:port`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Whether this client speaks TLS.
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
     }
 
     /// Sends one request; `path_and_query` starts with `/v1/`. `timeout: None` waits as long as
@@ -158,6 +228,22 @@ impl Client {
             }
             None => fut.await,
         }
+    }
+
+    /// Sends a GET-like request and returns the answer as it arrives, body unread, with no time
+    /// limit (streams such as `/v1/agent/monitor`).
+    pub async fn stream(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        let uri = format!("{}{}", self.base, path_and_query);
+        let mut builder = http::Request::builder().method(method).uri(&uri);
+        if let Some(t) = &self.token {
+            builder = builder.header(query::HEADER_TOKEN, t);
+        }
+        let req = builder.body(Full::new(Bytes::new())).map_err(|_| Error::Address(uri.clone()))?;
+        self.http.request(req).await.map_err(|source| Error::Transport { addr: self.addr().to_string(), source })
     }
 
     /// Sends a request within the client's timeout and fails on any non-2xx answer.
@@ -314,6 +400,29 @@ impl Client {
         let got: Option<(String, QueryMeta)> = self.query("/v1/status/leader", &[], &QueryOptions::default()).await?;
         Ok(got.map(|(v, _)| v).unwrap_or_default())
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+    Bare,
+}
+
+/// The scheme and `host:port` of an address; a trailing `/` is dropped. Other schemes (`unix://`)
+/// are refused, as Consul's client refuses unknown ones.
+fn split_addr(addr: &str) -> Result<(Scheme, &str), Error> {
+    let addr = addr.trim().trim_end_matches('/');
+    let (scheme, host) = match addr.split_once("://") {
+        Some(("http", h)) => (Scheme::Http, h),
+        Some(("https", h)) => (Scheme::Https, h),
+        Some((other, _)) => return Err(Error::Address(format!("{addr} (unknown protocol scheme: {other})"))),
+        None => (Scheme::Bare, addr),
+    };
+    if host.is_empty() {
+        return Err(Error::Address(addr.to_string()));
+    }
+    Ok((scheme, host))
 }
 
 #[cfg(test)]

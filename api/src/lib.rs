@@ -8,11 +8,13 @@ pub mod duration;
 #[cfg(test)]
 mod fake;
 pub mod query;
+pub mod tls;
 pub mod types;
 pub mod watch;
 
 pub use acl::*;
 pub use client::{Client, Error};
 pub use query::{QueryMeta, QueryOptions};
+pub use tls::{EnvTls, Tls, TlsOptions};
 pub use types::*;
 pub use watch::{Target, Watcher};

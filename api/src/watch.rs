@@ -109,9 +109,20 @@ impl<T: DeserializeOwned + PartialEq + Clone + Default> Watcher<T> {
         })
     }
 
-    /// A watcher over the agents at `addrs` (`host:port`): a bad address is an error, not a panic.
+    /// A watcher over the agents at `addrs` (`host:port`, `http://` or `https://`): a bad
+    /// address is an error, not a panic.
     pub fn connect(addrs: &[impl AsRef<str>], target: Target, wait: Duration) -> Result<Watcher<T>, Error> {
-        let clients = addrs.iter().map(|a| Client::new(a.as_ref())).collect::<Result<Vec<_>, _>>()?;
+        Watcher::connect_tls(addrs, None, target, wait)
+    }
+
+    /// [`Watcher::connect`] over HTTPS with `tls` (every address), or as `connect` with `None`.
+    pub fn connect_tls(
+        addrs: &[impl AsRef<str>],
+        tls: Option<&crate::tls::Tls>,
+        target: Target,
+        wait: Duration,
+    ) -> Result<Watcher<T>, Error> {
+        let clients = addrs.iter().map(|a| Client::connect(a.as_ref(), tls)).collect::<Result<Vec<_>, _>>()?;
         Watcher::new(clients, target, wait)
     }
 

@@ -156,6 +156,9 @@ pub struct Backend {
     pub node: String,
     pub id: String,
     pub stats: Arc<Stats>,
+    /// Reached over HTTPS (the agents when lb speaks TLS to them; an instance whose service
+    /// says `lb-protocol=https` or whose `urlprefix-` tag says `proto=https`).
+    pub tls: bool,
 }
 
 /// A set of instances and the selection state of one route.
@@ -310,6 +313,7 @@ mod tests {
                 node: format!("n{i}"),
                 id: format!("s{i}"),
                 stats: Arc::new(Stats::default()),
+                tls: false,
             })
             .collect();
         Pool::new(backends, policy, BenchRule::default())

@@ -41,6 +41,29 @@ pub struct Args {
     /// A file holding that token; it wins over `-consul-token`, as in Consul's client.
     #[arg(long = "consul-token-file")]
     pub consul_token_file: Option<PathBuf>,
+    /// Speak HTTPS to the agents (`-consul-ssl` or `-consul-ssl=false`; default:
+    /// `$CONSUL_HTTP_SSL`, or on when an address says `https://` or a TLS file is named).
+    #[arg(long = "consul-ssl", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub consul_ssl: Option<bool>,
+    /// `-consul-ssl-verify=false` skips checking the agents' (and HTTPS instances') certificates.
+    #[arg(long = "consul-ssl-verify", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub consul_ssl_verify: Option<bool>,
+    /// CA file the agents' certificates are checked against (default: `$CONSUL_CACERT`).
+    #[arg(long = "consul-ca-file")]
+    pub consul_ca_file: Option<PathBuf>,
+    /// A directory of CA files (default: `$CONSUL_CAPATH`).
+    #[arg(long = "consul-ca-path")]
+    pub consul_ca_path: Option<PathBuf>,
+    /// Client certificate for agents with `verify_incoming` (default: `$CONSUL_CLIENT_CERT`).
+    #[arg(long = "consul-client-cert")]
+    pub consul_client_cert: Option<PathBuf>,
+    /// Its key (default: `$CONSUL_CLIENT_KEY`).
+    #[arg(long = "consul-client-key")]
+    pub consul_client_key: Option<PathBuf>,
+    /// The name the agents' certificates must carry (default: `$CONSUL_TLS_SERVER_NAME`, else
+    /// each agent's IP address).
+    #[arg(long = "consul-tls-server-name")]
+    pub consul_tls_server_name: Option<String>,
     /// TOML (or .json) file with balancing options.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -137,6 +160,13 @@ struct File {
     consul_addr: Vec<String>,
     consul_token: Option<String>,
     consul_token_file: Option<PathBuf>,
+    consul_ssl: Option<bool>,
+    consul_ssl_verify: Option<bool>,
+    consul_ca_file: Option<PathBuf>,
+    consul_ca_path: Option<PathBuf>,
+    consul_client_cert: Option<PathBuf>,
+    consul_client_key: Option<PathBuf>,
+    consul_tls_server_name: Option<String>,
     domain: Option<String>,
     wait: Option<String>,
     members_interval: Option<String>,
@@ -187,6 +217,31 @@ fn pick_token(
     Ok(None)
 }
 
+/// The agents' TLS: flags over the config file over Consul's environment, setting by setting.
+/// On when `consul_ssl` says so; when it says nothing, as soon as a file or name is given, an
+/// address says `https://` or `CONSUL_HTTP_SSL` is true (as Consul's client decides).
+fn consul_tls(args: &Args, file: &File, addrs: &[String], env: &api::EnvTls) -> Option<api::TlsOptions> {
+    let verify = args.consul_ssl_verify.or(file.consul_ssl_verify);
+    let given = api::TlsOptions {
+        ca_file: args.consul_ca_file.clone().or_else(|| file.consul_ca_file.clone()),
+        ca_path: args.consul_ca_path.clone().or_else(|| file.consul_ca_path.clone()),
+        cert_file: args.consul_client_cert.clone().or_else(|| file.consul_client_cert.clone()),
+        key_file: args.consul_client_key.clone().or_else(|| file.consul_client_key.clone()),
+        server_name: args.consul_tls_server_name.clone().or_else(|| file.consul_tls_server_name.clone()),
+        insecure_skip_verify: verify == Some(false),
+    };
+    let https = addrs.iter().any(|a| a.trim().to_ascii_lowercase().starts_with("https://"));
+    let on = args.consul_ssl.or(file.consul_ssl).unwrap_or(!given.is_empty() || https || env.ssl);
+    if !on {
+        return None;
+    }
+    let mut opts = given.or(&env.options);
+    if let Some(v) = verify {
+        opts.insecure_skip_verify = !v;
+    }
+    Some(opts)
+}
+
 /// Everything the program runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -194,6 +249,8 @@ pub struct Config {
     pub consul_addr: Vec<String>,
     /// The ACL token of lb's own watches (never forwarded with proxied requests).
     pub consul_token: Option<Token>,
+    /// TLS toward the agents, or `None` for plain HTTP (`consul_tls`).
+    pub consul_tls: Option<api::TlsOptions>,
     /// Consul's DNS domain in `Host: web.service.<domain>`.
     pub domain: String,
     /// Longest wait of a blocking query.
@@ -261,6 +318,8 @@ impl Config {
         for (name, o) in &file.services {
             services.insert(name.to_lowercase(), apply(&defaults, o, &dur)?);
         }
+        let addrs = if args.consul_addr.is_empty() { &file.consul_addr } else { &args.consul_addr };
+        let consul_tls = consul_tls(&args, &file, addrs, &api::EnvTls::from_env());
         let listen = args.listen.or(file.listen).unwrap_or_else(|| "0.0.0.0:88".to_string());
         if listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(Error::Listen(listen));
@@ -286,6 +345,7 @@ impl Config {
             listen,
             consul_addr,
             consul_token,
+            consul_tls,
             domain: file.domain.unwrap_or_else(|| "consul".to_string()).trim_matches('.').to_lowercase(),
             wait: dur(&file.wait, Duration::from_secs(30))?,
             members_interval: dur(&file.members_interval, Duration::from_secs(1))?,
@@ -325,6 +385,9 @@ impl Config {
         if new.consul_token != self.consul_token {
             ignored.push("consul_token");
         }
+        if new.consul_tls != self.consul_tls {
+            ignored.push("consul_tls");
+        }
         if new.threads != self.threads {
             ignored.push("threads");
         }
@@ -337,6 +400,7 @@ impl Config {
         new.listen = self.listen.clone();
         new.consul_addr = self.consul_addr.clone();
         new.consul_token = self.consul_token.clone();
+        new.consul_tls = self.consul_tls.clone();
         new.threads = self.threads;
         new.members_interval = self.members_interval;
         new.wait = self.wait;
@@ -504,6 +568,48 @@ policy = "ip_hash"
         let r = c.reload().unwrap();
         assert_eq!(r.ignored, vec!["consul_token"]);
         assert_eq!(r.config.consul_token, Some(Token("from-file".into())), "needs a restart");
+    }
+
+    #[test]
+    fn agent_tls_comes_from_flags_then_the_file_then_the_environment() {
+        let none = api::EnvTls::default();
+        let tls = |line: &str, file: File, env: &api::EnvTls| {
+            let a = args(line).unwrap();
+            let addrs = if a.consul_addr.is_empty() { file.consul_addr.clone() } else { a.consul_addr.clone() };
+            consul_tls(&a, &file, &addrs, env)
+        };
+        assert_eq!(tls("lb -consul-addr=a:1", File::default(), &none), None, "plain by default");
+        let o = tls("lb -consul-addr=https://a:1", File::default(), &none).expect("https:// turns it on");
+        assert!(o.is_empty(), "the system's roots: {o:?}");
+        let line = "lb -consul-addr=a:1 -consul-ca-file=/ca.pem -consul-client-cert=/c.pem \
+                    -consul-client-key=/k.pem -consul-tls-server-name=server.dc1.consul";
+        let o = tls(line, File::default(), &none).expect("a file turns it on");
+        assert_eq!(o.ca_file.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(
+            (o.cert_file.as_deref(), o.key_file.as_deref()),
+            (Some(Path::new("/c.pem")), Some(Path::new("/k.pem")))
+        );
+        assert_eq!(o.server_name.as_deref(), Some("server.dc1.consul"));
+        assert!(!o.insecure_skip_verify);
+        assert_eq!(tls("lb -consul-addr=https://a:1 -consul-ssl=false", File::default(), &none), None);
+        let o = tls("lb -consul-addr=a:1 -consul-ssl -consul-ssl-verify=false", File::default(), &none).unwrap();
+        assert!(o.insecure_skip_verify);
+        // The file's keys, under the flags.
+        let file = File { consul_ssl: Some(true), consul_ca_file: Some("/file-ca.pem".into()), ..File::default() };
+        let o = tls("lb -consul-addr=a:1 -consul-ca-file=/flag-ca.pem", file.clone(), &none).unwrap();
+        assert_eq!(o.ca_file.as_deref(), Some(Path::new("/flag-ca.pem")));
+        assert_eq!(
+            tls("lb -consul-addr=a:1", file, &none).unwrap().ca_file.as_deref(),
+            Some(Path::new("/file-ca.pem"))
+        );
+        // Consul's environment fills what neither says, and CONSUL_HTTP_SSL turns it on.
+        let env = api::EnvTls::from_vars(|k| match k {
+            "CONSUL_HTTP_SSL" => Some("true".into()),
+            "CONSUL_CACERT" => Some("/env-ca.pem".into()),
+            _ => None,
+        });
+        let o = tls("lb -consul-addr=a:1", File::default(), &env).unwrap();
+        assert_eq!(o.ca_file.as_deref(), Some(Path::new("/env-ca.pem")));
     }
 
     #[test]

@@ -240,7 +240,8 @@ impl Discovery {
                 match msg {
                     Input::Members(m) => {
                         let token = shared.config.load().consul_token.as_ref().map(|t| t.0.clone());
-                        let clients = agent_clients(&m, &cat.seeds, &self.seeds, token);
+                        let clients =
+                            agent_clients(&m, &cat.seeds, &self.seeds, token, shared.tls.as_ref().map(|t| &t.client));
                         shared.agents.set(clients);
                         cat.members = Some(m);
                     }
@@ -426,13 +427,14 @@ fn agent_clients(
     seed_addrs: &[SocketAddr],
     seeds: &[Client],
     token: Option<String>,
+    tls: Option<&api::Tls>,
 ) -> Vec<Client> {
     let mut out: Vec<Client> = Vec::new();
     for m in members.iter().filter(|m| m.status == 1) {
-        let Some(addr) = agent_http_addr(m, seed_addrs) else {
+        let Some(addr) = agent_http_addr(m, seed_addrs, tls.is_some()) else {
             continue;
         };
-        match Client::new(&addr.to_string()) {
+        match Client::connect(&addr.to_string(), tls) {
             Ok(c) => out.push(c.with_token(token.clone())),
             Err(e) => warn!(member = %m.name, "skipping agent: {e}"),
         }
@@ -461,6 +463,7 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
         let (_, clients) = shared.agents.rotated(0);
         let clients = if clients.is_empty() { seeds.clone() } else { clients };
         let mut got = None;
+        let mut why = String::from("no agent to ask");
         let mut dcs = None;
         for i in 0..clients.len() {
             let c = &clients[(current + i) % clients.len()];
@@ -488,10 +491,12 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
                 Ok(Err(e)) => {
                     shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
                     debug!(agent = c.addr(), "members: {e}");
+                    why = e.to_string();
                 }
                 Err(_) => {
                     shared.metrics.discovery_errors.fetch_add(1, Ordering::Relaxed);
                     debug!(agent = c.addr(), "members: timed out");
+                    why = format!("{}: timed out", c.addr());
                 }
             }
         }
@@ -513,7 +518,8 @@ async fn poll_members(shared: Arc<Shared>, seeds: Vec<Client>, tx: mpsc::Sender<
                     }
                 }
             }
-            None => warn!("no agent answered /v1/agent/members"),
+            // The last failure says why (a refused TLS handshake, a 403, a connection refused).
+            None => warn!("no agent answered /v1/agent/members; last error: {why}"),
         }
         tokio::time::sleep(interval).await;
     }
@@ -590,7 +596,7 @@ mod tests {
         let seed_addrs: Vec<SocketAddr> = vec!["127.0.0.11:8500".parse().unwrap(), "127.0.0.99:8500".parse().unwrap()];
         let members = [member("a", "127.0.0.11", 1), member("b", "127.0.0.12", 1), member("c", "127.0.0.13", 4)];
         let got: Vec<String> =
-            agent_clients(&members, &seed_addrs, &seeds, None).iter().map(|c| c.addr().to_string()).collect();
+            agent_clients(&members, &seed_addrs, &seeds, None, None).iter().map(|c| c.addr().to_string()).collect();
         assert_eq!(got, vec!["127.0.0.11:8500", "127.0.0.12:8500", "127.0.0.99:8500"]);
     }
 

@@ -385,7 +385,7 @@ fn fast_request(
         None => (target, None),
     };
     let route = match snap.lookup(Some(host), path) {
-        Match::Route(r) if !r.pool.is_empty() && r.strip.is_none() => r.clone(),
+        Match::Route(r) if !r.pool.is_empty() && r.strip.is_none() && !r.tls => r.clone(),
         _ => return hand_off,
     };
 

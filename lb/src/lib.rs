@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod remote;
 pub mod routing;
 pub mod status;
+pub mod tls;
 
 use arc_swap::ArcSwap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -35,6 +36,8 @@ pub struct Shared {
     pub demand: discovery::Demand,
     /// `-consul-addr` values resolved once at start.
     pub seeds: Vec<SocketAddr>,
+    /// TLS toward the agents (and HTTPS instances), read once at start; `None`: plain HTTP.
+    pub tls: Option<tls::AgentTls>,
     /// Set when a graceful upgrade or shutdown begins: responses then carry `Connection: close`
     /// so clients move to the new process before the old one closes idle connections.
     pub draining: AtomicBool,
@@ -44,6 +47,8 @@ pub struct Shared {
 pub enum Error {
     #[error("agent address {addr:?}: {message}")]
     Agent { addr: String, message: String },
+    #[error("agent TLS: {0}")]
+    Tls(#[from] tls::Error),
 }
 
 impl Shared {
@@ -53,8 +58,12 @@ impl Shared {
         let mut clients = Vec::new();
         let mut seeds = Vec::new();
         let token = config.consul_token.as_ref().map(|t| t.0.clone());
+        let tls = config.consul_tls.as_ref().map(tls::AgentTls::load).transpose()?;
+        if tls.as_ref().is_some_and(|t| !t.verify) {
+            tracing::warn!("not verifying the agents' TLS certificates (-consul-ssl-verify=false)");
+        }
         for addr in &config.consul_addr {
-            let client = api::Client::new(addr)
+            let client = api::Client::connect(addr, tls.as_ref().map(|t| &t.client))
                 .map_err(|e| Error::Agent { addr: addr.clone(), message: e.to_string() })?
                 .with_token(token.clone());
             let resolved = client
@@ -76,6 +85,7 @@ impl Shared {
             agents: discovery::Agents::new(clients.clone()),
             demand: discovery::Demand::default(),
             seeds,
+            tls,
             draining: AtomicBool::new(false),
         };
         Ok((Arc::new(shared), clients))

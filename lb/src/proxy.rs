@@ -178,6 +178,22 @@ impl Proxy {
     }
 }
 
+/// An HTTPS peer: the agents' CA (else the system's roots) and lb's client certificate. An
+/// agent's certificate must carry `-consul-tls-server-name` when given, an instance's its IP
+/// address. The name is never empty: pingora skips every check for a peer without one.
+fn tls_peer(addr: SocketAddr, agent: bool, tls: &crate::tls::AgentTls) -> HttpPeer {
+    let name = match (&tls.server_name, agent) {
+        (Some(n), true) => n.clone(),
+        _ => addr.ip().to_string(),
+    };
+    let mut peer = HttpPeer::new(addr, true, name);
+    peer.options.ca = tls.ca.clone();
+    peer.client_cert_key = tls.cert_key.clone();
+    peer.options.verify_cert = tls.verify;
+    peer.options.verify_hostname = tls.verify;
+    peer
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
@@ -262,7 +278,12 @@ impl ProxyHttp for Proxy {
         ctx.tried.push(b.addr);
         ctx.current = Some(b.stats.clone());
         ctx.active = Some(b.stats.begin());
-        let mut peer = HttpPeer::new(b.addr, false, String::new());
+        let mut peer = match &self.shared.tls {
+            Some(tls) if b.tls => tls_peer(b.addr, route.agents, tls),
+            // An HTTPS instance while lb speaks plain HTTP to the agents: the system's roots.
+            None if b.tls => HttpPeer::new(b.addr, true, b.addr.ip().to_string()),
+            _ => HttpPeer::new(b.addr, false, String::new()),
+        };
         peer.options.connection_timeout = Some(route.opts.connect_timeout);
         peer.options.total_connection_timeout = Some(route.opts.connect_timeout);
         peer.options.read_timeout = if route.agents {

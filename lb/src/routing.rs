@@ -98,6 +98,8 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// The agents' API route, whose blocking queries may hold an answer for minutes.
     pub agents: bool,
+    /// Some instance is reached over HTTPS: pingora's proxy serves the route, not the fast path.
+    pub tls: bool,
 }
 
 impl Route {
@@ -199,6 +201,8 @@ pub struct UrlPrefix {
     pub host: Option<String>,
     pub prefix: String,
     pub strip: Option<String>,
+    /// fabio's `proto=https`: the instances are reached over HTTPS.
+    pub tls: bool,
 }
 
 /// The host part of a `Host` header: lowercase, without port or trailing dot. Borrowed when the
@@ -256,13 +260,15 @@ pub fn parse_urlprefix(tag: &str) -> Option<UrlPrefix> {
     let slash = src.find('/')?;
     let (host, prefix) = src.split_at(slash);
     let mut strip = None;
+    let mut tls = false;
     for w in words {
         let (k, v) = w.split_once('=').unwrap_or((w, ""));
         match k {
             "strip" if v.starts_with('/') => {
                 strip = Some(v.trim_end_matches('/').to_string()).filter(|s| !s.is_empty())
             }
-            // TCP, gRPC and HTTPS upstreams need more than an HTTP prefix route.
+            "proto" if v == "https" => tls = true,
+            // TCP and gRPC upstreams need more than an HTTP prefix route.
             "proto" if v != "http" => return None,
             _ => {}
         }
@@ -271,6 +277,7 @@ pub fn parse_urlprefix(tag: &str) -> Option<UrlPrefix> {
         host: Some(host.to_ascii_lowercase()).filter(|h| !h.is_empty() && !h.starts_with(':')),
         prefix: prefix.to_string(),
         strip,
+        tls,
     })
 }
 
@@ -286,13 +293,14 @@ pub fn strip_path(path_and_query: &str, strip: &str) -> Option<String> {
     }
 }
 
-/// The HTTP address of an agent: the member's gossip IP with its advertised `http_port` tag, or
-/// the port of the `-consul-addr` on the same IP, or of the first `-consul-addr`.
-pub fn agent_http_addr(m: &AgentMember, seeds: &[SocketAddr]) -> Option<SocketAddr> {
+/// The HTTP address of an agent: the member's gossip IP with its advertised `http_port` tag
+/// (`https_port` when lb speaks TLS to the agents), or the port of the `-consul-addr` on the same
+/// IP, or of the first `-consul-addr`.
+pub fn agent_http_addr(m: &AgentMember, seeds: &[SocketAddr], https: bool) -> Option<SocketAddr> {
     let ip: IpAddr = m.addr.parse().ok()?;
     let port = m
         .tags
-        .get("http_port")
+        .get(if https { "https_port" } else { "http_port" })
         .and_then(|p| p.parse().ok())
         .or_else(|| seeds.iter().find(|s| s.ip() == ip).map(|s| s.port()))
         .or_else(|| seeds.first().map(|s| s.port()))?;
@@ -302,6 +310,14 @@ pub fn agent_http_addr(m: &AgentMember, seeds: &[SocketAddr]) -> Option<SocketAd
 fn entry_addr(e: &ServiceEntry) -> Option<SocketAddr> {
     let ip: IpAddr = e.address().parse().ok()?;
     (e.service.port != 0).then(|| SocketAddr::new(ip, e.service.port))
+}
+
+/// The service meta key that makes lb reach an instance over HTTPS (`lb-protocol=https`).
+pub const PROTOCOL_META: &str = "lb-protocol";
+
+/// Whether an instance is reached over HTTPS: its service's meta says `lb-protocol=https`.
+fn https(e: &ServiceEntry) -> bool {
+    e.service.meta.get(PROTOCOL_META).is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 fn weight(e: &ServiceEntry) -> u32 {
@@ -316,8 +332,8 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn backend(&self, addr: SocketAddr, weight: u32, node: &str, id: &str) -> Backend {
-        Backend { addr, weight, node: node.to_string(), id: id.to_string(), stats: self.stats.get(addr) }
+    fn backend(&self, addr: SocketAddr, weight: u32, node: &str, id: &str, tls: bool) -> Backend {
+        Backend { addr, weight, node: node.to_string(), id: id.to_string(), stats: self.stats.get(addr), tls }
     }
 
     fn route(
@@ -328,13 +344,16 @@ impl Builder<'_> {
         opts: &RouteOptions,
         strip: Option<String>,
     ) -> Arc<Route> {
+        let tls = backends.iter().any(|b| b.tls);
         let pool = Pool::new(backends, opts.policy, opts.bench());
         let metrics = self.metrics.route(&name);
-        Arc::new(Route { agents: name == AGENTS_ROUTE, name, what, pool, opts: opts.clone(), strip, metrics })
+        Arc::new(Route { agents: name == AGENTS_ROUTE, name, what, pool, opts: opts.clone(), strip, metrics, tls })
     }
 
     fn service_backends<'e>(&self, entries: impl Iterator<Item = &'e ServiceEntry>) -> Vec<Backend> {
-        entries.filter_map(|e| Some(self.backend(entry_addr(e)?, weight(e), &e.node.node, &e.service.id))).collect()
+        entries
+            .filter_map(|e| Some(self.backend(entry_addr(e)?, weight(e), &e.node.node, &e.service.id, https(e))))
+            .collect()
     }
 
     /// The `Host` routes of one service: `<service>.service...` and a `<tag>.<service>.service...`
@@ -413,7 +432,7 @@ impl Snapshot {
                         let slot = prefix_members
                             .entry((p.host.clone(), p.prefix.clone()))
                             .or_insert_with(|| (p.strip.clone(), name.clone(), Vec::new()));
-                        slot.2.push(b.backend(addr, weight(e), &e.node.node, &e.service.id));
+                        slot.2.push(b.backend(addr, weight(e), &e.node.node, &e.service.id, p.tls || https(e)));
                     }
                 }
             }
@@ -446,19 +465,22 @@ impl Snapshot {
         // Most specific first: a host-bound route beats a host-less one, a longer prefix a shorter.
         prefixes.sort_by(|a, b| b.host.is_some().cmp(&a.host.is_some()).then(b.prefix.len().cmp(&a.prefix.len())));
 
+        let agents_tls = cfg.consul_tls.is_some();
         let alive: Vec<Backend> = cat
             .members
             .iter()
             .flatten()
             .filter(|m| m.status == 1)
-            .filter_map(|m| Some(b.backend(agent_http_addr(m, &cat.seeds)?, 1, &m.name, &m.name)))
+            .filter_map(|m| {
+                Some(b.backend(agent_http_addr(m, &cat.seeds, agents_tls)?, 1, &m.name, &m.name, agents_tls))
+            })
             .collect();
         if datacenter.is_none() {
             datacenter = cat.members.iter().flatten().find_map(|m| m.tags.get("dc").cloned());
         }
         // Before any agent has listed members (or if none is alive), the seeds are all we have.
         let agent_backends = if alive.is_empty() {
-            cat.seeds.iter().map(|s| b.backend(*s, 1, "", &s.to_string())).collect()
+            cat.seeds.iter().map(|s| b.backend(*s, 1, "", &s.to_string(), agents_tls)).collect()
         } else {
             alive
         };
@@ -639,7 +661,12 @@ mod tests {
     #[test]
     fn urlprefix_tags_follow_fabio() {
         let up = |host: Option<&str>, prefix: &str, strip: Option<&str>| {
-            Some(UrlPrefix { host: host.map(Into::into), prefix: prefix.into(), strip: strip.map(Into::into) })
+            Some(UrlPrefix {
+                host: host.map(Into::into),
+                prefix: prefix.into(),
+                strip: strip.map(Into::into),
+                tls: false,
+            })
         };
         let cases = [
             ("urlprefix-/api", up(None, "/api", None)),
@@ -647,6 +674,10 @@ mod tests {
             ("urlprefix-/api/ strip=/api/", up(None, "/api/", Some("/api"))),
             ("urlprefix-Example.com/", up(Some("example.com"), "/", None)),
             ("urlprefix-i.com/static proto=http", up(Some("i.com"), "/static", None)),
+            (
+                "urlprefix-/secure proto=https",
+                Some(UrlPrefix { host: None, prefix: "/secure".into(), strip: None, tls: true }),
+            ),
             ("urlprefix-:3306 proto=tcp", None),
             ("urlprefix-/grpc proto=grpc", None),
             ("urlprefix-", None),

@@ -138,10 +138,56 @@ pub struct ExecConfig {
     pub splay: Duration,
 }
 
+/// consul-template's `consul { ssl { ... } }` block and its `-consul-ssl*` flags (also taken as
+/// `-ssl*`). Unset fields are `None`, so a later file or flag overrides only what it names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ssl {
+    pub enabled: Option<bool>,
+    pub verify: Option<bool>,
+    pub ca_cert: Option<String>,
+    pub ca_path: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub server_name: Option<String>,
+}
+
+impl Ssl {
+    /// On when said so, or, when not said, as soon as any other setting is present
+    /// (consul-template's `SSLConfig.Finalize`).
+    pub fn enabled(&self) -> bool {
+        let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        self.enabled.unwrap_or(
+            present(&self.ca_cert)
+                || present(&self.ca_path)
+                || present(&self.cert)
+                || present(&self.key)
+                || present(&self.server_name)
+                || self.verify.is_some(),
+        )
+    }
+
+    /// The client's TLS options. A certificate without a key is a PEM file holding both, as
+    /// consul-template loads it; `verify` defaults to true.
+    pub fn options(&self) -> api::TlsOptions {
+        let path = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(PathBuf::from);
+        let cert = path(&self.cert);
+        api::TlsOptions {
+            ca_file: path(&self.ca_cert),
+            ca_path: path(&self.ca_path),
+            key_file: path(&self.key).or_else(|| cert.clone()),
+            cert_file: cert,
+            server_name: self.server_name.clone().filter(|s| !s.is_empty()),
+            insecure_skip_verify: !self.verify.unwrap_or(true),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub consul_addrs: Vec<String>,
     pub consul_token: Option<String>,
+    /// TLS toward the agents; see [`Config::consul_tls`].
+    pub consul_ssl: Ssl,
     pub once: bool,
     pub dry: bool,
     pub wait: Option<Wait>,
@@ -173,6 +219,7 @@ impl Default for Config {
         Config {
             consul_addrs: Vec::new(),
             consul_token: None,
+            consul_ssl: Ssl::default(),
             once: false,
             dry: false,
             wait: None,
@@ -244,8 +291,29 @@ const VALUE_FLAGS: &[&str] = &[
     "consul-retry-max-backoff",
     "consul-auth",
     "block-query-wait",
+    "consul-ssl-ca-cert",
+    "consul-ssl-ca-path",
+    "consul-ssl-cert",
+    "consul-ssl-key",
+    "consul-ssl-server-name",
+    "ssl-ca-cert",
+    "ssl-ca-path",
+    "ssl-cert",
+    "ssl-key",
+    "ssl-server-name",
 ];
-const BOOL_FLAGS: &[&str] = &["once", "dry", "consul-retry", "parse-only", "syslog", "dedup", "consul-ssl"];
+const BOOL_FLAGS: &[&str] = &[
+    "once",
+    "dry",
+    "consul-retry",
+    "parse-only",
+    "syslog",
+    "dedup",
+    "consul-ssl",
+    "consul-ssl-verify",
+    "ssl",
+    "ssl-verify",
+];
 
 /// What the command line asked for besides the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,6 +372,22 @@ impl Config {
     pub fn apply_flags(&mut self, flags: &[(String, String)]) -> Result<(), Error> {
         for (flag, v) in flags {
             let f = flag.as_str();
+            // `-ssl-*` is `-consul-ssl-*`: the Consul connection is the only one there is.
+            let ssl_key = f.strip_prefix("consul-").unwrap_or(f);
+            let text = || Some(v.clone());
+            match ssl_key {
+                "ssl" => self.consul_ssl.enabled = Some(bool_value(f, v)?),
+                "ssl-verify" => self.consul_ssl.verify = Some(bool_value(f, v)?),
+                "ssl-ca-cert" => self.consul_ssl.ca_cert = text(),
+                "ssl-ca-path" => self.consul_ssl.ca_path = text(),
+                "ssl-cert" => self.consul_ssl.cert = text(),
+                "ssl-key" => self.consul_ssl.key = text(),
+                "ssl-server-name" => self.consul_ssl.server_name = text(),
+                _ => {}
+            }
+            if ssl_key.starts_with("ssl") {
+                continue;
+            }
             match f {
                 "template" => self.templates.push(TemplateConfig::parse_spec(v)?),
                 "config" => {} // read by the caller before flags are applied
@@ -361,6 +445,9 @@ impl Config {
                         }
                         if let Some(t) = c.get("token").and_then(Value::as_str) {
                             self.consul_token = Some(t.to_string()).filter(|t| !t.is_empty());
+                        }
+                        for b in c.get("ssl").map(blocks).unwrap_or_default() {
+                            ssl_block(&mut self.consul_ssl, b).map_err(|m| ferr(format!("consul.ssl.{m}")))?;
                         }
                         for r in c.get("retry").map(blocks).unwrap_or_default() {
                             if let Some(b) = r.get("backoff").and_then(Value::as_str) {
@@ -454,6 +541,43 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// One `ssl { ... }` block over what earlier files set.
+fn ssl_block(ssl: &mut Ssl, b: &Map<String, Value>) -> Result<(), String> {
+    for (k, v) in b {
+        let flag = |v: &Value| match v {
+            Value::Bool(b) => Ok(*b),
+            Value::String(s) => api::tls::parse_bool(s).ok_or_else(|| format!("{k}: expected a boolean, got {s:?}")),
+            other => Err(format!("{k}: expected a boolean, got {other}")),
+        };
+        match k.as_str() {
+            "enabled" => ssl.enabled = Some(flag(v)?),
+            "verify" => ssl.verify = Some(flag(v)?),
+            "ca_cert" => ssl.ca_cert = Some(text(v)),
+            "ca_path" => ssl.ca_path = Some(text(v)),
+            "cert" => ssl.cert = Some(text(v)),
+            "key" => ssl.key = Some(text(v)),
+            "server_name" => ssl.server_name = Some(text(v)),
+            other => tracing::warn!(key = other, "unknown consul.ssl option ignored"),
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The TLS an agent address is reached with, or `None` for plain HTTP. With the `ssl` block
+    /// (or `-consul-ssl*` flags) enabled, its settings, for every address; otherwise Consul's
+    /// environment (`CONSUL_HTTP_SSL`, `CONSUL_CACERT`, `CONSUL_CAPATH`, `CONSUL_CLIENT_CERT`,
+    /// `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`, `CONSUL_HTTP_SSL_VERIFY`) for an
+    /// `https://` address or when `CONSUL_HTTP_SSL` is true: consul-template's client starts from
+    /// Consul's `api.DefaultConfig`, which reads them, and replaces its TLS only when `ssl` is on.
+    pub fn consul_tls(&self, addr: &str, env: &api::EnvTls) -> Option<api::TlsOptions> {
+        if self.consul_ssl.enabled() {
+            return Some(self.consul_ssl.options());
+        }
+        (env.ssl || addr.trim().starts_with("https://")).then(|| env.options.clone())
     }
 }
 
@@ -662,6 +786,63 @@ mod tests {
             (cfg.consul_retry, cfg.consul_retry_attempts, cfg.retry, cfg.consul_retry_max_backoff),
             (true, 0, Duration::from_millis(100), Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn ssl_flags_blocks_and_the_environment() {
+        let args: Vec<String> = [
+            "-consul-ssl",
+            "-consul-ssl-ca-cert=/ca.pem",
+            "-ssl-cert=/c.pem",
+            "-ssl-key",
+            "/k.pem",
+            "-consul-ssl-server-name=server.dc1.consul",
+            "-ssl-verify=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (_, cfg) = load(&args).unwrap();
+        let env = api::EnvTls::default();
+        let o = cfg.consul_tls("127.0.0.1:8501", &env).expect("ssl is on");
+        assert_eq!(o.ca_file.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(o.cert_file.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(o.key_file.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert_eq!(o.server_name.as_deref(), Some("server.dc1.consul"));
+        assert!(o.insecure_skip_verify);
+
+        // The block, as consul-template's docs write it; any setting turns it on.
+        let v = hcl1::parse(
+            r#"consul {
+  address = "127.0.0.1:8501"
+  ssl {
+    ca_cert = "/ca.pem"
+    cert = "/both.pem"
+  }
+}"#,
+        )
+        .unwrap();
+        let mut cfg = Config::default();
+        cfg.apply_file("c.hcl", &v).unwrap();
+        assert!(cfg.consul_ssl.enabled());
+        let o = cfg.consul_tls("127.0.0.1:8501", &env).unwrap();
+        assert_eq!(o.key_file.as_deref(), Some(std::path::Path::new("/both.pem")), "a PEM with both");
+        assert!(!o.insecure_skip_verify, "verify defaults to true");
+        let off = serde_json::json!({"consul": {"ssl": {"enabled": false, "ca_cert": "/ca.pem"}}});
+        let mut cfg = Config::default();
+        cfg.apply_file("c.json", &off).unwrap();
+        assert!(!cfg.consul_ssl.enabled());
+        let bad = serde_json::json!({"consul": {"ssl": {"verify": "sometimes"}}});
+        assert!(Config::default().apply_file("c.json", &bad).unwrap_err().to_string().contains("consul.ssl.verify"));
+
+        // Without the block: Consul's environment, for https:// or with CONSUL_HTTP_SSL.
+        let cfg = Config::default();
+        let env = api::EnvTls::from_vars(|k| (k == "CONSUL_CACERT").then(|| "/env-ca.pem".to_string()));
+        assert_eq!(cfg.consul_tls("127.0.0.1:8500", &env), None);
+        let o = cfg.consul_tls("https://127.0.0.1:8501", &env).unwrap();
+        assert_eq!(o.ca_file.as_deref(), Some(std::path::Path::new("/env-ca.pem")));
+        let ssl = api::EnvTls { ssl: true, ..env };
+        assert!(cfg.consul_tls("127.0.0.1:8501", &ssl).is_some());
     }
 
     #[test]

@@ -12,6 +12,13 @@ Options (single or double dash, -x=v or -x v):
   -config=<path>            HCL or JSON config file or directory (repeatable)
   -consul-addr=<addr>       agent address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500; repeatable for failover)
   -consul-token=<token>     ACL token (default $CONSUL_HTTP_TOKEN)
+  -consul-ssl[=false]       speak HTTPS to the agents (also -ssl; on when any -consul-ssl-* is given)
+  -consul-ssl-verify=false  do not verify the agent's certificate (also -ssl-verify)
+  -consul-ssl-ca-cert=<file>, -consul-ssl-ca-path=<dir>   CA to trust (also -ssl-ca-cert, -ssl-ca-path)
+  -consul-ssl-cert=<file>, -consul-ssl-key=<file>         client certificate and key (also -ssl-cert, -ssl-key)
+  -consul-ssl-server-name=<name>   name the agent's certificate must carry (also -ssl-server-name)
+                            without these: CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CAPATH, CONSUL_CLIENT_CERT,
+                            CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_SSL_VERIFY, https:// addresses
   -template=<in:out:cmd>    template to render, destination, command to run (repeatable)
   -wait=<min[:max]>         quiescence timers (max defaults to 4*min)
   -once                     render once and exit

@@ -144,11 +144,34 @@ impl Runner {
     /// Compiles every template (a template that does not parse at start is an error, as in
     /// consul-template) and prepares the agent clients.
     pub fn new(cfg: Config) -> Result<Runner, Error> {
-        let clients = cfg
-            .consul_addrs
-            .iter()
-            .map(|a| Ok(api::Client::new(a)?.with_token(cfg.consul_token.clone())))
-            .collect::<Result<Vec<_>, api::Error>>()?;
+        // TLS files are read once, whichever address needs them.
+        let env_tls = api::EnvTls::from_env();
+        let mut loaded: Vec<(api::TlsOptions, api::Tls)> = Vec::new();
+        let mut clients = Vec::new();
+        let mut first_tls: Option<api::TlsOptions> = None;
+        for (i, a) in cfg.consul_addrs.iter().enumerate() {
+            let client = match cfg.consul_tls(a, &env_tls) {
+                None => api::Client::new(a)?,
+                Some(opts) => {
+                    if opts.insecure_skip_verify {
+                        tracing::warn!(agent = %a, "not verifying the agent's TLS certificate");
+                    }
+                    let tls = match loaded.iter().find(|(o, _)| *o == opts) {
+                        Some((_, t)) => t.clone(),
+                        None => {
+                            let t = opts.load()?;
+                            loaded.push((opts.clone(), t.clone()));
+                            t
+                        }
+                    };
+                    if i == 0 {
+                        first_tls = Some(opts);
+                    }
+                    api::Client::https(a, &tls)?
+                }
+            };
+            clients.push(client.with_token(cfg.consul_token.clone()));
+        }
         if clients.is_empty() {
             return Err(api::Error::Address(String::new()).into());
         }
@@ -156,6 +179,13 @@ impl Runner {
         if let Some(t) = &cfg.consul_token {
             env.push(("CONSUL_HTTP_TOKEN".into(), t.clone()));
         }
+        // As consul-template does, commands learn whether to speak TLS to that address; here it
+        // is what template itself does with it.
+        env.push(("CONSUL_HTTP_SSL".into(), first_tls.is_some().to_string()));
+        env.push((
+            "CONSUL_HTTP_SSL_VERIFY".into(),
+            first_tls.as_ref().is_none_or(|o| !o.insecure_skip_verify).to_string(),
+        ));
         let templates = compile_all(&cfg.templates)?;
         let (updates_tx, updates_rx) = unbounded_channel();
         let (sources_tx, sources_rx) = unbounded_channel();

@@ -798,24 +798,16 @@ Command Options:
     }
 }
 
-/// Streams a GET's body to stdout as it arrives. The shared client buffers whole bodies, so this
-/// one endpoint speaks HTTP through hyper directly (same address, same token header).
+/// Streams a GET's body to stdout as it arrives (the client's other calls buffer whole bodies).
 async fn stream_to_stdout(ctx: &Ctx, pq: &str) -> Result<(), CallError> {
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Empty};
+    use http_body_util::BodyExt;
     use std::io::Write;
     let url = ctx.url(pq);
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut req = http::Request::builder().method(Method::GET).uri(&url);
-    if let Some(t) = &ctx.token {
-        req = req.header(api::query::HEADER_TOKEN, t);
-    }
-    let req = req.body(Empty::new()).map_err(|e| CallError::Transport(e.to_string()))?;
-    let resp = client.request(req).await.map_err(|source| {
-        let e = api::Error::Transport { addr: ctx.addr.clone(), source };
-        CallError::Transport(super::http::transport_message(&Method::GET, &url, &ctx.addr, &e))
-    })?;
+    let resp = ctx
+        .client
+        .stream(Method::GET, pq)
+        .await
+        .map_err(|e| CallError::Transport(super::http::transport_message(&Method::GET, &url, &ctx.addr, &e)))?;
     let status = resp.status().as_u16();
     let mut body = resp.into_body();
     if !(200..300).contains(&status) {

@@ -1,6 +1,10 @@
 //! The CLI's one door to the agent: the shared `api` client plus the global HTTP flags
-//! (`-http-addr`, `-token`, `-datacenter`, `-stale`), and errors worded like Consul's Go client
-//! (`Get "http://127.0.0.1:8500/v1/...": dial tcp 127.0.0.1:8500: connect: connection refused`).
+//! (`-http-addr`, `-token`, `-datacenter`, `-stale`, and TLS: `-ca-file`, `-ca-path`,
+//! `-client-cert`, `-client-key`, `-tls-server-name` over Consul's `CONSUL_CACERT`,
+//! `CONSUL_CAPATH`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`,
+//! `CONSUL_HTTP_SSL` and `CONSUL_HTTP_SSL_VERIFY`), and errors worded like Consul's Go client
+//! (`Get "http://127.0.0.1:8500/v1/...": dial tcp 127.0.0.1:8500: connect: connection refused`,
+//! `... remote error: tls: certificate required`).
 
 use super::flags::Parsed;
 use api::client::Response;
@@ -31,11 +35,32 @@ impl fmt::Display for CallError {
     }
 }
 
-/// `-http-addr` value, else `CONSUL_HTTP_ADDR`, else the default; with or without `http://`.
+/// `-http-addr` value, else `CONSUL_HTTP_ADDR`, else the default; `host:port`, `http://...` or
+/// `https://...`.
 pub(super) fn http_addr(flag: Option<&str>, env: Option<String>) -> String {
     let raw = flag.map(str::to_string).or(env).filter(|s| !s.trim().is_empty());
     let raw = raw.unwrap_or_else(|| DEFAULT_ADDR.to_string());
-    raw.trim().trim_end_matches('/').trim_start_matches("http://").to_string()
+    raw.trim().trim_end_matches('/').to_string()
+}
+
+/// Whether the CLI speaks HTTPS to `addr`: an `https://` address, or `CONSUL_HTTP_SSL=true`
+/// (which an `http://` prefix does not undo, as in Consul's client).
+pub(super) fn wants_https(addr: &str, ssl_env: bool) -> bool {
+    addr.starts_with("https://") || ssl_env
+}
+
+/// The TLS flags over Consul's environment, setting by setting.
+pub(super) fn tls_options(p: &Parsed, env: &api::EnvTls) -> api::TlsOptions {
+    let path = |name: &str| p.str(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    api::TlsOptions {
+        ca_file: path("ca-file"),
+        ca_path: path("ca-path"),
+        cert_file: path("client-cert"),
+        key_file: path("client-key"),
+        server_name: p.str("tls-server-name").filter(|v| !v.is_empty()).map(str::to_string),
+        insecure_skip_verify: false,
+    }
+    .or(&env.options)
 }
 
 /// A GET's answer as JSON with its index; a 404 is `None`.
@@ -91,6 +116,15 @@ fn io_detail(err: &(dyn std::error::Error + 'static)) -> Option<String> {
 
 pub(super) fn transport_message(method: &Method, url: &str, addr: &str, err: &api::Error) -> String {
     let op = go_op(method);
+    // A failed handshake or a refused certificate, in Go's words, before the io error under it.
+    let tls = match err {
+        api::Error::Transport { source, .. } => api::tls::go_tls_text(source),
+        api::Error::Body { source, .. } => api::tls::go_tls_text(source),
+        _ => None,
+    };
+    if let Some(t) = tls {
+        return format!("{op} \"{url}\": {t}");
+    }
     match err {
         api::Error::Transport { source, .. } => {
             let detail = io_detail(source).unwrap_or_else(|| {
@@ -160,7 +194,6 @@ pub(super) struct Ctx {
     pub client: api::Client,
     /// `host:port`
     pub addr: String,
-    pub token: Option<String>,
     pub dc: Option<String>,
     pub stale: bool,
 }
@@ -169,10 +202,11 @@ impl Ctx {
     /// Builds the client from the global flags; the error completes
     /// `Error connecting to Consul agent: ...`.
     pub fn new(p: &Parsed) -> Result<Ctx, String> {
-        let addr = http_addr(p.str("http-addr"), std::env::var("CONSUL_HTTP_ADDR").ok());
-        if addr.starts_with("https://") || addr.starts_with("unix://") {
-            return Err(format!("{addr}: only plain http:// addresses are supported"));
+        let raw = http_addr(p.str("http-addr"), std::env::var("CONSUL_HTTP_ADDR").ok());
+        if raw.starts_with("unix://") {
+            return Err(format!("{raw}: unix sockets are not supported"));
         }
+        let env = api::EnvTls::from_env();
         let token = resolve_token(
             // An empty `-token=` leaves the environment's (Go's client falls back to it).
             p.str("token")
@@ -182,9 +216,16 @@ impl Ctx {
             p.str("token-file").map(str::to_string).or_else(|| std::env::var("CONSUL_HTTP_TOKEN_FILE").ok()),
             |f| std::fs::read_to_string(f),
         )?;
-        let client = api::Client::new(&addr).map_err(|e| e.to_string())?.with_token(token.clone());
+        let client = if wants_https(&raw, env.ssl) {
+            let tls = tls_options(p, &env).load().map_err(|e| e.to_string())?;
+            api::Client::https(&raw, &tls)
+        } else {
+            api::Client::new(&raw)
+        };
+        let client = client.map_err(|e| e.to_string())?.with_token(token);
+        let addr = client.addr().to_string();
         let dc = p.str("datacenter").map(str::to_string).filter(|d| !d.is_empty());
-        Ok(Ctx { client, addr, token, dc, stale: p.bool("stale") })
+        Ok(Ctx { client, addr, dc, stale: p.bool("stale") })
     }
 
     /// `path?query` with the datacenter (and `stale` for reads that allow it) added.
@@ -200,7 +241,7 @@ impl Ctx {
     }
 
     pub fn url(&self, pq: &str) -> String {
-        format!("http://{}{}", self.addr, pq)
+        format!("{}{}", self.client.base(), pq)
     }
 
     /// One request; any non-2xx answer is an error.
@@ -288,10 +329,34 @@ mod tests {
     #[test]
     fn addresses_from_flag_env_or_default() {
         assert_eq!(http_addr(None, None), "127.0.0.1:8500");
-        assert_eq!(http_addr(None, Some("http://10.0.0.1:8500/".into())), "10.0.0.1:8500");
+        assert_eq!(http_addr(None, Some("http://10.0.0.1:8500/".into())), "http://10.0.0.1:8500");
         assert_eq!(http_addr(Some("127.0.0.71:8571"), Some("10.0.0.1:8500".into())), "127.0.0.71:8571");
-        assert_eq!(http_addr(Some("http://127.0.0.71:8571"), None), "127.0.0.71:8571");
+        assert_eq!(http_addr(Some("https://127.0.0.71:8571"), None), "https://127.0.0.71:8571");
         assert_eq!(http_addr(Some(""), None), "127.0.0.1:8500");
+        assert!(wants_https("https://h:8501", false));
+        assert!(wants_https("h:8501", true) && wants_https("http://h:8501", true), "CONSUL_HTTP_SSL is not undone");
+        assert!(!wants_https("http://h:8500", false) && !wants_https("h:8500", false));
+    }
+
+    #[test]
+    fn tls_flags_win_over_the_environment() {
+        let p = super::super::flags::parse(
+            &["-ca-file=/flag-ca.pem".to_string(), "-tls-server-name".to_string(), "server.dc1.consul".to_string()],
+            &[],
+            &[],
+        )
+        .unwrap();
+        let env = api::EnvTls::from_vars(|k| match k {
+            "CONSUL_CACERT" => Some("/env-ca.pem".into()),
+            "CONSUL_CLIENT_CERT" => Some("/env-cert.pem".into()),
+            "CONSUL_HTTP_SSL_VERIFY" => Some("false".into()),
+            _ => None,
+        });
+        let o = tls_options(&p, &env);
+        assert_eq!(o.ca_file.as_deref(), Some(std::path::Path::new("/flag-ca.pem")));
+        assert_eq!(o.cert_file.as_deref(), Some(std::path::Path::new("/env-cert.pem")));
+        assert_eq!(o.server_name.as_deref(), Some("server.dc1.consul"));
+        assert!(o.insecure_skip_verify);
     }
 
     #[test]

@@ -61,6 +61,10 @@ Command Options:
 
 HTTP API Options:
   -http-addr=<address>  -token=<value>  -token-file=<value>  -datacenter=<name>  -stale
+  -ca-file=<value>  -ca-path=<value>  -client-cert=<value>  -client-key=<value>
+  -tls-server-name=<value>   (https:// addresses; env CONSUL_CACERT, CONSUL_CAPATH,
+  CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_SSL,
+  CONSUL_HTTP_SSL_VERIFY)
 ";
 
 const PUT_USAGE: &str = "

@@ -523,6 +523,7 @@ fn tls_config(f: &Map<String, Value>, dc: &str, domain: &str) -> crate::tls::Tls
             ..side("https", "verify_incoming_https")
         },
         server_name: format!("server.{dc}.{}", domain.trim_end_matches('.')),
+        agent_tls_for_checks: get_bool(f, &["enable_agent_tls_for_checks"]).unwrap_or(false),
     }
 }
 

@@ -150,6 +150,7 @@ pub const TOP: &[(&str, Ty)] = &[
         ]),
     ),
     ("domain", Ty::Str),
+    ("enable_agent_tls_for_checks", Ty::Bool),
     ("enable_local_script_checks", Ty::Bool),
     ("enable_script_checks", Ty::Bool),
     ("enable_debug", Ty::Bool),

@@ -204,6 +204,7 @@ mod tests {
             internal_rpc: settings.clone(),
             https: settings,
             server_name: "server.dc1.consul".into(),
+            agent_tls_for_checks: false,
         })
         .expect("loads");
         assert!(tls.rpc_acceptor().is_some() && tls.rpc_client().is_some());

@@ -10,6 +10,10 @@
 //! - Certificates are read again on SIGHUP (`Tls::reload`); connections already open keep the
 //!   configuration they started with.
 //!
+//! - `enable_agent_tls_for_checks`: HTTPS and gRPC health checks trust the agent's CA and present
+//!   its certificate ([`CheckIdentity`]); without it they trust the system's roots and present
+//!   nothing, as Consul's `OutgoingTLSConfigForCheck` does.
+//!
 //! `certs` makes the CA and the agents' certificates (`agent tls ca|cert create`).
 
 pub mod certs;
@@ -60,6 +64,8 @@ pub struct TlsConfig {
     pub https: TlsSettings,
     /// `server.<datacenter>.<domain>`: the name servers' certificates carry.
     pub server_name: String,
+    /// `enable_agent_tls_for_checks`: health checks use the server port's CA and certificate.
+    pub agent_tls_for_checks: bool,
 }
 
 impl TlsConfig {
@@ -263,6 +269,110 @@ fn client_config(s: &TlsSettings) -> Result<Option<Arc<ClientConfig>>, TlsError>
         None => builder.with_no_client_auth(),
     };
     Ok(Some(Arc::new(cfg)))
+}
+
+/// What HTTPS and gRPC-over-TLS health checks trust and present: the agent's CA (else the
+/// system's roots) and its certificate, read from one side's settings.
+#[derive(Debug, Clone, Default)]
+pub struct CheckIdentity {
+    pub roots: Option<Arc<RootCertStore>>,
+    pub cert: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl CheckIdentity {
+    /// The CA and certificate of `s` (for `enable_agent_tls_for_checks`: `tls.internal_rpc`
+    /// over `tls.defaults`, as Consul takes them). Every failure names its file.
+    pub fn load(s: &TlsSettings) -> Result<CheckIdentity, TlsError> {
+        let roots = roots(s)?;
+        let cert = match cert_and_key(s)? {
+            Some((certs, key)) => {
+                let signer = provider()
+                    .key_provider
+                    .load_private_key(key)
+                    .map_err(|e| TlsError::Config(format!("key_file: {e}")))?;
+                Some(Arc::new(rustls::sign::CertifiedKey::new(certs, signer)))
+            }
+            None => None,
+        };
+        Ok(CheckIdentity { roots, cert })
+    }
+}
+
+/// The system's trust store (what Go's checks trust without `enable_agent_tls_for_checks`),
+/// read once.
+pub fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut store = RootCertStore::empty();
+            store.add_parsable_certificates(found.certs);
+            Arc::new(store)
+        })
+        .clone()
+}
+
+/// A health check's client configuration: `identity`'s roots (else the system's) and
+/// certificate, `skip_verify` for `TLSSkipVerify`, and the ALPN protocols of the check's kind.
+pub fn check_client_config(
+    identity: &CheckIdentity,
+    skip_verify: bool,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = if skip_verify {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+    } else {
+        builder.with_root_certificates(identity.roots.clone().unwrap_or_else(system_roots))
+    };
+    let mut cfg = match &identity.cert {
+        Some(c) => builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(c.clone()))),
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
+/// `TLSSkipVerify`: any certificate is accepted; the handshake's signatures are still checked.
+#[derive(Debug)]
+struct AnyServer(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The loaded configurations; [`Tls::reload`] swaps them.

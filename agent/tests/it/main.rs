@@ -18,4 +18,6 @@ mod query;
 mod restart;
 mod security;
 mod tls;
+mod tls_clients;
+mod tls_walkthrough;
 mod ui;

@@ -13,11 +13,16 @@ fn client(addr: &str) -> Client {
 fn bad_addresses_and_empty_lists_are_errors() {
     let t = || Target::new("/v1/kv/k");
     assert!(matches!(Watcher::<Vec<String>>::new(Vec::new(), t(), WAIT), Err(Error::NoAgents)));
-    assert!(matches!(Watcher::<Vec<String>>::connect(&["https://x:1"], t(), WAIT), Err(Error::Address(_))));
+    assert!(matches!(Watcher::<Vec<String>>::connect(&["unix:///x"], t(), WAIT), Err(Error::Address(_))));
     assert!(matches!(Watcher::<Vec<String>>::connect(&[""], t(), WAIT), Err(Error::Address(_))));
     assert!(matches!(Watcher::<Vec<String>>::connect(&[] as &[&str], t(), WAIT), Err(Error::NoAgents)));
-    let w = Watcher::<Vec<String>>::connect(&["127.0.97.1:8500", "http://127.0.97.2:8500"], t(), WAIT).unwrap();
-    assert_eq!(w.agents(), vec!["127.0.97.1:8500", "127.0.97.2:8500"]);
+    let w = Watcher::<Vec<String>>::connect(
+        &["127.0.97.1:8500", "http://127.0.97.2:8500", "https://127.0.97.3:8501"],
+        t(),
+        WAIT,
+    )
+    .unwrap();
+    assert_eq!(w.agents(), vec!["127.0.97.1:8500", "127.0.97.2:8500", "127.0.97.3:8501"]);
 }
 
 #[test]
@@ -161,4 +166,31 @@ async fn set_clients_keeps_the_agent_in_use_or_starts_over() {
     assert_eq!((w.agent(), w.last_index()), (b.addr.as_str(), 0), "a is gone: b, from scratch");
     assert_eq!(w.next().await.unwrap(), vec!["b"]);
     assert!(b.paths()[0].starts_with("/v1/kv/k?wait="), "no index carried over: {:?}", b.paths());
+}
+
+#[tokio::test]
+async fn a_watcher_works_over_https() {
+    let pki = crate::fake::Pki::new();
+    let fake = crate::fake::serve_tls("127.0.97.24", pki.acceptor(true), |n, _| match n {
+        0 => Reply::json(3, r#"["a"]"#),
+        _ => Reply::json(4, r#"["b"]"#),
+    })
+    .await;
+    let tls = crate::tls::TlsOptions {
+        ca_file: Some(pki.ca.clone()),
+        cert_file: Some(pki.client_cert.clone()),
+        key_file: Some(pki.client_key.clone()),
+        server_name: Some("localhost".into()),
+        insecure_skip_verify: false,
+        ca_path: None,
+    }
+    .load()
+    .unwrap();
+    let mut w = Watcher::<Vec<String>>::connect_tls(&[&fake.addr], Some(&tls), Target::new("/v1/kv/k"), WAIT)
+        .unwrap()
+        .min_delay(Duration::ZERO);
+    assert_eq!(w.next().await.unwrap(), vec!["a"]);
+    assert_eq!(w.next().await.unwrap(), vec!["b"]);
+    assert_eq!(w.last_index(), 4);
+    assert!(fake.paths()[1].contains("index=3"), "{:?}", fake.paths());
 }

@@ -8,6 +8,7 @@ mod fast_path;
 mod federation;
 mod real_agent;
 mod refusals;
+mod tls;
 
 use fake::{get, Backend, Cluster, FakeAgent, Lb};
 use std::collections::HashMap;

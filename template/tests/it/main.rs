@@ -625,6 +625,173 @@ async fn a_failed_write_is_logged_and_the_run_goes_on() -> Result<()> {
     Ok(())
 }
 
+/// The environment variables through which Consul's clients (and so template) learn TLS.
+const CONSUL_TLS_ENV: &[&str] = &[
+    "CONSUL_HTTP_ADDR",
+    "CONSUL_HTTP_TOKEN",
+    "CONSUL_HTTP_SSL",
+    "CONSUL_HTTP_SSL_VERIFY",
+    "CONSUL_CACERT",
+    "CONSUL_CAPATH",
+    "CONSUL_CLIENT_CERT",
+    "CONSUL_CLIENT_KEY",
+    "CONSUL_TLS_SERVER_NAME",
+];
+
+/// `template` to its end with only the given Consul environment.
+async fn run_with_env(args: &[String], env: &[(&str, &str)]) -> Result<(std::process::ExitStatus, String)> {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_template"));
+    cmd.args(args).kill_on_drop(true);
+    for k in CONSUL_TLS_ENV {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(LIMIT, cmd.output()).await.context("template did not exit")??;
+    Ok((out.status, String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// A real agent that serves only HTTPS (8501) and requires client certificates, with
+/// certificates made by `agent tls`; template renders from it with `-once`, configured by flags
+/// (`-consul-ssl-*` and the `-ssl-*` short forms), by the config file's `consul { ssl { ... } }`
+/// and by Consul's environment, and is refused without a client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renders_once_over_https_with_client_certificates() -> Result<()> {
+    let Some(agent) = agent_bin() else {
+        if std::env::var_os("CI").is_some() {
+            bail!("no agent binary next to the test executable and no AGENT_BIN");
+        }
+        eprintln!("SKIPPED: no agent binary (build it with `cargo build -p agent` or set AGENT_BIN)");
+        return Ok(());
+    };
+    let ip = "127.0.150.20";
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let tls = |args: &[&str]| -> Result<()> {
+        let out = Command::new(&agent).args(args).current_dir(d).output()?;
+        anyhow::ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    tls(&["tls", "ca", "create"])?;
+    tls(&["tls", "cert", "create", "-server", "-dc", "dc1", "-additional-ipaddress", ip])?;
+    tls(&["tls", "cert", "create", "-cli"])?;
+    let p = |f: &str| d.join(f).display().to_string();
+    let (ca, cert, key) = (p("consul-agent-ca.pem"), p("dc1-cli-consul-0.pem"), p("dc1-cli-consul-0-key.pem"));
+    let cfg = serde_json::json!({
+        "ports": {"http": -1, "https": 8501},
+        "tls": {"defaults": {"ca_file": ca, "cert_file": p("dc1-server-consul-0.pem"),
+                             "key_file": p("dc1-server-consul-0-key.pem"), "verify_incoming": true}}
+    });
+    std::fs::write(d.join("agent.json"), cfg.to_string())?;
+    let _agent = Proc(
+        Command::new(&agent)
+            .args(["agent", "-dev", "-node=template-tls"])
+            .arg(format!("-bind={ip}"))
+            .arg(format!("-client={ip}"))
+            .arg(format!("-config-file={}", p("agent.json")))
+            .stdout(std::fs::File::create(d.join("agent.log"))?)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the agent")?,
+    );
+    let addr = format!("{ip}:8501");
+    let client_tls = api::TlsOptions {
+        ca_file: Some(ca.clone().into()),
+        cert_file: Some(cert.clone().into()),
+        key_file: Some(key.clone().into()),
+        ..Default::default()
+    }
+    .load()?;
+    let client = api::Client::https(&addr, &client_tls)?;
+    wait_for("a leader over HTTPS", || async { client.status_leader().await.map(|l| !l.is_empty()).unwrap_or(false) })
+        .await?;
+    client.kv_put("app/secret", b"over-tls".to_vec(), &[]).await?;
+    std::fs::write(d.join("in.ctmpl"), "value={{ key \"app/secret\" }}\n")?;
+    let spec = |out: &str| format!("{}:{}", p("in.ctmpl"), p(out));
+
+    // By flags (consul-template's names), the certificate checked against another of its names.
+    let args = vec![
+        format!("-consul-addr={addr}"),
+        "-once".into(),
+        "-consul-ssl".into(),
+        format!("-consul-ssl-ca-cert={ca}"),
+        format!("-consul-ssl-cert={cert}"),
+        format!("-consul-ssl-key={key}"),
+        "-consul-ssl-server-name=server.dc1.consul".into(),
+        "-template".into(),
+        spec("flags.conf"),
+    ];
+    let (status, stderr) = run_with_env(&args, &[]).await?;
+    anyhow::ensure!(status.success(), "by flags: {status}: {stderr}");
+    assert_eq!(read(&d.join("flags.conf")), "value=over-tls\n");
+    // The short forms, with a CA directory.
+    let cas = d.join("cas");
+    std::fs::create_dir(&cas)?;
+    std::fs::copy(&ca, cas.join("ca.pem"))?;
+    let args = vec![
+        format!("-consul-addr={addr}"),
+        "-once".into(),
+        format!("-ssl-ca-path={}", cas.display()),
+        format!("-ssl-cert={cert}"),
+        format!("-ssl-key={key}"),
+        "-template".into(),
+        spec("short.conf"),
+    ];
+    let (status, stderr) = run_with_env(&args, &[]).await?;
+    anyhow::ensure!(status.success(), "by -ssl-* flags: {status}: {stderr}");
+    assert_eq!(read(&d.join("short.conf")), "value=over-tls\n");
+
+    // By the config file's block.
+    let hcl = format!(
+        "consul {{\n  address = \"{addr}\"\n  ssl {{\n    enabled = true\n    verify = true\n    ca_cert = \"{ca}\"\n    cert = \"{cert}\"\n    key = \"{key}\"\n  }}\n}}\ntemplate {{\n  source = \"{}\"\n  destination = \"{}\"\n}}\n",
+        p("in.ctmpl"),
+        p("file.conf")
+    );
+    std::fs::write(d.join("template.hcl"), hcl)?;
+    let (status, stderr) = run_with_env(&[format!("-config={}", p("template.hcl")), "-once".into()], &[]).await?;
+    anyhow::ensure!(status.success(), "by the config file: {status}: {stderr}");
+    assert_eq!(read(&d.join("file.conf")), "value=over-tls\n");
+
+    // By Consul's environment.
+    let env = [
+        ("CONSUL_HTTP_ADDR", addr.as_str()),
+        ("CONSUL_HTTP_SSL", "true"),
+        ("CONSUL_CACERT", ca.as_str()),
+        ("CONSUL_CLIENT_CERT", cert.as_str()),
+        ("CONSUL_CLIENT_KEY", key.as_str()),
+    ];
+    let (status, stderr) = run_with_env(&["-once".into(), "-template".into(), spec("env.conf")], &env).await?;
+    anyhow::ensure!(status.success(), "by the environment: {status}: {stderr}");
+    assert_eq!(read(&d.join("env.conf")), "value=over-tls\n");
+
+    // Without a client certificate the agent refuses; with retries off the run ends, saying why.
+    let args = vec![
+        format!("-consul-addr={addr}"),
+        "-once".into(),
+        "-consul-retry=false".into(),
+        format!("-consul-ssl-ca-cert={ca}"),
+        "-template".into(),
+        spec("refused.conf"),
+    ];
+    let (status, stderr) = run_with_env(&args, &[]).await?;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("remote error: tls: certificate required"), "{stderr}");
+    assert!(!d.join("refused.conf").exists());
+    // A CA file that cannot be read stops it at once, naming the file.
+    let args = vec![
+        format!("-consul-addr={addr}"),
+        "-once".into(),
+        "-consul-ssl-ca-cert=/nonexistent/ca.pem".into(),
+        "-template".into(),
+        spec("missing.conf"),
+    ];
+    let (status, stderr) = run_with_env(&args, &[]).await?;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("reading CA file /nonexistent/ca.pem: no such file or directory"), "{stderr}");
+    Ok(())
+}
+
 /// A single server of `dc` on `ip` (default ports), joining the WAN pool at `wan` if given.
 fn wan_server(agent: &Path, ip: &str, dc: &str, wan: Option<&str>, dir: &Path) -> Result<Proc> {
     let mut cmd = Command::new(agent);

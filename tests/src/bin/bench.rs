@@ -4,6 +4,8 @@
 //!   PUTs to distinct keys over keep-alive connections; prints throughput and latency.
 //! `bench kv-get --addr HOST:PORT [--key bench/get] [--conns 32] [--secs 10] [--token T]`
 //!   GETs one existing key (the agent's default consistency) over keep-alive connections.
+//!   Both take `--ca FILE [--client-cert FILE --client-key FILE] [--server-name NAME]`: HTTPS
+//!   (HTTP/1.1 over TLS, one handshake per connection) instead of plain HTTP.
 //! `bench blocking --addr HOST:PORT --pid PID [--watchers 10000] [--conns 50]`
 //!   parks N blocking KV queries (HTTP/2 streams), then writes each watched key and measures the
 //!   time from the write to the watcher's answer, and the agent's memory per waiting query: the
@@ -47,6 +49,40 @@ async fn h1(addr: &str) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
     Ok(send)
 }
 
+/// The TLS of `--ca`, `--client-cert`, `--client-key` and `--server-name` (default: the address's host), or
+/// `None` for plain HTTP.
+type ClientTls = (Arc<tokio_rustls::rustls::ClientConfig>, tokio_rustls::rustls::pki_types::ServerName<'static>);
+
+fn tls_args(args: &[String], addr: &str) -> anyhow::Result<Option<ClientTls>> {
+    let ca = arg(args, "--ca", "");
+    if ca.is_empty() {
+        return Ok(None);
+    }
+    let path = |k: &str| Some(arg(args, k, "")).filter(|p| !p.is_empty()).map(std::path::PathBuf::from);
+    let opts = api::TlsOptions {
+        ca_file: Some(ca.into()),
+        cert_file: path("--client-cert"),
+        key_file: path("--client-key"),
+        ..Default::default()
+    };
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).to_string();
+    let name = Some(arg(args, "--server-name", "")).filter(|n| !n.is_empty()).unwrap_or(host);
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(name.clone())
+        .with_context(|| format!("invalid server name {name:?}"))?;
+    Ok(Some((opts.load()?.client_config(), name)))
+}
+
+/// An HTTP/1.1 connection, over TLS when `tls` says so.
+async fn h1_maybe_tls(addr: &str, tls: Option<&ClientTls>) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
+    let Some((config, name)) = tls else { return h1(addr).await };
+    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let stream = tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), stream).await?;
+    let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
 async fn h2(addr: &str) -> anyhow::Result<http2::SendRequest<Full<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
@@ -77,14 +113,15 @@ async fn kv_put(args: &[String]) -> anyhow::Result<()> {
     let secs: u64 = arg(args, "--secs", "10").parse()?;
     let size: usize = arg(args, "--value-size", "128").parse()?;
     let value = vec![b'x'; size];
+    let tls = tls_args(args, &addr)?;
     let deadline = Instant::now() + Duration::from_secs(secs);
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..conns {
         let (addr, target, value, errors) = (addr.clone(), target.clone(), value.clone(), errors.clone());
-        let (token, read_key) = (token.clone(), read_key.clone());
+        let (token, read_key, tls) = (token.clone(), read_key.clone(), tls.clone());
         tasks.push(tokio::spawn(async move {
-            let mut send = h1(&addr).await?;
+            let mut send = h1_maybe_tls(&addr, tls.as_ref()).await?;
             let mut lat = Vec::new();
             let mut i = 0u64;
             while Instant::now() < deadline {
@@ -101,11 +138,12 @@ async fn kv_put(args: &[String]) -> anyhow::Result<()> {
                 let started = Instant::now();
                 send.ready().await?;
                 let resp = send.send_request(req).await?;
-                let ok = resp.status().is_success();
-                resp.into_body().collect().await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
                 lat.push(started.elapsed());
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                if !status.is_success() && errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    // The first failure says what it was; the count says how many.
+                    eprintln!("first failure: {status} {}", String::from_utf8_lossy(&body).trim());
                 }
             }
             anyhow::Ok(lat)
@@ -119,6 +157,7 @@ async fn kv_put(args: &[String]) -> anyhow::Result<()> {
     let errs = errors.load(Ordering::Relaxed);
     let op = if get { "kv-get" } else { "kv-put" };
     let acl = if token.is_empty() { "" } else { " (token)" };
+    let acl = if tls.is_some() { format!("{acl} (https)") } else { acl.to_string() };
     println!(
         "{op} {target:5}{acl} conns={conns} secs={secs} value={size}B: {:>8.0} req/s  p50 {}  p99 {}  errors {errs}",
         all.len() as f64 / secs as f64,
