@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod defs;
 pub mod dns;
+pub mod docker;
 pub mod filter;
 pub mod forward;
 pub mod gossip;

@@ -6,6 +6,7 @@ mod acl_cli;
 mod bad_input;
 mod cluster;
 mod dns;
+mod docker;
 mod gossip;
 mod harness;
 mod http_api;
