@@ -97,6 +97,8 @@ pub struct Agent {
     sync_lock: tokio::sync::Mutex<()>,
     /// The cluster's members as gossip reports them.
     pub members: crate::cluster::Members,
+    /// The servers of every datacenter, as the WAN pool reports them (servers only).
+    pub wan: crate::cluster::Members,
     /// Gossip, once started (`serf::start`).
     pub gossip: std::sync::OnceLock<Arc<crate::gossip::Gossip>>,
     /// HTTP/2 connections to servers for forwarded API requests.
@@ -187,6 +189,7 @@ impl Agent {
             Arc::new(move || acl.agent_token())
         };
         let store = Arc::new(Store::new());
+        let shutdown = watch::channel(false).0;
         let data_dir = if config.dev { None } else { config.data_dir.clone() };
         let mut server = None;
         if config.server {
@@ -207,7 +210,8 @@ impl Agent {
             let r = openraft::Raft::new(rid, raft_config, network::Network::new(http.clone()), db.log_store(), sm)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
-            server = Some(Server::new(r, store.clone(), rid, peer, http));
+            let timing = raft::Timing::new(config.raft_multiplier, config.dev);
+            server = Some(Server::new(r, store.clone(), rid, peer, http, timing, shutdown.subscribe()));
         }
         let local = Local::load(data_dir.as_deref()).map_err(StartError::Local)?;
         let (results_tx, results_rx) = mpsc::unbounded_channel();
@@ -223,11 +227,12 @@ impl Agent {
             local_changed: watch::channel(0).0,
             session_timers: Mutex::new(HashMap::new()),
             session_wake: Notify::new(),
-            shutdown: watch::channel(false).0,
+            shutdown,
             started: Instant::now(),
             requests: AtomicU64::new(0),
             sync_lock: tokio::sync::Mutex::new(()),
             members: Default::default(),
+            wan: Default::default(),
             gossip: Default::default(),
             forwarder: with_tls(crate::forward::client(peer_auth.clone())),
             rpc: with_tls(network::http_client(peer_auth.clone()).with_token(agent_token)),
@@ -781,6 +786,7 @@ impl Agent {
         self.sync_node(None).await?;
         let check = self.local.lock().checks.get(id).map(|c| c.check.clone());
         let node = self.config.node_name.clone();
+        let service_id = check.as_ref().map(|c| c.service_id.clone()).unwrap_or_default();
         let command = match check {
             Some(c) => Command::Register(RegisterRequest {
                 node: self.node(),
@@ -790,7 +796,27 @@ impl Agent {
             }),
             None => Command::Deregister(DeregisterRequest { node, service_id: None, check_id: Some(id.to_string()) }),
         };
-        self.sync_write(command, self.check_token(id)).await
+        match self.sync_write(command, self.check_token(id)).await {
+            // The catalog lost this check's service (someone deregistered it through
+            // `/v1/catalog/deregister`): register the service again with its checks, as the next
+            // anti-entropy sync would, instead of failing a request the agent has already applied
+            // locally (the fuzzer found it answering 500 to a check registration).
+            Err(server::Error::Rpc(e)) if !service_id.is_empty() && e.starts_with("Missing service registration") => {
+                let (svc, checks) = {
+                    let local = self.local.lock();
+                    (local.services.get(&service_id).map(|s| s.service.clone()), local.service_checks(&service_id))
+                };
+                let Some(svc) = svc else { return Err(server::Error::Rpc(e)) };
+                let command = Command::Register(RegisterRequest {
+                    node: self.node(),
+                    service: Some(svc),
+                    checks,
+                    skip_node_update: true,
+                });
+                self.sync_write(command, self.service_token(&service_id)).await
+            }
+            other => other,
+        }
     }
 
     /// Makes the catalog's view of this node match the local state: registers what is missing or
@@ -874,31 +900,13 @@ impl Agent {
         }
     }
 
-    /// Watches leadership: a new leader restarts every session's TTL timer.
-    async fn leader_loop(self: Arc<Self>) {
-        let Some(server) = self.server.clone() else { return };
-        let mut metrics = server.raft.metrics();
-        let mut shutdown = self.shutdown.subscribe();
-        let mut was_leader = false;
-        loop {
-            let is_leader = server.is_leader();
-            if is_leader && !was_leader {
-                // The members, this server included, are registered by `leader::reconcile_loop`.
-                tracing::info!("cluster leadership acquired");
-                let sessions: Vec<(String, String)> =
-                    self.store.read().sessions.values().map(|s| (s.id.clone(), s.ttl.clone())).collect();
-                for (id, ttl) in sessions {
-                    if let Ok(d) = api::duration::parse(&ttl) {
-                        self.reset_session_timer(&id, d);
-                    }
-                }
-            } else if !is_leader && was_leader {
-                tracing::info!("cluster leadership lost");
-            }
-            was_leader = is_leader;
-            tokio::select! {
-                r = metrics.changed() => if r.is_err() { return },
-                _ = shutdown.changed() => return,
+    /// A new leader restarts every session's TTL timer (Consul's `initializeSessionTimers`).
+    pub fn restart_session_timers(&self) {
+        let sessions: Vec<(String, String)> =
+            self.store.read().sessions.values().map(|s| (s.id.clone(), s.ttl.clone())).collect();
+        for (id, ttl) in sessions {
+            if let Ok(d) = api::duration::parse(&ttl) {
+                self.reset_session_timer(&id, d);
             }
         }
     }
@@ -928,12 +936,12 @@ impl Agent {
 
     /// Starts the background loops (leader duties, anti-entropy, session expiry, watch sweeping).
     pub fn spawn_loops(self: &Arc<Self>) {
-        tokio::spawn(self.clone().leader_loop());
+        tokio::spawn(crate::leader::Duties { agent: self.clone() }.run(self.shutdown.subscribe()));
         tokio::spawn(self.clone().anti_entropy_loop());
         tokio::spawn(self.clone().session_expiry_loop());
         tokio::spawn(crate::leader::bootstrap_expect(self.clone()));
-        tokio::spawn(crate::leader::reconcile_loop(self.clone()));
         tokio::spawn(crate::acl::leader::run(self.clone()));
+        tokio::spawn(crate::ca_leader::run(self.clone()));
         let me = self.clone();
         tokio::spawn(async move {
             let mut shutdown = me.shutdown.subscribe();
@@ -1008,4 +1016,48 @@ fn truncate_output(s: &str, max: usize) -> String {
         cut -= 1;
     }
     format!("{} ...", &s[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    async fn call(agent: &Arc<Agent>, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut req = hyper::Request::new(Full::new(bytes::Bytes::from(body.to_string())));
+        *req.method_mut() = method.parse().expect("method");
+        *req.uri_mut() = path.parse().expect("path");
+        req.headers_mut().insert("host", http::HeaderValue::from_static("127.0.0.1"));
+        let resp = crate::http::handle(agent.clone(), req).await;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Found by fuzzing the HTTP API: once a service of this agent had been deregistered
+    /// through the catalog API, registering a check for it answered 500 ("Missing service
+    /// registration") although the agent had recorded the check. Consul registers it, and its
+    /// anti-entropy puts the service back; so does this agent now, at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_check_registers_after_its_service_left_the_catalog() {
+        let flags = crate::config::AgentFlags { dev: true, node: Some("t1".into()), ..Default::default() };
+        let agent = Agent::start(Config::from_flags(flags).expect("config")).await.expect("agent");
+        agent.bootstrap_if_alone().await.expect("bootstrap");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while call(&agent, "PUT", "/v1/kv/ready", "1").await.0 != 200 {
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let svc = r#"{"Name":"api","ID":"api-1","Port":9000}"#;
+        assert_eq!(call(&agent, "PUT", "/v1/agent/service/register", svc).await.0, 200);
+        let gone = r#"{"Node":"t1","ServiceID":"api-1"}"#;
+        assert_eq!(call(&agent, "PUT", "/v1/catalog/deregister", gone).await.0, 200);
+        // The fuzzer's input, byte for byte.
+        let check = r#"{"ID": "mem", "Name": "Memory utilization", "Notes": "Ensure we don't oversubscribe memory", "TTL": "15s", "Status": "passing", "ServiceID": "api-1"}"#;
+        assert_eq!(call(&agent, "PUT", "/v1/agent/check/register", check).await, (200, String::new()));
+        let (status, body) = call(&agent, "GET", "/v1/health/service/api", "").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("\"api-1\"") && body.contains("\"mem\""), "{body}");
+        agent.shutdown().await;
+    }
 }

@@ -77,6 +77,9 @@ pub struct Runner {
     tasks: Mutex<HashMap<String, (tokio::task::JoinHandle<()>, mpsc::UnboundedSender<Control>)>>,
     http: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     output_max: usize,
+    /// Set by [`Runner::offline`]: checks that would reach the network are registered but
+    /// never run.
+    offline: std::sync::atomic::AtomicBool,
 }
 
 impl Runner {
@@ -86,7 +89,14 @@ impl Runner {
         let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(c);
-        Runner { results, tasks: Mutex::new(HashMap::new()), http, output_max }
+        Runner { results, tasks: Mutex::new(HashMap::new()), http, output_max, offline: Default::default() }
+    }
+
+    /// From now on only TTL checks run. For an in-process agent fed arbitrary requests (the
+    /// fuzz targets): a registered HTTP, TCP, UDP or gRPC check would otherwise send traffic
+    /// to whatever address the request named.
+    pub fn offline(&self) {
+        self.offline.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Starts (or restarts) the check `id`. Script checks run only if `scripts_allowed`.
@@ -94,6 +104,9 @@ impl Runner {
         self.stop(id);
         let kind = def.kind();
         if kind.is_empty() || kind == "alias" {
+            return;
+        }
+        if def.ttl_ns == 0 && self.offline.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();

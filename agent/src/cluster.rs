@@ -58,9 +58,21 @@ impl Member {
 #[derive(Default)]
 pub struct Members {
     list: RwLock<Vec<Member>>,
+    /// When this agent saw each member enter its status, and come back.
+    seen: RwLock<HashMap<String, Seen>>,
     /// Servers that failed an RPC recently: skipped until the instant passes.
     benched: RwLock<HashMap<SocketAddr, Instant>>,
     changed: tokio::sync::Notify,
+}
+
+/// What this agent saw of a member's history: since when it has its status, and when it last
+/// came back (Failed or Left, then Alive). A member present when this agent started has no
+/// `came_back`: only its own start says when it came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub status: MemberStatus,
+    pub since: Instant,
+    pub came_back: Option<Instant>,
 }
 
 /// How long a server that failed an RPC is passed over.
@@ -68,8 +80,34 @@ const BENCH: Duration = Duration::from_secs(5);
 
 impl Members {
     pub fn set(&self, members: Vec<Member>) {
+        let now = Instant::now();
+        {
+            let mut seen = self.seen.write();
+            for m in &members {
+                let next = match seen.get(&m.name) {
+                    Some(s) if s.status == m.status => continue,
+                    Some(s) => {
+                        let back = matches!(s.status, MemberStatus::Failed | MemberStatus::Left)
+                            && m.status == MemberStatus::Alive;
+                        Seen {
+                            status: m.status.clone(),
+                            since: now,
+                            came_back: if back { Some(now) } else { s.came_back },
+                        }
+                    }
+                    None => Seen { status: m.status.clone(), since: now, came_back: None },
+                };
+                seen.insert(m.name.clone(), next);
+            }
+            seen.retain(|name, _| members.iter().any(|m| m.name == *name));
+        }
         *self.list.write() = members;
         self.changed.notify_waiters();
+    }
+
+    /// [`Seen`] for every member.
+    pub fn seen(&self) -> HashMap<String, Seen> {
+        self.seen.read().clone()
     }
 
     pub fn all(&self) -> Vec<Member> {
@@ -209,49 +247,105 @@ pub enum RaftChange {
     AddLearner(NodeId, Peer),
     /// A non-voter healthy for the stabilization time.
     Promote(NodeId),
-    /// A server that left, or a dead one while enough healthy voters remain.
+    /// A server that left, or one that gossip has had failed for the stabilization time.
     Remove(NodeId),
 }
 
-/// What Raft's configuration should change to follow the servers in gossip (Consul's autopilot
-/// with `cleanup_dead_servers`). `healthy_since` is when each learner was first seen caught up.
-pub fn raft_changes(
-    members: &[Member],
-    dc: &str,
-    voters: &BTreeSet<NodeId>,
-    learners: &BTreeSet<NodeId>,
-    healthy_since: &HashMap<NodeId, Instant>,
-    now: Instant,
-    stabilization: Duration,
-) -> Vec<RaftChange> {
-    let servers: HashMap<NodeId, &Member> =
-        members.iter().filter(|m| m.is_server() && m.tag(tag::DC) == dc).map(|m| (m.raft_id(), m)).collect();
+/// Consul's autopilot settings (`/v1/operator/autopilot/configuration`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutopilotConfig {
+    pub cleanup_dead_servers: bool,
+    pub last_contact_threshold: Duration,
+    pub max_trailing_logs: u64,
+    /// Dead servers are not removed when fewer servers than this would remain.
+    pub min_quorum: usize,
+    /// How long a returning server must be healthy before it votes, and how long gossip must
+    /// have a server failed before it is removed.
+    pub stabilization: Duration,
+}
+
+impl Default for AutopilotConfig {
+    fn default() -> Self {
+        AutopilotConfig {
+            cleanup_dead_servers: true,
+            last_contact_threshold: Duration::from_millis(200),
+            max_trailing_logs: 250,
+            min_quorum: 0,
+            stabilization: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A server of the Raft configuration, as the leader's autopilot sees it this round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaftServer {
+    pub id: NodeId,
+    pub voter: bool,
+    /// Its gossip status, `None` when gossip does not know it (this leader may have just
+    /// started: an unknown server is never taken for a dead one).
+    pub status: Option<MemberStatus>,
+    /// How long gossip has had it in that status, as this server saw it.
+    pub status_for: Duration,
+    /// Consul's autopilot health: alive, heard from the leader within `LastContactThreshold`,
+    /// on the leader's term, at most `MaxTrailingLogs` behind.
+    pub healthy: bool,
+    /// How long it has been healthy (counted from when it came back).
+    pub stable_for: Duration,
+}
+
+/// What Raft's configuration should change to follow the servers in gossip, as Consul's
+/// autopilot (raft-autopilot with the stable promoter) decides it:
+/// - a server alive in gossip and not in Raft is added as a non-voter;
+/// - a non-voter healthy for `stabilization` is promoted; a round with promotions removes
+///   nothing;
+/// - a server that left is removed; a failed one only when gossip has had it failed for
+///   `stabilization`, `cleanup_dead_servers` is on, at least `min_quorum` servers remain, and no
+///   more than (servers - 1) / 2 are removed at once (non-voters first);
+/// - a server that is alive, or unknown to gossip, is never removed.
+pub fn raft_changes(members: &[Member], dc: &str, servers: &[RaftServer], cfg: &AutopilotConfig) -> Vec<RaftChange> {
     let mut out = Vec::new();
-    for (id, m) in &servers {
-        if m.status == MemberStatus::Alive && !voters.contains(id) && !learners.contains(id) {
+    for m in members.iter().filter(|m| m.is_server() && m.tag(tag::DC) == dc && m.status == MemberStatus::Alive) {
+        let id = m.raft_id();
+        if !servers.iter().any(|s| s.id == id) {
             if let Some(p) = m.peer() {
-                out.push(RaftChange::AddLearner(*id, p));
+                out.push(RaftChange::AddLearner(id, p));
             }
         }
     }
-    for id in learners {
-        let alive = servers.get(id).is_some_and(|m| m.status == MemberStatus::Alive);
-        if alive && healthy_since.get(id).is_some_and(|t| now.duration_since(*t) >= stabilization) {
-            out.push(RaftChange::Promote(*id));
-        } else if !alive {
-            out.push(RaftChange::Remove(*id));
-        }
+    let promote: Vec<RaftChange> = servers
+        .iter()
+        .filter(|s| !s.voter && s.status == Some(MemberStatus::Alive) && s.healthy)
+        .filter(|s| s.stable_for >= cfg.stabilization)
+        .map(|s| RaftChange::Promote(s.id))
+        .collect();
+    if !promote.is_empty() {
+        out.extend(promote);
+        return out;
     }
-    // Left servers go at once; failed ones only while a healthy majority of voters remains
-    // after their removal, so a partition never shrinks the quorum under the survivors.
-    let gone = |id: &NodeId, s: MemberStatus| servers.get(id).is_some_and(|m| m.status == s);
-    let left: Vec<NodeId> = voters.iter().filter(|id| gone(id, MemberStatus::Left)).copied().collect();
-    let failed: Vec<NodeId> = voters.iter().filter(|id| gone(id, MemberStatus::Failed)).copied().collect();
-    let remaining = voters.len() - left.len();
-    let healthy = remaining - failed.len();
-    out.extend(left.into_iter().map(RaftChange::Remove));
-    if !failed.is_empty() && healthy > remaining / 2 {
-        out.extend(failed.into_iter().map(RaftChange::Remove));
+    let left: Vec<&RaftServer> = servers.iter().filter(|s| s.status == Some(MemberStatus::Left)).collect();
+    out.extend(left.iter().map(|s| RaftChange::Remove(s.id)));
+    if !cfg.cleanup_dead_servers {
+        return out;
+    }
+    let mut failed: Vec<&RaftServer> = servers
+        .iter()
+        .filter(|s| s.status == Some(MemberStatus::Failed) && s.status_for >= cfg.stabilization)
+        .collect();
+    // Non-voters first, then voters; each in a stable order.
+    failed.sort_by_key(|s| (s.voter, s.id));
+    let potential = servers.len() - left.len();
+    let mut max_removal = potential.saturating_sub(1) / 2;
+    let mut removed = 0;
+    for s in failed {
+        if potential - removed - 1 < cfg.min_quorum {
+            continue;
+        }
+        if s.voter && max_removal < 1 {
+            continue;
+        }
+        max_removal = max_removal.saturating_sub(1);
+        removed += 1;
+        out.push(RaftChange::Remove(s.id));
     }
     out
 }
@@ -303,31 +397,101 @@ mod tests {
         assert_eq!(r.checks[0].output, SERF_FAILED_OUTPUT);
     }
 
+    fn server(m: &Member, voter: bool, status: Option<MemberStatus>, status_for: u64, stable_for: u64) -> RaftServer {
+        RaftServer {
+            id: m.raft_id(),
+            voter,
+            status: status.clone(),
+            status_for: Duration::from_secs(status_for),
+            healthy: status == Some(MemberStatus::Alive),
+            stable_for: Duration::from_secs(stable_for),
+        }
+    }
+
     #[test]
     fn autopilot_adds_promotes_and_prunes() {
-        let now = Instant::now();
-        let a = member("a", 1, true, MemberStatus::Alive);
-        let b = member("b", 2, true, MemberStatus::Alive);
-        let c = member("c", 3, true, MemberStatus::Failed);
-        let d = member("d", 4, true, MemberStatus::Alive);
-        let voters: BTreeSet<NodeId> = [a.raft_id(), b.raft_id(), c.raft_id()].into();
+        use MemberStatus::*;
+        let cfg = AutopilotConfig::default();
+        let a = member("a", 1, true, Alive);
+        let b = member("b", 2, true, Alive);
+        let c = member("c", 3, true, Failed);
+        let d = member("d", 4, true, Alive);
         let ms = vec![a.clone(), b.clone(), c.clone(), d.clone()];
-        let stab = Duration::from_secs(10);
-        let none = HashMap::new();
-        let got = raft_changes(&ms, "dc1", &voters, &BTreeSet::new(), &none, now, stab);
+        let voters = |c_for: u64| {
+            vec![
+                server(&a, true, Some(Alive), 60, 60),
+                server(&b, true, Some(Alive), 60, 60),
+                server(&c, true, Some(Failed), c_for, 0),
+            ]
+        };
+        // d is added as a non-voter; c, failed for the stabilization time, is removed (one of
+        // three may go).
+        let got = raft_changes(&ms, "dc1", &voters(10), &cfg);
         assert!(got.contains(&RaftChange::AddLearner(d.raft_id(), d.peer().expect("peer"))));
-        // 3 voters, 1 failed: 2 healthy of 3 is a majority, so c is pruned.
-        assert!(got.contains(&RaftChange::Remove(c.raft_id())));
-        // Not yet stable: stays a learner; stable: promoted.
-        let learners: BTreeSet<NodeId> = [d.raft_id()].into();
-        let since: HashMap<NodeId, Instant> = [(d.raft_id(), now)].into();
-        let got = raft_changes(&ms, "dc1", &voters, &learners, &since, now + Duration::from_secs(1), stab);
+        assert!(got.contains(&RaftChange::Remove(c.raft_id())), "{got:?}");
+        // Failed for less than that: kept.
+        let got = raft_changes(&ms, "dc1", &voters(9), &cfg);
+        assert!(!got.contains(&RaftChange::Remove(c.raft_id())), "{got:?}");
+        // MinQuorum 3: never below three servers.
+        let got = raft_changes(&ms, "dc1", &voters(60), &AutopilotConfig { min_quorum: 3, ..cfg.clone() });
+        assert!(!got.contains(&RaftChange::Remove(c.raft_id())), "{got:?}");
+        // Without cleanup, a failed server stays.
+        let got =
+            raft_changes(&ms, "dc1", &voters(60), &AutopilotConfig { cleanup_dead_servers: false, ..cfg.clone() });
+        assert!(!got.iter().any(|c| matches!(c, RaftChange::Remove(_))), "{got:?}");
+        // A learner: promoted once stable, not before; a round with a promotion removes nothing.
+        let mut servers = voters(60);
+        servers.push(server(&d, false, Some(Alive), 60, 9));
+        let got = raft_changes(&ms, "dc1", &servers, &cfg);
         assert!(!got.contains(&RaftChange::Promote(d.raft_id())));
-        let got = raft_changes(&ms, "dc1", &voters, &learners, &since, now + stab, stab);
-        assert!(got.contains(&RaftChange::Promote(d.raft_id())));
-        // Two of three voters failed: no pruning, the quorum is not shrunk under the survivor.
-        let ms = vec![a, member("b", 2, true, MemberStatus::Failed), c];
-        let got = raft_changes(&ms, "dc1", &voters, &BTreeSet::new(), &none, now, stab);
+        servers[3].stable_for = Duration::from_secs(10);
+        let got = raft_changes(&ms, "dc1", &servers, &cfg);
+        assert_eq!(got, vec![RaftChange::Promote(d.raft_id())]);
+        // Two of three voters failed: only one may go.
+        let ms = vec![a.clone(), member("b", 2, true, Failed), c.clone()];
+        let servers = vec![
+            server(&a, true, Some(Alive), 60, 60),
+            server(&b, true, Some(Failed), 60, 0),
+            server(&c, true, Some(Failed), 60, 0),
+        ];
+        let got = raft_changes(&ms, "dc1", &servers, &cfg);
+        assert_eq!(got.len(), 1, "{got:?}");
+    }
+
+    #[test]
+    fn autopilot_never_removes_a_live_or_unknown_server() {
+        use MemberStatus::*;
+        let cfg = AutopilotConfig::default();
+        let a = member("a", 1, true, Alive);
+        let b = member("b", 2, true, Alive);
+        let c = member("c", 3, true, Alive);
+        // A new leader whose gossip does not know c yet, and a live non-voter b that is not
+        // healthy yet: nothing is removed.
+        let servers = vec![
+            server(&a, true, Some(Alive), 60, 60),
+            RaftServer { healthy: false, ..server(&b, false, Some(Alive), 0, 0) },
+            server(&c, true, None, 0, 0),
+        ];
+        let got = raft_changes(&[a.clone(), b.clone()], "dc1", &servers, &cfg);
         assert!(got.is_empty(), "{got:?}");
+        // Left goes at once, whatever the time.
+        let servers = vec![server(&a, true, Some(Alive), 60, 60), server(&b, true, Some(Left), 0, 0)];
+        let got = raft_changes(&[a, member("b", 2, true, Left)], "dc1", &servers, &cfg);
+        assert_eq!(got, vec![RaftChange::Remove(b.raft_id())]);
+    }
+
+    #[test]
+    fn members_remember_when_a_member_came_back() {
+        use MemberStatus::*;
+        let ms = Members::default();
+        ms.set(vec![member("a", 1, true, Alive)]);
+        let first = ms.seen()["a"].clone();
+        assert_eq!(first.came_back, None, "present from the start: no return seen");
+        ms.set(vec![member("a", 1, true, Failed)]);
+        assert_eq!(ms.seen()["a"].status, Failed);
+        ms.set(vec![member("a", 1, true, Alive)]);
+        let back = ms.seen()["a"].clone();
+        assert!(back.came_back.is_some_and(|t| t >= first.since));
+        assert_eq!(back.since, back.came_back.unwrap_or(back.since));
     }
 }

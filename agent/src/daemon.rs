@@ -60,6 +60,36 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         }));
     }
     resolver.set_acl(agent.acl.clone());
+    if agent.server.is_some() {
+        // Names of other datacenters and prepared queries' failover go to their servers.
+        let (ask, fail) = (std::sync::Arc::downgrade(&agent), std::sync::Arc::downgrade(&agent));
+        resolver.set_federation(crate::dns::Federation {
+            ask: Box::new(move |dc, query, udp| {
+                let weak = ask.clone();
+                Box::pin(async move {
+                    let agent = weak.upgrade()?;
+                    let token = agent.acl.dns_token();
+                    let answer: Result<Option<Vec<u8>>, String> =
+                        crate::forward::call_datacenter(&agent, &dc, "/rpc/dns", &(query, udp), Some(&token)).await;
+                    answer
+                        .map_err(|e| tracing::debug!(dc = %dc, error = %e, "dns: no answer from the datacenter"))
+                        .ok()
+                        .flatten()
+                })
+            }),
+            failover: Box::new(move |q| {
+                let weak = fail.clone();
+                Box::pin(async move {
+                    let Some(agent) = weak.upgrade() else { return Vec::new() };
+                    let token = agent.acl.dns_token();
+                    let (found, _) = crate::http::query_failover(&agent, &q, 0, Some(&token)).await;
+                    found
+                        .and_then(|a| serde_json::from_value::<Vec<api::ServiceEntry>>(a["Nodes"].clone()).ok())
+                        .unwrap_or_default()
+                })
+            }),
+        });
+    }
     let dns = crate::dns::DnsServer::bind(&config, resolver.clone()).await?;
     if agent.server.is_some() {
         let addr = std::net::SocketAddr::new(config.bind_addr, config.ports.server.max(0) as u16);

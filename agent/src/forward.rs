@@ -71,11 +71,17 @@ fn scope(endpoint: &Endpoint) -> Scope {
         | OperatorAutopilotHealth
         | OperatorUsage
         | OperatorRaftTransferLeader => Scope::Leader,
-        SnapshotSave | SnapshotRestore | QueryList => Scope::Leader,
+        SnapshotSave | SnapshotRestore => Scope::Leader,
+        QueryList | QueryCreate | QueryGet(_) | QueryUpdate(_) | QueryDelete(_) | QueryExecute(_) | QueryExplain(_) => {
+            Scope::Leader
+        }
         InternalUiServices | InternalUiNodes | InternalUiNode(_) => Scope::Leader,
         StatusLeader | StatusPeers => Scope::Server,
         // ACL objects are Raft state, written on the leader.
         Acl(_) => Scope::Leader,
+        ConfigApply | ConfigList(_) | ConfigGet(..) | ConfigDelete(..) => Scope::Leader,
+        IntentionList | IntentionExact | IntentionCheck | IntentionMatch => Scope::Leader,
+        CaRoots | AgentCaRoots | CaConfiguration | DiscoveryChain(_) => Scope::Leader,
         _ => Scope::Agent,
     }
 }
@@ -214,4 +220,68 @@ pub async fn send(
         .collect();
     let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
     Ok(Reply { status: parts.status.as_u16(), body: Body::Forwarded { bytes, content_type }, headers })
+}
+
+/// The alive servers of datacenter `dc`: the LAN pool's for this agent's own, the WAN pool's
+/// (servers only) for the others.
+pub fn datacenter_servers(agent: &Agent, dc: &str) -> Vec<SocketAddr> {
+    if dc.eq_ignore_ascii_case(&agent.config.datacenter) {
+        agent.members.servers(&agent.config.datacenter, &agent.config.node_name)
+    } else {
+        agent.wan.servers(dc, &agent.config.node_name)
+    }
+}
+
+/// Every known datacenter, this one first, then the others nearest first (by the WAN
+/// coordinates when known, else by name).
+pub fn datacenters_by_distance(agent: &Agent) -> Vec<String> {
+    let local = agent.config.datacenter.clone();
+    let mut others: Vec<String> = agent
+        .wan
+        .all()
+        .iter()
+        .map(|m| m.tag(crate::cluster::tag::DC).to_string())
+        .filter(|d| !d.is_empty() && *d != local)
+        .collect();
+    others.sort();
+    others.dedup();
+    let mut out = vec![local];
+    out.extend(others);
+    out
+}
+
+/// An internal RPC (`/rpc/...`) to a server of datacenter `dc`, trying the next server when one
+/// cannot be reached. `Err` says why no server answered.
+pub async fn call_datacenter<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    agent: &Agent,
+    dc: &str,
+    path: &str,
+    body: &Req,
+    token: Option<&str>,
+) -> Result<Resp, String> {
+    let servers = datacenter_servers(agent, dc);
+    if servers.is_empty() {
+        return Err("No path to datacenter".into());
+    }
+    let mut last = String::new();
+    for addr in servers {
+        match crate::raft::network::post_json_as(
+            &agent.forwarder,
+            &addr.to_string(),
+            path,
+            body,
+            Duration::from_secs(10),
+            token,
+        )
+        .await
+        {
+            Ok(v) => return Ok(v),
+            Err(crate::raft::network::PostError::Unreachable(e)) => {
+                agent.wan.bench(addr);
+                last = e;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!("Remote DC has no server currently reachable: {last}"))
 }

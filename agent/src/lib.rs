@@ -3,10 +3,13 @@
 
 pub mod acl;
 pub mod agent;
+pub mod ca_leader;
 pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod config_entry;
+pub mod connect;
 pub mod daemon;
 pub mod defs;
 pub mod dns;
@@ -18,6 +21,7 @@ pub mod http;
 pub mod leader;
 pub mod local;
 pub mod peer_auth;
+pub mod prepared_query;
 pub mod raft;
 pub mod rpc;
 pub mod serf;

@@ -1,8 +1,8 @@
 //! The server port (8300): only servers listen here, and only servers and agents of this
 //! cluster are answered. What it serves, and nothing more:
-//! - Raft's RPCs from other servers (`/raft/*`);
+//! - Raft's RPCs from other servers (`/raft/*`, with the pre-vote our Raft adds);
 //! - the internal RPCs of followers and client agents (`/rpc/*`: writes, read barriers, a
-//!   client's view of its node, DNS questions);
+//!   client's view of its node, DNS questions, a server's Raft stats for autopilot);
 //! - forwarded HTTP API requests (`/v1/...` with the forwarding header), and only for endpoints
 //!   a server answers for others (catalog, health, KV, sessions, status, operator, snapshots).
 //!   Agent-local actions (leave, join, reload, maintenance, service and check registration) are
@@ -224,7 +224,7 @@ async fn handle(
         Ok::<_, hyper::Response<Full<Bytes>>>(match path.as_str() {
             "/raft/append" => {
                 let r: AppendEntriesRequest<TypeConfig> = body(req, RAFT_BODY_MAX).await?;
-                reply(&server.raft.append_entries(r).await)
+                reply(&server.append_entries(r).await)
             }
             "/raft/vote" => {
                 let r: VoteRequest<u64> = body(req, rpc_max).await?;
@@ -232,8 +232,13 @@ async fn handle(
             }
             "/raft/snapshot" => {
                 let r: InstallSnapshotRequest<TypeConfig> = body(req, RAFT_BODY_MAX).await?;
-                reply(&server.raft.install_snapshot(r).await)
+                reply(&server.install_snapshot(r).await)
             }
+            "/raft/prevote" => {
+                let r: crate::raft::prevote::Request = body(req, rpc_max).await?;
+                reply(&server.pre_vote(&r))
+            }
+            "/rpc/stats" => reply(&server.stats()),
             "/rpc/apply" => {
                 // A client agent's (or another server's) own sync: allowed as its token allows.
                 let token = token_of(&req);
@@ -250,6 +255,34 @@ async fn handle(
                     }
                 }
                 reply(&server.write_request(r).await)
+            }
+            "/rpc/connect/leaf" => {
+                // A client agent's `/v1/agent/connect/ca/leaf/:service`, for its caller's token.
+                let token = token_of(&req);
+                let service: String = body(req, rpc_max).await?;
+                let allowed = {
+                    let st = agent.store.read();
+                    agent
+                        .acl
+                        .resolve_local(token.as_deref(), &st.acl, crate::structs::now_ms())
+                        .and_then(|id| id.require(crate::acl::Resource::Service, &service, crate::acl::Access::Write))
+                };
+                let dc = agent.config.datacenter.clone();
+                let answer: Result<serde_json::Value, String> = match allowed {
+                    Ok(()) => crate::http::issue_leaf(agent, &service, &dc),
+                    Err(e) => Err(e.to_string()),
+                };
+                reply(&answer)
+            }
+            "/rpc/query/execute" => {
+                // Another datacenter's prepared query failing over here: run it on this catalog.
+                let token = token_of(&req);
+                let args: serde_json::Value = body(req, rpc_max).await?;
+                let limit = args["Limit"].as_u64().unwrap_or(0) as usize;
+                let answer: Result<serde_json::Value, String> =
+                    crate::http::execute_query_here(agent, &args["Query"], limit, token.as_deref())
+                        .map_err(|e| e.to_string());
+                reply(&answer)
             }
             "/rpc/acl/resolve" => {
                 let secret: String = body(req, rpc_max).await?;

@@ -83,7 +83,44 @@ pub async fn start(agent: &Arc<Agent>) -> anyhow::Result<Arc<Gossip>> {
     if !cfg.retry_join.is_empty() {
         tokio::spawn(retry_join(agent.clone(), g.clone()));
     }
+    if cfg.server {
+        tokio::spawn(reconnect_servers(agent.clone(), g.clone()));
+    }
     Ok(g)
+}
+
+/// How often a server tries to reach the servers gossip has Failed.
+const SERVER_RECONNECT: Duration = Duration::from_secs(2);
+
+/// A server pushes-pulls with every server gossip has Failed, every [`SERVER_RECONNECT`]. Serf
+/// reconnects to one random failed member every 30 s, so after a partition heals, the servers'
+/// pool could stay split for a minute, and with it autopilot's view: a healed server would wait
+/// that long to be added back and promoted. Servers are few, so trying each is cheap; a dead
+/// one refuses the connection at once.
+async fn reconnect_servers(agent: Arc<Agent>, g: Arc<Gossip>) {
+    let mut shutdown = agent.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SERVER_RECONNECT) => {}
+            _ = shutdown.changed() => return,
+        }
+        let failed: Vec<String> = agent
+            .members
+            .all()
+            .iter()
+            .filter(|m| m.is_server() && m.status == gossip::MemberStatus::Failed && m.name != agent.config.node_name)
+            .map(|m| m.addr.to_string())
+            .collect();
+        for addr in failed {
+            let g = g.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(SERVER_RECONNECT, g.join(std::slice::from_ref(&addr))).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(server = %addr, "gossip: reached a failed server again"),
+                    _ => tracing::trace!(server = %addr, "gossip: a failed server is still unreachable"),
+                }
+            });
+        }
+    }
 }
 
 /// Feeds every membership change into the agent's member view, and received user events into

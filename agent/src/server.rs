@@ -2,13 +2,16 @@
 //! Raft (forwarded to the leader over the server port when this server is not it), reads in
 //! Consul's consistency modes, and the one blocking-query mechanism.
 
+use crate::raft::leadership::{Leadership, View};
 use crate::raft::network::{post_json, HttpClient, PostError};
-use crate::raft::{NodeId, Peer, Raft};
+use crate::raft::{prevote, NodeId, Peer, Raft, TypeConfig};
 use crate::state::{State, Store, WatchSet};
 use crate::structs::{now_ms, Command, Request, Response};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Error {
@@ -34,7 +37,35 @@ pub enum Consistency {
 pub struct ReadMeta {
     pub known_leader: bool,
     pub last_contact: Duration,
+    /// The read is answered by this server as leader under its lease: the lease must still hold
+    /// once the store was read ([`Server::confirm_read`]).
+    pub leased: bool,
 }
+
+/// What a server reports of itself to the leader's autopilot (Consul's `Status.RaftStats`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Milliseconds since this server last heard from its leader (0 on the leader); `None` if
+    /// it never did since it started.
+    pub last_contact_ms: Option<u64>,
+    pub last_term: u64,
+    pub last_index: u64,
+    /// Milliseconds since this server's Raft started.
+    pub up_ms: u64,
+}
+
+/// A write's fate as the leader's proposer saw it.
+enum Outcome {
+    Applied(Response),
+    /// Never proposed: this server did not lead. Safe to send elsewhere.
+    NotSent,
+    /// Proposed, but leadership was lost before it was known to commit: it may or may not be
+    /// applied, so it must not be sent again.
+    Lost,
+}
+
+/// HashiCorp Raft's `ErrLeadershipLost`, which Consul passes on as the RPC error.
+const LEADERSHIP_LOST: &str = "leadership lost while committing log";
 
 #[derive(Clone)]
 pub struct Server {
@@ -47,10 +78,11 @@ pub struct Server {
     proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
     /// The last term in which this server, as leader, passed a read barrier.
     barrier_term: Arc<std::sync::atomic::AtomicU64>,
+    pub leadership: Arc<Leadership>,
 }
 
-/// A write waiting for the proposer; `None` back means "not leader, take the slow path".
-type Proposal = (Request, tokio::sync::oneshot::Sender<Option<Response>>);
+/// A write waiting for the proposer.
+type Proposal = (Request, tokio::sync::oneshot::Sender<Outcome>);
 
 /// Most writes one log entry carries.
 const MAX_BATCH: usize = 512;
@@ -61,7 +93,11 @@ pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// Group commit on the leader: openraft makes each proposal wait for its own fsync, so writes
 /// that arrive while one is in flight are gathered into the next single `Command::Batch` entry.
-async fn proposer(raft: Raft, mut rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>) {
+/// A batch is proposed only while this server leads under its lease, and its writes are answered
+/// `Lost` as soon as the lease lapses while it waits (HashiCorp Raft fails a stepped-down
+/// leader's pending futures the same way).
+async fn proposer(raft: Raft, leadership: Arc<Leadership>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>) {
+    let mut view = leadership.subscribe();
     while let Some(first) = rx.recv().await {
         let mut bytes = first.0.command.json_size_estimate();
         let mut batch = vec![first];
@@ -74,34 +110,89 @@ async fn proposer(raft: Raft, mut rx: tokio::sync::mpsc::UnboundedReceiver<Propo
                 Err(_) => break,
             }
         }
+        if !leadership.leading() {
+            for (_, reply) in batch {
+                let _ = reply.send(Outcome::NotSent);
+            }
+            continue;
+        }
+        view.mark_unchanged();
         if batch.len() == 1 {
             let Some((req, reply)) = batch.pop() else { continue };
-            let _ = reply.send(raft.client_write(req).await.ok().map(|r| r.data));
+            let outcome = match until_lease_lost(&leadership, &mut view, raft.client_write(req)).await {
+                Some(Ok(r)) => Outcome::Applied(r.data),
+                _ => Outcome::Lost,
+            };
+            let _ = reply.send(outcome);
             continue;
         }
         let (requests, replies): (Vec<Request>, Vec<_>) = batch.into_iter().unzip();
         let now_ms = requests.iter().map(|r| r.now_ms).max().unwrap_or(0);
         let entry = Request { now_ms, command: Command::Batch(requests) };
-        match raft.client_write(entry).await.map(|r| r.data) {
-            Ok(Response::Batch(answers)) if answers.len() == replies.len() => {
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Some(answer));
+        match until_lease_lost(&leadership, &mut view, raft.client_write(entry)).await {
+            Some(Ok(r)) => match r.data {
+                Response::Batch(answers) if answers.len() == replies.len() => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Outcome::Applied(answer));
+                    }
                 }
-            }
+                other => {
+                    tracing::error!(answer = ?other, "a batch was answered with something else than its answers");
+                    for reply in replies {
+                        let _ = reply.send(Outcome::Lost);
+                    }
+                }
+            },
             _ => {
                 for reply in replies {
-                    let _ = reply.send(None);
+                    let _ = reply.send(Outcome::Lost);
                 }
             }
         }
     }
 }
 
+/// Runs `fut` unless this server stops leading first (`None` then; the future is dropped).
+async fn until_lease_lost<T>(
+    leadership: &Leadership,
+    view: &mut watch::Receiver<View>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let lost = async {
+        loop {
+            if !view.borrow_and_update().leading || !leadership.leading() {
+                return;
+            }
+            if view.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    };
+    tokio::select! {
+        v = fut => Some(v),
+        _ = lost => None,
+    }
+}
+
 impl Server {
-    /// Must be called inside a tokio runtime: it starts the leader's proposer task.
-    pub fn new(raft: Raft, store: Arc<Store>, node_id: NodeId, peer: Peer, http: HttpClient) -> Server {
+    /// Must be called inside a tokio runtime: it starts the leader's proposer, the leadership
+    /// view and the pre-vote campaign, which end with `shutdown`.
+    pub fn new(
+        raft: Raft,
+        store: Arc<Store>,
+        node_id: NodeId,
+        peer: Peer,
+        http: HttpClient,
+        timing: crate::raft::Timing,
+        shutdown: watch::Receiver<bool>,
+    ) -> Server {
+        let leadership = Leadership::new(node_id, timing, raft.clone());
+        tokio::spawn(leadership.clone().run(shutdown.clone()));
+        let campaign =
+            prevote::Campaign { raft: raft.clone(), leadership: leadership.clone(), http: http.clone(), id: node_id };
+        tokio::spawn(campaign.run(shutdown));
         let (proposals, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(proposer(raft.clone(), rx));
+        tokio::spawn(proposer(raft.clone(), leadership.clone(), rx));
         Server {
             raft,
             store,
@@ -111,45 +202,98 @@ impl Server {
             rpc_timeout: Duration::from_secs(7),
             proposals,
             barrier_term: Default::default(),
+            leadership,
         }
     }
 
+    /// Whether this server leads: openraft's leader, with a quorum heard from within the leader
+    /// lease.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+        self.leadership.leading()
     }
 
-    /// The leader's advertised RPC address, if one is known.
+    /// The leader this server trusts and its advertised RPC address: itself while it leads, or
+    /// the leader it heard from lately. `None` while there is no such leader.
     pub fn leader(&self) -> Option<(NodeId, Peer)> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
-        let peer = m.membership_config.membership().get_node(&id).cloned()?;
-        Some((id, peer))
+        self.leadership.leader()
     }
 
     /// The leader, waiting for an election in progress up to the RPC hold time.
     pub async fn wait_for_leader(&self) -> Option<(NodeId, Peer)> {
-        let mut rx = self.raft.metrics();
+        let mut rx = self.leadership.subscribe();
         let deadline = tokio::time::Instant::now() + self.rpc_timeout;
         loop {
             if let Some(l) = self.leader() {
                 return Some(l);
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return None,
+            // The coarse view can lag a fresh contact by a scheduling slot; poll as well.
+            let tick = tokio::time::sleep(Duration::from_millis(50).min(self.leadership.timing().heartbeat));
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return None },
+                _ = tick => {}
+                _ = tokio::time::sleep_until(deadline) => return self.leader(),
             }
         }
     }
 
+    /// Consul's query meta: on the leader, a known leader and no delay; elsewhere whether a
+    /// leader is known and the time since this server last heard from it.
     pub fn read_meta(&self) -> ReadMeta {
+        let known_leader = self.leader().is_some();
+        let last_contact = self.leadership.last_contact().unwrap_or(Duration::ZERO);
+        ReadMeta { known_leader, last_contact, leased: false }
+    }
+
+    /// What autopilot asks of every server.
+    pub fn stats(&self) -> Stats {
         let m = self.raft.metrics().borrow().clone();
-        let known_leader = m.current_leader.is_some();
-        let last_contact = if m.current_leader == Some(self.node_id) {
-            Duration::ZERO
-        } else {
-            m.millis_since_quorum_ack.map(Duration::from_millis).unwrap_or_default()
-        };
-        ReadMeta { known_leader, last_contact }
+        let last_contact_ms = self.leadership.last_contact().map(|d| d.as_millis() as u64);
+        Stats {
+            last_contact_ms,
+            last_term: m.current_term,
+            last_index: m.last_log_index.unwrap_or(0),
+            up_ms: self.leadership.uptime().as_millis() as u64,
+        }
+    }
+
+    /// A leader's AppendEntries: handed to openraft, and when accepted, counted as contact
+    /// with that leader.
+    pub async fn append_entries(
+        &self,
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        let (vote, arrived) = (req.vote, std::time::Instant::now());
+        let resp = self.raft.append_entries(req).await;
+        if let Ok(r) = &resp {
+            if vote.is_committed() && !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                if let Some(leader) = vote.leader_id().voted_for() {
+                    self.leadership.heard_from(leader, vote.leader_id().get_term(), arrived);
+                }
+            }
+        }
+        resp
+    }
+
+    /// A leader's InstallSnapshot: handed to openraft, and counted as contact when accepted.
+    pub async fn install_snapshot(
+        &self,
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, openraft::error::InstallSnapshotError>> {
+        let (vote, arrived) = (req.vote, std::time::Instant::now());
+        let resp = self.raft.install_snapshot(req).await;
+        if let Ok(r) = &resp {
+            if vote.is_committed() && r.vote <= vote {
+                if let Some(leader) = vote.leader_id().voted_for() {
+                    self.leadership.heard_from(leader, vote.leader_id().get_term(), arrived);
+                }
+            }
+        }
+        resp
+    }
+
+    /// Answers another voter's pre-vote.
+    pub fn pre_vote(&self, req: &prevote::Request) -> prevote::Response {
+        prevote::handle(&self.raft, &self.leadership, req)
     }
 
     /// Proposes a command and waits until it is committed on a quorum and applied.
@@ -162,55 +306,63 @@ impl Server {
         if self.is_leader() {
             let (tx, rx) = tokio::sync::oneshot::channel();
             if self.proposals.send((req.clone(), tx)).is_ok() {
-                if let Ok(Some(answer)) = rx.await {
-                    return Ok(answer);
+                match rx.await {
+                    Ok(Outcome::Applied(answer)) => return Ok(answer),
+                    Ok(Outcome::Lost) => return Err(Error::Rpc(LEADERSHIP_LOST.into())),
+                    Ok(Outcome::NotSent) | Err(_) => {}
                 }
             }
         }
         self.write_direct(req).await
     }
 
-    /// One proposal on its own, forwarded to the leader when this server is not it.
+    /// One proposal on its own: proposed here while this server leads, forwarded to the leader
+    /// when another server leads, held while there is none (Consul's rpc_hold_timeout). Only a
+    /// write that was never sent anywhere is tried again.
     async fn write_direct(&self, req: Request) -> Result<Response, Error> {
-        // An election in progress is waited out for up to rpc_hold_timeout, as Consul does.
         let deadline = tokio::time::Instant::now() + self.rpc_timeout;
+        let mut view = self.leadership.subscribe();
         loop {
-            let err = match self.raft.client_write(req.clone()).await {
-                Ok(resp) => return Ok(resp.data),
-                Err(e) => e,
-            };
-            match err {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
-                    leader_node: Some(peer),
-                    ..
-                })) => {
-                    match post_json::<_, Result<Response, Error>>(
-                        &self.http,
-                        &peer.addr,
-                        "/rpc/apply",
-                        &req,
-                        self.rpc_timeout,
-                    )
-                    .await
-                    {
-                        Ok(answer) => return answer,
-                        // The leader is gone: wait for the next one within the hold time.
-                        Err(PostError::Unreachable(e)) if tokio::time::Instant::now() < deadline => {
-                            tracing::debug!(leader = %peer, error = %e, "forwarding a write failed; retrying")
-                        }
-                        Err(e) => return Err(Error::Rpc(e.to_string())),
+            view.mark_unchanged();
+            if self.is_leader() {
+                return match until_lease_lost(&self.leadership, &mut view, self.raft.client_write(req)).await {
+                    Some(Ok(resp)) => Ok(resp.data),
+                    // Not leading any more when openraft took it, or truncated after it was
+                    // appended: either way it may have been replicated, so it is not sent again.
+                    Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) | None => {
+                        Err(Error::Rpc(LEADERSHIP_LOST.into()))
                     }
+                    Some(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                        Err(Error::Rpc(e.to_string()))
+                    }
+                    Some(Err(RaftError::Fatal(e))) => Err(Error::Rpc(e.to_string())),
+                };
+            }
+            if let Some((_, peer)) = self.leader() {
+                match post_json::<_, Result<Response, Error>>(
+                    &self.http,
+                    &peer.addr,
+                    "/rpc/apply",
+                    &req,
+                    self.rpc_timeout,
+                )
+                .await
+                {
+                    Ok(answer) => return answer,
+                    // Nothing was sent: wait for the next leader within the hold time.
+                    Err(PostError::Unreachable(e)) if tokio::time::Instant::now() < deadline => {
+                        tracing::debug!(leader = %peer, error = %e, "forwarding a write failed; retrying")
+                    }
+                    Err(e) => return Err(Error::Rpc(e.to_string())),
                 }
-                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {}
-                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                    return Err(Error::Rpc(e.to_string()))
-                }
-                RaftError::Fatal(e) => return Err(Error::Rpc(e.to_string())),
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::NoLeader);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::select! {
+                _ = view.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
         }
     }
 
@@ -269,6 +421,7 @@ impl Server {
 
     /// Readiness for a read in the given mode.
     pub async fn prepare_read(&self, consistency: Consistency) -> Result<ReadMeta, Error> {
+        let mut leased = false;
         match consistency {
             Consistency::Stale => {}
             Consistency::Consistent => self.barrier().await?,
@@ -278,10 +431,23 @@ impl Server {
                 }
                 if self.is_leader() {
                     self.wait_leader_caught_up().await?;
+                    leased = true;
                 }
             }
         }
-        Ok(self.read_meta())
+        let mut meta = self.read_meta();
+        meta.leased = leased;
+        Ok(meta)
+    }
+
+    /// After a default read on the leader: the lease must still hold now that the store was
+    /// read, or another leader may have been elected before the read (a pause between the first
+    /// check and the read, for instance) and the answer may be stale.
+    pub fn confirm_read(&self, meta: &ReadMeta) -> Result<(), Error> {
+        if meta.leased && !self.is_leader() {
+            return Err(Error::NoLeader);
+        }
+        Ok(())
     }
 }
 

@@ -279,6 +279,32 @@ pub enum Command {
     },
     /// A write to the ACL tables.
     Acl(crate::acl::model::AclCommand),
+    /// Creates or replaces a config entry (Consul's JSON with `Kind` and `Name`); with `cas`,
+    /// only if the stored entry's ModifyIndex matches (0: only if absent).
+    ConfigEntrySet {
+        entry: serde_json::Value,
+        cas: Option<u64>,
+    },
+    ConfigEntryDelete {
+        kind: String,
+        name: String,
+        cas: Option<u64>,
+    },
+    /// Network coordinates of nodes, applied together.
+    CoordinateBatch(Vec<(String, serde_json::Value)>),
+    /// Sets the Connect CA (configuration, roots, signing key); with `cas`, only if the stored
+    /// CA's ModifyIndex matches (0: only if there is none).
+    ConnectCaSet {
+        ca: serde_json::Value,
+        cas: Option<u64>,
+    },
+    /// Creates or replaces a prepared query (Consul's JSON with its `ID`).
+    QuerySet {
+        query: serde_json::Value,
+    },
+    QueryDelete {
+        id: String,
+    },
 }
 
 impl Command {

@@ -14,8 +14,13 @@ pub struct Error {
     pub message: String,
 }
 
+/// Lists, objects and blocks nest at most this deep. The parser recurses once per level, and a
+/// file of 2,000 `[` must be an error, not a stack overflow (fuzzing found one on a 2 MiB
+/// stack); configurations nest a few levels, and serde_json stops at 128 too.
+const MAX_NESTING: usize = 128;
+
 pub fn parse(src: &str) -> Result<Value, Error> {
-    let mut p = Parser { s: src.as_bytes(), i: 0 };
+    let mut p = Parser { s: src.as_bytes(), i: 0, depth: 0 };
     let body = p.body(None)?;
     Ok(Value::Object(body))
 }
@@ -23,9 +28,20 @@ pub fn parse(src: &str) -> Result<Value, Error> {
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
+    /// Lists, objects and blocks open around the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
+    /// Enters one more level of nesting (left again where the list, object or block closes).
+    fn enter(&mut self) -> Result<(), Error> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(self.err(format!("nested deeper than {MAX_NESTING} levels")));
+        }
+        Ok(())
+    }
+
     fn err(&self, message: impl Into<String>) -> Error {
         let before = &self.s[..self.i.min(self.s.len())];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -80,6 +96,9 @@ impl Parser<'_> {
 
     /// Items until `close` (or the end of input for the top level).
     fn body(&mut self, close: Option<u8>) -> Result<Map<String, Value>, Error> {
+        if close.is_some() {
+            self.enter()?;
+        }
         let mut out = Map::new();
         loop {
             self.skip()?;
@@ -88,6 +107,7 @@ impl Parser<'_> {
                 (None, Some(_)) => return Err(self.err("unexpected end of input, expected '}'")),
                 (Some(c), Some(cl)) if c == cl => {
                     self.i += 1;
+                    self.depth -= 1;
                     return Ok(out);
                 }
                 _ => {}
@@ -141,12 +161,14 @@ impl Parser<'_> {
             Some(b'"') => Ok(Value::String(self.string()?)),
             Some(b'<') if self.s[self.i..].starts_with(b"<<") => self.heredoc(),
             Some(b'[') => {
+                self.enter()?;
                 self.i += 1;
                 let mut items = Vec::new();
                 loop {
                     self.skip()?;
                     if self.peek() == Some(b']') {
                         self.i += 1;
+                        self.depth -= 1;
                         return Ok(Value::Array(items));
                     }
                     if self.peek().is_none() {
@@ -182,20 +204,29 @@ impl Parser<'_> {
             Some(d) => (true, d.to_string()),
             None => (false, text.clone()),
         };
-        // strconv.ParseInt(s, 0, 64): 0x hex, 0o/leading-0 octal, 0b binary.
-        let parsed = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
-            i64::from_str_radix(h, 16).ok()
+        // strconv.ParseInt(s, 0, 64): 0x hex, 0o/leading-0 octal, 0b binary. One sign only:
+        // `--5` is no number, and the magnitude is read unsigned so that the sign is applied
+        // with a range check (`-9223372036854775808` is i64::MIN; negating a parsed
+        // `-9223372036854775808` overflowed, found by fuzzing).
+        let magnitude = if digits.starts_with(['-', '+']) {
+            None
+        } else if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+            u64::from_str_radix(h, 16).ok()
         } else if let Some(o) = digits.strip_prefix("0o") {
-            i64::from_str_radix(o, 8).ok()
+            u64::from_str_radix(o, 8).ok()
         } else if let Some(b) = digits.strip_prefix("0b") {
-            i64::from_str_radix(b, 2).ok()
+            u64::from_str_radix(b, 2).ok()
         } else if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()) {
-            i64::from_str_radix(&digits[1..], 8).ok()
+            u64::from_str_radix(&digits[1..], 8).ok()
         } else {
-            digits.parse::<i64>().ok()
+            digits.parse::<u64>().ok()
         };
+        let parsed = magnitude.and_then(|m| {
+            let m = i128::from(m);
+            i64::try_from(if neg { -m } else { m }).ok()
+        });
         if let Some(n) = parsed {
-            return Ok(Value::from(if neg { -n } else { n }));
+            return Ok(Value::from(n));
         }
         text.parse::<f64>()
             .ok()
@@ -331,6 +362,39 @@ EOF
     }
 
     #[test]
+    fn numbers_take_one_sign_and_stay_in_range() {
+        // Found by fuzzing (`template_config`): the second `-` made the parser negate i64::MIN.
+        let e = parse("list = [1, 2.5, --9223372036854775808, true]").unwrap_err();
+        assert!(e.message.contains("invalid number"), "{e}");
+        assert!(parse("a = --5").is_err());
+        assert!(parse("a = -+5").is_err());
+        let v = parse("a = -9223372036854775808\nb = 9223372036854775807\nc = -0x10\nd = 9223372036854775808").unwrap();
+        assert_eq!(v["a"], serde_json::json!(i64::MIN));
+        assert_eq!(v["b"], serde_json::json!(i64::MAX));
+        assert_eq!(v["c"], serde_json::json!(-16));
+        // Past i64 the reader falls back to a float, as it did before.
+        assert_eq!(v["d"], serde_json::json!(9223372036854775808.0));
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        // Found by fuzzing (`template_config`, the stable engine's 2 MiB stack): a line of
+        // `[`s overflowed the stack of the recursive parser.
+        let fuzzed = String::from_utf8_lossy(include_bytes!("testdata/deep-list.hcl"));
+        let e = parse(&fuzzed).unwrap_err();
+        assert!(e.message.contains("nested deeper than 128 levels"), "{e}");
+        let blocks = format!("{}{}", "a {\n".repeat(200), "}\n".repeat(200));
+        assert!(parse(&blocks).unwrap_err().message.contains("nested deeper"));
+        let objects = format!("x = {}{}", "{ y = ".repeat(200), "}".repeat(200));
+        assert!(parse(&objects).is_err());
+        // As deep as allowed still parses, and levels are given back as they close.
+        let ok = format!("a = {}1{}\nb = {}2{}", "[".repeat(128), "]".repeat(128), "[".repeat(128), "]".repeat(128));
+        assert!(parse(&ok).is_ok());
+        let ok = format!("{}{}", "a {\n".repeat(128), "}\n".repeat(128));
+        assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
     fn errors_have_positions() {
         let e = parse("template {\n  source = \n}").unwrap_err();
         assert_eq!(e.line, 3);
@@ -354,4 +418,3 @@ mod acl_rules {
         assert_eq!(v["service"], json!([{"web": {"policy": "write", "intentions": "read"}}]));
     }
 }
-

@@ -47,8 +47,40 @@ pub fn authorize(id: &Identity, cmd: &Command, state: &State) -> Result<(), AclE
         }
         Command::Txn(ops) => ops.iter().try_for_each(|op| txn_op(id, op, state)),
         Command::Batch(reqs) => reqs.iter().try_for_each(|r| authorize(id, &r.command, state)),
-        Command::AutopilotSet { .. } => id.require(Resource::Operator, "", Access::Write),
+        Command::AutopilotSet { .. } | Command::ConnectCaSet { .. } => {
+            id.require(Resource::Operator, "", Access::Write)
+        }
+        Command::ConfigEntrySet { entry, .. } => {
+            let kind = entry.get("Kind").and_then(|v| v.as_str()).unwrap_or_default();
+            let name = entry.get("Name").and_then(|v| v.as_str()).unwrap_or_default();
+            config_entry_write(id, kind, name)
+        }
+        Command::ConfigEntryDelete { kind, name, .. } => config_entry_write(id, kind, name),
+        Command::QuerySet { query } => {
+            id.require(Resource::Query, query.get("Name").and_then(|v| v.as_str()).unwrap_or_default(), Access::Write)
+        }
+        Command::QueryDelete { id: qid } => {
+            let name = state
+                .prepared_queries
+                .get(qid)
+                .and_then(|q| q.get("Name"))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            id.require(Resource::Query, name, Access::Write)
+        }
+        Command::CoordinateBatch(updates) => {
+            updates.iter().try_for_each(|(node, _)| id.require(Resource::Node, node, Access::Write))
+        }
         Command::Restore(_) | Command::TombstoneReap { .. } | Command::Acl(_) => id.require_management(),
+    }
+}
+
+/// A config entry of one service needs write on that service; mesh-wide ones need operator.
+pub fn config_entry_write(id: &Identity, kind: &str, name: &str) -> Result<(), AclError> {
+    if crate::config_entry::is_service_kind(kind) {
+        id.require(Resource::Service, name, Access::Write)
+    } else {
+        id.require(Resource::Operator, "", Access::Write)
     }
 }
 

@@ -64,9 +64,16 @@ pub fn need(endpoint: &Endpoint, node: &str, recurse_or_keys: bool) -> Need {
         // GET reads, PUT writes: decided in the handler, which knows the method.
         OperatorAutopilotConfiguration | OperatorKeyring => InHandler,
         SnapshotSave | SnapshotRestore => Management,
-        QueryList => InHandler,
+        QueryList | QueryCreate | QueryGet(_) | QueryUpdate(_) | QueryDelete(_) | QueryExecute(_) | QueryExplain(_) => {
+            InHandler
+        }
         InternalUiServices | InternalUiNodes | InternalUiNode(_) => InHandler,
         Ui(_) | Index | Options(_) => Nothing,
         Acl(_) => InHandler,
+        ConfigApply | ConfigList(_) | ConfigGet(..) | ConfigDelete(..) => InHandler,
+        IntentionList | IntentionExact | IntentionCheck | IntentionMatch | CaConfiguration => InHandler,
+        CaRoots | AgentCaRoots => Nothing,
+        AgentCaLeaf(s) => one(Resource::Service, s, Access::Write),
+        DiscoveryChain(s) => one(Resource::Service, s, Access::Read),
     }
 }

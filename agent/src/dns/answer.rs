@@ -69,9 +69,21 @@ pub struct Answer {
 pub enum Outcome {
     Answer(Answer),
     Forward,
+    /// A prepared query that found nothing here and fails over: its (interpolated) definition
+    /// and the datacenters to try, in order.
+    Failover {
+        query: serde_json::Value,
+    },
+    /// A name in another datacenter: one of its servers answers the question.
+    OtherDatacenter(String),
 }
 
 impl Answer {
+    /// No such name, with the zone's SOA.
+    pub fn nxdomain(settings: &Settings, serial: u32) -> Answer {
+        Answer { rcode: ResponseCode::NXDomain, authorities: vec![settings.soa(serial)], ..Answer::empty() }
+    }
+
     fn empty() -> Answer {
         Answer {
             rcode: ResponseCode::NoError,
@@ -227,6 +239,29 @@ pub fn answer<R: Rng>(
     cx.answer(qname, qtype, MAX_RECURSION)
 }
 
+/// A prepared query's own `DNS.TTL`, which overrides the agent's `dns_config`.
+fn query_ttl(q: &serde_json::Value) -> Option<u32> {
+    let t = q.get("DNS")?.get("TTL")?.as_str().filter(|t| !t.is_empty())?;
+    api::duration::parse(t).ok().map(|d| d.as_secs() as u32)
+}
+
+/// An answer for instances found elsewhere (a prepared query's failover).
+#[allow(clippy::too_many_arguments)]
+pub fn answer_with<R: Rng>(
+    state: &State,
+    s: &Settings,
+    qname: &Name,
+    qtype: RecordType,
+    edns: bool,
+    serial: u32,
+    rng: &mut R,
+    q: &serde_json::Value,
+    nodes: &[(Node, Service)],
+) -> Answer {
+    let mut cx = Cx { state, s, serial, edns, rng, cache: None, recursed: true, id: None };
+    cx.failover_answer(qname, qtype, q, nodes)
+}
+
 /// How many questions the cache holds before it starts over.
 const CACHE_ENTRIES: usize = 1024;
 
@@ -329,8 +364,10 @@ impl<R: Rng> Cx<'_, R> {
                 }
                 a
             }
-            // Prepared queries do not exist yet: every name is Consul's "query not found".
-            Lookup::Query { .. } => s.nx(serial),
+            Lookup::Query { dc: Some(dc), .. } if !s.dc_ok(&Some(dc.clone())) => {
+                return Outcome::OtherDatacenter(dc.to_ascii_lowercase())
+            }
+            Lookup::Query { name, .. } => return self.query(qname, qtype, &name, level),
             Lookup::Service { dc, .. } | Lookup::Node { dc, .. } | Lookup::Addr { dc, .. } if !s.dc_ok(&dc) => {
                 s.nx(serial)
             }
@@ -413,7 +450,7 @@ impl<R: Rng> Cx<'_, R> {
             }
             return match self.answer(target, RecordType::ANY, level - 1) {
                 Outcome::Answer(a) => (a.answers, a.pending.into_iter().map(|p| p.name).collect()),
-                Outcome::Forward => (Vec::new(), Vec::new()),
+                Outcome::Forward | Outcome::Failover { .. } | Outcome::OtherDatacenter(_) => (Vec::new(), Vec::new()),
             };
         }
         if self.s.recursors {
@@ -573,6 +610,55 @@ impl<R: Rng> Cx<'_, R> {
         }
     }
 
+    /// A prepared query's instances here; nothing here and a failover list: the caller asks
+    /// the other datacenters.
+    fn query(&mut self, qname: &Name, qtype: RecordType, name: &str, level: u8) -> Outcome {
+        let (state, s) = (self.state, self.s);
+        let Some(q) = crate::prepared_query::resolve(state, name) else {
+            return Outcome::Answer(s.nx(self.serial));
+        };
+        self.recursed = true; // a query's answer is never cached as a service's
+        let entries = crate::prepared_query::select(state, &q, &s.datacenter);
+        let instances: Vec<(&Node, &Service, Status)> = entries
+            .iter()
+            .filter_map(|e| {
+                let n = state.nodes.get(&e.node.node)?;
+                let svc = state.services.get(&e.node.node)?.get(&e.service.id)?;
+                self.may_read(&n.node, Some(&svc.service)).then(|| (n, svc, instance_status(state, &n.node, &svc.id)))
+            })
+            .collect();
+        if instances.is_empty() {
+            // NearestN needs the WAN distances, which the caller knows; Datacenters do not.
+            let failover = crate::prepared_query::failover_order(&q, &[], &s.datacenter);
+            let nearest = q["Service"]["Failover"]["NearestN"].as_u64().unwrap_or(0);
+            if !failover.is_empty() || nearest > 0 {
+                return Outcome::Failover { query: q };
+            }
+            return Outcome::Answer(s.nx(self.serial));
+        }
+        let ttl = query_ttl(&q).unwrap_or_else(|| s.service_ttl(q["Service"]["Service"].as_str().unwrap_or("")));
+        match self.records_for(qname, qtype, instances, ttl, level) {
+            Some(r) => Outcome::Answer(self.assemble(&r)),
+            None => Outcome::Answer(s.nx(self.serial)),
+        }
+    }
+
+    /// Answers with instances another datacenter's server found for a failing-over query.
+    pub fn failover_answer(
+        &mut self,
+        qname: &Name,
+        qtype: RecordType,
+        q: &serde_json::Value,
+        nodes: &[(Node, Service)],
+    ) -> Answer {
+        let ttl = query_ttl(q).unwrap_or_else(|| self.s.service_ttl(q["Service"]["Service"].as_str().unwrap_or("")));
+        let instances: Vec<(&Node, &Service, Status)> = nodes.iter().map(|(n, s)| (n, s, Status::Passing)).collect();
+        match self.records_for(qname, qtype, instances, ttl, MAX_RECURSION) {
+            Some(r) => self.assemble(&r),
+            None => self.s.nx(self.serial),
+        }
+    }
+
     fn service(&mut self, qname: &Name, qtype: RecordType, name: &str, tag: Option<&str>, level: u8) -> Answer {
         let top = level == MAX_RECURSION;
         let recursed = std::mem::replace(&mut self.recursed, false);
@@ -618,7 +704,22 @@ impl<R: Rng> Cx<'_, R> {
         if instances.is_empty() {
             return None;
         }
-        let ttl = s.service_ttl(name);
+        self.records_for(qname, qtype, instances, s.service_ttl(name), level)
+    }
+
+    /// The records of `instances` (each with its status) for a service-like question.
+    fn records_for(
+        &mut self,
+        qname: &Name,
+        qtype: RecordType,
+        instances: Vec<(&Node, &Service, Status)>,
+        ttl: u32,
+        level: u8,
+    ) -> Option<ServiceRecords> {
+        if instances.is_empty() {
+            return None;
+        }
+        let s = self.s;
         let weight = |svc: &Service, status| {
             let w = if status == Status::Warning { svc.weights.warning } else { svc.weights.passing };
             w.clamp(0, u16::MAX as i64) as u16
@@ -757,7 +858,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         match answer(st, s, None, &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng, None) {
             Outcome::Answer(a) => a,
-            Outcome::Forward => panic!("forwarded {q}"),
+            other => panic!("{q}: not answered here: {}", matches!(other, Outcome::Forward)),
         }
     }
 
@@ -1069,7 +1170,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         match answer(st, &settings(), Some(cache), &Name::from_ascii(q).unwrap(), t, false, 42, &mut rng, None) {
             Outcome::Answer(a) => a,
-            Outcome::Forward => panic!("forwarded {q}"),
+            other => panic!("{q}: not answered here: {}", matches!(other, Outcome::Forward)),
         }
     }
 

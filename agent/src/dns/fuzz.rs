@@ -27,6 +27,10 @@ pub fn fuzz_answer(data: &[u8]) {
                 Reply::None | Reply::Remote => None,
                 Reply::Bytes(b) => Some(b),
                 Reply::Forward(req) => super::base_response(sh, &req, ResponseCode::ServFail).to_vec().ok(),
+                // The fuzzing resolvers have no other datacenter to ask.
+                Reply::OtherDatacenter(req, _) | Reply::Failover(req, _) => {
+                    super::base_response(sh, &req, ResponseCode::NXDomain).to_vec().ok()
+                }
                 Reply::Resolve(req, mut a) => {
                     a.pending.clear();
                     match finish(sh, &req, *a, udp) {
@@ -86,6 +90,7 @@ fn resolvers() -> &'static [Resolver; 2] {
                 remote: Default::default(),
                 cache: Default::default(),
                 acl: Default::default(),
+                federation: Default::default(),
             }
         };
         [resolver(false), resolver(true)]

@@ -72,6 +72,7 @@ pub struct Resolver {
     /// With ACLs on, answers hold only what the DNS token (`acl.tokens.dns`, else `default`)
     /// may read.
     acl: std::sync::OnceLock<Arc<crate::acl::Acl>>,
+    federation: std::sync::OnceLock<Federation>,
 }
 
 type Shared = Resolver;
@@ -92,6 +93,7 @@ impl Resolver {
             remote: Default::default(),
             cache: Default::default(),
             acl: Default::default(),
+            federation: Default::default(),
         }))
     }
 
@@ -132,7 +134,7 @@ impl Resolver {
         match reply {
             Reply::None => None,
             Reply::Bytes(b) => Some(b),
-            Reply::Forward(req) => Some(forward(self, query, &req).await),
+            Reply::Forward(req) => forward(self, query, &req, udp).await,
             Reply::Resolve(req, a) => {
                 let a = resolve_pending(self, *a).await;
                 match finish(self, &req, a, udp) {
@@ -144,7 +146,54 @@ impl Resolver {
                 Some(remote) => remote(query.to_vec(), udp).await,
                 None => None,
             },
+            Reply::OtherDatacenter(req, dc) => {
+                if let Some(f) = self.federation.get() {
+                    if let Some(b) = (f.ask)(dc, query.to_vec(), udp).await {
+                        return Some(b);
+                    }
+                }
+                // No path to that datacenter: NXDOMAIN, as Consul answers.
+                let nx = Answer::nxdomain(&self.settings, serial());
+                match finish(self, &req, nx, udp) {
+                    Reply::Bytes(b) => Some(b),
+                    _ => None,
+                }
+            }
+            Reply::Failover(req, q) => {
+                let found = match self.federation.get() {
+                    Some(f) => (f.failover)((*q).clone()).await,
+                    None => Vec::new(),
+                };
+                let nodes: Vec<(crate::structs::Node, crate::structs::Service)> =
+                    found.iter().map(from_entry).collect();
+                let qname = req.queries.first().map(|x| x.name.clone())?;
+                let qtype = req.queries.first().map(|x| x.query_type)?;
+                let a = {
+                    let state = self.store.read();
+                    let rng = &mut rand::thread_rng();
+                    answer::answer_with(
+                        &state,
+                        &self.settings,
+                        &qname,
+                        qtype,
+                        req.edns.is_some(),
+                        serial(),
+                        rng,
+                        &q,
+                        &nodes,
+                    )
+                };
+                match finish(self, &req, a, udp) {
+                    Reply::Bytes(b) => Some(b),
+                    _ => None,
+                }
+            }
         }
+    }
+
+    /// Lets this server answer names of other datacenters and prepared queries' failover.
+    pub fn set_federation(&self, f: Federation) {
+        let _ = self.federation.set(f);
     }
 }
 
@@ -268,7 +317,11 @@ fn serve_udp(sh: Arc<Shared>, sock: Arc<std::net::UdpSocket>, rt: tokio::runtime
                     replies.push(b);
                     peers.push(Some(peer));
                 }
-                reply @ (Reply::Forward(_) | Reply::Resolve(..) | Reply::Remote) => {
+                reply @ (Reply::Forward(_)
+                | Reply::Resolve(..)
+                | Reply::Remote
+                | Reply::OtherDatacenter(..)
+                | Reply::Failover(..)) => {
                     // Answers that wait on another server run on the runtime. (A UDP send does
                     // not wait for the peer: it blocks only while the socket's buffer is full.)
                     let Some(to) = socket_addr(&peer) else { continue };
@@ -449,6 +502,52 @@ enum Reply {
     Resolve(Message, Box<Answer>),
     /// A server answers it (client agents).
     Remote,
+    /// A server of another datacenter answers it.
+    OtherDatacenter(Message, String),
+    /// A prepared query found nothing here and fails over: its definition.
+    Failover(Message, Box<serde_json::Value>),
+}
+
+/// What a server needs to answer names of other datacenters (set by the daemon; absent on
+/// client agents, which ask a server for everything).
+pub struct Federation {
+    /// Sends the raw question to a server of the datacenter; its answer as bytes.
+    pub ask: Box<dyn Fn(String, Vec<u8>, bool) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> + Send + Sync>,
+    /// Runs a prepared query that found nothing here in its failover datacenters, nearest
+    /// first; the instances of the first that has any.
+    pub failover:
+        Box<dyn Fn(serde_json::Value) -> futures::future::BoxFuture<'static, Vec<api::ServiceEntry>> + Send + Sync>,
+}
+
+/// A remote datacenter's instance as the records builder takes it.
+fn from_entry(e: &api::ServiceEntry) -> (crate::structs::Node, crate::structs::Service) {
+    let n = &e.node;
+    let node = crate::structs::Node {
+        id: n.id.clone(),
+        node: n.node.clone(),
+        address: n.address.clone(),
+        datacenter: n.datacenter.clone(),
+        tagged_addresses: n.tagged_addresses.clone(),
+        meta: n.meta.clone(),
+        ..Default::default()
+    };
+    let s = &e.service;
+    let service = crate::structs::Service {
+        id: s.id.clone(),
+        service: s.service.clone(),
+        tags: s.tags.clone(),
+        address: s.address.clone(),
+        port: s.port,
+        meta: s.meta.clone(),
+        weights: crate::structs::Weights { passing: s.weights.passing, warning: s.weights.warning },
+        tagged_addresses: s
+            .tagged_addresses
+            .iter()
+            .map(|(k, a)| (k.clone(), crate::structs::ServiceAddress { address: a.address.clone(), port: a.port }))
+            .collect(),
+        ..Default::default()
+    };
+    (node, service)
 }
 
 fn base_response(sh: &Shared, req: &Message, rcode: ResponseCode) -> Message {
@@ -509,11 +608,13 @@ fn respond_as(sh: &Shared, buf: &[u8], udp: bool, id: Option<&crate::acl::Identi
     if req.metadata.message_type != MessageType::Query {
         return Reply::None;
     }
+    // Error answers repeat the questions too, so over UDP they are held to the client's size.
+    let limit = udp.then(|| udp_limit(&req));
     if req.metadata.op_code != OpCode::Query {
-        return encode(&base_response(sh, &req, ResponseCode::NotImp));
+        return encode_within(&mut base_response(sh, &req, ResponseCode::NotImp), limit);
     }
     let Some(q) = req.queries.first() else {
-        return encode(&base_response(sh, &req, ResponseCode::FormErr));
+        return encode_within(&mut base_response(sh, &req, ResponseCode::FormErr), limit);
     };
     let outcome = {
         let state = sh.store.read();
@@ -525,9 +626,11 @@ fn respond_as(sh: &Shared, buf: &[u8], udp: bool, id: Option<&crate::acl::Identi
     };
     let a = match outcome {
         Outcome::Forward if sh.recursors.is_empty() => {
-            return encode(&base_response(sh, &req, ResponseCode::Refused));
+            return encode_within(&mut base_response(sh, &req, ResponseCode::Refused), limit);
         }
         Outcome::Forward => return Reply::Forward(req),
+        Outcome::OtherDatacenter(dc) => return Reply::OtherDatacenter(req, dc),
+        Outcome::Failover { query } => return Reply::Failover(req, Box::new(query)),
         Outcome::Answer(a) if !a.pending.is_empty() => return Reply::Resolve(req, Box::new(a)),
         Outcome::Answer(a) => a,
     };
@@ -555,15 +658,54 @@ fn finish(sh: &Shared, req: &Message, a: Answer, udp: bool) -> Reply {
     if !udp {
         return encode(&m);
     }
-    let max = req.edns.as_ref().map(|e| (e.max_payload() as usize).max(DEFAULT_UDP_SIZE)).unwrap_or(DEFAULT_UDP_SIZE);
+    let max = udp_limit(req);
     match trim_udp(&mut m, max, req.edns.is_some(), sh.settings.dns.udp_answer_limit) {
-        Trimmed::Fits(bytes) => Reply::Bytes(bytes),
+        Trimmed::Fits(bytes) if bytes.len() <= max => Reply::Bytes(bytes),
+        // Trimming keeps the questions and one answer, which may still be too long.
+        Trimmed::Fits(_) => encode_within(&mut m, Some(max)),
         Trimmed::Dropped => {
             m.metadata.truncation = sh.settings.dns.enable_truncate;
-            encode(&m)
+            encode_within(&mut m, Some(max))
         }
         Trimmed::Failed => Reply::None,
     }
+}
+
+/// The largest UDP response the sender of `req` takes: 512 bytes, or its EDNS payload size.
+fn udp_limit(req: &Message) -> usize {
+    req.edns.as_ref().map(|e| (e.max_payload() as usize).max(DEFAULT_UDP_SIZE)).unwrap_or(DEFAULT_UDP_SIZE)
+}
+
+/// Encodes `m` for a client that takes at most `limit` bytes (UDP; `None`: TCP, any size).
+/// Every response repeats the questions, and a query of up to 4 KiB may ask many or long ones
+/// without EDNS: when what trimming left is still too long, the records go and TC is set, so
+/// the client asks again over TCP; the questions go too if they alone are too long (miekg/dns's
+/// `Truncate` does the same). Fuzzing found an UPDATE with seven questions answered NOTIMP in
+/// 514 bytes to a client that takes 512.
+fn encode_within(m: &mut Message, limit: Option<usize>) -> Reply {
+    let Some(max) = limit else { return encode(m) };
+    for step in 0..3 {
+        match step {
+            0 => {}
+            1 => {
+                m.answers.clear();
+                m.authorities.clear();
+                m.additionals.clear();
+                m.metadata.truncation = true;
+            }
+            _ => m.queries.clear(),
+        }
+        match m.to_vec() {
+            Ok(b) if b.len() <= max => return Reply::Bytes(b),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "dns: encoding a response");
+                return Reply::None;
+            }
+        }
+    }
+    // A header and an OPT record: never over 512 bytes.
+    encode(m)
 }
 
 /// Consul's `syncExtra`, run once answers were dropped: ADDITIONAL becomes, for each remaining
@@ -649,10 +791,13 @@ fn trim_udp(m: &mut Message, max: usize, edns: bool, answer_limit: usize) -> Tri
 }
 
 /// Sends the query to each recursor in turn (UDP, 2 s each); the first answer wins, else SERVFAIL.
-async fn forward(sh: &Shared, query: &[u8], req: &Message) -> Vec<u8> {
-    match exchange(sh, query).await {
-        Some(b) => b,
-        None => base_response(sh, req, ResponseCode::ServFail).to_vec().unwrap_or_default(),
+async fn forward(sh: &Shared, query: &[u8], req: &Message, udp: bool) -> Option<Vec<u8>> {
+    if let Some(b) = exchange(sh, query).await {
+        return Some(b);
+    }
+    match encode_within(&mut base_response(sh, req, ResponseCode::ServFail), udp.then(|| udp_limit(req))) {
+        Reply::Bytes(b) => Some(b),
+        _ => None,
     }
 }
 
@@ -785,5 +930,40 @@ mod tests {
         assert_eq!(parse_recursor("127.0.0.1:5353").unwrap(), "127.0.0.1:5353".parse().unwrap());
         assert_eq!(parse_recursor("::1").unwrap(), "[::1]:53".parse().unwrap());
         assert!(parse_recursor("nope").is_err());
+    }
+
+    fn resolver() -> Arc<Resolver> {
+        let flags = crate::config::AgentFlags { dev: true, ..Default::default() };
+        let config = Config::from_flags(flags).expect("config");
+        Resolver::new(&config, Arc::new(Store::new())).expect("resolver")
+    }
+
+    /// Found by fuzzing (`dns_message`): an UPDATE with seven long questions and no EDNS was
+    /// answered NOTIMP in 514 bytes over UDP, the questions repeated; and a query's answer with
+    /// as many questions is as long. Over UDP a response now fits in 512 bytes, with TC set.
+    #[test]
+    fn udp_responses_fit_whatever_the_questions() {
+        let sh = resolver();
+        let fuzzed = include_bytes!("testdata/notimp-seven-questions.bin");
+        let mut many = Message::new(7, MessageType::Query, OpCode::Query);
+        for i in 0..8 {
+            let label = format!("{}{i}", "x".repeat(60));
+            many.add_query(Query::query(
+                Name::from_ascii(format!("{label}.{label}.service.consul.")).unwrap(),
+                RecordType::A,
+            ));
+        }
+        let many = many.to_vec().unwrap();
+        assert!(many.len() > 1000);
+        for query in [&fuzzed[..], &many[..]] {
+            let Reply::Bytes(b) = respond(&sh, query, true) else { panic!("no answer") };
+            assert!(b.len() <= 512, "{} bytes", b.len());
+            let m = Message::from_vec(&b).unwrap();
+            assert!(m.metadata.truncation, "a client that lost records must be told");
+            assert_eq!(m.metadata.id, u16::from_be_bytes([query[0], query[1]]));
+            // Over TCP nothing is cut.
+            let Reply::Bytes(b) = respond(&sh, query, false) else { panic!("no answer") };
+            assert!(b.len() > 512);
+        }
     }
 }

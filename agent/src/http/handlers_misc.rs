@@ -247,9 +247,9 @@ pub async fn coordinate_nodes(ctx: &Ctx) -> HttpResult {
                 .nodes
                 .keys()
                 .filter(|n| acl.node(n))
-                .map(|n| json!({"Node": n, "Segment": "", "Coord": coord()}))
+                .map(|n| json!({"Node": n, "Segment": "", "Coord": st.coordinates.get(n).cloned().unwrap_or_else(coord)}))
                 .collect();
-            (st.index.nodes, list)
+            (st.index.nodes.max(st.index.coordinates), list)
         })
         .await?;
     Ok(acl.mark(reply))
@@ -271,7 +271,9 @@ pub async fn coordinate_update(ctx: &Ctx) -> HttpResult {
     if dims != COORD_DIMENSIONS {
         return Err(HttpError::Internal("rpc error: incompatible coordinate".into()));
     }
-    Ok(Reply::empty())
+    let coord = c.clone();
+    ctx.agent.write(crate::structs::Command::CoordinateBatch(vec![(node, coord)])).await?;
+    Ok(Reply::json(&true))
 }
 
 /// Vivaldi's dimensionality in Consul's (and Serf's) default configuration.
@@ -281,13 +283,12 @@ pub async fn coordinate_node(ctx: &Ctx, node: &str) -> HttpResult {
     let reply = ctx
         .read(|st, ws| {
             ws.table(crate::state::Table::Nodes);
-            let list: Vec<Value> = st
-                .nodes
-                .get(node)
-                .map(|_| json!({"Node": node, "Segment": "", "Coord": coord()}))
-                .into_iter()
-                .collect();
-            (st.index.nodes, list)
+            ws.table(crate::state::Table::Coordinates);
+            // A node's own coordinate, the origin for a catalog node without one; the servers'
+            // WAN names (`node.dc`) have one once it was posted.
+            let c = st.coordinates.get(node).cloned().or_else(|| st.nodes.get(node).map(|_| coord()));
+            let list: Vec<Value> = c.map(|c| json!({"Node": node, "Segment": "", "Coord": c})).into_iter().collect();
+            (st.index.nodes.max(st.index.coordinates), list)
         })
         .await?;
     if matches!(&reply.body, Body::Json(Value::Array(a)) if a.is_empty()) {

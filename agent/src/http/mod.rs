@@ -7,8 +7,10 @@ pub mod convert;
 mod handlers_acl;
 mod handlers_agent;
 mod handlers_catalog;
+mod handlers_connect;
 mod handlers_kv;
 mod handlers_misc;
+mod handlers_query;
 mod handlers_session;
 pub mod limits;
 pub mod routes;
@@ -363,6 +365,9 @@ impl Ctx {
         // parked blocking query.
         let meta = Box::pin(server.prepare_read(opts.consistency)).await?;
         let (index, value) = blocking_query(&self.agent.store, opts.index, opts.wait, query).await;
+        server.confirm_read(&meta)?;
+        // As of the answer, not of the start of a blocking query.
+        let meta = server.read_meta();
         let headers = vec![
             (api::query::HEADER_INDEX, index.max(1).to_string()),
             (api::query::HEADER_KNOWN_LEADER, meta.known_leader.to_string()),
@@ -438,7 +443,20 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         CatalogServices => h!(handlers_catalog::services(&ctx)),
         CatalogService(s) => h!(handlers_catalog::service(&ctx, &s, false)),
         CatalogConnect(s) => h!(handlers_catalog::service(&ctx, &s, true)),
-        CatalogGatewayServices(_) | HealthIngress(_) => h!(handlers_catalog::empty_list(&ctx)),
+        CatalogGatewayServices(g) => h!(handlers_connect::gateway_services(&ctx, &g)),
+        HealthIngress(_) => h!(handlers_catalog::empty_list(&ctx)),
+        ConfigApply => h!(handlers_connect::config_apply(&ctx)),
+        ConfigList(kind) => h!(handlers_connect::config_list(&ctx, &kind)),
+        ConfigGet(kind, name) => h!(handlers_connect::config_get(&ctx, &kind, &name)),
+        ConfigDelete(kind, name) => h!(handlers_connect::config_delete(&ctx, &kind, &name)),
+        IntentionList => h!(handlers_connect::intention_list(&ctx)),
+        IntentionExact => h!(handlers_connect::intention_exact(&ctx)),
+        IntentionCheck => h!(handlers_connect::intention_check(&ctx)),
+        IntentionMatch => h!(handlers_connect::intention_match(&ctx)),
+        CaRoots | AgentCaRoots => h!(handlers_connect::ca_roots(&ctx)),
+        CaConfiguration => h!(handlers_connect::ca_configuration(&ctx)),
+        AgentCaLeaf(s) => h!(handlers_connect::agent_leaf(&ctx, &s)),
+        DiscoveryChain(s) => h!(handlers_connect::discovery_chain(&ctx, &s)),
         HealthConnect(s) => h!(handlers_catalog::health_service(&ctx, &s, true)),
         CatalogNode(n) => h!(handlers_catalog::node(&ctx, &n, false)),
         CatalogNodeServices(n) => h!(handlers_catalog::node(&ctx, &n, true)),
@@ -496,7 +514,13 @@ fn dispatch(ctx: Ctx, endpoint: Endpoint, pretty: bool) -> Answer {
         OperatorRaftTransferLeader => h!(handlers_misc::transfer_leader(&ctx)),
         SnapshotSave => h!(handlers_misc::snapshot_save(&ctx)),
         SnapshotRestore => h!(handlers_misc::snapshot_restore(&ctx)),
-        QueryList => now!(Ok(Reply::json(&Vec::<serde_json::Value>::new()))),
+        QueryList => h!(handlers_query::list(&ctx)),
+        QueryCreate => h!(handlers_query::create(&ctx)),
+        QueryGet(id) => h!(handlers_query::get(&ctx, &id)),
+        QueryUpdate(id) => h!(handlers_query::update(&ctx, &id)),
+        QueryDelete(id) => h!(handlers_query::delete(&ctx, &id)),
+        QueryExecute(id) => h!(handlers_query::execute(&ctx, &id)),
+        QueryExplain(id) => h!(handlers_query::explain(&ctx, &id)),
         InternalUiServices => h!(handlers_catalog::ui_services(&ctx)),
         InternalUiNodes => h!(handlers_catalog::ui_nodes(&ctx, None)),
         InternalUiNode(n) => h!(handlers_catalog::ui_nodes(&ctx, Some(&n))),
@@ -563,13 +587,22 @@ pub type Response = hyper::Response<http_body_util::combinators::BoxBody<Bytes, 
 /// In two stages, each its own allocation: preparing (the body, forwarding to another agent)
 /// and answering. Only the second lives while a blocking query waits, so a parked query holds its
 /// `Ctx` and its handler's state, not the request head, the body reader or the forwarding state.
-pub fn handle(agent: Arc<Agent>, req: hyper::Request<Incoming>) -> impl Future<Output = Response> + Send {
+///
+/// Generic over the body so that the fuzz targets can answer requests in process (hyper's
+/// `Incoming` cannot be built by hand); the server ports use it with `Incoming`.
+pub fn handle<B>(agent: Arc<Agent>, req: hyper::Request<B>) -> impl Future<Output = Response> + Send
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     agent.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query());
     let pretty = query.has("pretty") || agent.config.dev;
     let head = Head {
         bad_head: bad_head(&parts),
+        unclean: unclean(&parts.uri),
         write_refused: write_refused(&agent, &parts),
         token: request_token(&parts, &query),
         path: percent_decode(parts.uri.path()),
@@ -681,6 +714,35 @@ async fn identify(
     Ok(id)
 }
 
+/// Go's `path.Clean`, keeping a trailing slash as ServeMux does.
+pub fn clean_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut out = format!("/{}", parts.join("/"));
+    if p.ends_with('/') && out != "/" {
+        out.push('/');
+    }
+    out
+}
+
+/// The redirect target of a path that is not clean (`//`, `/./`, `/../`), with its query.
+fn unclean(uri: &http::Uri) -> Option<String> {
+    let p = uri.path();
+    let cleaned = clean_path(p);
+    (cleaned != p).then(|| match uri.query() {
+        Some(q) => format!("{cleaned}?{q}"),
+        None => cleaned,
+    })
+}
+
 /// What Go's HTTP server refuses in a head before any handler sees it: an HTTP/1.1 request
 /// must name exactly one `Host` (HTTP/2 carries its authority in the request line instead).
 fn bad_head(parts: &http::request::Parts) -> Option<&'static str> {
@@ -697,6 +759,8 @@ fn bad_head(parts: &http::request::Parts) -> Option<&'static str> {
 /// What is kept of a request's head.
 struct Head {
     bad_head: Option<&'static str>,
+    /// Where Go's ServeMux would redirect a path with `//`, `/./` or `/../` (301).
+    unclean: Option<String>,
     write_refused: bool,
     token: Option<String>,
     method: http::Method,
@@ -709,14 +773,26 @@ struct Head {
 
 /// Routes the request, reads its body and forwards it if another agent answers it. `Ok` is a
 /// request for this agent's handlers; `Err` an answer already (with the method and path to log).
-async fn prepare(
+async fn prepare<B>(
     agent: Arc<Agent>,
     req: Head,
-    body: Incoming,
-) -> Result<(Ctx, Endpoint), (http::Method, String, HttpResult)> {
-    let Head { bad_head, write_refused, token, method, path, query, accept, hops, uri } = req;
+    body: B,
+) -> Result<(Ctx, Endpoint), (http::Method, String, HttpResult)>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Head { bad_head, unclean, write_refused, token, method, path, query, accept, hops, uri } = req;
     if let Some(what) = bad_head {
         return Err((method, path, Err(HttpError::BadHead(what))));
+    }
+    if let Some(location) = unclean {
+        let reply = Reply {
+            status: 301,
+            body: Body::Raw { bytes: Bytes::new(), content_type: "text/html; charset=utf-8" },
+            headers: vec![("Location", location)],
+        };
+        return Err((method, path, Ok(reply)));
     }
     if write_refused {
         return Err((method, path, Err(HttpError::Forbidden("Access is restricted".into()))));
@@ -761,6 +837,11 @@ async fn prepare(
     };
     Ok((Ctx { agent, method, path, query, accept, body, identity }, endpoint))
 }
+
+pub use handlers_catalog::service_entries;
+pub use handlers_connect::issue_leaf;
+pub use handlers_query::execute_here as execute_query_here;
+pub use handlers_query::failover as query_failover;
 
 /// The largest request body: past the largest thing Consul accepts it is 413, not memory.
 pub fn body_limit(config: &crate::config::Config) -> usize {
@@ -898,6 +979,16 @@ mod tests {
         assert!(!Query::parse(None).has(""));
         assert_eq!(Query::parse(Some("cas=0&acquire=a%20b&flags=1")).encode_sorted(), "acquire=a+b&cas=0&flags=1");
         assert_eq!(Query::parse(Some("recurse&cas")).encode_sorted(), "cas=&recurse=");
+        for (p, want) in [
+            ("/v1/kv//app/config", "/v1/kv/app/config"),
+            ("/v1/kv/a/./b", "/v1/kv/a/b"),
+            ("/v1/kv/a/../b/", "/v1/kv/b/"),
+            ("/../x", "/x"),
+            ("/v1/kv/", "/v1/kv/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(clean_path(p), want, "{p}");
+        }
     }
 }
 
@@ -933,7 +1024,7 @@ mod size_tests {
         fn size_of_ret2<A, B, Fut, F: Fn(A, B) -> Fut>(_: F) -> usize {
             std::mem::size_of::<Fut>()
         }
-        let handle = size_of_ret2(super::handle);
+        let handle = size_of_ret2(super::handle::<hyper::body::Incoming>);
         eprintln!("sizes: handle {handle} kv get answer {answer}");
         assert!(handle <= 64, "handle future is {handle} bytes");
         // 584 bytes today (832 before the last trims: the answer and the watch set dropped

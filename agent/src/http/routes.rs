@@ -58,6 +58,20 @@ pub enum Endpoint {
     AgentHost,
     AgentVersion,
     AgentToken(String),
+    /// `PUT /v1/config`.
+    ConfigApply,
+    ConfigList(String),
+    ConfigGet(String, String),
+    ConfigDelete(String, String),
+    IntentionList,
+    IntentionExact,
+    IntentionCheck,
+    IntentionMatch,
+    CaRoots,
+    CaConfiguration,
+    AgentCaRoots,
+    AgentCaLeaf(String),
+    DiscoveryChain(String),
     EventFire(String),
     EventList,
     StatusLeader,
@@ -76,6 +90,12 @@ pub enum Endpoint {
     SnapshotSave,
     SnapshotRestore,
     QueryList,
+    QueryCreate,
+    QueryGet(String),
+    QueryUpdate(String),
+    QueryDelete(String),
+    QueryExecute(String),
+    QueryExplain(String),
     InternalUiServices,
     InternalUiNodes,
     InternalUiNode(String),
@@ -228,6 +248,48 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
             None => Err(HttpError::NotFound(String::new())),
         };
     }
+    if path == "/v1/query" || path == "/v1/query/" {
+        return methods!("GET" => QueryList, "POST" => QueryCreate);
+    }
+    if let Some(rest) = path.strip_prefix("/v1/query/").filter(|r| !r.is_empty()) {
+        return match rest.rsplit_once('/') {
+            Some((id, "execute")) => methods!("GET" => QueryExecute(id.to_string())),
+            Some((id, "explain")) => methods!("GET" => QueryExplain(id.to_string())),
+            _ => {
+                methods!("GET" => QueryGet(rest.to_string()), "PUT" => QueryUpdate(rest.to_string()), "DELETE" => QueryDelete(rest.to_string()))
+            }
+        };
+    }
+    if path == "/v1/config" {
+        return methods!("PUT" => ConfigApply);
+    }
+    if let Some(rest) = path.strip_prefix("/v1/config/") {
+        return match rest.split_once('/') {
+            Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
+                methods!("GET" => ConfigGet(kind.to_string(), name.to_string()), "DELETE" => ConfigDelete(kind.to_string(), name.to_string()))
+            }
+            None if !rest.is_empty() => methods!("GET" => ConfigList(rest.to_string())),
+            _ => Err(HttpError::BadRequest(format!("Missing kind or name in path {path}"))),
+        };
+    }
+    match path {
+        "/v1/connect/intentions" => return methods!("GET" => IntentionList),
+        "/v1/connect/intentions/exact" => {
+            return methods!("GET" => IntentionExact, "PUT" => IntentionExact, "DELETE" => IntentionExact)
+        }
+        "/v1/connect/intentions/check" => return methods!("GET" => IntentionCheck),
+        "/v1/connect/intentions/match" => return methods!("GET" => IntentionMatch),
+        "/v1/connect/ca/roots" => return methods!("GET" => CaRoots),
+        "/v1/connect/ca/configuration" => return methods!("GET" => CaConfiguration, "PUT" => CaConfiguration),
+        "/v1/agent/connect/ca/roots" => return methods!("GET" => AgentCaRoots),
+        _ => {}
+    }
+    if let Some(service) = path.strip_prefix("/v1/agent/connect/ca/leaf/").filter(|s| !s.is_empty()) {
+        return methods!("GET" => AgentCaLeaf(service.to_string()));
+    }
+    if let Some(service) = path.strip_prefix("/v1/discovery-chain/").filter(|s| !s.is_empty()) {
+        return methods!("GET" => DiscoveryChain(service.to_string()), "POST" => DiscoveryChain(service.to_string()));
+    }
     if path == "/v1/internal/acl/authorize" {
         return methods!("POST" => Acl(AclEndpoint::Authorize));
     }
@@ -301,7 +363,6 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
         ("/v1/operator/usage", &["GET"], OperatorUsage),
         ("/v1/operator/keyring", &["GET", "POST", "PUT", "DELETE"], OperatorKeyring),
         ("/v1/operator/raft/transfer-leader", &["POST", "PUT"], OperatorRaftTransferLeader),
-        ("/v1/query", &["GET"], QueryList),
         ("/v1/internal/ui/services", &["GET"], InternalUiServices),
         ("/v1/internal/ui/nodes", &["GET"], InternalUiNodes),
     ];

@@ -2,7 +2,9 @@
 //! state store, and the network over the server RPC port. Nothing above this module names openraft
 //! types except through the aliases here.
 
+pub mod leadership;
 pub mod network;
+pub mod prevote;
 pub mod sled_store;
 pub mod state_machine;
 
@@ -40,6 +42,7 @@ pub type NodeId = u64;
 pub type LogId = openraft::LogId<NodeId>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type Entry = openraft::Entry<TypeConfig>;
+pub type Metrics = openraft::RaftMetrics<NodeId, Peer>;
 
 /// Derives a stable Raft node ID from the agent's node ID (a UUID string).
 pub fn node_id_from(uuid: &str) -> NodeId {
@@ -56,23 +59,50 @@ pub fn node_id_from(uuid: &str) -> NodeId {
 /// bounds what the server port must accept in one Raft RPC.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
+/// The timings one `performance.raft_multiplier` gives, beside openraft's own configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How often a leader sends heartbeats (openraft ticks every 1.5 of this).
+    pub heartbeat: std::time::Duration,
+    pub election_min: std::time::Duration,
+    /// openraft's own leader lease: a follower that heard from a leader refuses votes for this
+    /// long, and stands for election only after this plus a random election timeout.
+    pub election_max: std::time::Duration,
+    /// Consul's `leader_lease_timeout` (500 ms x multiplier): a leader that has not heard from a
+    /// quorum for this long stops acting as leader. Never longer than `election_max`, so no other
+    /// leader can have been elected while it still acts.
+    pub lease: std::time::Duration,
+}
+
+impl Timing {
+    pub fn new(raft_multiplier: u64, dev: bool) -> Timing {
+        let m = raft_multiplier.clamp(1, 10);
+        let ms = std::time::Duration::from_millis;
+        if dev {
+            return Timing { heartbeat: ms(20), election_min: ms(50), election_max: ms(100), lease: ms(100) };
+        }
+        Timing { heartbeat: ms(100 * m), election_min: ms(300 * m), election_max: ms(500 * m), lease: ms(500 * m) }
+    }
+}
+
 /// Raft timings from Consul's `performance.raft_multiplier` (5 by default; 1 for production
 /// clusters that want fast failover). `dev` uses Consul's very short dev-mode timings.
 pub fn config(raft_multiplier: u64, dev: bool) -> openraft::Config {
-    let m = raft_multiplier.clamp(1, 10);
+    let t = Timing::new(raft_multiplier, dev);
     // openraft lets a follower start an election only after the leader lease, which is
     // election_timeout_max, has passed without a heartbeat: a dead leader is replaced within
-    // about max + a random timeout in [min, max).
-    let (heartbeat, election_min, election_max) = if dev { (20, 50, 100) } else { (100 * m, 300 * m, 500 * m) };
+    // about max + a random timeout in [min, max). Elections are further gated by a pre-vote
+    // (`prevote`), which is why `enable_elect` starts off.
     openraft::Config {
         cluster_name: "consul".into(),
-        heartbeat_interval: heartbeat,
-        election_timeout_min: election_min,
-        election_timeout_max: election_max,
+        heartbeat_interval: t.heartbeat.as_millis() as u64,
+        election_timeout_min: t.election_min.as_millis() as u64,
+        election_timeout_max: t.election_max.as_millis() as u64,
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(16_384),
         max_in_snapshot_log_to_keep: 1_000,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        enable_elect: false,
         ..Default::default()
     }
 }

@@ -46,6 +46,97 @@ pub(super) fn apply(state: &mut State, index: u64, req: &Request, ch: &mut Chang
             Response::Bool(true)
         }
         Command::Acl(cmd) => super::apply_acl::apply(state, index, cmd, ch),
+        Command::ConfigEntrySet { entry, cas } => {
+            let kind = entry.get("Kind").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let name = entry.get("Name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let existing = state.config_entries.get(&kind).and_then(|m| m.get(&name));
+            let current = existing.and_then(|e| e.get("ModifyIndex")).and_then(|v| v.as_u64()).unwrap_or(0);
+            if cas.is_some_and(|c| c != current) {
+                return Response::Bool(false);
+            }
+            let create = existing.and_then(|e| e.get("CreateIndex")).and_then(|v| v.as_u64()).unwrap_or(index);
+            let mut e = entry.clone();
+            if let Some(m) = e.as_object_mut() {
+                m.insert("CreateIndex".into(), create.into());
+                m.insert("ModifyIndex".into(), index.into());
+            }
+            state.config_entries.entry(kind).or_default().insert(name, e);
+            state.index.config_entries = index;
+            ch.table(Table::ConfigEntries);
+            Response::Bool(true)
+        }
+        Command::ConfigEntryDelete { kind, name, cas } => {
+            let current = state
+                .config_entries
+                .get(kind)
+                .and_then(|m| m.get(name))
+                .and_then(|e| e.get("ModifyIndex"))
+                .and_then(|v| v.as_u64());
+            if let Some(c) = cas {
+                if current != Some(*c) {
+                    return Response::Bool(false);
+                }
+            }
+            if let Some(m) = state.config_entries.get_mut(kind) {
+                m.remove(name);
+                if m.is_empty() {
+                    state.config_entries.remove(kind);
+                }
+            }
+            state.index.config_entries = index;
+            ch.table(Table::ConfigEntries);
+            Response::Bool(true)
+        }
+        Command::CoordinateBatch(updates) => {
+            for (node, coord) in updates {
+                state.coordinates.insert(node.clone(), coord.clone());
+            }
+            state.index.coordinates = index;
+            ch.table(Table::Coordinates);
+            Response::Ok
+        }
+        Command::QuerySet { query } => {
+            let id = query.get("ID").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let create = state
+                .prepared_queries
+                .get(&id)
+                .and_then(|q| q.get("CreateIndex"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(index);
+            let mut q = query.clone();
+            if let Some(m) = q.as_object_mut() {
+                m.insert("CreateIndex".into(), create.into());
+                m.insert("ModifyIndex".into(), index.into());
+            }
+            state.prepared_queries.insert(id, q);
+            state.index.prepared_queries = index;
+            ch.table(Table::PreparedQueries);
+            Response::Ok
+        }
+        Command::QueryDelete { id } => {
+            state.prepared_queries.remove(id);
+            state.index.prepared_queries = index;
+            ch.table(Table::PreparedQueries);
+            Response::Ok
+        }
+        Command::ConnectCaSet { ca, cas } => {
+            let current =
+                state.connect_ca.as_ref().and_then(|c| c.get("ModifyIndex")).and_then(|v| v.as_u64()).unwrap_or(0);
+            if cas.is_some_and(|c| c != current) {
+                return Response::Bool(false);
+            }
+            let create =
+                state.connect_ca.as_ref().and_then(|c| c.get("CreateIndex")).and_then(|v| v.as_u64()).unwrap_or(index);
+            let mut ca = ca.clone();
+            if let Some(m) = ca.as_object_mut() {
+                m.insert("CreateIndex".into(), create.into());
+                m.insert("ModifyIndex".into(), index.into());
+            }
+            state.connect_ca = Some(ca);
+            state.index.connect_ca = index;
+            ch.table(Table::ConnectCa);
+            Response::Bool(true)
+        }
         Command::TombstoneReap { up_to } => {
             state.tombstones.retain(|_, i| *i > *up_to);
             Response::Ok
@@ -454,6 +545,13 @@ fn session_invalidate(state: &mut State, index: u64, id: &str, now: u64, ch: &mu
     let Some(session) = state.sessions.remove(id) else { return };
     state.index.sessions = index;
     ch.table(Table::Sessions);
+    // A prepared query bound to the session goes with it, as in Consul.
+    let before = state.prepared_queries.len();
+    state.prepared_queries.retain(|_, q| q.get("Session").and_then(|s| s.as_str()) != Some(id));
+    if state.prepared_queries.len() != before {
+        state.index.prepared_queries = index;
+        ch.table(Table::PreparedQueries);
+    }
     let held: Vec<String> =
         state.kv.values().filter(|e| e.session.as_deref() == Some(id)).map(|e| e.key.clone()).collect();
     for key in held {

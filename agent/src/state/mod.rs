@@ -21,6 +21,14 @@ pub struct Indexes {
     pub checks: u64,
     pub kv: u64,
     pub sessions: u64,
+    #[serde(default)]
+    pub config_entries: u64,
+    #[serde(default)]
+    pub coordinates: u64,
+    #[serde(default)]
+    pub connect_ca: u64,
+    #[serde(default)]
+    pub prepared_queries: u64,
 }
 
 /// Everything the store holds; also the snapshot format.
@@ -48,6 +56,18 @@ pub struct State {
     /// Tokens, policies, roles, auth methods, binding rules.
     #[serde(default)]
     pub acl: crate::acl::model::Tables,
+    /// Config entries as Consul's JSON, by kind then name (with CreateIndex and ModifyIndex).
+    #[serde(default)]
+    pub config_entries: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Network coordinates by node name (Consul's `Coord` JSON).
+    #[serde(default)]
+    pub coordinates: BTreeMap<String, serde_json::Value>,
+    /// The Connect CA: its configuration, roots and (private) signing key, as one JSON value.
+    #[serde(default)]
+    pub connect_ca: Option<serde_json::Value>,
+    /// Prepared queries as Consul's JSON, by ID.
+    #[serde(default)]
+    pub prepared_queries: BTreeMap<String, serde_json::Value>,
 }
 
 pub type Snapshot = State;

@@ -16,9 +16,24 @@ pub enum Table {
     Kv,
     Sessions,
     Acl,
+    ConfigEntries,
+    Coordinates,
+    ConnectCa,
+    PreparedQueries,
 }
 
-const TABLES: [Table; 6] = [Table::Nodes, Table::Services, Table::Checks, Table::Kv, Table::Sessions, Table::Acl];
+const TABLES: [Table; 10] = [
+    Table::Nodes,
+    Table::Services,
+    Table::Checks,
+    Table::Kv,
+    Table::Sessions,
+    Table::Acl,
+    Table::ConfigEntries,
+    Table::Coordinates,
+    Table::ConnectCa,
+    Table::PreparedQueries,
+];
 
 /// What one committed write touched; the store turns it into wake-ups.
 #[derive(Debug, Default)]

@@ -9,6 +9,9 @@ pub struct TestAgent {
     pub client: api::Client,
     pub dir: tempfile::TempDir,
     pub args: Vec<String>,
+    /// The group the process runs as, when it must be cut off by [`crate::partition::Net`]:
+    /// the firewall tells agents apart by the group that owns a packet's socket.
+    pub gid: Option<u32>,
 }
 
 pub fn bin() -> &'static str {
@@ -28,13 +31,18 @@ impl TestAgent {
         } else {
             vec!["-server".into(), "-bootstrap-expect=1".into(), format!("-data-dir={}", dir.path().display())]
         };
-        TestAgent::spawn(ip, mode, extra, dir)
+        TestAgent::spawn(ip, mode, extra, dir, None)
     }
 
     /// A member of a multi-agent cluster with fast timings (Raft multiplier 1, quick gossip
     /// probes): a server expecting `expect` servers (`Some`), or a client (`None`), joining
     /// `join` with `-retry-join`.
     pub fn member(ip: &str, expect: Option<u32>, join: &[&str], extra: &[&str]) -> TestAgent {
+        TestAgent::member_as(ip, expect, join, extra, None)
+    }
+
+    /// [`TestAgent::member`] running as group `gid` (root stays its user).
+    pub fn member_as(ip: &str, expect: Option<u32>, join: &[&str], extra: &[&str], gid: Option<u32>) -> TestAgent {
         let dir = tempfile::tempdir().expect("tempdir");
         let fast = dir.path().join("fast.json");
         std::fs::write(
@@ -54,10 +62,10 @@ impl TestAgent {
         if !join.is_empty() {
             mode.push("-retry-interval=200ms".into());
         }
-        TestAgent::spawn(ip, mode, extra, dir)
+        TestAgent::spawn(ip, mode, extra, dir, gid)
     }
 
-    fn spawn(ip: &str, mode: Vec<String>, extra: &[&str], dir: tempfile::TempDir) -> TestAgent {
+    fn spawn(ip: &str, mode: Vec<String>, extra: &[&str], dir: tempfile::TempDir, gid: Option<u32>) -> TestAgent {
         let mut args: Vec<String> = vec!["agent".into()];
         args.extend(mode);
         let defaults = [
@@ -71,10 +79,10 @@ impl TestAgent {
         let name = |f: &str| f.split('=').next().unwrap_or(f).to_string();
         args.extend(defaults.into_iter().filter(|d| !extra.iter().any(|e| name(e) == name(d))));
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = spawn_logged(&args, dir.path());
+        let child = spawn_logged(&args, dir.path(), gid);
         let http = format!("{ip}:8500");
         let client = api::Client::new(&http).expect("client");
-        TestAgent { child, ip: ip.into(), client, dir, args }
+        TestAgent { child, ip: ip.into(), client, dir, args, gid }
     }
 
     /// Waits until the agent has a leader and has registered itself in the catalog.
@@ -111,7 +119,7 @@ impl TestAgent {
     /// Starts the process again with the same flags and data dir (after `kill9` or a leave).
     pub fn respawn(&mut self) {
         self.kill9();
-        self.child = spawn_logged(&self.args, self.dir.path());
+        self.child = spawn_logged(&self.args, self.dir.path(), self.gid);
     }
 
     /// SIGSTOP or SIGCONT: a paused agent keeps its sockets but answers nothing.
@@ -162,6 +170,13 @@ impl TestAgent {
             .expect("request")
     }
 
+    pub async fn post(&self, path: &str, body: &str) -> api::client::Response {
+        self.client
+            .request(api::client::Method::POST, path, Some(body.to_string().into()), Some(Duration::from_secs(30)))
+            .await
+            .expect("request")
+    }
+
     pub async fn delete(&self, path: &str) -> api::client::Response {
         self.client
             .request(api::client::Method::DELETE, path, None, Some(Duration::from_secs(30)))
@@ -177,10 +192,14 @@ impl Drop for TestAgent {
     }
 }
 
-fn spawn_logged(args: &[String], dir: &std::path::Path) -> Child {
+fn spawn_logged(args: &[String], dir: &std::path::Path, gid: Option<u32>) -> Child {
+    use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).expect("log file");
-    Command::new(bin())
-        .args(args)
+    let mut cmd = Command::new(bin());
+    if let Some(g) = gid {
+        cmd.gid(g);
+    }
+    cmd.args(args)
         .stdout(log.try_clone().expect("clone log"))
         .stderr(log)
         .stdin(Stdio::null())
