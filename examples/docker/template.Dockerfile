@@ -3,5 +3,4 @@
 FROM scratch
 COPY rootfs/ /
 ENV PATH=/bin:/usr/sbin
-EXPOSE 80
 ENTRYPOINT ["/bin/docker-entrypoint", "--program=template"]

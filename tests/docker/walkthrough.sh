@@ -9,6 +9,8 @@
 #   4. the demo service's check fails (its nginx stops): the rendered upstream file, nginx on
 #      8088 and lb on 88 drop that instance, and take it back when it passes again
 #   5. a container started with SERVICE_NAME=x appears in the catalog and leaves when stopped
+#   6. the seeds' `docker run` lines (default bridge, -bind=0.0.0.0, -join by IP), with only the
+#      image name changed, form a three-server cluster
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 compose_file=$root/examples/docker/docker-compose.yml
@@ -22,8 +24,8 @@ case "${DOCKER_HOST:-}" in
   unix://*) export DOCKER_SOCKET=${DOCKER_HOST#unix://} ;;
   *) export DOCKER_SOCKET=/var/run/docker.sock ;;
 esac
-LB=${LB_URL:-http://127.0.0.1:88}
-NGINX=${NGINX_URL:-http://127.0.0.1:8088}
+LB=${LB_URL:-http://127.0.0.1:${LB_PORT:-88}}
+NGINX=${NGINX_URL:-http://127.0.0.1:${NGINX_PORT:-8088}}
 tmp=$(mktemp -d)
 started=$(date +%s)
 
@@ -36,7 +38,7 @@ fail() {
   exit 1
 }
 teardown() {
-  docker rm -f x1 >/dev/null 2>&1 || true
+  docker rm -f x1 seed1 seed2 seed3 >/dev/null 2>&1 || true
   "${compose[@]}" down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
@@ -66,7 +68,9 @@ answers() {
   for i in $(seq 12); do curl -s --max-time 5 ${2:+-H "$2"} "$1"; done | sort -u
 }
 
-three_voters() { [ "$(peers | grep -c ' voter ')" -eq 3 ] && peers | grep -q leader; }
+# Consul's columns: Node ID Address State Voter RaftProtocol ...
+voters() { peers | awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "Voter") v = i; next } v && $v == "true"' ; }
+three_voters() { [ "$(voters | wc -l)" -eq 3 ] && voters | grep -q ' leader '; }
 six_alive() { [ "$(docker exec server1 agent members | grep -c ' alive ')" -eq 6 ]; }
 web_is() { [ "$(passing_web)" = "$1" ]; }
 upstream_has() { [ "$(upstream | grep -c '^ *server ')" -eq "$1" ]; }
@@ -160,5 +164,17 @@ docker stop -t 5 x1 >/dev/null
 x_gone() { curl -sf --max-time 5 "$LB/v1/catalog/service/x" | json 'assert d == []'; }
 until_ok 30 "x to leave the catalog" x_gone
 echo "    x left the catalog"
+
+step "6. the seeds' docker run lines form a cluster"
+docker run -d --name seed1 agent:dev agent -server -bind=0.0.0.0 -client=0.0.0.0 -bootstrap-expect=3 -node=seed1 -ui >/dev/null
+seed1=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' seed1)
+[ -n "$seed1" ] || fail "seed1 has no address on the default bridge"
+for n in 2 3; do
+  docker run -d --name seed$n agent:dev agent -server -bind=0.0.0.0 -bootstrap-expect=3 -node=seed$n -join=$seed1 >/dev/null
+done
+seed_voters() { [ "$(docker exec seed1 agent operator raft list-peers | grep -c ' true ')" -eq 3 ] && docker exec seed1 agent operator raft list-peers | grep -q ' leader '; }
+until_ok 60 "three voters among the seed containers" seed_voters
+docker exec seed1 agent operator raft list-peers | sed 's/^/    /'
+docker rm -f seed1 seed2 seed3 >/dev/null
 
 step "walk-through passed in $(($(date +%s) - started))s"
