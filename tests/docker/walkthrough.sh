@@ -38,7 +38,7 @@ fail() {
   exit 1
 }
 teardown() {
-  docker rm -f x1 seed1 seed2 seed3 >/dev/null 2>&1 || true
+  docker rm -f x1 z1 seed1 seed2 seed3 >/dev/null 2>&1 || true
   "${compose[@]}" down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
@@ -133,6 +133,22 @@ echo "    lb answered $ok of $total requests with 200 during the failover"
 docker start "$victim" >/dev/null
 until_ok 90 "three voters again after $victim restarted" three_voters
 echo "    $victim is back; three voters"
+
+step "3b. PID 1 reaps orphans"
+# The subshell exits at once, so its loop is handed to PID 1, notes its parent and exits; PID 1
+# must wait() for it or it stays a zombie. The image has dash only: /proc is read with builtins.
+docker run -d --name z1 template:dev sh -c '
+  (sh -c "i=0; while [ \$i -lt 3000 ]; do i=\$((i+1)); done
+          while read k v; do [ \"\$k\" = PPid: ] && echo \$v > /tmp/orphan-ppid; done < /proc/\$\$/status" &)
+  exec nginx -c /etc/nginx/web.conf' >/dev/null
+orphan_done() { docker exec z1 sh -c 'read p < /tmp/orphan-ppid && echo $p'; }
+until_ok 20 "the orphan to run under PID 1" orphan_done
+ppid=$(orphan_done)
+states=$(docker exec z1 sh -c 'for f in /proc/[0-9]*/stat; do read l < $f; echo "${l#*) }"; done' | cut -c1 | sort | uniq -c | tr -s ' \n' ' ')
+docker rm -f z1 >/dev/null
+echo "    the orphan's parent was PID $ppid; process states left:$states"
+[ "$ppid" = 1 ] || fail "the orphan's parent was $ppid, not PID 1"
+case "$states" in *Z*) fail "a zombie in the container:$states" ;; esac
 
 step "4b. the demo service's check fails on client1: upstream, nginx and lb follow"
 bad_ip=$(container_ip client1)
