@@ -15,4 +15,5 @@ cargo test --workspace
 FUZZ_ENGINE=stable scripts/fuzz.sh 20
 scripts/conformance.sh
 CHAOS_PROFILE=debug CHAOS_BUILD=0 scripts/chaos.sh 150 mixed
-tests/docker/run.sh
+# The images from the debug binaries built above: a release build would not fit CI's time.
+DOCKER_PROFILE=debug tests/docker/run.sh

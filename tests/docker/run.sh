@@ -54,11 +54,17 @@ else
   fi
 fi
 
-echo "==> building the images (release binaries)"
+# DOCKER_PROFILE=debug (scripts/test.sh): the debug binaries built already, no release build.
+profile=${DOCKER_PROFILE:-release}
+echo "==> building the images ($profile binaries)"
 t0=$(date +%s)
-cargo build --release -q -p agent -p template -p lb -p entrypoint
+if [ "$profile" = release ]; then
+  cargo build --release -q -p agent -p template -p lb -p entrypoint
+else
+  cargo build -q -p agent -p template -p lb -p entrypoint
+fi
 t1=$(date +%s)
-examples/docker/build --no-cargo
+examples/docker/build --no-cargo --profile="$profile"
 t2=$(date +%s)
-echo "==> release build $((t1 - t0))s, images $((t2 - t1))s"
+echo "==> cargo build $((t1 - t0))s, images $((t2 - t1))s"
 tests/docker/walkthrough.sh
