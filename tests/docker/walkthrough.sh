@@ -6,11 +6,12 @@
 #   2. KV written on server1 is read on server3
 #   3. the leader's container is stopped (SIGTERM reaches the agent through PID 1) and a new
 #      leader is elected, while `curl localhost:88/v1/status/leader` keeps answering 200
+#   3b. an orphan handed to PID 1 is reaped (no zombie left)
 #   4. the demo service's check fails (its nginx stops): the rendered upstream file, nginx on
 #      8088 and lb on 88 drop that instance, and take it back when it passes again
 #   5. a container started with SERVICE_NAME=x appears in the catalog and leaves when stopped
 #   6. the seeds' `docker run` lines (default bridge, -bind=0.0.0.0, -join by IP), with only the
-#      image name changed, form a three-server cluster
+#      image name changed, form a three-server cluster (one with CONSUL_BIND_INTERFACE=eth0)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 compose_file=$root/examples/docker/docker-compose.yml
@@ -185,12 +186,13 @@ step "6. the seeds' docker run lines form a cluster"
 docker run -d --name seed1 agent:dev agent -server -bind=0.0.0.0 -client=0.0.0.0 -bootstrap-expect=3 -node=seed1 -ui >/dev/null
 seed1=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' seed1)
 [ -n "$seed1" ] || fail "seed1 has no address on the default bridge"
-for n in 2 3; do
-  docker run -d --name seed$n agent:dev agent -server -bind=0.0.0.0 -bootstrap-expect=3 -node=seed$n -join=$seed1 >/dev/null
-done
+docker run -d --name seed2 agent:dev agent -server -bind=0.0.0.0 -bootstrap-expect=3 -node=seed2 -join=$seed1 >/dev/null
+# The official image's other way to say it: the address of an interface.
+docker run -d --name seed3 -e CONSUL_BIND_INTERFACE=eth0 agent:dev agent -server -bootstrap-expect=3 -node=seed3 -join=$seed1 >/dev/null
 seed_voters() { [ "$(docker exec seed1 agent operator raft list-peers | grep -c ' true ')" -eq 3 ] && docker exec seed1 agent operator raft list-peers | grep -q ' leader '; }
 until_ok 60 "three voters among the seed containers" seed_voters
 docker exec seed1 agent operator raft list-peers | sed 's/^/    /'
+docker logs seed3 2>&1 | grep "^==> Found address" | sed 's/^/    seed3: /' | grep . || fail "seed3 did not take its address from CONSUL_BIND_INTERFACE"
 docker rm -f seed1 seed2 seed3 >/dev/null
 
 step "walk-through passed in $(($(date +%s) - started))s"
