@@ -210,23 +210,57 @@ impl Events {
         }
     }
 
-    /// Takes one whole event off the front of the buffer, if one is there.
     fn parse(&mut self) -> Result<Option<Event>, Error> {
-        let start = self.buf.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(self.buf.len());
-        self.buf.drain(..start);
-        if self.buf.is_empty() {
-            return Ok(None);
+        take_event(&mut self.buf).map_err(|source| Error::Decode { path: self.path.clone(), source })
+    }
+}
+
+/// Takes one whole event off the front of `buf`, if one is there (`None`: more bytes needed).
+fn take_event(buf: &mut Vec<u8>) -> Result<Option<Event>, serde_json::Error> {
+    let start = buf.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(buf.len());
+    buf.drain(..start);
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut stream = serde_json::Deserializer::from_slice(buf).into_iter::<Event>();
+    match stream.next() {
+        Some(Ok(ev)) => {
+            let used = stream.byte_offset();
+            buf.drain(..used);
+            Ok(Some(ev))
         }
-        let mut stream = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Event>();
-        match stream.next() {
-            Some(Ok(ev)) => {
-                let used = stream.byte_offset();
-                self.buf.drain(..used);
-                Ok(Some(ev))
+        Some(Err(e)) if e.is_eof() => Ok(None),
+        Some(Err(e)) => Err(e),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_anywhere_come_out_whole_and_in_order() {
+        let stream = concat!(
+            r#"{"status":"start","id":"aaa","from":"redis","Type":"container","Action":"start","Actor":{"ID":"aaa","Attributes":{"name":"r"}},"time":1}"#,
+            "\n",
+            r#"{"status":"die","id":"bbb","time":2}"#,
+            "\n\n",
+        );
+        for cut in 0..stream.len() {
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            for part in [&stream.as_bytes()[..cut], &stream.as_bytes()[cut..]] {
+                buf.extend_from_slice(part);
+                while let Some(ev) = take_event(&mut buf).expect("valid json") {
+                    got.push((ev.action().to_string(), ev.container().to_string()));
+                }
             }
-            Some(Err(e)) if e.is_eof() => Ok(None),
-            Some(Err(source)) => Err(Error::Decode { path: self.path.clone(), source }),
-            None => Ok(None),
+            // Old engines send only `status` and `id`.
+            assert_eq!(got, [("start".into(), "aaa".into()), ("die".into(), "bbb".into())], "cut at {cut}");
+            assert!(buf.is_empty());
         }
+        let mut bad = b"{\"Action\": 5}\n".to_vec();
+        assert!(take_event(&mut bad).is_err(), "a malformed event is an error, not a hang");
     }
 }
