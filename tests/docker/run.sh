@@ -22,11 +22,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 own=""
+dockerd_pid=""
 cleanup() {
   if [ -n "$own" ]; then
     echo "==> stopping the dockerd this run started"
-    kill -TERM "$(cat "$own/dockerd.pid")" 2>/dev/null || true
-    for _ in $(seq 60); do kill -0 "$(cat "$own/dockerd.pid")" 2>/dev/null || break; sleep 0.5; done
+    kill -TERM "$dockerd_pid" 2>/dev/null || true
+    for _ in $(seq 60); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.5; done
     rm -rf "$own" 2>/dev/null || true
   fi
 }
@@ -40,6 +41,7 @@ else
   echo "==> starting dockerd (socket $own/docker.sock)"
   dockerd --host "unix://$own/docker.sock" --data-root "$own/data" --exec-root "$own/exec" \
     --pidfile "$own/dockerd.pid" >"$own/dockerd.log" 2>&1 &
+  dockerd_pid=$!
   export DOCKER_HOST=unix://$own/docker.sock
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   if ! docker info >/dev/null 2>&1; then
@@ -54,14 +56,13 @@ else
   fi
 fi
 
-# DOCKER_PROFILE=debug (scripts/test.sh): the debug binaries built already, no release build.
+# DOCKER_PROFILE=debug (scripts/test.sh): the debug binaries its workspace build made, as they
+# are (building them again with other features would cost CI minutes); else a release build.
 profile=${DOCKER_PROFILE:-release}
 echo "==> building the images ($profile binaries)"
 t0=$(date +%s)
 if [ "$profile" = release ]; then
   cargo build --release -q -p agent -p template -p lb -p entrypoint
-else
-  cargo build -q -p agent -p template -p lb -p entrypoint
 fi
 t1=$(date +%s)
 examples/docker/build --no-cargo --profile="$profile"
