@@ -43,9 +43,14 @@ else
     --pidfile "$own/dockerd.pid" >"$own/dockerd.log" 2>&1 &
   dockerd_pid=$!
   export DOCKER_HOST=unix://$own/docker.sock
-  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  # Up to 30 s, less if dockerd has exited already.
+  for _ in $(seq 60); do
+    docker info >/dev/null 2>&1 && break
+    kill -0 "$dockerd_pid" 2>/dev/null || break
+    sleep 0.5
+  done
   if ! docker info >/dev/null 2>&1; then
-    echo "docker: dockerd could not start within 30s on this machine; its log ends:" >&2
+    echo "docker: dockerd could not start on this machine; its log ends:" >&2
     tail -30 "$own/dockerd.log" | sed 's/^/    /' >&2
     if [ "${DOCKER_REQUIRED:-0}" = 1 ]; then
       echo "docker: FAILED (DOCKER_REQUIRED=1)" >&2
