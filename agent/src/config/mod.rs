@@ -946,7 +946,8 @@ mod tests {
         let d = c.docker.expect("on");
         assert_eq!(d.socket, PathBuf::from("/var/run/docker.sock"));
         assert!(d.rules.internal && !d.rules.explicit && d.rules.ip.is_none());
-        let file = serde_json::json!({"docker_socket": "/run/podman.sock", "docker_explicit": true, "docker_ip": "10.1.2.3"});
+        let file =
+            serde_json::json!({"docker_socket": "/run/podman.sock", "docker_explicit": true, "docker_ip": "10.1.2.3"});
         let c = Config::build(parse(&["-dev"]), file.as_object().cloned().unwrap_or_default()).expect("valid");
         let d = c.docker.expect("on");
         assert_eq!(d.socket, PathBuf::from("/run/podman.sock"));

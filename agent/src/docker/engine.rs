@@ -149,7 +149,8 @@ impl Engine {
     /// The stream of container start and die events, from now on.
     pub async fn events(&self) -> Result<Events, Error> {
         // filters={"type":["container"],"event":["start","die"]}
-        let path = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%2C%22die%22%5D%7D";
+        let path =
+            "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%2C%22die%22%5D%7D";
         let resp = tokio::time::timeout(CALL_TIMEOUT, self.get(path))
             .await
             .map_err(|_| Error::Timeout { path: path.to_string() })??;

@@ -327,10 +327,17 @@ mod tests {
     }
 
     /// `docker run --name NAME -p ... IMAGE` with env and labels, on the default bridge.
-    fn published(name: &str, image: &str, ports: &[(&str, &str, &str)], env: &[&str], labels: &[(&str, &str)]) -> Container {
+    fn published(
+        name: &str,
+        image: &str,
+        ports: &[(&str, &str, &str)],
+        env: &[&str],
+        labels: &[(&str, &str)],
+    ) -> Container {
         let mut p = Map::new();
         for (key, host_ip, host_port) in ports {
-            let v = if host_port.is_empty() { Value::Null } else { json!([{"HostIp": host_ip, "HostPort": host_port}]) };
+            let v =
+                if host_port.is_empty() { Value::Null } else { json!([{"HostIp": host_ip, "HostPort": host_port}]) };
             p.insert(key.to_string(), v);
         }
         let labels: Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
@@ -377,12 +384,15 @@ mod tests {
         let got = make(&c, &Rules::default());
         let names: Vec<(&str, &str, u64)> = got
             .iter()
-            .map(|s| (s["ID"].as_str().unwrap_or(""), s["Name"].as_str().unwrap_or(""), s["Port"].as_u64().unwrap_or(0)))
+            .map(|s| {
+                (s["ID"].as_str().unwrap_or(""), s["Name"].as_str().unwrap_or(""), s["Port"].as_u64().unwrap_or(0))
+            })
             .collect();
         assert_eq!(names, [("host1:nginx.0:443", "nginx-443", 4443), ("host1:nginx.0:80", "nginx-80", 8000)]);
         // Multiple services with metadata: a port's own name is used as is; SERVICE_NAME gets
         // the port appended; a port's own ID replaces the made-up one.
-        let env = ["SERVICE_443_NAME=https", "SERVICE_443_ID=https.12345", "SERVICE_443_SNI=enabled", "SERVICE_TAGS=www"];
+        let env =
+            ["SERVICE_443_NAME=https", "SERVICE_443_ID=https.12345", "SERVICE_443_SNI=enabled", "SERVICE_TAGS=www"];
         let c = published("nginx.0", "progrium/nginx", &ports, &env, &[]);
         assert_eq!(
             make(&c, &Rules::default()),
@@ -405,7 +415,8 @@ mod tests {
         let c = published("dns", "example/dns:1.0", &ports, &[], &[]);
         assert!(make(&c, &Rules::default()).is_empty());
         let got = make(&c, &Rules { internal: true, ..Rules::default() });
-        let summary: Vec<Value> = got.iter().map(|s| json!([s["ID"], s["Name"], s["Address"], s["Port"], s["Tags"]])).collect();
+        let summary: Vec<Value> =
+            got.iter().map(|s| json!([s["ID"], s["Name"], s["Address"], s["Port"], s["Tags"]])).collect();
         assert_eq!(
             summary,
             [
@@ -462,7 +473,10 @@ mod tests {
         assert_eq!(json!([got[0]["Name"], got[0]["Tags"]]), json!(["from-label", ["own", "a,b"]]));
         // Keys Consul would refuse as meta are left out; the image name loses tag and digest.
         let c = published("w", "reg:5000/team/app@sha256:abc", &[("80/tcp", "", "1")], &["SERVICE_A.B=x"], &[]);
-        assert_eq!(json!([make(&c, &Rules::default())[0]["Name"], make(&c, &Rules::default())[0]["Meta"]]), json!(["app", meta(&[])]));
+        assert_eq!(
+            json!([make(&c, &Rules::default())[0]["Name"], make(&c, &Rules::default())[0]["Meta"]]),
+            json!(["app", meta(&[])])
+        );
     }
 
     #[test]
@@ -481,10 +495,7 @@ mod tests {
         let s = c(&["SERVICE_CHECK_TTL=30s", "SERVICE_CHECK_DEREGISTER_AFTER=5m"]);
         assert_eq!(s["Check"], json!({"TTL": "30s", "DeregisterCriticalServiceAfter": "5m"}));
         let s = c(&["SERVICE_CHECK_SCRIPT=nc $SERVICE_IP $SERVICE_PORT | grep OK"]);
-        assert_eq!(
-            s["Check"],
-            json!({"Args": ["/bin/sh", "-c", "nc 10.0.0.5 8080 | grep OK"], "Interval": "10s"})
-        );
+        assert_eq!(s["Check"], json!({"Args": ["/bin/sh", "-c", "nc 10.0.0.5 8080 | grep OK"], "Interval": "10s"}));
         assert!(c(&["SERVICE_CHECK_INTERVAL=5s"]).get("Check").is_none(), "an interval alone is no check");
     }
 

@@ -59,7 +59,9 @@ impl Registrator {
             match input {
                 Input::Shutdown => return,
                 Input::Stream(Ok(())) => tracing::info!("docker: the engine closed the event stream; reconnecting"),
-                Input::Stream(Err(e)) => tracing::warn!(error = %e, retry_in = ?pause, "docker: watching the engine failed"),
+                Input::Stream(Err(e)) => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "docker: watching the engine failed")
+                }
             }
             if connected {
                 pause = Duration::from_secs(1);

@@ -33,7 +33,8 @@ fn the_agent_subcommand_gets_the_image_dirs_and_the_interface_address() {
     let bin = fake_agent();
     let mut cmd = entrypoint();
     with_path(&mut cmd, &bin);
-    let out = cmd.args(["agent", "-dev", "-client", "0.0.0.0"]).env("CONSUL_BIND_INTERFACE", "lo").output().expect("run");
+    let out =
+        cmd.args(["agent", "-dev", "-client", "0.0.0.0"]).env("CONSUL_BIND_INTERFACE", "lo").output().expect("run");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         text(&out),
@@ -68,9 +69,7 @@ fn local_config_is_written_before_the_program_starts() {
 
 #[test]
 fn exit_status_is_the_programs_or_128_plus_its_signal() {
-    let code = |script: &str| {
-        entrypoint().args(["--program=x", "sh", "-c", script]).status().expect("run").code()
-    };
+    let code = |script: &str| entrypoint().args(["--program=x", "sh", "-c", script]).status().expect("run").code();
     assert_eq!(code("exit 3"), Some(3));
     assert_eq!(code("kill -KILL $$"), Some(137));
     let out = entrypoint().args(["--program=x", "/nonexistent/prog"]).output().expect("run");
@@ -87,11 +86,8 @@ fn sigterm_reaches_the_program_and_orphans_are_reaped() {
         "trap 'exit 7' TERM; (sleep 0.3 & echo $! > {}); echo ready; while :; do sleep 0.05; done",
         orphan_pid.display()
     );
-    let mut child = entrypoint()
-        .args(["--program=x", "sh", "-c", &script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child =
+        entrypoint().args(["--program=x", "sh", "-c", &script]).stdout(Stdio::piped()).spawn().expect("spawn");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
     assert_eq!(line, "ready\n");
