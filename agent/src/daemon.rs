@@ -109,6 +109,12 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
         tokio::spawn(dns.run(agent.shutdown.subscribe()));
     }
     agent.spawn_loops();
+    if let Some(opts) = config.docker.clone() {
+        use tracing::Instrument;
+        tracing::info!(socket = %opts.socket.display(), "registering containers from the docker engine");
+        let task = crate::docker::Registrator::new(agent.clone(), opts).run(agent.shutdown.subscribe());
+        tokio::spawn(task.instrument(tracing::info_span!("docker", node = %node)));
+    }
     println!("==> Starting the agent (compatible with Consul {})...", crate::http::handlers_version());
     println!("               Version: '{}'", crate::http::handlers_version());
     println!("               Node ID: '{}'", agent.node_id);

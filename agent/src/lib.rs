@@ -14,6 +14,7 @@ pub mod coordinate;
 pub mod daemon;
 pub mod defs;
 pub mod dns;
+pub mod docker;
 pub mod filter;
 pub mod forward;
 pub mod gossip;

@@ -22,7 +22,7 @@ impl Child {
     pub fn spawn(cfg: &ExecConfig, env: &[(String, String)]) -> Result<Child, Error> {
         let mut cmd = tokio::process::Command::new("/bin/sh");
         // Its own process group: a signal reaches the program even when `sh` does not exec it.
-        cmd.arg("-c").arg(&cfg.command).process_group(0).kill_on_drop(true);
+        cmd.arg("-c").arg(shell_line(&cfg.command)).process_group(0).kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -84,4 +84,32 @@ fn rand_nanos(max: Duration) -> u64 {
     let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     (seed as u64) % (max.as_nanos().max(1) as u64)
+}
+
+/// A simple command (`nginx -c /etc/nginx/nginx.conf`) is run as `exec ...`, so the program replaces the
+/// shell: otherwise dash stays in between and a reload signal sent to the group (SIGHUP) ends
+/// the shell, which reads as the child exiting. Anything with shell syntax runs as written.
+fn shell_line(command: &str) -> String {
+    let simple = !command.trim().is_empty()
+        && !command.chars().any(|c| matches!(c, ';' | '&' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '\\' | '\n'))
+        && !command.trim_start().starts_with("exec ");
+    if simple {
+        format!("exec {command}")
+    } else {
+        command.to_string()
+    }
+}
+
+#[cfg(test)]
+mod shell_line_tests {
+    use super::shell_line;
+
+    #[test]
+    fn simple_commands_replace_the_shell_and_others_run_as_written() {
+        assert_eq!(shell_line("nginx"), "exec nginx");
+        assert_eq!(shell_line("nginx -g 'daemon off;'"), "nginx -g 'daemon off;'");
+        assert_eq!(shell_line("exec nginx"), "exec nginx");
+        assert_eq!(shell_line("a && b"), "a && b");
+        assert_eq!(shell_line("echo $HOME"), "echo $HOME");
+    }
 }

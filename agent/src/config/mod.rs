@@ -124,6 +124,18 @@ pub struct AgentFlags {
     /// Accepted for the old rolling-upgrade recipes and ignored, as Consul does.
     #[arg(long)]
     pub protocol: Option<u32>,
+    /// Not Consul's: register containers from this Docker engine socket, as Registrator does.
+    #[arg(long = "docker-socket")]
+    pub docker_socket: Option<PathBuf>,
+    /// Registrator's `-internal`: exposed ports at the containers' own addresses.
+    #[arg(long = "docker-internal")]
+    pub docker_internal: bool,
+    /// Registrator's `-ip`: the address published ports are registered at.
+    #[arg(long = "docker-ip")]
+    pub docker_ip: Option<String>,
+    /// Registrator's `-explicit`: only containers that name their service.
+    #[arg(long = "docker-explicit")]
+    pub docker_explicit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +232,8 @@ pub struct Config {
     pub gossip_wan: GossipLan,
     /// How long a failed member is kept before it is reaped (`reconnect_timeout`, 72h).
     pub reconnect_timeout: Duration,
+    /// The built-in registrator (`-docker-socket`, `docker_socket`), if on.
+    pub docker: Option<crate::docker::Options>,
     /// The files and dirs it was loaded from, for `reload`.
     pub flags: AgentFlags,
 }
@@ -527,6 +541,28 @@ fn tls_config(f: &Map<String, Value>, dc: &str, domain: &str) -> crate::tls::Tls
     }
 }
 
+/// The built-in registrator's settings: flags over `docker_*` keys; off without a socket.
+fn docker_options(flags: &AgentFlags, f: &Map<String, Value>) -> Result<Option<crate::docker::Options>, ConfigError> {
+    let Some(socket) = flags.docker_socket.clone().or_else(|| get_str(f, &["docker_socket"]).map(PathBuf::from)) else {
+        return Ok(None);
+    };
+    if socket.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let ip = match flags.docker_ip.clone().or_else(|| get_str(f, &["docker_ip"])).filter(|s| !s.is_empty()) {
+        Some(s) => Some(parse_ip("docker_ip", &s)?),
+        None => None,
+    };
+    Ok(Some(crate::docker::Options {
+        socket,
+        rules: crate::docker::mapping::Rules {
+            internal: flags.docker_internal || get_bool(f, &["docker_internal"]).unwrap_or(false),
+            ip,
+            explicit: flags.docker_explicit || get_bool(f, &["docker_explicit"]).unwrap_or(false),
+        },
+    }))
+}
+
 /// The host's IPv4 addresses (every interface that is up).
 fn interface_ipv4s() -> Vec<std::net::Ipv4Addr> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return vec![] };
@@ -783,6 +819,7 @@ impl Config {
         if bootstrap_expect > 0 && !server {
             return Err(ConfigError::Other("'bootstrap_expect > 0' requires 'server = true'".into()));
         }
+        let docker = docker_options(&flags, &f)?;
         Ok(Config {
             node_name,
             node_id,
@@ -847,6 +884,7 @@ impl Config {
             gossip_lan: gossip_tuning(&f, "gossip_lan")?,
             gossip_wan: gossip_tuning(&f, "gossip_wan")?,
             reconnect_timeout: get_duration(&f, &["reconnect_timeout"])?.unwrap_or(Duration::from_secs(72 * 3600)),
+            docker,
             flags,
         })
     }
@@ -939,6 +977,25 @@ mod tests {
         assert_eq!(private_ipv4(&[ip("100.64.1.2")]).expect("cgnat").to_string(), "100.64.1.2");
         assert!(private_ipv4(&[ip("127.0.0.1"), ip("192.0.2.2")]).unwrap_err().to_string().starts_with("No private"));
         assert!(private_ipv4(&[ip("10.0.0.1"), ip("192.168.1.1")]).unwrap_err().to_string().starts_with("Multiple"));
+    }
+
+    #[test]
+    fn docker_settings_from_flags_or_keys() {
+        let c = Config::build(parse(&["-dev"]), Map::new()).expect("valid");
+        assert_eq!(c.docker, None, "off without a socket");
+        let c = Config::build(parse(&["-dev", "-docker-socket=/var/run/docker.sock", "-docker-internal"]), Map::new())
+            .expect("valid");
+        let d = c.docker.expect("on");
+        assert_eq!(d.socket, PathBuf::from("/var/run/docker.sock"));
+        assert!(d.rules.internal && !d.rules.explicit && d.rules.ip.is_none());
+        let file =
+            serde_json::json!({"docker_socket": "/run/podman.sock", "docker_explicit": true, "docker_ip": "10.1.2.3"});
+        let c = Config::build(parse(&["-dev"]), file.as_object().cloned().unwrap_or_default()).expect("valid");
+        let d = c.docker.expect("on");
+        assert_eq!(d.socket, PathBuf::from("/run/podman.sock"));
+        assert!(d.rules.explicit && !d.rules.internal);
+        assert_eq!(d.rules.ip.map(|ip| ip.to_string()).as_deref(), Some("10.1.2.3"));
+        assert!(Config::build(parse(&["-dev", "-docker-socket=/s", "-docker-ip=nope"]), Map::new()).is_err());
     }
 
     #[test]

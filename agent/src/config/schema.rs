@@ -131,6 +131,11 @@ pub const TOP: &[(&str, Ty)] = &[
     ("disable_remote_exec", Ty::Bool),
     ("disable_update_check", Ty::Bool),
     ("discard_check_output", Ty::Bool),
+    // Not Consul's: the built-in registrator (`docker::Options`).
+    ("docker_explicit", Ty::Bool),
+    ("docker_internal", Ty::Bool),
+    ("docker_ip", Ty::Str),
+    ("docker_socket", Ty::Str),
     (
         "dns_config",
         Ty::Obj(&[

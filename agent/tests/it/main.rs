@@ -8,6 +8,7 @@ mod cluster;
 mod config_cli;
 mod connect;
 mod dns;
+mod docker;
 mod federation;
 mod gossip;
 mod harness;
