@@ -12,7 +12,14 @@ pub(crate) fn agent_binary() -> Option<PathBuf> {
         return (p != "none").then(|| PathBuf::from(p));
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target");
-    ["release", "debug"].iter().map(|p| root.join(p).join("agent")).find(|p| p.exists())
+    // The newest build: a release binary left from an older checkout must not stand in for
+    // the debug one `cargo test` just made.
+    ["release", "debug"]
+        .iter()
+        .map(|p| root.join(p).join("agent"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p)
 }
 
 /// A `-dev` agent process, killed on drop.
