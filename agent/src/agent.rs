@@ -229,6 +229,7 @@ impl Agent {
             let r = openraft::Raft::new(rid, raft_config, network::Network::new(http.clone()), db.log_store(), sm)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
+            tokio::spawn(raft::snapshots(r.clone(), shutdown.subscribe()));
             let timing = raft::Timing::new(config.raft_multiplier, config.dev);
             server = Some(Server::new(r, store.clone(), rid, peer, http, timing, shutdown.subscribe()));
         }

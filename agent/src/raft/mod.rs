@@ -85,6 +85,32 @@ impl Timing {
     }
 }
 
+/// Consul's `raft_snapshot_threshold`: entries since the last snapshot before another is taken.
+pub const SNAPSHOT_THRESHOLD: u64 = 16_384;
+/// Consul's `raft_snapshot_interval`: how often the threshold is checked (with up to as much
+/// again of jitter, as HashiCorp's Raft does).
+pub const SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes a snapshot every [`SNAPSHOT_INTERVAL`] (plus jitter) when at least
+/// [`SNAPSHOT_THRESHOLD`] entries were applied since the last one, until shutdown.
+pub async fn snapshots(raft: Raft, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let jitter = std::time::Duration::from_millis(rand::random::<u64>() % SNAPSHOT_INTERVAL.as_millis() as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(SNAPSHOT_INTERVAL + jitter) => {}
+            _ = shutdown.changed() => return,
+        }
+        let m = raft.metrics().borrow().clone();
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let snapshot = m.snapshot.map(|l| l.index).unwrap_or(0);
+        if applied.saturating_sub(snapshot) >= SNAPSHOT_THRESHOLD {
+            if let Err(e) = raft.trigger().snapshot().await {
+                tracing::warn!(error = %e, "raft: triggering a snapshot failed");
+            }
+        }
+    }
+}
+
 /// Raft timings from Consul's `performance.raft_multiplier` (5 by default; 1 for production
 /// clusters that want fast failover). `dev` uses Consul's very short dev-mode timings.
 pub fn config(raft_multiplier: u64, dev: bool) -> openraft::Config {
@@ -99,7 +125,9 @@ pub fn config(raft_multiplier: u64, dev: bool) -> openraft::Config {
         election_timeout_min: t.election_min.as_millis() as u64,
         election_timeout_max: t.election_max.as_millis() as u64,
         install_snapshot_timeout: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(16_384),
+        // Consul's cadence instead (`snapshots`): a snapshot is the whole store, so taking one
+        // every 16,384 entries under a write load would rewrite it every few seconds.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 1_000,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         enable_elect: false,

@@ -47,12 +47,23 @@ impl Db {
 
     /// Saves the latest snapshot (metadata and bytes) and flushes.
     pub async fn save_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StorageError> {
-        let io = |e: sled::Error| StorageIOError::write_snapshot(None, &e);
+        self.write_snapshot(meta, data)?;
+        self.flush().await
+    }
+
+    /// Writes the latest snapshot without waiting for the disk (blocking: a large snapshot is
+    /// a large write).
+    pub fn write_snapshot(&self, meta: &[u8], data: &[u8]) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
         batch.insert("snapshot_meta", meta);
         batch.insert("snapshot_data", data);
-        self.meta.apply_batch(batch).map_err(io)?;
-        self.db.flush_async().await.map_err(io)?;
+        self.meta.apply_batch(batch).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(())
+    }
+
+    /// Waits until everything written is on disk.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_async().await.map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(())
     }
 

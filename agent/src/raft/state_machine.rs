@@ -50,7 +50,6 @@ pub struct Builder {
 
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let bytes = serde_json::to_vec(&self.data).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let snapshot_id = match &self.data.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
             None => format!("--{}", self.seq),
@@ -61,7 +60,21 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             snapshot_id,
         };
         let meta_bytes = serde_json::to_vec(&meta).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        self.db.save_snapshot(&meta_bytes, &bytes).await?;
+        // Serializing the whole store and writing it out takes long on a large store: on a
+        // blocking thread, not on a runtime worker that requests and Raft need meanwhile.
+        let data = std::mem::replace(
+            &mut self.data,
+            SnapshotData { last_applied: None, membership: Default::default(), state: State::default() },
+        );
+        let db = self.db.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, StorageError> {
+            let bytes = serde_json::to_vec(&data).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            db.write_snapshot(&meta_bytes, &bytes)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string())))??;
+        self.db.flush().await?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
