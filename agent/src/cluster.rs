@@ -110,8 +110,9 @@ impl Members {
         self.changed.notify_waiters();
     }
 
+    /// Keeps a member's coordinate; a name that is not a member is ignored.
     pub fn set_coordinate(&self, name: &str, c: crate::coordinate::Coord) {
-        if c.is_valid() {
+        if c.is_valid() && self.list.read().iter().any(|m| m.name == name) {
             self.coords.write().insert(name.to_string(), c);
         }
     }

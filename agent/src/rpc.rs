@@ -294,8 +294,8 @@ async fn handle(
             "/rpc/acl/replicate" => {
                 // A secondary datacenter's leader copying this one's global ACL objects.
                 let token = token_of(&req);
-                let with_tokens: bool = body(req, rpc_max).await?;
-                reply(&crate::acl::replication::replica_for(agent, token.as_deref(), with_tokens))
+                let (with_tokens, since): (bool, u64) = body(req, rpc_max).await?;
+                reply(&crate::acl::replication::replica_for(agent, token.as_deref(), with_tokens, since))
             }
             "/rpc/acl/resolve" => {
                 let secret: String = body(req, rpc_max).await?;

@@ -110,6 +110,11 @@ fn wan_addr(addr: &str) -> String {
     }
 }
 
+/// The WAN pool's timings: Consul's WAN defaults (`-dev`: the fast ones), tuned by `gossip_wan`.
+pub fn wan_timing(cfg: &Config) -> gossip::Timing {
+    tuned(if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::wan() }, &cfg.gossip_wan, cfg)
+}
+
 /// Starts a server's WAN pool: every datacenter's servers, named `<node>.<dc>`.
 pub async fn start_wan(agent: &Arc<Agent>) -> anyhow::Result<Option<Arc<Gossip>>> {
     let cfg = &agent.config;
@@ -126,7 +131,7 @@ pub async fn start_wan(agent: &Arc<Agent>) -> anyhow::Result<Option<Arc<Gossip>>
     )
     .map_err(anyhow::Error::msg)?;
     let port = cfg.ports.serf_wan as u16;
-    let timing = tuned(if cfg.dev { gossip::Timing::dev() } else { gossip::Timing::wan() }, &cfg.gossip_wan, cfg);
+    let timing = wan_timing(cfg);
     let g = Gossip::start(gossip::Config {
         node_name: format!("{}.{}", cfg.node_name, cfg.datacenter),
         bind: SocketAddr::new(cfg.bind_addr, port),

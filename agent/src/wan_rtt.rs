@@ -23,12 +23,8 @@ pub async fn run(agent: Arc<Agent>) {
     let me = wan_name(&agent);
     let mut client = Client::default();
     agent.wan.set_coordinate(&me, client.coord().clone());
-    // Serf updates on every WAN probe (5 s); -dev and tests probe faster.
-    let every = if agent.config.dev || agent.config.gossip_wan.probe_interval.is_some() {
-        Duration::from_millis(500)
-    } else {
-        Duration::from_secs(5)
-    };
+    // Serf updates its coordinate on every WAN probe.
+    let every = crate::serf::wan_timing(&agent.config).probe_interval;
     let mut shutdown = agent.shutdown.subscribe();
     loop {
         tokio::select! {

@@ -12,10 +12,13 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What the primary sends: its global objects and the ACL index they are at.
+/// What the primary sends: its global objects and the ACL index they are at; `unchanged` (and
+/// nothing else) when that index is the one the secondary already has.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Replica {
     pub index: u64,
+    #[serde(default)]
+    pub unchanged: bool,
     pub policies: Vec<Policy>,
     pub roles: Vec<Role>,
     pub tokens: Option<Vec<Token>>,
@@ -60,7 +63,7 @@ pub fn status_json(agent: &Agent) -> Value {
 
 /// The primary's side: its global objects for a replication token that may read ACLs (and
 /// write them, for tokens, as Consul requires).
-pub fn replica_for(agent: &Agent, token: Option<&str>, with_tokens: bool) -> Result<Replica, String> {
+pub fn replica_for(agent: &Agent, token: Option<&str>, with_tokens: bool, since: u64) -> Result<Replica, String> {
     let st = agent.store.read();
     let id = agent.acl.resolve_local(token, &st.acl, crate::structs::now_ms()).map_err(|e| e.to_string())?;
     let need = if with_tokens { super::Access::Write } else { super::Access::Read };
@@ -68,8 +71,12 @@ pub fn replica_for(agent: &Agent, token: Option<&str>, with_tokens: bool) -> Res
         return Err("Permission denied: token lacks permission 'acl:write'".into());
     }
     let t = &st.acl;
+    if since != 0 && since == t.index {
+        return Ok(Replica { index: t.index, unchanged: true, policies: vec![], roles: vec![], tokens: None });
+    }
     Ok(Replica {
         index: t.index,
+        unchanged: false,
         policies: t.policies.values().cloned().collect(),
         roles: t.roles.values().cloned().collect(),
         tokens: with_tokens.then(|| t.tokens.values().filter(|k| !k.local).cloned().collect()),
@@ -100,14 +107,8 @@ pub fn route_to_primary(
     (!local).then_some(primary)
 }
 
-/// How often a secondary's leader asks the primary.
-fn interval(agent: &Agent) -> Duration {
-    if agent.config.dev || agent.config.gossip_wan.probe_interval.is_some() {
-        Duration::from_millis(500)
-    } else {
-        Duration::from_secs(5)
-    }
-}
+/// How often a secondary's leader asks the primary (Consul's `acl_replication_rate`: once a second).
+const INTERVAL: Duration = Duration::from_secs(1);
 
 /// The secondary's loop: while this server leads, the primary's objects are copied whenever
 /// they differ from ours.
@@ -117,21 +118,30 @@ pub async fn run(agent: Arc<Agent>) {
     let mut shutdown = agent.shutdown.subscribe();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval(&agent)) => {}
+            _ = tokio::time::sleep(INTERVAL) => {}
             _ = shutdown.changed() => return,
         }
         if !server.is_leader() {
-            agent.acl.replication.lock().running = false;
+            let mut s = agent.acl.replication.lock();
+            (s.running, s.replicated_index) = (false, 0);
             continue;
         }
         let with_tokens = agent.acl.config.enable_token_replication;
         let token = agent.acl.agent_tokens().replication;
-        let got: Result<Result<Replica, String>, String> =
-            crate::forward::call_datacenter(&agent, &primary, "/rpc/acl/replicate", &with_tokens, Some(&token)).await;
+        // Since what this leader copied last (0 after a restart or a new leader: a full copy).
+        let since = agent.acl.replication.lock().replicated_index;
+        let got: Result<Result<Replica, String>, String> = crate::forward::call_datacenter(
+            &agent,
+            &primary,
+            "/rpc/acl/replicate",
+            &(with_tokens, since),
+            Some(&token),
+        )
+        .await;
         let now = crate::structs::now_ms();
         match got.and_then(|r| r) {
             Ok(replica) => {
-                let written = if differs(&agent, &replica) {
+                let written = if !replica.unchanged && differs(&agent, &replica) {
                     let cmd = AclCommand::Replicate {
                         policies: replica.policies.clone(),
                         roles: replica.roles.clone(),

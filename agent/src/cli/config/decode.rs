@@ -8,19 +8,8 @@
 
 use serde_json::{Map, Value};
 
-/// The kinds Consul's CLI knows (`api.MakeConfigEntry`) that this agent stores.
-pub(super) const KINDS: &[&str] = &[
-    "service-defaults",
-    "proxy-defaults",
-    "service-router",
-    "service-splitter",
-    "service-resolver",
-    "ingress-gateway",
-    "terminating-gateway",
-    "service-intentions",
-    "mesh",
-    "exported-services",
-];
+/// The kinds this agent stores (Consul's CLI knows them by `api.MakeConfigEntry`).
+pub(super) use crate::config_entry::KINDS;
 
 /// Word parts that Go spells in capitals (`external_sni` is `ExternalSNI`).
 const ACRONYMS: &[(&str, &str)] = &[
