@@ -243,12 +243,15 @@ async fn two_datacenters_federated_over_the_wan() {
             net.cut(a, b);
         }
     }
-    wait_for(LONG, "dc1's servers seeing dc2's failed", || async {
-        let m = json(&dc1[0].get("/v1/agent/members?wan=1").await);
-        let failed = m.as_array()?.iter().filter(|m| m["Status"].as_u64() == Some(4)).count();
-        (failed == 3).then_some(())
-    })
-    .await;
+    // Every dc1 server, since the client may ask any of them.
+    for s in dc1.iter() {
+        wait_for(LONG, "dc1's servers seeing dc2's failed", || async {
+            let m = json(&s.get("/v1/agent/members?wan=1").await);
+            let failed = m.as_array()?.iter().filter(|m| m["Status"].as_u64() == Some(4)).count();
+            (failed == 3).then_some(())
+        })
+        .await;
+    }
     assert_eq!(c1.put("/v1/kv/during-cut", "dc1").await.status, 200);
     assert_eq!(c2.put("/v1/kv/during-cut", "dc2").await.status, 200);
     assert_eq!(text(&c1.get("/v1/kv/during-cut?raw").await), "dc1");
